@@ -1,0 +1,31 @@
+# Two commands on a fresh machine:  `make demo`  (the main job)  and  `make test`.
+# Each creates ./.venv and installs what it needs the first time.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+LSM    := $(VENV)/bin/lsm
+STAMP  := $(VENV)/.installed
+OUT    ?= out/demo
+
+.PHONY: install demo test clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: the local CPU build (anything else pulls GBs of CUDA).
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	mkdir -p $(OUT)
+	$(LSM) world --population configs/population/anes96.yaml --graph configs/graph/default.yaml \
+	    --agents 2000 --seed 0 --out $(OUT)/world.h5
+	$(LSM) scenario configs/scenarios/guessing_game.yaml --world $(OUT)/world.h5
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) out

@@ -1,0 +1,1 @@
+"""lsm.infer (see DESIGN.md; built by later issues)."""

@@ -1,0 +1,1 @@
+"""lsm.model (see DESIGN.md; built by later issues)."""

@@ -1,0 +1,1 @@
+"""lsm.narrate (see DESIGN.md; built by later issues)."""

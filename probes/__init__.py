@@ -1,0 +1,1 @@
+"""lsm.probes (see DESIGN.md; built by later issues)."""

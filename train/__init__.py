@@ -1,0 +1,1 @@
+"""lsm.train (see DESIGN.md; built by later issues)."""
