@@ -1,0 +1,46 @@
+"""Every shipped config parses, and every name in it resolves (litgpt's test_config_hub)."""
+from __future__ import annotations
+
+import pytest
+
+from lsm.config import CONFIG_ROOT, shipped
+from lsm.data_gen.graph import load_graph_config
+from lsm.data_gen.population import load_population_config
+from lsm.data_gen.scenario import check_against_world, load_scenario
+from lsm.data_gen.world import build_world
+
+POPULATIONS = sorted((CONFIG_ROOT / "population").glob("*.yaml"))
+GRAPHS = sorted((CONFIG_ROOT / "graph").glob("*.yaml"))
+SCENARIOS = sorted((CONFIG_ROOT / "scenarios").glob("*.yaml"))
+
+
+def test_required_configs_are_shipped():
+    names = {p.stem for p in SCENARIOS}
+    assert {"vaccine_campaign", "policy_announcement", "product_adoption", "guessing_game"} <= names
+    assert {"generic", "anes96"} <= {p.stem for p in POPULATIONS}
+    assert shipped("graph", "default.yaml").is_file()
+
+
+@pytest.mark.parametrize("path", POPULATIONS, ids=lambda p: p.stem)
+def test_population_parses(path):
+    cfg = load_population_config(path)
+    assert cfg.name == path.stem
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+def test_scenario_parses(path):
+    sc = load_scenario(path)
+    assert sc.name == path.stem
+    assert len(sc.channel_names) >= 1 and sc.actions.n >= 2
+
+
+@pytest.mark.parametrize("graph", GRAPHS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("population", POPULATIONS, ids=lambda p: p.stem)
+def test_every_graph_resolves_on_every_population(population, graph):
+    """Every attribute a graph config names exists in every shipped population, and every
+    scenario's exposure rules resolve against the resulting world."""
+    load_graph_config(graph)
+    w = build_world(population, graph, agents=200, seed=0)
+    assert w.graph.num_edges > 0
+    for path in SCENARIOS:
+        check_against_world(load_scenario(path), w.population, w.graph, source=path)
