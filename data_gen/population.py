@@ -287,7 +287,7 @@ def _conditional_latents(
 def sample_population(config: PopulationConfig, n: int, seed: int, source_file: str | None = None) -> Population:
     """Sample N agents from `config` with `seed` (same inputs -> identical population)."""
     if n < 1:
-        raise ConfigError(source_file, [Problem("agents", n, "a positive number of agents")], "population")
+        raise ConfigError("arguments", [Problem("agents", n, "a positive number of agents")], "request")
     rng = np.random.default_rng([seed, 0x9E3779B9])
     categorical: dict[str, np.ndarray] = {}
     categories: dict[str, list[str]] = {}
