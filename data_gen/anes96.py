@@ -64,6 +64,10 @@ class SurveySample:
     descriptions: dict[str, str]
     respondent: np.ndarray
     """Row index of the ANES respondent each agent was resampled from, [N]."""
+    scores: dict[str, np.ndarray]
+    """Each agent's normal score on each survey attribute, [N]."""
+    survey_scores: dict[str, np.ndarray]
+    """The 944 respondents' normal scores, [944] (for the survey's own correlations)."""
 
 
 def load_anes96():
@@ -73,35 +77,64 @@ def load_anes96():
     return anes96.load_pandas().data
 
 
-def resample_anes96(n: int, rng: np.random.Generator) -> SurveySample:
-    """N agents resampled with replacement from the ANES 1996 respondents."""
-    data = load_anes96()
-    rows = rng.integers(0, len(data), size=n)
-    d = {col: data[col].to_numpy()[rows] for col in ("PID", "selfLR", "educ", "vote", "popul", "age", "income", "TVnews")}
-    pid = d["PID"].astype(np.int16)
+def _survey_columns(data) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """All respondents' readable columns: (categorical codes, numeric values), each [944]."""
+    pid = data["PID"].to_numpy().astype(np.int16)
     lo = np.array([b[0] for b in INCOME_BRACKETS], dtype=np.float64)
     hi = np.array([b[1] for b in INCOME_BRACKETS], dtype=np.float64)
-    bracket = d["income"].astype(np.int64) - 1
-    income = lo[bracket] + rng.random(n) * (hi[bracket] - lo[bracket])
+    bracket = data["income"].to_numpy().astype(np.int64) - 1
     categorical = {
         "party_id": pid,
         "party": np.where(pid <= 2, 0, np.where(pid == 3, 1, 2)).astype(np.int16),
-        "ideology": (d["selfLR"] - 1).astype(np.int16),
-        "education": (d["educ"] - 1).astype(np.int16),
-        "vote_1996": d["vote"].astype(np.int16),
-        "area": np.searchsorted(AREA_EDGES_THOUSANDS, d["popul"], side="right").astype(np.int16),
+        "ideology": (data["selfLR"].to_numpy() - 1).astype(np.int16),
+        "education": (data["educ"].to_numpy() - 1).astype(np.int16),
+        "vote_1996": data["vote"].to_numpy().astype(np.int16),
+        "area": np.searchsorted(AREA_EDGES_THOUSANDS, data["popul"].to_numpy(), side="right").astype(np.int16),
     }
     numeric = {
-        "age": d["age"].astype(np.float32),
-        "income": np.round(income).astype(np.float32),
-        "tv_news_days": d["TVnews"].astype(np.float32),
+        "age": data["age"].to_numpy().astype(np.float32),
+        "income_bracket_lo": lo[bracket].astype(np.float32),
+        "income_bracket_hi": hi[bracket].astype(np.float32),
+        "tv_news_days": data["TVnews"].to_numpy().astype(np.float32),
     }
+    return categorical, numeric
+
+
+def normal_scores(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Standard-normal scores of values by mid-ranks (ties broken at random)."""
+    from scipy import special
+
+    order = np.lexsort((rng.random(len(values)), values))
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values))
+    return special.ndtri((ranks + 0.5) / len(values))
+
+
+def resample_anes96(n: int, rng: np.random.Generator) -> SurveySample:
+    """N agents resampled with replacement from the ANES 1996 respondents.
+
+    `scores[a]` are each agent's normal scores on attribute a *within the survey* (computed on
+    all 944 respondents), and `survey_scores[a]` the respondents' own, for the copula.
+    """
+    data = load_anes96()
+    categorical_all, numeric_all = _survey_columns(data)
+    rows = rng.integers(0, len(data), size=n)
+    lo, hi = numeric_all.pop("income_bracket_lo"), numeric_all.pop("income_bracket_hi")
+    income_mid = (lo + hi) / 2
+    survey_scores = {a: normal_scores(v.astype(np.float64), rng) for a, v in {**categorical_all, **numeric_all}.items()}
+    survey_scores["income"] = normal_scores(income_mid.astype(np.float64), rng)
+    income = lo[rows] + rng.random(n) * (hi[rows] - lo[rows])
+    numeric = {a: v[rows] for a, v in numeric_all.items()}
+    numeric["income"] = np.round(income).astype(np.float32)
+    numeric = {"age": numeric["age"], "income": numeric["income"], "tv_news_days": numeric["tv_news_days"]}
     numeric_range = {"age": (18.0, 95.0), "income": (0.0, 150000.0), "tv_news_days": (0.0, 7.0)}
     return SurveySample(
-        categorical=categorical,
+        categorical={a: v[rows] for a, v in categorical_all.items()},
         categories={k: list(v) for k, v in ANES_CATEGORIES.items()},
         numeric=numeric,
         numeric_range=numeric_range,
         descriptions=dict(ANES_ATTRIBUTES),
         respondent=rows,
+        scores={a: v[rows] for a, v in survey_scores.items()},
+        survey_scores=survey_scores,
     )

@@ -229,14 +229,6 @@ class Population:
 
 
 # --------------------------------------------------------------------------- sampling
-def _normal_scores_from_ranks(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Map observed values to standard-normal scores by (randomly tie-broken) mid-ranks."""
-    order = np.lexsort((rng.random(len(values)), values))
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(len(values))
-    return special.ndtri((ranks + 0.5) / len(values))
-
-
 def _categorical_from_uniform(u: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """Quantile bins: u in [0,1) -> category index with the given proportions (in order)."""
     cum = np.cumsum(probs / probs.sum())
@@ -295,6 +287,7 @@ def sample_population(config: PopulationConfig, n: int, seed: int, source_file: 
     numeric_range: dict[str, tuple[float, float]] = {}
     descriptions: dict[str, str] = {}
     observed_scores: dict[str, np.ndarray] = {}
+    survey_corr = None
 
     if config.source == "anes96":
         from lsm.data_gen.anes96 import resample_anes96
@@ -305,32 +298,31 @@ def sample_population(config: PopulationConfig, n: int, seed: int, source_file: 
         numeric.update(survey.numeric)
         numeric_range.update(survey.numeric_range)
         descriptions.update(survey.descriptions)
-        for a, v in {**survey.categorical, **survey.numeric}.items():
-            observed_scores[a] = _normal_scores_from_ranks(v.astype(np.float64), rng)
+        # Only survey attributes that a configured correlation mentions enter the copula; their
+        # mutual correlation is the survey's own (computed on all respondents).
+        linked = [a for a in survey.scores if any(a in c.between for c in config.correlations)]
+        observed_scores = {a: survey.scores[a] for a in linked}
+        if linked:
+            survey_corr = np.atleast_2d(np.corrcoef(np.stack([survey.survey_scores[a] for a in linked])))
 
-    # Joint latent correlation over every attribute (survey + sampled).
+    # Joint latent correlation over every attribute (linked survey ones first, then sampled).
     latent_names = list(observed_scores) + list(config.attributes)
     index = {a: i for i, a in enumerate(latent_names)}
     corr = np.eye(len(latent_names))
     for c in config.correlations:
         i, j = index[c.between[0]], index[c.between[1]]
         corr[i, j] = corr[j, i] = c.rho
+    if survey_corr is not None:
+        k = len(observed_scores)
+        corr[:k, :k] = survey_corr
     if len(latent_names) and np.linalg.eigvalsh(corr).min() <= 1e-9:
         raise ConfigError(
             source_file,
             [Problem("correlations", [f"{c.between[0]}~{c.between[1]}={c.rho}" for c in config.correlations],
-                     "pairwise correlations that are jointly possible (the matrix is not positive definite)")],
+                     "pairwise correlations that are jointly possible (with the survey's own, if any): "
+                     "the correlation matrix is not positive definite")],
             "population",
         )
-    # Survey scores are empirical; treat their mutual correlation as given by the data.
-    if observed_scores:
-        obs_names = list(observed_scores)
-        emp = np.corrcoef(np.stack([observed_scores[a] for a in obs_names]))
-        k = len(obs_names)
-        corr[:k, :k] = emp
-        if np.linalg.eigvalsh(corr).min() <= 1e-9:
-            raise ConfigError(source_file, [Problem("correlations", [c.between for c in config.correlations],
-                              "correlations compatible with the survey's own correlations")], "population")
     latent = _conditional_latents(latent_names, corr, observed_scores, n, rng)
 
     # Unconditional attributes first, then those `given` another (in dependency order).

@@ -100,3 +100,13 @@ def test_impossible_correlations_are_rejected():
     cfg = from_dict(PopulationConfig, {"name": "x", "attributes": attrs, "correlations": corr})
     with pytest.raises(ConfigError, match="positive definite"):
         sample_population(cfg, 10, 0)
+
+
+@pytest.mark.parametrize("n", [1, 3, 7])
+@pytest.mark.parametrize("name", ["anes96", "generic"])
+def test_tiny_worlds_build(name, n):
+    from lsm.data_gen.world import build_world
+
+    w = build_world(shipped("population", f"{name}.yaml"), shipped("graph", "default.yaml"), agents=n, seed=0)
+    assert w.n == n and len(w.population.persona) == n
+    assert (w.graph.edge_index < n).all()
