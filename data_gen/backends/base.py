@@ -1,0 +1,53 @@
+"""The backend interface every teacher / narrator LLM implements.
+
+A conversation is a list of chat messages `{"role": "system"|"user"|"assistant", "content": str}`.
+When the last message is from the assistant, its content is a *prefix* the model continues
+(e.g. "..., so this week I decided to"); `score_options` scores option texts as continuations of
+it, which FINDINGS.md shows is far more informative for small models than letter choices.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+Message = dict[str, str]
+Conversation = list[Message]
+
+
+@dataclass
+class Generation:
+    """One sampled answer and its accounting."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    """Wall time of the batch call divided by the batch size."""
+    finish_reason: str = "stop"
+
+
+class LLMBackend(ABC):
+    """Batched text generation and option scoring.
+
+    Implementations: `embedded` (SmolLM2 on CPU, the default), and in later work `openai`
+    (any OpenAI-compatible server) and `vllm` (offline engine on GPUs).
+    """
+
+    name: str = "backend"
+    supports_logprobs: bool = False
+    """`score_options` reads real token log-probabilities."""
+    supports_schema: bool = False
+    """`generate` can constrain the output to a JSON schema."""
+
+    @abstractmethod
+    def generate(self, conversations: Sequence[Conversation], schema: dict[str, Any] | None = None,
+                 temperature: float = 0.7, seed: int = 0, max_tokens: int = 256) -> list[Generation]:
+        """One answer per conversation (constrained to `schema` where supported)."""
+
+    @abstractmethod
+    def score_options(self, conversations: Sequence[Conversation], option_labels: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """For each conversation, a probability distribution over its option texts, read from the
+        summed token log-probabilities of each option as a continuation (softmax over options)."""
