@@ -221,7 +221,7 @@ def read_yaml(path: str | Path, kind: str = "config") -> Any:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         reason = getattr(err, "problem", None) or str(err)
-        raise ConfigError(path, [Problem("", f"YAML syntax error at {where}", f"valid YAML ({reason})")], kind)
+        raise ConfigError(path, [Problem("", f"YAML syntax error at {where}", f"valid YAML ({reason})")], kind) from None
 
 
 def load_config(cls: type[T], path: str | Path, kind: str = "config") -> T:

@@ -21,7 +21,6 @@ scenario event can be shown to an outlet's followers.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -540,17 +539,6 @@ def homophily_attributes(config: GraphConfig, pop) -> list[str]:
         if part in pop.attributes and part not in seen:
             seen.append(part)
     return seen
-
-
-@dataclass
-class Timer:
-    """Wall time and peak resident memory of a block (peak over the process lifetime)."""
-
-    start: float = field(default_factory=time.perf_counter)
-
-    @property
-    def seconds(self) -> float:
-        return time.perf_counter() - self.start
 
 
 def peak_rss_gb() -> float:

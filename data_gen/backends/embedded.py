@@ -147,6 +147,8 @@ class EmbeddedBackend(LLMBackend):
     def option_logprobs(self, conversations: Sequence[Conversation], option_labels: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """Summed log-probability of each option's tokens after each conversation's prompt."""
         torch = self._torch
+        if len(conversations) != len(option_labels):
+            raise ValueError(f"{len(conversations)} conversations but {len(option_labels)} option lists")
         seqs: list[tuple[int, list[int], int]] = []  # (conversation, ids, number of option tokens)
         for ci, (conv, options) in enumerate(zip(conversations, option_labels)):
             prefix = self._ids(self.render(conv))
