@@ -124,9 +124,11 @@ def resample_anes96(n: int, rng: np.random.Generator) -> SurveySample:
     survey_scores = {a: normal_scores(v.astype(np.float64), rng) for a, v in {**categorical_all, **numeric_all}.items()}
     survey_scores["income"] = normal_scores(income_mid.astype(np.float64), rng)
     income = lo[rows] + rng.random(n) * (hi[rows] - lo[rows])
-    numeric = {a: v[rows] for a, v in numeric_all.items()}
-    numeric["income"] = np.round(income).astype(np.float32)
-    numeric = {"age": numeric["age"], "income": numeric["income"], "tv_news_days": numeric["tv_news_days"]}
+    numeric = {
+        "age": numeric_all["age"][rows],
+        "income": np.round(income).astype(np.float32),
+        "tv_news_days": numeric_all["tv_news_days"][rows],
+    }
     numeric_range = {"age": (18.0, 95.0), "income": (0.0, 150000.0), "tv_news_days": (0.0, 7.0)}
     return SurveySample(
         categorical={a: v[rows] for a, v in categorical_all.items()},
