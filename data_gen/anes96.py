@@ -77,8 +77,9 @@ def load_anes96():
     return anes96.load_pandas().data
 
 
-def _survey_columns(data) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """All respondents' readable columns: (categorical codes, numeric values), each [944]."""
+def _survey_columns(data) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """All respondents' readable columns, each [944]: categorical codes, numeric values, and the
+    lower and upper dollar bounds of each respondent's income bracket."""
     pid = data["PID"].to_numpy().astype(np.int16)
     lo = np.array([b[0] for b in INCOME_BRACKETS], dtype=np.float64)
     hi = np.array([b[1] for b in INCOME_BRACKETS], dtype=np.float64)
@@ -93,11 +94,9 @@ def _survey_columns(data) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
     }
     numeric = {
         "age": data["age"].to_numpy().astype(np.float32),
-        "income_bracket_lo": lo[bracket].astype(np.float32),
-        "income_bracket_hi": hi[bracket].astype(np.float32),
         "tv_news_days": data["TVnews"].to_numpy().astype(np.float32),
     }
-    return categorical, numeric
+    return categorical, numeric, lo[bracket].astype(np.float32), hi[bracket].astype(np.float32)
 
 
 def normal_scores(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -117,9 +116,8 @@ def resample_anes96(n: int, rng: np.random.Generator) -> SurveySample:
     all 944 respondents), and `survey_scores[a]` the respondents' own, for the copula.
     """
     data = load_anes96()
-    categorical_all, numeric_all = _survey_columns(data)
+    categorical_all, numeric_all, lo, hi = _survey_columns(data)
     rows = rng.integers(0, len(data), size=n)
-    lo, hi = numeric_all.pop("income_bracket_lo"), numeric_all.pop("income_bracket_hi")
     income_mid = (lo + hi) / 2
     survey_scores = {a: normal_scores(v.astype(np.float64), rng) for a, v in {**categorical_all, **numeric_all}.items()}
     survey_scores["income"] = normal_scores(income_mid.astype(np.float64), rng)
