@@ -134,8 +134,9 @@ class EmbeddedBackend(LLMBackend):
             new = gen[:, enc["input_ids"].shape[1]:]  # (B, new tokens)
             for i in range(len(batch)):
                 ids = new[i].tolist()
-                n_new = next((k + 1 for k, t in enumerate(ids) if t == tok.eos_token_id), len(ids))
-                finish = "stop" if n_new < len(ids) or (ids and ids[n_new - 1] == tok.eos_token_id) else "length"
+                stopped = tok.eos_token_id in ids
+                n_new = ids.index(tok.eos_token_id) + 1 if stopped else len(ids)  # tokens up to and including EOS
+                finish = "stop" if stopped else "length"
                 out.append(Generation(
                     text=tok.decode(ids[:n_new], skip_special_tokens=True),
                     prompt_tokens=int(enc["attention_mask"][i].sum()),
@@ -149,28 +150,28 @@ class EmbeddedBackend(LLMBackend):
         torch = self._torch
         if len(conversations) != len(option_labels):
             raise ValueError(f"{len(conversations)} conversations but {len(option_labels)} option lists")
-        seqs: list[tuple[int, list[int], int]] = []  # (conversation, ids, number of option tokens)
-        for ci, (conv, options) in enumerate(zip(conversations, option_labels)):
+        seqs: list[tuple[list[int], int]] = []  # (prompt + option ids, number of option tokens)
+        for conv, options in zip(conversations, option_labels):
             prefix = self._ids(self.render(conv))
             for opt in options:
                 opt_ids = self._ids(opt)
                 if not opt_ids:
                     raise ValueError(f"option {opt!r} has no tokens")
-                seqs.append((ci, prefix + opt_ids, len(opt_ids)))
+                seqs.append((prefix + opt_ids, len(opt_ids)))
         scores = np.zeros(len(seqs))
         bs = max(1, self.config.batch_size * 2)
         pad = self.tokenizer.pad_token_id
         for start in range(0, len(seqs), bs):
             chunk = seqs[start : start + bs]
-            width = max(len(s[1]) for s in chunk)
+            width = max(len(s) for s, _ in chunk)
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)  # right padded (B, L)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, (_, s, _) in enumerate(chunk):
+            for r, (s, _) in enumerate(chunk):
                 ids[r, : len(s)] = torch.tensor(s)
                 mask[r, : len(s)] = 1
             with torch.inference_mode():
                 logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)  # (B, L, V)
-            for r, (_, s, k) in enumerate(chunk):
+            for r, (s, k) in enumerate(chunk):
                 pos = torch.arange(len(s) - k, len(s))  # positions of the option tokens
                 scores[start + r] = float(logp[r, pos - 1, torch.tensor(s[-k:])].sum())
         out, i = [], 0
