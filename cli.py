@@ -13,6 +13,10 @@ from pathlib import Path
 from lsm.config import CONFIG_ROOT, ConfigError
 
 
+class UsageError(ValueError):
+    """A command was called without what it needs."""
+
+
 def resolve_config(path: str, family: str) -> Path:
     """A config path as given, else a shipped one: `anes96` or `configs/population/anes96.yaml`
     resolve to the shipped file when no such file exists in the working directory."""
@@ -32,6 +36,8 @@ def world(
     agents: int = 1000,
     seed: int = 0,
     out: str = "world.h5",
+    backstories: bool = False,
+    teacher: str = "embedded",
 ) -> None:
     """Build a world (population + typed social graph), write it to HDF5 and print a summary.
 
@@ -41,10 +47,26 @@ def world(
         agents: number of agents N.
         seed: random seed (same seed and configs give the identical world).
         out: output HDF5 file.
+        backstories: have the LLM write a short backstory per agent from its attributes
+            (meta-prompt, temperature and seed varied per agent), appended to its persona.
+        teacher: teacher YAML whose backend writes the backstories.
     """
     from lsm.data_gen.world import build_world, save_world, world_summary
 
     w = build_world(resolve_config(population, "population"), resolve_config(graph, "graph"), agents, seed)
+    if backstories:
+        from lsm.config import load_config
+        from lsm.data_gen.backstory import write_backstories
+        from lsm.data_gen.teacher_config import TeacherConfig, make_backend
+
+        t0 = time.perf_counter()
+        cfg = load_config(TeacherConfig, resolve_config(teacher, "teacher"), kind="teacher config")
+        b = write_backstories(w.population.persona, make_backend(cfg), seed=seed)
+        w.population.persona = [f"{p} {s}".strip() for p, s in zip(w.population.persona, b.texts)]
+        w.backstories = b
+        w.timings["backstories_s"] = time.perf_counter() - t0
+        print(f"Backstories: {agents - len(b.failed)} written, {len(b.failed)} left out (no usable text), "
+              f"{w.timings['backstories_s']:.1f} s")
     t0 = time.perf_counter()
     save_world(w, out)
     w.timings["write_s"] = time.perf_counter() - t0
@@ -80,6 +102,56 @@ def scenario(file: str, world: str | None = None, seed: int = 0) -> None:
                 print(f"  tick {t:>3}  event {ev.uid}: {int(col.sum()):,} agents ({col.mean():.1%})")
 
 
+def gen(
+    world: str | None = None,
+    scenario: str | None = None,
+    teacher: str = "embedded",
+    seed: int = 0,
+    out: str = "traces.h5",
+    restart: bool = False,
+    quiet: bool = False,
+) -> None:
+    """Run LLM agents (the teacher) on a world and scenario; write every agent-tick to HDF5.
+
+    Resumable: finished ticks are journaled in `<out>.journal/`; after a crash or kill, the same
+    command continues where it stopped and ends with the same file as an uninterrupted run.
+
+    Args:
+        world: world HDF5 file (from `lsm world`).
+        scenario: scenario YAML (a path, or a shipped name such as `guessing_game`).
+        teacher: teacher YAML (a path, or a shipped name: `embedded`, `debug`, `openai`, `vllm`).
+        seed: seed of the LLM sampling, exposures and neighbour sampling.
+        out: output trace file.
+        restart: discard an existing journal for `out` instead of resuming it.
+        quiet: no progress bar.
+    """
+    from lsm.data_gen.teacher import format_summary, generate
+
+    if world is None or scenario is None:
+        raise UsageError("lsm gen needs --world WORLD.h5 and --scenario SCENARIO (see lsm gen --help)")
+    summary = generate(world, resolve_config(scenario, "scenarios"), resolve_config(teacher, "teacher"), seed, out,
+                       quiet=quiet, restart=restart)
+    size_mb = Path(out).stat().st_size / 2**20
+    print(format_summary(summary))
+    print(f"Written: {out} ({size_mb:.1f} MiB)")
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, batch_size: int = 8, verbose: bool = False) -> None:
+    """Serve the embedded model over an OpenAI-compatible HTTP API (chat completions with JSON
+    schemas and logprobs), for the `openai` backend or any OpenAI client.
+
+    Args:
+        host: interface to bind (loopback by default).
+        port: TCP port (0: any free port; the URL is printed).
+        batch_size: generation batch size of the embedded backend.
+        verbose: log every request.
+    """
+    from lsm.data_gen.backends.embedded import EmbeddedBackend, EmbeddedConfig
+    from lsm.data_gen.backends.server import serve as run_server
+
+    run_server(EmbeddedBackend(EmbeddedConfig(batch_size=batch_size)), host, port, verbose)
+
+
 def info(file: str) -> None:
     """Describe any LSM HDF5 file (world, teacher trace or student rollout).
 
@@ -105,17 +177,18 @@ def info(file: str) -> None:
             print(f"  {name:<18} {str(tf.f[name].shape):<22} {TRACE_FIELDS[name].doc}")
 
 
-COMMANDS = {"world": world, "scenario": scenario, "info": info}
+COMMANDS = {"world": world, "scenario": scenario, "gen": gen, "serve": serve, "info": info}
 
 
 def main(argv: list[str] | None = None) -> int:
     from jsonargparse import auto_cli
 
+    from lsm.data_gen.backends.openai_http import BackendError
     from lsm.data_gen.store import StoreError
 
     try:
         auto_cli(COMMANDS, args=argv, as_positional=True)
-    except (ConfigError, StoreError) as err:
+    except (ConfigError, StoreError, UsageError, BackendError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -22,6 +22,8 @@ class World:
     graph_config: GraphConfig
     seed: int
     timings: dict[str, float] = field(default_factory=dict)
+    backstories: Any = None
+    """`backstory.Backstories` when the personas were extended by an LLM."""
 
     @property
     def n(self) -> int:
@@ -50,6 +52,13 @@ def save_world(world: World, path: str | Path) -> None:
         _write_header(f, "world", {"population": to_dict(world.population_config), "graph": to_dict(world.graph_config)},
                       {"seed": world.seed})
         write_world_groups(f, world.population, world.graph)
+        if world.backstories is not None:
+            b = world.backstories
+            from lsm.data_gen.backstory import META_PROMPTS
+
+            f["population"].attrs["backstories"] = json.dumps({"meta_prompts": list(META_PROMPTS), "failed": b.failed})
+            f["population"].create_dataset("backstory_prompt", data=b.prompt_index.astype("int8"))
+            f["population"].create_dataset("backstory_temperature", data=b.temperature.astype("float32"))
         f.attrs["complete"] = True
     tmp.replace(path)  # never leave a half-written world under the final name
 

@@ -44,3 +44,16 @@ def test_every_graph_resolves_on_every_population(population, graph):
     assert w.graph.num_edges > 0
     for path in SCENARIOS:
         check_against_world(load_scenario(path), w.population, w.graph, source=path)
+
+
+TEACHERS = sorted((CONFIG_ROOT / "teacher").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", TEACHERS, ids=lambda p: p.stem)
+def test_teacher_config_parses(path):
+    from lsm.config import load_config
+    from lsm.data_gen.teacher_config import TeacherConfig
+
+    cfg = load_config(TeacherConfig, path)
+    assert {"embedded", "debug", "openai", "vllm"} <= {p.stem for p in TEACHERS}
+    assert getattr(cfg, cfg.backend) is not None

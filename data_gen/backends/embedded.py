@@ -36,6 +36,8 @@ class EmbeddedConfig:
     """torch CPU threads (default: torch's choice)."""
     cache_dir: str | None = None
     """Where the dequantised weights are cached (default $LSM_CACHE or ~/.cache/lsm)."""
+    tree_tokens: int = 2048
+    """Scoring packs prompts and options into prefix trees of about this many tokens."""
 
 
 def gguf_path() -> Path:
@@ -88,7 +90,7 @@ def load_smollm2(cfg: EmbeddedConfig):
 class EmbeddedBackend(LLMBackend):
     name = "embedded"
     supports_logprobs = True
-    supports_schema = False  # no grammar: answers are validated and repaired by the agent loop
+    supports_schema = True  # our own template decoder (constrained.py)
 
     def __init__(self, config: EmbeddedConfig | None = None):
         import torch
@@ -100,6 +102,12 @@ class EmbeddedBackend(LLMBackend):
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._torch = torch
+        self._free_mask = None
+        self._templates: dict[str, list] = {}
+
+    @property
+    def model_name(self) -> str:
+        return "SmolLM2-135M-Instruct (embedded, " + GGUF_FILE + ")"
 
     # -- prompts -----------------------------------------------------------------------
     def render(self, conv: Conversation) -> str:
@@ -112,23 +120,51 @@ class EmbeddedBackend(LLMBackend):
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def count_tokens(self, text: str) -> int:
+        return len(self._ids(text))
+
+    def _template(self, schema: dict[str, Any]):
+        from lsm.data_gen.backends.constrained import compile_schema, free_text_mask
+
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._templates:
+            self._templates[key] = compile_schema(schema, self.tokenizer)
+        if self._free_mask is None:
+            self._free_mask = free_text_mask(self.tokenizer)
+        return self._templates[key]
+
     # -- generation ----------------------------------------------------------------------
     def generate(self, conversations: Sequence[Conversation], schema: dict[str, Any] | None = None,
                  temperature: float = 0.7, seed: int = 0, max_tokens: int = 256) -> list[Generation]:
+        """Sample one answer per conversation, `batch_size` at a time (left padded).
+
+        With a `schema` the answer is decoded through the schema's template, so it always
+        parses. Row r of the call is sampled under `torch.manual_seed(seed + r // batch_size)`
+        applied per batch: the same conversations, seed and batch size give the same answers.
+        """
+        from transformers import LogitsProcessorList
+
+        from lsm.data_gen.backends.constrained import SchemaLogitsProcessor
+
         torch = self._torch
         out: list[Generation] = []
         tok = self.tokenizer
         tok.padding_side = "left"
+        template = self._template(schema) if schema is not None else None
         for start in range(0, len(conversations), self.config.batch_size):
             batch = [self.render(c) for c in conversations[start : start + self.config.batch_size]]
             enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=False)
-            torch.manual_seed(seed + start)  # same seed and batch -> same answers
+            procs = LogitsProcessorList()
+            if template is not None:
+                allowed, quote = self._free_mask
+                procs.append(SchemaLogitsProcessor(template, len(batch), enc["input_ids"].shape[1], tok.eos_token_id, allowed, quote))
+            torch.manual_seed(seed + start)
             t0 = time.perf_counter()
             with torch.inference_mode():
                 gen = self.model.generate(
                     **enc, max_new_tokens=max_tokens, do_sample=temperature > 0,
                     temperature=max(temperature, 1e-5) if temperature > 0 else None,
-                    top_p=None, top_k=None, pad_token_id=tok.pad_token_id,
+                    top_p=None, top_k=None, pad_token_id=tok.pad_token_id, logits_processor=procs,
                 )
             dt = (time.perf_counter() - t0) / len(batch)
             new = gen[:, enc["input_ids"].shape[1]:]  # (B, new tokens)
@@ -136,49 +172,97 @@ class EmbeddedBackend(LLMBackend):
                 ids = new[i].tolist()
                 stopped = tok.eos_token_id in ids
                 n_new = ids.index(tok.eos_token_id) + 1 if stopped else len(ids)  # tokens up to and including EOS
-                finish = "stop" if stopped else "length"
                 out.append(Generation(
                     text=tok.decode(ids[:n_new], skip_special_tokens=True),
                     prompt_tokens=int(enc["attention_mask"][i].sum()),
-                    completion_tokens=n_new, latency_s=dt, finish_reason=finish,
+                    completion_tokens=n_new, latency_s=dt, finish_reason="stop" if stopped else "length",
                 ))
         return out
 
     # -- scoring -------------------------------------------------------------------------
     def option_logprobs(self, conversations: Sequence[Conversation], option_labels: Sequence[Sequence[str]]) -> list[np.ndarray]:
-        """Summed log-probability of each option's tokens after each conversation's prompt."""
+        """Summed log-probability of each option's tokens after each conversation's prompt.
+
+        All sequences (prompt + option) of a chunk of conversations are merged into one token
+        prefix tree, which is run as a single packed sequence: each token attends to its
+        ancestors only (a 4-D mask) and sits at its depth (position ids). A system prompt
+        shared by every agent, and the prompt shared by an agent's options, are computed once.
+        The result equals scoring every sequence separately (tested).
+        """
         torch = self._torch
         if len(conversations) != len(option_labels):
             raise ValueError(f"{len(conversations)} conversations but {len(option_labels)} option lists")
         seqs: list[tuple[list[int], int]] = []  # (prompt + option ids, number of option tokens)
+        chunks: list[list[int]] = [[]]  # sequence indices per packed tree
+        tree_size, prev = 0, []
         for conv, options in zip(conversations, option_labels):
             prefix = self._ids(self.render(conv))
-            for opt in options:
-                opt_ids = self._ids(opt)
-                if not opt_ids:
-                    raise ValueError(f"option {opt!r} has no tokens")
-                seqs.append((prefix + opt_ids, len(opt_ids)))
+            shared = 0  # estimate of the nodes this conversation shares with the previous one
+            for a, b in zip(prefix, prev):
+                if a != b:
+                    break
+                shared += 1
+            opt_ids = [self._ids(o) for o in options]
+            if any(not o for o in opt_ids):
+                raise ValueError(f"an option of {list(options)} has no tokens")
+            new_nodes = len(prefix) - shared + sum(len(o) for o in opt_ids)
+            if chunks[-1] and tree_size + new_nodes > self.config.tree_tokens:
+                chunks.append([])
+                tree_size, new_nodes = 0, len(prefix) + sum(len(o) for o in opt_ids)
+            tree_size += new_nodes
+            for o in opt_ids:
+                chunks[-1].append(len(seqs))
+                seqs.append((prefix + o, len(o)))
+            prev = prefix
         scores = np.zeros(len(seqs))
-        bs = max(1, self.config.batch_size * 2)
-        pad = self.tokenizer.pad_token_id
-        for start in range(0, len(seqs), bs):
-            chunk = seqs[start : start + bs]
-            width = max(len(s) for s, _ in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)  # right padded (B, L)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, (s, _) in enumerate(chunk):
-                ids[r, : len(s)] = torch.tensor(s)
-                mask[r, : len(s)] = 1
-            with torch.inference_mode():
-                logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)  # (B, L, V)
-            for r, (s, k) in enumerate(chunk):
-                pos = torch.arange(len(s) - k, len(s))  # positions of the option tokens
-                scores[start + r] = float(logp[r, pos - 1, torch.tensor(s[-k:])].sum())
+        for chunk in chunks:
+            if chunk:
+                self._score_tree([seqs[j] for j in chunk], chunk, scores)
         out, i = [], 0
         for options in option_labels:
             out.append(scores[i : i + len(options)])
             i += len(options)
         return out
+
+    def _score_tree(self, seqs: list[tuple[list[int], int]], where: list[int], scores: np.ndarray) -> None:
+        torch = self._torch
+        # Build the token trie: node = (parent, token); nodes are numbered in insertion order.
+        children: list[dict[int, int]] = [{}]  # node 0 is a virtual root
+        parent, depth, token = [-1], [-1], [-1]
+        ends: list[list[int]] = []  # per sequence, the node of each token
+        for s, _ in seqs:
+            node, path = 0, []
+            for t in s:
+                nxt = children[node].get(t)
+                if nxt is None:
+                    nxt = len(parent)
+                    children[node][t] = nxt
+                    children.append({})
+                    parent.append(node)
+                    depth.append(depth[node] + 1)
+                    token.append(t)
+                node = nxt
+                path.append(node)
+            ends.append(path)
+        n = len(parent) - 1  # real tokens are nodes 1..n -> positions 0..n-1
+        ids = torch.tensor(token[1:], dtype=torch.long)[None]  # (1, n)
+        pos = torch.tensor(depth[1:], dtype=torch.long)[None]  # (1, n)
+        allowed = torch.zeros((n, n), dtype=torch.bool)  # query row attends key column
+        for v in range(1, n + 1):  # parents come before children: copy the parent's row
+            if parent[v] > 0:
+                allowed[v - 1] = allowed[parent[v] - 1]
+            allowed[v - 1, v - 1] = True
+        mask = torch.zeros((1, 1, n, n), dtype=self.model.dtype).masked_fill(~allowed, torch.finfo(self.model.dtype).min)
+        with torch.inference_mode():
+            hidden = self.model.model(input_ids=ids, position_ids=pos, attention_mask=mask).last_hidden_state[0]  # (n, D)
+            need = sorted({p[j] - 1 for (s, k), p in zip(seqs, ends) for j in range(len(s) - k - 1, len(s) - 1)})
+            logp = torch.log_softmax(self.model.lm_head(hidden[need]).float(), dim=-1)  # (|need|, V)
+        row = {p: r for r, p in enumerate(need)}
+        for (s, k), path, out_i in zip(seqs, ends, where):
+            total = 0.0
+            for j in range(len(s) - k, len(s)):  # option token j is predicted at node path[j-1]
+                total += float(logp[row[path[j - 1] - 1], s[j]])
+            scores[out_i] = total
 
     def score_options(self, conversations: Sequence[Conversation], option_labels: Sequence[Sequence[str]]) -> list[np.ndarray]:
         probs = []

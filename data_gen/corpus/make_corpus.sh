@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Reference teacher corpus (issue 3): one ANES world, 3 shipped scenarios x 2 LLM sampling seeds,
+# embedded SmolLM2 teacher. The second seed is the noise floor for `lsm validate`.
+#   AGENTS=200 data_gen/corpus/make_corpus.sh      # the full corpus (about 3 s per agent-tick here)
+#   AGENTS=20  data_gen/corpus/make_corpus.sh      # the subset shipped in the repository
+# Every run resumes if killed: re-run the script.
+set -euo pipefail
+AGENTS=${AGENTS:-200}
+OUT=${OUT:-$(dirname "$0")/n${AGENTS}}
+LSM=${LSM:-lsm}
+mkdir -p "$OUT"
+[ -f "$OUT/world.h5" ] || $LSM world --population anes96 --graph default --agents "$AGENTS" --seed 0 --out "$OUT/world.h5"
+for scenario in guessing_game vaccine_campaign product_adoption; do
+  for seed in 0 1; do
+    [ -f "$OUT/${scenario}_s${seed}.h5" ] && continue
+    /usr/bin/time -f "%e s wall, %M KiB peak: $scenario seed $seed" \
+      $LSM gen --world "$OUT/world.h5" --scenario "$scenario" --teacher embedded --seed "$seed" \
+        --out "$OUT/${scenario}_s${seed}.h5" --quiet true
+  done
+done

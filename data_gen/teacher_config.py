@@ -1,0 +1,130 @@
+"""Typed teacher configuration (`configs/teacher/*.yaml`) and the backend factory."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal
+
+from lsm.data_gen.agent import TextLimits
+from lsm.data_gen.backends.base import LLMBackend
+from lsm.data_gen.backends.embedded import EmbeddedConfig
+from lsm.data_gen.graph import EDGE_TYPES
+from lsm.config import Checked
+
+
+@dataclass
+class OpenAIConfig(Checked):
+    """Any OpenAI-compatible server (`vllm serve`, llama.cpp server, `lsm serve`, a hosted API)."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = ""
+    """Model name as the server knows it (GET /v1/models lists them)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (unset: no key is sent)."""
+    concurrency: int = 8
+    """Requests in flight at once."""
+    timeout_s: float = 120.0
+    max_retries: int = 4
+    """Retries on connection errors, 429 and 5xx, with exponential backoff."""
+    backoff_s: float = 0.5
+    top_logprobs: int = 20
+    """Alternatives per position read when scoring options (servers cap this, often at 20)."""
+    json_schema: bool = True
+    """Send `response_format: json_schema` (turn off for servers without structured outputs)."""
+    continue_final_message: bool = True
+    """Scoring sends the answer prefix as a final assistant message to continue
+    (`continue_final_message`, a vLLM / lsm-serve extension)."""
+
+    def check(self) -> Iterable[tuple[str, Any, str]]:
+        if not self.model:
+            yield "model", self.model, "the model name the server serves"
+        if self.concurrency < 1:
+            yield "concurrency", self.concurrency, "at least 1"
+
+
+@dataclass
+class VLLMConfig(Checked):
+    """vLLM's offline engine on local GPUs (`pip install 'lsm[vllm]'`)."""
+
+    model: str = ""
+    """Hugging Face id or local path, e.g. Qwen/Qwen2.5-7B-Instruct."""
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
+    max_num_seqs: int = 256
+    gpu_memory_utilization: float = 0.9
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    enable_prefix_caching: bool = True
+    """The system prompt is shared by every agent of a tick."""
+
+    def check(self) -> Iterable[tuple[str, Any, str]]:
+        if not self.model:
+            yield "model", self.model, "a model id or path"
+        if not 0 < self.gpu_memory_utilization <= 1:
+            yield "gpu_memory_utilization", self.gpu_memory_utilization, "a fraction in (0, 1]"
+
+
+@dataclass
+class TeacherConfig(Checked):
+    """How LLM agents play a scenario (DESIGN §4)."""
+
+    backend: Literal["embedded", "openai", "vllm"] = "embedded"
+    embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig)
+    openai: OpenAIConfig | None = None
+    vllm: VLLMConfig | None = None
+    answer: Literal["auto", "full", "texts"] = "auto"
+    """`texts`: generate texts, stance and salience, read decision and ratings as distributions
+    from log-probabilities; `full`: generate everything; `auto`: `texts` when the backend
+    exposes log-probabilities."""
+    temperature: float = 0.7
+    max_tokens: int = 200
+    chunk: int = 64
+    """Agents per generate/score call (also the progress-bar step)."""
+    neighbors: int = 4
+    """K: at most this many neighbour messages from last tick in a prompt."""
+    neighbor_weights: dict[str, float] = field(default_factory=lambda: {
+        "household": 3.0, "friend": 2.0, "professional": 1.0, "weak_tie": 0.5, "media": 1.0})
+    """Relative chance that a neighbour of each edge type is shown (0 never shows that type)."""
+    memories: int = 3
+    """k: salient episodic memories shown in the prompt."""
+    memory_capacity: int = 8
+    """Episodes kept per agent (lowest salience forgotten first)."""
+    max_attempts: int = 3
+    """R: first answer, then a re-ask with the error, then an extraction call."""
+    calibrate_decision: bool = True
+    """Contextual calibration of the decision distribution (divide by the distribution under a
+    content-free prompt, renormalise; FINDINGS)."""
+    decision: Literal["sample", "argmax"] = "sample"
+    """How the recorded decision is drawn from its distribution (texts mode)."""
+    limits: TextLimits = field(default_factory=TextLimits)
+
+    def check(self) -> Iterable[tuple[str, Any, str]]:
+        if self.backend == "openai" and self.openai is None:
+            yield "openai", None, "an `openai:` section (base_url, model) for backend openai"
+        if self.backend == "vllm" and self.vllm is None:
+            yield "vllm", None, "a `vllm:` section (model, ...) for backend vllm"
+        if self.max_attempts < 1:
+            yield "max_attempts", self.max_attempts, "at least 1"
+        if not 0 <= self.temperature <= 2:
+            yield "temperature", self.temperature, "a number from 0 to 2"
+        for k, w in self.neighbor_weights.items():
+            if k not in EDGE_TYPES:
+                yield f"neighbor_weights.{k}", w, f"an edge type among {list(EDGE_TYPES)}"
+            elif w < 0:
+                yield f"neighbor_weights.{k}", w, "a weight >= 0"
+        for k in ("neighbors", "memories", "chunk"):
+            if getattr(self, k) < (1 if k == "chunk" else 0):
+                yield k, getattr(self, k), "a non-negative count" if k != "chunk" else "at least 1"
+
+
+def make_backend(cfg: TeacherConfig) -> LLMBackend:
+    if cfg.backend == "embedded":
+        from lsm.data_gen.backends.embedded import EmbeddedBackend
+
+        return EmbeddedBackend(cfg.embedded)
+    if cfg.backend == "openai":
+        from lsm.data_gen.backends.openai_http import OpenAIBackend
+
+        return OpenAIBackend(cfg.openai)  # type: ignore[arg-type]
+    from lsm.data_gen.backends.vllm_engine import VLLMBackend
+
+    return VLLMBackend(cfg.vllm)  # type: ignore[arg-type]

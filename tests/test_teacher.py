@@ -1,0 +1,219 @@
+"""The teacher end to end with the real embedded SmolLM2 (tiny worlds, 2 ticks, debug preset)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from lsm.config import load_config, shipped
+from lsm.data_gen import agent as ag
+from lsm.data_gen.backends.base import LLMBackend
+from lsm.data_gen.backends.embedded import EmbeddedBackend, EmbeddedConfig
+from lsm.data_gen.scenario import load_scenario
+from lsm.data_gen.store import StoreError, TraceFile
+from lsm.data_gen.teacher import JournalMismatch, generate
+from lsm.data_gen.teacher_config import TeacherConfig
+from lsm.data_gen.world import build_world, save_world
+
+DEBUG = shipped("teacher", "debug.yaml")
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return EmbeddedBackend(EmbeddedConfig(batch_size=8))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 5-agent ANES world and 2-tick versions of the shipped scenarios."""
+    d = tmp_path_factory.mktemp("tiny")
+    save_world(build_world(shipped("population", "anes96.yaml"), shipped("graph", "default.yaml"), agents=5, seed=3), d / "w.h5")
+    for name in ("guessing_game", "vaccine_campaign"):
+        data = yaml.safe_load(shipped("scenarios", f"{name}.yaml").read_text())
+        data["ticks"] = 2
+        data["events"] = [e for e in data["events"] if e["tick"] < 2]
+        (d / f"{name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return d
+
+
+def test_constrained_decoding_always_parses(backend):
+    sc = load_scenario(shipped("scenarios", "vaccine_campaign.yaml"))
+    schema = ag.answer_schema(sc, "full", ag.TextLimits(60, 40, 30))
+    convs = [ag.conversation(ag.system_prompt(sc, "full"), f"You are agent {i}. {sc.question}") for i in range(4)]
+    for g in backend.generate(convs, schema=schema, seed=1, max_tokens=200):
+        obj = json.loads(g.text)  # always valid JSON with every key, in order
+        assert list(obj) == list(schema["properties"])
+        assert obj["decision"] in sc.actions.labels and -5 <= obj["stance"] <= 5
+        assert all(0 <= obj["ratings"][c] <= 10 for c in sc.channel_names)
+
+
+def test_tree_scoring_equals_separate_scoring(backend):
+    """The packed prefix-tree pass gives the same log-probabilities as one sequence per option."""
+    import torch
+
+    convs = [[{"role": "user", "content": f"Person {i} hears about a vaccine."}, {"role": "assistant", "content": "I decided to"}] for i in range(3)]
+    opts = [[" get vaccinated", " wait and see", " refuse", " 1", " 10"]] * 3
+    tree = backend.option_logprobs(convs, opts)
+    for conv, o, got in zip(convs, opts, tree):
+        prefix = backend._ids(backend.render(conv))
+        want = []
+        for op in o:
+            ids = prefix + backend._ids(op)
+            k = len(ids) - len(prefix)
+            with torch.inference_mode():
+                lp = torch.log_softmax(backend.model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+            want.append(sum(float(lp[j - 1, ids[j]]) for j in range(len(ids) - k, len(ids))))
+        np.testing.assert_allclose(got, want, atol=2e-3)
+
+
+def test_gen_guessing_game_end_to_end(tiny, backend):
+    out = tiny / "gg.h5"
+    summary = generate(tiny / "w.h5", tiny / "guessing_game.yaml", DEBUG, seed=0, out=out, backend=backend, quiet=True)
+    assert summary["agent_ticks"] == 10
+    with TraceFile(out) as tf:
+        assert tf.n_ticks == 2 and tf.n_agents == 5
+        valid = tf.array("valid")
+        assert valid.any()
+        values, dist = tf.array("decision_value"), tf.array("decision_dist")
+        np.testing.assert_allclose(dist[valid].sum(-1), 1, atol=1e-4)
+        assert np.all(np.isin(values[valid], np.arange(0, 101)))
+        assert ((tf.array("decision")[valid] >= 0) & (tf.array("decision")[valid] < 10)).all()
+        cd = tf.array("channel_dist").astype(np.float32)
+        np.testing.assert_allclose(cd[valid].sum(-1), 1, atol=2e-2)
+        emb = tf.array("reasoning_emb")
+        assert emb.dtype == np.float16 and np.abs(np.linalg.norm(emb[valid].astype(np.float32), axis=-1) - 1).max() < 1e-2
+        assert tf.f["population/persona_emb"].shape == (5, 384)
+        # The trigger announces 2/3 of the mean of tick 0's valid answers, at tick 1.
+        mean = float(values[0][valid[0]].mean())
+        announced = [e for e in tf.events() if e["origin"] == "trigger:announce_winner"]
+        assert len(announced) == 1 and announced[0]["tick"] == 1
+        assert f"{mean * 0.6666667:.1f}" in announced[0]["text"] and f"{mean:.1f}" in announced[0]["text"]
+        # Agents exposed at tick 1 saw it, and their prompt-visible neighbours are real in-neighbours.
+        assert (tf.array("exposed_events")[1] == announced[0]["uid"]).any(axis=1).all()
+        ds = tf.to_dataset()
+        assert len(ds) == 10 and "reasoning" in ds.column_names
+
+
+class Corrupting(LLMBackend):
+    """Wraps a real backend and damages chosen answers: malformed-answer injection."""
+
+    def __init__(self, inner, damage):
+        self.inner, self.damage, self.calls = inner, damage, 0
+        self.name, self.supports_logprobs, self.supports_schema = "corrupting", inner.supports_logprobs, True
+
+    def generate(self, conversations, schema=None, temperature=0.7, seed=0, max_tokens=256):
+        gens = self.inner.generate(conversations, schema, temperature, seed, max_tokens)
+        self.calls += 1
+        for i, g in enumerate(gens):
+            g.text = self.damage(self.calls, i, g.text)
+        return gens
+
+    def score_options(self, conversations, option_labels):
+        return self.inner.score_options(conversations, option_labels)
+
+
+def test_malformed_answers_are_repaired_or_recorded_invalid(tiny, backend):
+    def damage(call, i, text):
+        if call == 1:  # first attempt of the first chunk: break every answer differently
+            return [text[: len(text) // 2], text.replace('"stance": ', '"stance": 99, "x": '), "Sure! I think I will wait.",
+                    "```json\n" + text + ",\n```", text][i % 5]
+        return text
+
+    wrapped = Corrupting(backend, damage)
+    out = tiny / "repair.h5"
+    s = generate(tiny / "w.h5", tiny / "vaccine_campaign.yaml", DEBUG, seed=0, out=out, backend=wrapped, quiet=True)
+    with TraceFile(out) as tf:
+        valid, err, att = tf.array("valid"), tf.array("error"), tf.array("attempts")
+        assert valid.shape == (2, 5)  # no agent-tick lost
+        assert att[0, 4] == 1 and att[0, 3] == 1  # an intact answer, and one fixed by the lenient parser
+        assert (att[0, :3] >= 2).all()  # the broken ones were re-asked
+        for t, i in zip(*np.nonzero(~valid)):
+            assert err[t, i].startswith("after 3 attempts")
+        assert s["repaired"] >= 1
+
+
+def test_unrepairable_answers_are_invalid_with_reason(tiny, backend):
+    wrapped = Corrupting(backend, lambda call, i, text: "I refuse to answer in JSON.")
+    out = tiny / "bad.h5"
+    s = generate(tiny / "w.h5", tiny / "vaccine_campaign.yaml", DEBUG, seed=0, out=out, backend=wrapped, quiet=True)
+    assert s["invalid"] == 10
+    with TraceFile(out) as tf:
+        assert not tf.array("valid").any() and (tf.array("attempts") == 3).all()
+        assert all("no JSON object" in e for e in tf.array("error").ravel())
+        assert (tf.array("decision") == -1).all()
+
+
+def test_resume_after_kill_9_gives_identical_content(tiny):
+    """Kill -9 `lsm gen` once it has journaled a tick; the same command finishes the run, and
+    the file equals an uninterrupted run's."""
+    lsm = [sys.executable, "-m", "lsm"]
+    args = ["gen", "--world", str(tiny / "w.h5"), "--scenario", str(tiny / "vaccine_campaign.yaml"),
+            "--teacher", str(DEBUG), "--seed", "4", "--quiet", "true"]
+    ref, cut = tiny / "ref.h5", tiny / "cut.h5"
+    subprocess.run(lsm + args + ["--out", str(ref)], check=True, capture_output=True)
+    proc = subprocess.Popen(lsm + args + ["--out", str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = Path(str(cut) + ".journal")
+    deadline = time.time() + 600
+    while not (journal / "state_0000.json").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not cut.exists() and (journal / "tick_0000.npz").exists() and not (journal / "tick_0001.npz").exists()
+    with pytest.raises(StoreError):
+        TraceFile(cut)
+    r = subprocess.run(lsm + args + ["--out", str(cut)], check=True, capture_output=True, text=True)
+    assert "resumed at tick 1" in r.stdout
+    assert not journal.exists()
+    with TraceFile(ref) as a, TraceFile(cut) as b:
+        assert a.fields == b.fields and a.events() == b.events()
+        for name in a.fields:
+            if name == "latency_s":
+                continue
+            x, y = a.array(name), b.array(name)
+            assert x.shape == y.shape, name
+            if x.dtype == object:
+                assert (x == y).all(), name
+            else:
+                np.testing.assert_array_equal(x, y, err_msg=name)
+
+
+def test_journal_of_another_run_is_refused(tiny):
+    out = tiny / "other.h5"
+    journal = Path(str(out) + ".journal")
+    journal.mkdir()
+    (journal / "run.json").write_text(json.dumps({"fingerprint": "someone-else"}))
+    with pytest.raises(JournalMismatch, match="--restart"):
+        generate(tiny / "w.h5", tiny / "vaccine_campaign.yaml", DEBUG, seed=0, out=out, quiet=True)
+
+
+def test_teacher_config_errors_name_the_field(tmp_path):
+    from lsm.config import ConfigError
+
+    p = tmp_path / "t.yaml"
+    p.write_text("backend: openai\nneighbor_weights: {friends: 1}\ntemperature: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(TeacherConfig, p)
+    msg = str(e.value)
+    assert "'openai'" in msg and "neighbor_weights.friends" in msg and "'temperature' = 3" in msg
+
+
+def test_llm_backstories_extend_personas(backend):
+    from lsm.data_gen.backstory import META_PROMPTS, write_backstories
+
+    personas = ["Ana R., aged 34, female, nurse, lives in a city.", "Bob K., aged 67, male, retired, lives in a rural area.",
+                "Cy T., aged 22, male, student, lives in a town."]
+    b = write_backstories(personas, backend, seed=1, max_tokens=40)
+    assert len(b.texts) == 3 and set(b.prompt_index.tolist()) <= set(range(len(META_PROMPTS)))
+    assert all(t for i, t in enumerate(b.texts) if i not in b.failed)
+    assert len(set(b.texts)) == len(b.texts)
+    again = write_backstories(personas, backend, seed=1, max_tokens=40)
+    assert again.texts == b.texts  # seeded
