@@ -136,6 +136,31 @@ def gen(
     print(f"Written: {out} ({size_mb:.1f} MiB)")
 
 
+def sensitivity(trace: str, tick: int | None = None, agents: int = 16, seed: int = 0, write: bool = False) -> None:
+    """How far the teacher's decisions move with neighbour messages and persona (FINDINGS §4):
+    re-score a sample of agents with messages removed, messages of the opposite stance, or
+    another agent's persona.
+
+    Args:
+        trace: teacher trace file (from `lsm gen`).
+        tick: tick to probe (default: the last; tick 0 has no messages).
+        agents: how many agents to sample.
+        seed: seed of the sample.
+        write: also store the result in the trace file (attribute `sensitivity`).
+    """
+    import json
+
+    import h5py
+
+    from lsm.data_gen.sensitivity import format_report, measure
+
+    r = measure(trace, tick, agents, seed)
+    print(format_report(r))
+    if write:
+        with h5py.File(trace, "a") as f:
+            f.attrs["sensitivity"] = json.dumps(r)
+
+
 def serve(host: str = "127.0.0.1", port: int = 8000, batch_size: int = 8, verbose: bool = False) -> None:
     """Serve the embedded model over an OpenAI-compatible HTTP API (chat completions with JSON
     schemas and logprobs), for the `openai` backend or any OpenAI client.
@@ -177,7 +202,7 @@ def info(file: str) -> None:
             print(f"  {name:<18} {str(tf.f[name].shape):<22} {TRACE_FIELDS[name].doc}")
 
 
-COMMANDS = {"world": world, "scenario": scenario, "gen": gen, "serve": serve, "info": info}
+COMMANDS = {"world": world, "scenario": scenario, "gen": gen, "sensitivity": sensitivity, "serve": serve, "info": info}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -217,3 +217,17 @@ def test_llm_backstories_extend_personas(backend):
     assert len(set(b.texts)) == len(b.texts)
     again = write_backstories(personas, backend, seed=1, max_tokens=40)
     assert again.texts == b.texts  # seeded
+
+
+def test_sensitivity_report_rebuilds_prompts_from_the_trace(tiny, backend):
+    from lsm.data_gen.sensitivity import VARIANTS, format_report, measure
+
+    out = tiny / "sens.h5"
+    generate(tiny / "w.h5", tiny / "vaccine_campaign.yaml", DEBUG, seed=2, out=out, backend=backend, quiet=True)
+    r = measure(str(out), tick=1, agents=3, backend=backend)
+    assert r["tick"] == 1 and 1 <= r["agents"] <= 3
+    assert set(r["variants"]) == set(VARIANTS[1:])
+    for v in r["variants"].values():
+        assert 0 <= v["mean_tv"] <= 1
+    assert abs(sum(r["unchanged_mean"].values()) - 1) < 1e-3
+    assert "no_messages" in format_report(r)

@@ -1,0 +1,126 @@
+"""How far the teacher's decisions move with the persona and with the neighbours' messages.
+
+FINDINGS: a teacher that ignores its neighbours makes a student that ignores the graph look
+perfect, so sensitivity is a measured figure for every trace file, not an assumption. For a
+sample of agents at a tick, the agent's exact prompt is rebuilt from the trace (recorded
+events, recorded shown neighbours and their messages of the previous tick, memory replayed from
+earlier ticks) and its decision distribution is re-scored under variants:
+
+- `no_messages`: the neighbours' messages removed;
+- `opposite_messages`: each shown message replaced by the message of the agent with the most
+  opposite stance last tick (same count);
+- `other_persona`: the persona of another, randomly drawn agent.
+
+Reported per variant: mean total-variation distance to the unchanged prompt, and the mean
+change of each action's probability. Scoring uses the decision continuation without the
+agent's reasoning (which already reflects the unchanged prompt).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lsm.data_gen import agent as ag
+from lsm.data_gen.store import TraceFile
+
+VARIANTS = ("unchanged", "no_messages", "opposite_messages", "other_persona")
+
+
+@dataclass
+class _Ctx:
+    sc: Any
+    pop: Any
+    system: str
+    events: dict[int, dict[str, Any]]
+
+
+def _memory_at(tf: TraceFile, sc, i: int, tick: int, capacity: int) -> ag.Memory:
+    """Replay agent i's memory writes of ticks < tick (as the teacher did)."""
+    m = ag.Memory()
+    word = sc.tick_length.split()[-1]
+    labels = sc.actions.labels
+    for t in range(tick):
+        if not tf.f["valid"][t, i]:
+            m.history.append(f"{word} {t + 1}: no answer")
+            continue
+        d = f"{tf.f['decision_value'][t, i]:g}" if sc.actions.type == "numeric" else labels[int(tf.f["decision"][t, i])]
+        mem = tf.f["salient_memory"][t, i]
+        mem = mem.decode() if isinstance(mem, bytes) else mem
+        m.write(t, f"{word} {t + 1}: you chose {d}, stance {float(tf.f['stance'][t, i]):+.1f}", mem,
+                float(tf.f["salience"][t, i]), capacity)
+    return m
+
+
+def measure(trace: str, tick: int | None = None, agents: int = 16, seed: int = 0, backend=None) -> dict[str, Any]:
+    from lsm.config import from_dict
+    from lsm.data_gen.teacher_config import TeacherConfig, make_backend
+
+    with TraceFile(trace) as tf:
+        sc = tf.scenario
+        cfg = from_dict(TeacherConfig, tf.configs["teacher"], source=f"{trace}:config.teacher")
+        mode = str(tf.f.attrs.get("answer_mode", "texts"))
+        pop, graph = tf.world()
+        tick = tf.n_ticks - 1 if tick is None else tick
+        if not 1 <= tick < tf.n_ticks:
+            raise ValueError(f"tick must be in 1..{tf.n_ticks - 1} (tick 0 has no neighbour messages)")
+        events = {e["uid"]: e for e in tf.events()}
+        valid = tf.array("valid")
+        shown = tf.array("shown_neighbors")[tick]
+        prev_msg = tf.array("expression")[tick - 1]
+        prev_stance = tf.array("stance")[tick - 1]
+        prev_valid = valid[tick - 1]
+        rng = np.random.default_rng([seed, tick])
+        candidates = np.nonzero(valid[tick] & ((shown >= 0).sum(1) > 0))[0]
+        sample = rng.choice(candidates, size=min(agents, len(candidates)), replace=False) if len(candidates) else candidates
+        backend = backend or make_backend(cfg)
+        system = ag.system_prompt(sc, mode)
+        from lsm.data_gen.teacher import NeighborIndex
+
+        rel = NeighborIndex.of(graph, cfg.neighbor_weights)
+        convs, opts = [], []
+        dec_opts = ag.decision_options(sc)
+        prefix = ('{"decision": ' if sc.actions.type == "numeric" else '{"decision": "')
+        for i in sample:
+            mem = _memory_at(tf, sc, int(i), tick, cfg.memory_capacity)
+            seen = [events[int(u)] for u in tf.f["exposed_events"][tick, i] if u >= 0]
+            ev_texts = [f"{e['source'] + ': ' if e['source'] else ''}{e['text']}" for e in seen]
+            js = [int(j) for j in shown[i] if j >= 0]
+            msgs = [(pop.names[j], rel.relation(int(i), j), prev_msg[j]) for j in js]
+            stance_i = np.nanmean([prev_stance[j] for j in js]) if js else 0.0
+            pool = np.nonzero(prev_valid)[0]
+            opposite = pool[np.argsort(prev_stance[pool] * np.sign(stance_i or 1.0))][: len(js)]  # most opposite first
+            opp_msgs = [(pop.names[j], rel.relation(int(i), int(j)) if j in js else "an acquaintance", prev_msg[j]) for j in opposite]
+            other = int(rng.choice([k for k in range(pop.n) if k != i]))
+            variants = {
+                "unchanged": (pop.persona[i], msgs), "no_messages": (pop.persona[i], []),
+                "opposite_messages": (pop.persona[i], opp_msgs), "other_persona": (pop.persona[other], msgs),
+            }
+            for v in VARIANTS:
+                persona, m = variants[v]
+                user = ag.user_prompt(sc, tick, pop.names[i], persona, mem, cfg.memories, ev_texts, m)
+                convs.append(ag.conversation(system, user) + [{"role": "assistant", "content": prefix}])
+                opts.append(dec_opts)
+    probs = backend.score_options(convs, opts) if convs else []
+    A = sc.actions.n
+    if sc.actions.type == "numeric":
+        bins = sc.actions.bin_of(np.arange(int(sc.actions.min), int(sc.actions.max) + 1))
+        probs = [np.bincount(bins, weights=p, minlength=A) for p in probs]
+    P = np.array(probs).reshape(len(sample), len(VARIANTS), A) if len(sample) else np.zeros((0, len(VARIANTS), A))
+    out: dict[str, Any] = {"trace": str(trace), "tick": tick, "agents": int(len(sample)), "labels": sc.actions.labels, "variants": {}}
+    for k, v in enumerate(VARIANTS[1:], start=1):
+        tv = 0.5 * np.abs(P[:, k] - P[:, 0]).sum(-1)
+        out["variants"][v] = {"mean_tv": float(tv.mean()) if len(tv) else float("nan"),
+                              "mean_shift": dict(zip(sc.actions.labels, np.round((P[:, k] - P[:, 0]).mean(0), 4).tolist()))}
+    out["unchanged_mean"] = dict(zip(sc.actions.labels, np.round(P[:, 0].mean(0), 4).tolist())) if len(sample) else {}
+    return out
+
+
+def format_report(r: dict[str, Any]) -> str:
+    lines = [f"Sensitivity of {r['trace']} at tick {r['tick']} ({r['agents']} agents; decision distribution re-scored):",
+             "  unchanged prompt, mean: " + "  ".join(f"{k} {v:.3f}" for k, v in r["unchanged_mean"].items())]
+    for v, s in r["variants"].items():
+        top = sorted(s["mean_shift"].items(), key=lambda kv: -abs(kv[1]))[:3]
+        lines.append(f"  {v:<18} mean TV {s['mean_tv']:.3f}   largest mean shifts: " + ", ".join(f"{k} {d:+.3f}" for k, d in top))
+    return "\n".join(lines)
