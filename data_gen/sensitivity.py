@@ -88,7 +88,8 @@ def measure(trace: str, tick: int | None = None, agents: int = 16, seed: int = 0
             ev_texts = [f"{e['source'] + ': ' if e['source'] else ''}{e['text']}" for e in seen]
             js = [int(j) for j in shown[i] if j >= 0]
             msgs = [(pop.names[j], rel.relation(int(i), j), prev_msg[j]) for j in js]
-            stance_i = np.nanmean([prev_stance[j] for j in js]) if js else 0.0
+            stance_i = float(np.nanmean([prev_stance[j] for j in js])) if js else 0.0
+            stance_i = stance_i if np.isfinite(stance_i) else 0.0
             pool = np.nonzero(prev_valid)[0]
             opposite = pool[np.argsort(prev_stance[pool] * np.sign(stance_i or 1.0))][: len(js)]  # most opposite first
             opp_msgs = [(pop.names[j], rel.relation(int(i), int(j)) if j in js else "an acquaintance", prev_msg[j]) for j in opposite]

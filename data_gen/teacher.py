@@ -488,6 +488,8 @@ def _summary(sc: Scenario, ticks, stats: list[TickStats], wall: float, backend: 
         "tokens": tokens, "llm_seconds": round(llm_s, 1), "wall_seconds_this_process": round(wall, 1),
         "agent_ticks_per_llm_second": round(agents / max(llm_s, 1e-9), 3), "tokens_per_llm_second": round(tokens / max(llm_s, 1e-9), 1),
         "resumed_from_tick": resumed, "decision_shares": shares,
+        "invalid_per_tick": [int((~t["valid"]).sum()) for t in ticks],
+        "repaired_per_tick": [int(((t["attempts"] > 1) & t["valid"]).sum()) for t in ticks],
     }
     if sc.actions.type == "numeric":
         out["mean_decision_value"] = [round(float(np.nanmean(t["decision_value"][t["valid"]])), 2) if t["valid"].any() else None for t in ticks]
