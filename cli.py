@@ -108,6 +108,7 @@ def gen(
     teacher: str = "embedded",
     seed: int = 0,
     out: str = "traces.h5",
+    llm_seed: int | None = None,
     restart: bool = False,
     quiet: bool = False,
 ) -> None:
@@ -120,8 +121,11 @@ def gen(
         world: world HDF5 file (from `lsm world`).
         scenario: scenario YAML (a path, or a shipped name such as `guessing_game`).
         teacher: teacher YAML (a path, or a shipped name: `embedded`, `debug`, `openai`, `vllm`).
-        seed: seed of the LLM sampling, exposures and neighbour sampling.
+        seed: seed of the scenario's randomness (exposures, which neighbours are shown) and,
+            unless `llm_seed` is given, of the LLM sampling.
         out: output trace file.
+        llm_seed: seed of the LLM sampling alone: two runs differing only in it measure the
+            teacher's own noise floor.
         restart: discard an existing journal for `out` instead of resuming it.
         quiet: no progress bar.
     """
@@ -130,7 +134,7 @@ def gen(
     if world is None or scenario is None:
         raise UsageError("lsm gen needs --world WORLD.h5 and --scenario SCENARIO (see lsm gen --help)")
     summary = generate(world, resolve_config(scenario, "scenarios"), resolve_config(teacher, "teacher"), seed, out,
-                       quiet=quiet, restart=restart)
+                       quiet=quiet, restart=restart, llm_seed=llm_seed)
     size_mb = Path(out).stat().st_size / 2**20
     print(format_summary(summary))
     print(f"Written: {out} ({size_mb:.1f} MiB)")

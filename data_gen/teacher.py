@@ -141,8 +141,12 @@ class TickStats:
 class Teacher:
     """Plays `scenario` on a world with `backend`, one tick at a time."""
 
-    def __init__(self, cfg: TeacherConfig, backend: LLMBackend, scenario: Scenario, pop, graph, seed: int, encoder=None):
+    def __init__(self, cfg: TeacherConfig, backend: LLMBackend, scenario: Scenario, pop, graph, seed: int, encoder=None,
+                 llm_seed: int | None = None):
         self.cfg, self.backend, self.sc, self.pop, self.graph, self.seed = cfg, backend, scenario, pop, graph, seed
+        self.llm_seed = seed if llm_seed is None else llm_seed
+        """`seed` drives the scenario's randomness (exposure, which neighbours are shown);
+        `llm_seed` the LLM's sampling and the decision drawn from its distribution."""
         mode = cfg.answer
         if mode == "auto":
             mode = "texts" if backend.supports_logprobs else "full"
@@ -216,7 +220,7 @@ class Teacher:
             else:  # last try: an extraction call on the last answer
                 batch = [ag.extraction_conversation(last_text[i], self.schema) for i in todo]
             gens = self.backend.generate(batch, schema=self.schema, temperature=self.cfg.temperature,
-                                         seed=_seed(self.seed, tick, chunk_id, attempt), max_tokens=self.cfg.max_tokens)
+                                         seed=_seed(self.llm_seed, tick, chunk_id, attempt), max_tokens=self.cfg.max_tokens)
             still = []
             for i, g in zip(todo, gens):
                 acc["attempts"][i] += 1
@@ -300,7 +304,7 @@ class Teacher:
             if self.mode == "texts":
                 dec, rat, dt = self.distributions([users[i] for i in idx], answers)
                 out["latency_s"][idx] += dt / len(idx)
-            rng = np.random.default_rng([self.seed, tick, ci, 99])
+            rng = np.random.default_rng([self.llm_seed, tick, ci, 99])
             for r, (i, a) in enumerate(zip(idx, answers)):
                 if a is None:
                     continue
@@ -359,7 +363,7 @@ class Teacher:
 
 
 # --------------------------------------------------------------------------- the command
-def fingerprint(world_file: Path, scenario_yaml: str, teacher_yaml: str, seed: int) -> str:
+def fingerprint(world_file: Path, scenario_yaml: str, teacher_yaml: str, seed: int | str) -> str:
     h = hashlib.sha256()
     with open(world_file, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -388,7 +392,7 @@ def _load_tick(journal: Path, t: int) -> tuple[dict[str, np.ndarray], RunState, 
 
 def generate(world: str | Path, scenario: str | Path, teacher: str | Path, seed: int, out: str | Path,
              backend: LLMBackend | None = None, quiet: bool = False, restart: bool = False,
-             stop_after: int | None = None) -> dict[str, Any]:
+             stop_after: int | None = None, llm_seed: int | None = None) -> dict[str, Any]:
     """Run the teacher and write `out`; resumes from `<out>.journal/` when present.
 
     `backend` overrides the one built from the teacher config (tests wrap a real backend).
@@ -406,7 +410,8 @@ def generate(world: str | Path, scenario: str | Path, teacher: str | Path, seed:
     check_against_world(sc, w.population, w.graph, source=scenario)
     teacher_yaml = to_yaml(cfg)
     journal = out.with_name(out.name + ".journal")
-    fp = fingerprint(world, scenario_yaml, teacher_yaml, seed)
+    llm_seed = seed if llm_seed is None else llm_seed
+    fp = fingerprint(world, scenario_yaml, teacher_yaml, seed if llm_seed == seed else f"{seed}/{llm_seed}")
     if journal.exists():
         meta = journal / "run.json"
         prev = json.loads(meta.read_text()).get("fingerprint") if meta.is_file() else None
@@ -417,13 +422,13 @@ def generate(world: str | Path, scenario: str | Path, teacher: str | Path, seed:
         if restart:
             shutil.rmtree(journal)
     journal.mkdir(parents=True, exist_ok=True)
-    meta_blob = json.dumps({"fingerprint": fp, "world": str(world), "scenario": str(scenario), "seed": seed}).encode()
+    meta_blob = json.dumps({"fingerprint": fp, "world": str(world), "scenario": str(scenario), "seed": seed, "llm_seed": llm_seed}).encode()
     _atomic_write(journal / "run.json", lambda fh: fh.write(meta_blob))
 
     backend = backend or make_backend(cfg)
     encoder = SentenceEncoder()
     t_run = time.perf_counter()
-    tch = Teacher(cfg, backend, sc, w.population, w.graph, seed, encoder)
+    tch = Teacher(cfg, backend, sc, w.population, w.graph, seed, encoder, llm_seed=llm_seed)
     state = tch.initial_state()
     ticks: list[dict[str, np.ndarray]] = []
     stats: list[TickStats] = []
@@ -441,7 +446,7 @@ def generate(world: str | Path, scenario: str | Path, teacher: str | Path, seed:
     from tqdm import tqdm
 
     bar = tqdm(total=sc.ticks * w.n, initial=resumed * w.n, unit="agent", disable=quiet, file=sys.stderr,
-               desc=f"{sc.name} seed {seed}", dynamic_ncols=True)
+               desc=f"{sc.name} seed {seed}/{llm_seed}", dynamic_ncols=True)
     t_gen, done_agents, done_tokens, invalid_total = time.perf_counter(), 0, 0, sum(s.invalid for s in stats)
 
     def progress(k: int, st: TickStats) -> None:
@@ -466,7 +471,7 @@ def generate(world: str | Path, scenario: str | Path, teacher: str | Path, seed:
     wall = time.perf_counter() - t_run
 
     summary = _summary(sc, ticks, stats, wall, backend, resumed)
-    _assemble(out, world, sc, scenario_yaml, cfg, tch, ticks, seed, summary, encoder, backend)
+    _assemble(out, world, sc, scenario_yaml, cfg, tch, ticks, {"teacher": seed, "llm": llm_seed}, summary, encoder, backend)
     shutil.rmtree(journal, ignore_errors=True)
     return summary
 
@@ -497,10 +502,10 @@ def _summary(sc: Scenario, ticks, stats: list[TickStats], wall: float, backend: 
 
 
 def _assemble(out: Path, world: Path, sc: Scenario, scenario_yaml: str, cfg: TeacherConfig, tch: Teacher,
-              ticks, seed: int, summary: dict[str, Any], encoder, backend) -> None:
+              ticks, seeds: dict[str, int], summary: dict[str, Any], encoder, backend) -> None:
     tmp = out.with_name(out.name + ".tmp")
     writer = TraceWriter(tmp, "teacher_trace", world, scenario_yaml, tch.dims(), tch.fields(),
-                         configs={"teacher": to_yaml(cfg)}, seeds={"teacher": seed}, ticks_planned=sc.ticks)
+                         configs={"teacher": to_yaml(cfg)}, seeds=seeds, ticks_planned=sc.ticks)
     try:
         writer.f.attrs["teacher_backend"] = getattr(backend, "model_name", backend.name)
         writer.f.attrs["answer_mode"] = tch.mode

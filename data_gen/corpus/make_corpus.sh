@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reference teacher corpus (issue 3): one ANES world, 3 shipped scenarios x 2 LLM sampling seeds,
-# embedded SmolLM2 teacher. The second seed is the noise floor for `lsm validate`.
+# embedded SmolLM2 teacher. Files *_s1.h5 differ from *_s0.h5 only in the LLM sampling seed
+# (same exposures and shown-neighbour draws): the teacher's own noise floor for `lsm validate`.
 #   AGENTS=200 data_gen/corpus/make_corpus.sh      # the full corpus (about 3 s per agent-tick here)
 #   AGENTS=20  data_gen/corpus/make_corpus.sh      # the subset shipped in the repository
 # Every run resumes if killed: re-run the script.
@@ -14,7 +15,7 @@ for scenario in guessing_game vaccine_campaign product_adoption; do
   for seed in 0 1; do
     [ -f "$OUT/${scenario}_s${seed}.h5" ] && continue
     /usr/bin/time -f "%e s wall, %M KiB peak: $scenario seed $seed" \
-      $LSM gen --world "$OUT/world.h5" --scenario "$scenario" --teacher embedded --seed "$seed" \
+      $LSM gen --world "$OUT/world.h5" --scenario "$scenario" --teacher embedded --seed 0 --llm-seed "$seed" \
         --out "$OUT/${scenario}_s${seed}.h5" --quiet true
   done
 done
