@@ -1,0 +1,203 @@
+"""The society transformer: every agent is one token, the social graph is the attention mask.
+
+One forward pass advances every agent of one or more worlds by one tick (DESIGN §6).
+
+Notation: N agents | E edges (self loops included) | V exposures (agent, event pairs) |
+Ev events this tick | D width | C channels | Z latent | H memory | S slots | M slot width |
+X expression width | A actions | T text-embedding width (384).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from lsm.model.graph_attention import GraphAttention, segment_softmax
+from lsm.model.state import AgentState
+
+SELF_LOOP_TYPE = 5
+"""Edge type of the self loops the model adds (after the 5 social edge types)."""
+
+
+@dataclass
+class StudentConfig:
+    dim: int = 64
+    heads: int = 4
+    layers: int = 2
+    latent_dim: int = 16
+    memory_dim: int = 32
+    slots: int = 8
+    slot_dim: int = 32
+    expression_dim: int = 32
+    text_dim: int = 384
+    channels: int = 8
+    actions: int = 3
+    categorical_sizes: list[int] = field(default_factory=list)
+    """Number of categories of each identity attribute (IdentityVocab order)."""
+    numeric_dim: int = 0
+    event_vocab_sizes: list[int] = field(default_factory=lambda: [16, 16, 16])
+    """Sizes of the event source_type, channel and framing vocabularies."""
+    num_edge_types: int = 6
+    expression_noise: float = 0.1
+    """Std of the noise added to the broadcast expression in training (a lossy channel)."""
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        assert self.dim % self.heads == 0, f"dim {self.dim} must be divisible by heads {self.heads}"
+
+
+@dataclass
+class TickInputs:
+    """Everything one tick needs besides the state (N agents, possibly of several worlds)."""
+
+    identity_cat: Tensor  # (N, n_cat) long
+    identity_num: Tensor  # (N, n_num) float in 0..1
+    persona_emb: Tensor  # (N, T)
+    edge_index: Tensor  # (2, E) row 0 sender j, row 1 receiver i (self loops added by the model)
+    edge_type: Tensor  # (E,) long
+    event_cat: Tensor  # (Ev, 3) long: source_type, channel, framing
+    event_num: Tensor  # (Ev, 2): valence, credibility
+    event_emb: Tensor  # (Ev, T)
+    exposure: Tensor  # (2, V) row 0 agent, row 1 event
+
+
+@dataclass
+class TickOutputs:
+    decision_logits: Tensor  # (N, A)
+    channels: Tensor  # (N, C) in 0..1
+    salience: Tensor  # (N,) in 0..1
+    stance: Tensor  # (N,) in -1..1
+    expression_text: Tensor  # (N, T) predicted sentence embedding of the public message
+    reasoning_text: Tensor  # (N, T) predicted sentence embedding of the private reasoning
+    attention: list[Tensor] | None = None  # per layer (E, H)
+
+
+class EventAttention(nn.Module):
+    """Cross-attention of each agent to the events it is exposed to this tick (zero if none)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.norm = nn.LayerNorm(dim)
+        self.q, self.v, self.o = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim, bias=False)  # a key bias shifts every score of a row equally: no effect
+
+    def forward(self, h: Tensor, events: Tensor, exposure: Tensor) -> Tensor:
+        n, H, Dh = h.shape[0], self.heads, self.head_dim
+        out = torch.zeros_like(h).view(n, H, Dh)  # (N, H, Dh)
+        if exposure.shape[1] == 0:
+            return out.view(n, -1)
+        a, e = exposure[0].long(), exposure[1].long()  # (V,), (V,)
+        q = self.q(self.norm(h)).view(n, H, Dh)[a]  # (V, H, Dh)
+        k = self.k(events).view(-1, H, Dh)[e]  # (V, H, Dh)
+        v = self.v(events).view(-1, H, Dh)[e]  # (V, H, Dh)
+        alpha = segment_softmax((q * k).sum(-1) / math.sqrt(Dh), a, n)  # (V, H)
+        out.index_add_(0, a, alpha[..., None] * v)
+        return self.o(out.view(n, -1))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: StudentConfig):
+        super().__init__()
+        self.graph = GraphAttention(cfg.dim, cfg.heads, identity_dim=cfg.dim, num_edge_types=cfg.num_edge_types,
+                                    dropout=cfg.dropout)
+        self.events = EventAttention(cfg.dim, cfg.heads)
+        self.mlp = nn.Sequential(nn.LayerNorm(cfg.dim), nn.Linear(cfg.dim, 4 * cfg.dim), nn.GELU(), nn.Linear(4 * cfg.dim, cfg.dim))
+
+    def forward(self, h, msg, u, inp: TickInputs, edge_index, edge_type, events, want_attention: bool):
+        g = self.graph(h, msg, edge_index, edge_type, identity=u, return_attention_weights=want_attention)
+        g, att = g if want_attention else (g, None)
+        h = h + g
+        h = h + self.events(h, events, inp.exposure)
+        return h + self.mlp(h), att
+
+
+class SocietyModel(nn.Module):
+    """One tick for all agents: `new_state, outputs = model(inputs, state)`."""
+
+    def __init__(self, cfg: StudentConfig):
+        super().__init__()
+        self.cfg = cfg
+        D = cfg.dim
+        self.cat_emb = nn.ModuleList(nn.Embedding(k, D) for k in cfg.categorical_sizes)
+        self.num_proj = nn.Linear(cfg.numeric_dim, D) if cfg.numeric_dim else None
+        self.persona_proj = nn.Linear(cfg.text_dim, D)
+        state_width = cfg.channels + cfg.latent_dim + cfg.memory_dim + cfg.actions
+        self.state_proj = nn.Linear(state_width, D)
+        self.msg_proj = nn.Linear(cfg.expression_dim, D)
+        self.ev_cat = nn.ModuleList(nn.Embedding(k, D) for k in cfg.event_vocab_sizes)
+        self.ev_num = nn.Linear(2, D)
+        self.ev_text = nn.Linear(cfg.text_dim, D)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.read_q = nn.Linear(D, cfg.slot_dim)
+        self.read_out = nn.Linear(cfg.slot_dim, D)
+        self.norm = nn.LayerNorm(D)
+        self.head_channels = nn.Linear(D, cfg.channels)
+        self.head_latent = nn.Linear(D, cfg.latent_dim)
+        self.gru = nn.GRUCell(D, cfg.memory_dim)
+        self.head_write = nn.Linear(D, cfg.slot_dim)
+        self.head_salience = nn.Linear(D, 1)
+        self.head_expression = nn.Linear(D, cfg.expression_dim)
+        self.head_decision = nn.Linear(D, cfg.actions)
+        self.head_stance = nn.Linear(cfg.expression_dim, 1)
+        self.head_expression_text = nn.Linear(cfg.expression_dim, cfg.text_dim)  # decoded from the bottleneck only
+        self.head_reasoning_text = nn.Linear(D, cfg.text_dim)
+
+    def initial_state(self, n: int, device="cpu") -> AgentState:
+        c = self.cfg
+        return AgentState.initial(n, c.channels, c.latent_dim, c.memory_dim, c.slots, c.slot_dim, c.expression_dim, c.actions, device)
+
+    def identity(self, inp: TickInputs) -> Tensor:
+        u = self.persona_proj(inp.persona_emb)  # (N, D)
+        for k, emb in enumerate(self.cat_emb):
+            u = u + emb(inp.identity_cat[:, k])
+        if self.num_proj is not None:
+            u = u + self.num_proj(inp.identity_num)
+        return u
+
+    def forward(self, inp: TickInputs, state: AgentState, return_attention: bool = False,
+                generator: torch.Generator | None = None) -> tuple[AgentState, TickOutputs]:
+        n, cfg = state.n, self.cfg
+        u = self.identity(inp)  # (N, D)
+        prev = torch.cat([state.channels, state.latent, state.memory, torch.softmax(state.decision_logits, -1)], -1)
+        h = u + self.state_proj(prev)  # (N, D)
+        msg = self.msg_proj(state.expression)  # (N, D)
+        events = self.ev_text(inp.event_emb) + self.ev_num(inp.event_num)  # (Ev, D)
+        for k, emb in enumerate(self.ev_cat):
+            events = events + emb(inp.event_cat[:, k])
+        loops = torch.arange(n, device=h.device)
+        edge_index = torch.cat([inp.edge_index.long(), torch.stack([loops, loops])], 1)  # (2, E + N)
+        edge_type = torch.cat([inp.edge_type.long(), torch.full((n,), SELF_LOOP_TYPE, device=h.device)])  # (E + N,)
+        attention = []
+        for block in self.blocks:
+            h, att = block(h, msg, u, inp, edge_index, edge_type, events, return_attention)
+            attention.append(att)
+        # Content-addressed read of the episodic buffer, weighted towards salient slots.
+        q = self.read_q(h)  # (N, M)
+        scores = torch.einsum("nm,nsm->ns", q, state.episodes) / math.sqrt(cfg.slot_dim)  # (N, S)
+        scores = scores + torch.log(state.episode_salience.clamp_min(1e-6))
+        h = self.norm(h + self.read_out(torch.einsum("ns,nsm->nm", torch.softmax(scores, -1), state.episodes)))
+        # Heads.
+        salience = torch.sigmoid(self.head_salience(h)).squeeze(-1)  # (N,)
+        expression = torch.tanh(self.head_expression(h))  # (N, X)
+        if self.training and cfg.expression_noise > 0:
+            expression = expression + cfg.expression_noise * torch.randn(expression.shape, generator=generator, device=h.device)
+        # Salience-gated write into the least salient slot.
+        slot = torch.argmin(state.episode_salience, dim=-1)  # (N,)
+        write = torch.zeros_like(state.episodes).scatter(1, slot[:, None, None].expand(-1, 1, cfg.slot_dim),
+                                                         torch.tanh(self.head_write(h))[:, None, :])  # (N, S, M)
+        gate = torch.zeros_like(state.episode_salience).scatter(1, slot[:, None], salience[:, None])  # (N, S)
+        episodes = state.episodes * (1 - gate[..., None]) + write * gate[..., None]
+        new = AgentState(
+            channels=torch.sigmoid(self.head_channels(h)), latent=torch.tanh(self.head_latent(h)),
+            memory=self.gru(h, state.memory), episodes=episodes,
+            episode_salience=torch.maximum(state.episode_salience * (1 - gate), gate) * 0.98,  # slow decay
+            expression=expression, decision_logits=self.head_decision(h),
+        )
+        out = TickOutputs(decision_logits=new.decision_logits, channels=new.channels, salience=salience,
+                          stance=torch.tanh(self.head_stance(expression)).squeeze(-1),
+                          expression_text=self.head_expression_text(expression), reasoning_text=self.head_reasoning_text(h),
+                          attention=attention if return_attention else None)
+        return new, out
