@@ -33,7 +33,6 @@ class StudentConfig:
     expression_dim: int = 32
     text_dim: int = 384
     channels: int = 8
-    actions: int = 3
     categorical_sizes: list[int] = field(default_factory=list)
     """Number of categories of each identity attribute (IdentityVocab order)."""
     numeric_dim: int = 0
@@ -61,6 +60,7 @@ class TickInputs:
     event_num: Tensor  # (Ev, 2): valence, credibility
     event_emb: Tensor  # (Ev, T)
     exposure: Tensor  # (2, V) row 0 agent, row 1 event
+    action_emb: Tensor  # (A, T) sentence embeddings of the action texts (name: description, or a bin range)
 
 
 @dataclass
@@ -124,8 +124,10 @@ class SocietyModel(nn.Module):
         self.cat_emb = nn.ModuleList(nn.Embedding(k, D) for k in cfg.categorical_sizes)
         self.num_proj = nn.Linear(cfg.numeric_dim, D) if cfg.numeric_dim else None
         self.persona_proj = nn.Linear(cfg.text_dim, D)
-        state_width = cfg.channels + cfg.latent_dim + cfg.memory_dim + cfg.actions
-        self.state_proj = nn.Linear(state_width, D)
+        self.state_proj = nn.Linear(cfg.channels + cfg.latent_dim + cfg.memory_dim, D)
+        # Actions are embedded from their text, so one model serves any action space (and a
+        # scenario left out of training): logits are scores of the agent against each action.
+        self.action_proj = nn.Linear(cfg.text_dim, D)
         self.msg_proj = nn.Linear(cfg.expression_dim, D)
         self.ev_cat = nn.ModuleList(nn.Embedding(k, D) for k in cfg.event_vocab_sizes)
         self.ev_num = nn.Linear(2, D)
@@ -140,14 +142,14 @@ class SocietyModel(nn.Module):
         self.head_write = nn.Linear(D, cfg.slot_dim)
         self.head_salience = nn.Linear(D, 1)
         self.head_expression = nn.Linear(D, cfg.expression_dim)
-        self.head_decision = nn.Linear(D, cfg.actions)
+        self.head_decision = nn.Linear(D, D)
         self.head_stance = nn.Linear(cfg.expression_dim, 1)
         self.head_expression_text = nn.Linear(cfg.expression_dim, cfg.text_dim)  # decoded from the bottleneck only
         self.head_reasoning_text = nn.Linear(D, cfg.text_dim)
 
-    def initial_state(self, n: int, device="cpu") -> AgentState:
+    def initial_state(self, n: int, actions: int, device="cpu") -> AgentState:
         c = self.cfg
-        return AgentState.initial(n, c.channels, c.latent_dim, c.memory_dim, c.slots, c.slot_dim, c.expression_dim, c.actions, device)
+        return AgentState.initial(n, c.channels, c.latent_dim, c.memory_dim, c.slots, c.slot_dim, c.expression_dim, actions, device)
 
     def identity(self, inp: TickInputs) -> Tensor:
         u = self.persona_proj(inp.persona_emb)  # (N, D)
@@ -161,8 +163,9 @@ class SocietyModel(nn.Module):
                 generator: torch.Generator | None = None) -> tuple[AgentState, TickOutputs]:
         n, cfg = state.n, self.cfg
         u = self.identity(inp)  # (N, D)
-        prev = torch.cat([state.channels, state.latent, state.memory, torch.softmax(state.decision_logits, -1)], -1)
-        h = u + self.state_proj(prev)  # (N, D)
+        actions = self.action_proj(inp.action_emb)  # (A, D)
+        prev = torch.cat([state.channels, state.latent, state.memory], -1)  # (N, C + Z + H)
+        h = u + self.state_proj(prev) + torch.softmax(state.decision_logits, -1) @ actions  # (N, D)
         msg = self.msg_proj(state.expression)  # (N, D)
         events = self.ev_text(inp.event_emb) + self.ev_num(inp.event_num)  # (Ev, D)
         for k, emb in enumerate(self.ev_cat):
@@ -194,7 +197,7 @@ class SocietyModel(nn.Module):
             channels=torch.sigmoid(self.head_channels(h)), latent=torch.tanh(self.head_latent(h)),
             memory=self.gru(h, state.memory), episodes=episodes,
             episode_salience=torch.maximum(state.episode_salience * (1 - gate), gate) * 0.98,  # slow decay
-            expression=expression, decision_logits=self.head_decision(h),
+            expression=expression, decision_logits=self.head_decision(h) @ actions.T / math.sqrt(cfg.dim),
         )
         out = TickOutputs(decision_logits=new.decision_logits, channels=new.channels, salience=salience,
                           stance=torch.tanh(self.head_stance(expression)).squeeze(-1),

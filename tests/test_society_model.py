@@ -19,7 +19,8 @@ def _inputs(perm=None):
     exposure = torch.tensor([[0, 2, 3, 3], [0, 0, 1, 0]])  # agent 3 sees both events
     inp = dict(identity_cat=cat, identity_num=num, persona_emb=persona, edge_index=ei, edge_type=et,
                event_cat=torch.tensor([[1, 2, 3], [0, 1, 2]]), event_num=torch.tensor([[0.5, 0.9], [-0.8, 0.3]]),
-               event_emb=torch.randn(2, 384, generator=g), exposure=exposure)
+               event_emb=torch.randn(2, 384, generator=g), exposure=exposure,
+               action_emb=torch.randn(3, 384, generator=g))
     if perm is not None:
         inv = torch.argsort(perm)
         for k in ("identity_cat", "identity_num", "persona_emb"):
@@ -31,12 +32,12 @@ def _inputs(perm=None):
 
 def _model():
     torch.manual_seed(0)
-    return SocietyModel(StudentConfig(dim=16, heads=2, layers=2, categorical_sizes=[3, 3], numeric_dim=2, channels=8, actions=3))
+    return SocietyModel(StudentConfig(dim=16, heads=2, layers=2, categorical_sizes=[3, 3], numeric_dim=2, channels=8))
 
 
 def test_one_tick_shapes_and_determinism():
     m = _model().eval()
-    s0 = m.initial_state(N)
+    s0 = m.initial_state(N, 3)
     s1, out = m(_inputs(), s0, return_attention=True)
     assert out.decision_logits.shape == (N, 3) and out.channels.shape == (N, 8) and out.expression_text.shape == (N, 384)
     assert ((out.channels > 0) & (out.channels < 1)).all() and len(out.attention) == 2
@@ -50,14 +51,14 @@ def test_one_tick_shapes_and_determinism():
 def test_permutation_equivariance():
     m = _model().eval()
     perm = torch.tensor([3, 0, 4, 1, 2])
-    _, out = m(_inputs(), m.initial_state(N))
-    _, out_p = m(_inputs(perm), m.initial_state(N))
+    _, out = m(_inputs(), m.initial_state(N, 3))
+    _, out_p = m(_inputs(perm), m.initial_state(N, 3))
     assert_close(out_p.decision_logits, out.decision_logits[perm])
 
 
 def test_gradients_reach_every_parameter_over_two_ticks():
     m = _model().train()
-    s, _ = m(_inputs(), m.initial_state(N))
+    s, _ = m(_inputs(), m.initial_state(N, 3))
     s, out = m(_inputs(), s)  # messages of tick 2 come from tick 1's expressions
     loss = out.decision_logits.pow(2).sum() + out.channels.sum() + out.expression_text.pow(2).sum() \
         + out.reasoning_text.sum() + out.salience.sum() + out.stance.sum() + s.latent.sum() + s.memory.sum()
