@@ -212,6 +212,17 @@ COMMANDS = {"world": world, "scenario": scenario, "gen": gen, "sensitivity": sen
 def main(argv: list[str] | None = None) -> int:
     from jsonargparse import auto_cli
 
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["train"]:  # LightningCLI owns its own parser: `lsm train fit --config ...`
+        from lsm.train.cli import main as train_main
+
+        try:
+            train_main(args[1:])
+        except (ConfigError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
+
     from lsm.data_gen.backends.openai_http import BackendError
     from lsm.data_gen.store import StoreError
 

@@ -15,7 +15,7 @@ for scenario in guessing_game vaccine_campaign product_adoption; do
   for seed in 0 1; do
     [ -f "$OUT/${scenario}_s${seed}.h5" ] && continue
     /usr/bin/time -f "%e s wall, %M KiB peak: $scenario seed $seed" \
-      $LSM gen --world "$OUT/world.h5" --scenario "$scenario" --teacher embedded --seed 0 --llm-seed "$seed" \
+      $LSM gen --world "$OUT/world.h5" --scenario "$scenario" --teacher embedded --seed 0 --llm_seed "$seed" \
         --out "$OUT/${scenario}_s${seed}.h5" --quiet true
   done
 done

@@ -1,0 +1,126 @@
+"""Teacher traces as training episodes: one trace file = one world × scenario × seed, all ticks.
+
+Each tick's student inputs are built from what the teacher's agents actually had: the
+neighbours whose messages they were shown (`shown_neighbors`, typed by the graph's edge
+between them) and the events they were exposed to (`exposed_events`). Targets are the teacher's
+decision distribution, channels, stance, salience and text embeddings; `valid` masks them.
+
+Notation: T ticks | N agents | A actions | C channels | Ev events | V exposures | K shown.
+"""
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lsm.data_gen.population import IdentityVocab, encode_identity
+from lsm.data_gen.scenario import Framing, MediaChannel, Scenario, SourceType
+from lsm.data_gen.store import TraceFile
+from lsm.model.society import TickInputs
+
+EVENT_VOCABS = [list(typing.get_args(t)) for t in (SourceType, MediaChannel, Framing)]
+
+
+def action_texts(sc: Scenario) -> list[str]:
+    a = sc.actions
+    if a.type == "categorical":
+        return [f"{o.name}: {o.description}" if o.description else o.name for o in a.options]  # type: ignore[union-attr]
+    return [f"pick a number from {lo} to {hi}" for lo, hi in (lab.split("-") for lab in a.labels)]
+
+
+@lru_cache(maxsize=1)
+def _encoder():
+    from lsm.data_gen.embed import SentenceEncoder
+
+    return SentenceEncoder()
+
+
+def embed_texts(texts: tuple[str, ...]) -> Tensor:
+    return torch.from_numpy(_encoder().encode(list(texts)).astype(np.float32))
+
+
+def typed_edges(shown: np.ndarray, graph) -> tuple[Tensor, Tensor]:
+    """Edges j -> i for every shown neighbour j of i, typed by the graph's closest tie (min type)."""
+    n = graph.n
+    i, k = np.nonzero(shown >= 0)
+    j = shown[i, k].astype(np.int64)
+    keys = graph.edge_index[1].astype(np.int64) * n + graph.edge_index[0].astype(np.int64)
+    order = np.lexsort((graph.edge_type, keys))  # by key, then type: the first of a key has the min type
+    sk, st = keys[order], graph.edge_type[order]
+    pos = np.searchsorted(sk, i * n + j)
+    found = (pos < len(sk)) & (sk[np.minimum(pos, len(sk) - 1)] == i * n + j)
+    types = np.where(found, st[np.minimum(pos, len(sk) - 1)], 3).astype(np.int64)  # unknown tie: weak tie
+    return torch.from_numpy(np.stack([j, i])), torch.from_numpy(types)
+
+
+@dataclass
+class Episode:
+    """One trace file, ready for the student."""
+
+    name: str
+    identity_cat: Tensor  # (N, n_cat)
+    identity_num: Tensor  # (N, n_num)
+    persona_emb: Tensor  # (N, 384)
+    action_emb: Tensor  # (A, 384)
+    edges: list[tuple[Tensor, Tensor]]  # per tick: edge_index (2, E_t), edge_type (E_t,)
+    events: list[tuple[Tensor, Tensor, Tensor, Tensor]]  # per tick: cat (Ev, 3), num (Ev, 2), emb (Ev, 384), exposure (2, V)
+    targets: dict[str, Tensor]  # decision_dist (T, N, A), decision (T, N), channels (T, N, C), stance, salience (T, N),
+    #                             expression_emb, reasoning_emb (T, N, 384), valid (T, N)
+
+    @property
+    def ticks(self) -> int:
+        return len(self.edges)
+
+    @property
+    def n(self) -> int:
+        return self.identity_cat.shape[0]
+
+    def inputs(self, t: int) -> TickInputs:
+        ei, et = self.edges[t]
+        ec, en, ee, ex = self.events[t]
+        return TickInputs(self.identity_cat, self.identity_num, self.persona_emb, ei, et, ec, en, ee, ex, self.action_emb)
+
+
+def load_episode(path: str | Path, vocab: IdentityVocab | None = None) -> Episode:
+    with TraceFile(path) as tf:
+        sc = tf.scenario
+        pop, graph = tf.world()
+        vocab = vocab or IdentityVocab.of(pop)
+        cat, num = encode_identity(pop, vocab)
+        persona = torch.from_numpy(tf.f["population/persona_emb"][()].astype(np.float32)) if "persona_emb" in tf.f["population"] \
+            else embed_texts(tuple(pop.persona))
+        rows = tf.events()
+        uid_row = {r["uid"]: k for k, r in enumerate(rows)}
+        ev_cat = torch.tensor([[EVENT_VOCABS[0].index(r["source_type"]), EVENT_VOCABS[1].index(r["channel"]),
+                                EVENT_VOCABS[2].index(r["framing"])] for r in rows], dtype=torch.long).reshape(-1, 3)
+        ev_num = torch.tensor([[r["valence"], r["credibility"]] for r in rows], dtype=torch.float32).reshape(-1, 2)
+        ev_emb = torch.from_numpy(tf.f["events/text_emb"][()].astype(np.float32)) if "text_emb" in tf.f["events"] \
+            else embed_texts(tuple(r["text"] for r in rows))
+        shown, exposed = tf.array("shown_neighbors"), tf.array("exposed_events")
+        edges, events = [], []
+        for t in range(tf.n_ticks):
+            edges.append(typed_edges(shown[t], graph))
+            a, k = np.nonzero(exposed[t] >= 0)
+            ev_rows = np.array([uid_row[int(u)] for u in exposed[t][a, k]], dtype=np.int64)
+            used = np.unique(ev_rows)  # only this tick's events, re-indexed
+            remap = {int(r): q for q, r in enumerate(used)}
+            exposure = torch.tensor(np.stack([a, [remap[int(r)] for r in ev_rows]]) if len(a) else np.zeros((2, 0)), dtype=torch.long)
+            idx = torch.from_numpy(used)
+            events.append((ev_cat[idx], ev_num[idx], ev_emb[idx], exposure))
+        valid = torch.from_numpy(tf.array("valid"))
+        targets = {
+            "decision_dist": torch.from_numpy(tf.array("decision_dist").astype(np.float32)),
+            "decision": torch.from_numpy(tf.array("decision").astype(np.int64)),
+            "channels": torch.from_numpy(np.nan_to_num(tf.array("channels")).astype(np.float32)),
+            "stance": torch.from_numpy(np.nan_to_num(tf.array("stance")).astype(np.float32)),
+            "salience": torch.from_numpy(np.nan_to_num(tf.array("salience")).astype(np.float32)),
+            "expression_emb": torch.from_numpy(tf.array("expression_emb").astype(np.float32)),
+            "reasoning_emb": torch.from_numpy(tf.array("reasoning_emb").astype(np.float32)),
+            "valid": valid,
+        }
+        return Episode(f"{sc.name}:{Path(path).name}", cat, num, persona, embed_texts(tuple(action_texts(sc))), edges, events, targets)
