@@ -392,11 +392,10 @@ def _load_tick(journal: Path, t: int) -> tuple[dict[str, np.ndarray], RunState, 
 
 def generate(world: str | Path, scenario: str | Path, teacher: str | Path, seed: int, out: str | Path,
              backend: LLMBackend | None = None, quiet: bool = False, restart: bool = False,
-             stop_after: int | None = None, llm_seed: int | None = None) -> dict[str, Any]:
+             llm_seed: int | None = None) -> dict[str, Any]:
     """Run the teacher and write `out`; resumes from `<out>.journal/` when present.
 
     `backend` overrides the one built from the teacher config (tests wrap a real backend).
-    `stop_after` ends the process's work after that many ticks (for resume tests).
     Returns the run summary.
     """
     from lsm.data_gen.embed import SentenceEncoder
@@ -458,9 +457,6 @@ def generate(world: str | Path, scenario: str | Path, teacher: str | Path, seed:
                             f"{(done_tokens + st.tokens) / el:.0f} tok/s, invalid {invalid_total + st.invalid}, repaired {st.repaired}")
 
     for t in range(resumed, sc.ticks):
-        if stop_after is not None and t - resumed >= stop_after:
-            bar.close()
-            return {"stopped_at_tick": t}
         data, st = tch.run_tick(t, state, progress)
         done_tokens += st.tokens
         invalid_total += st.invalid

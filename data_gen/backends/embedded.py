@@ -139,8 +139,8 @@ class EmbeddedBackend(LLMBackend):
         """Sample one answer per conversation, `batch_size` at a time (left padded).
 
         With a `schema` the answer is decoded through the schema's template, so it always
-        parses. Row r of the call is sampled under `torch.manual_seed(seed + r // batch_size)`
-        applied per batch: the same conversations, seed and batch size give the same answers.
+        parses. Each batch is sampled under `torch.manual_seed(seed + index of its first row)`:
+        the same conversations, seed and batch size give the same answers.
         """
         from transformers import LogitsProcessorList
 

@@ -103,9 +103,7 @@ class OpenAIBackend(LLMBackend):
                               completion_tokens=int(usage.get("completion_tokens", 0)),
                               latency_s=time.perf_counter() - t0, finish_reason=ch.get("finish_reason") or "stop")
 
-        gens = self._map(one, list(enumerate(conversations)))
-        # Requests overlap: attribute the batch's wall time evenly, like the local backends.
-        return gens
+        return self._map(one, list(enumerate(conversations)))  # latency_s: each request's own wall time
 
     # -- scoring --------------------------------------------------------------------------
     def _next_token_logprobs(self, conv: Conversation) -> dict[str, float]:
