@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from lsm.data_gen.backends.base import Conversation
 from lsm.data_gen.scenario import Scenario
 
@@ -268,7 +270,7 @@ def validate(obj: dict[str, Any], sc: Scenario, mode: str) -> Answer:
         else:
             v = _int_in(obj, "decision", int(a.min), int(a.max))  # type: ignore[arg-type]
             ans.decision_value = float(v)
-            ans.decision = int(a.bin_of(__import__("numpy").array([v]))[0])
+            ans.decision = int(a.bin_of(np.array([v]))[0])
     return ans
 
 

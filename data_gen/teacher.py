@@ -33,7 +33,7 @@ from lsm.data_gen.backends.base import LLMBackend
 from lsm.data_gen.dynamics import EventSchedule, PopulationState
 from lsm.data_gen.graph import EDGE_TYPES
 from lsm.data_gen.scenario import Scenario, check_against_world, load_scenario
-from lsm.data_gen.store import STR, StoreError, TraceWriter
+from lsm.data_gen.store import StoreError, TraceWriter
 from lsm.data_gen.teacher_config import TeacherConfig, make_backend
 
 EMB_DIM = 384

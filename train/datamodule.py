@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import glob
-from pathlib import Path
 
 import lightning as L
 from torch.utils.data import DataLoader

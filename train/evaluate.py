@@ -81,7 +81,7 @@ def evaluate(model, train: list[Episode], held_out: list[Episode], mlp=None) -> 
 
 
 def format_table(results: dict[str, dict[str, float]], title: str) -> str:
-    lines = [f"{title}", f"| predictor | decision KL ↓ | decision acc ↑ | channel MAE ↓ | expression cos ↑ |", "|---|---|---|---|---|"]
+    lines = [f"{title}", "| predictor | decision KL ↓ | decision acc ↑ | channel MAE ↓ | expression cos ↑ |", "|---|---|---|---|---|"]
     for name, m in results.items():
         f = lambda v: "–" if np.isnan(v) else f"{v:.3f}"  # noqa: E731
         lines.append(f"| {name} | {f(m['decision_kl'])} | {f(m['decision_acc'])} | {f(m['channel_mae'])} | {f(m['expression_cos'])} |")

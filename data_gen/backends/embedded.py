@@ -189,7 +189,6 @@ class EmbeddedBackend(LLMBackend):
         shared by every agent, and the prompt shared by an agent's options, are computed once.
         The result equals scoring every sequence separately (tested).
         """
-        torch = self._torch
         if len(conversations) != len(option_labels):
             raise ValueError(f"{len(conversations)} conversations but {len(option_labels)} option lists")
         seqs: list[tuple[list[int], int]] = []  # (prompt + option ids, number of option tokens)
