@@ -165,6 +165,28 @@ def sensitivity(trace: str, tick: int | None = None, agents: int = 16, seed: int
             f.attrs["sensitivity"] = json.dumps(r)
 
 
+def evaluate(checkpoint: str, train: list[str], held_out: list[str], mlp: str | None = None) -> None:
+    """Held-out table: the student against the per-tick marginal, repeat-previous, the same
+    student with shuffled edges and (optionally) an identity-only MLP checkpoint.
+
+    Args:
+        checkpoint: student checkpoint (`runs/<preset>/checkpoints/last.ckpt`).
+        train: trace files (or globs) the student was trained on (for the marginal baseline).
+        held_out: trace files (or globs) to evaluate on, e.g. the second LLM seed or a left-out scenario.
+        mlp: checkpoint of a student trained with `--model.graph_attention false`.
+    """
+    from lsm.train.datamodule import TraceDataModule
+    from lsm.train.evaluate import evaluate as run_eval
+    from lsm.train.evaluate import format_table
+    from lsm.train.module import load_student
+
+    model, _ = load_student(checkpoint)
+    dm = TraceDataModule(train, held_out)
+    dm.setup()
+    baseline = load_student(mlp)[0] if mlp else None
+    print(format_table(run_eval(model, dm.train_episodes, dm.val_episodes, baseline), f"held out: {', '.join(held_out)}"))
+
+
 def serve(host: str = "127.0.0.1", port: int = 8000, batch_size: int = 8, verbose: bool = False) -> None:
     """Serve the embedded model over an OpenAI-compatible HTTP API (chat completions with JSON
     schemas and logprobs), for the `openai` backend or any OpenAI client.
@@ -206,7 +228,7 @@ def info(file: str) -> None:
             print(f"  {name:<18} {str(tf.f[name].shape):<22} {TRACE_FIELDS[name].doc}")
 
 
-COMMANDS = {"world": world, "scenario": scenario, "gen": gen, "sensitivity": sensitivity, "serve": serve, "info": info}
+COMMANDS = {"world": world, "scenario": scenario, "gen": gen, "sensitivity": sensitivity, "evaluate": evaluate, "serve": serve, "info": info}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,8 @@ class StudentConfig:
     expression_noise: float = 0.1
     """Std of the noise added to the broadcast expression in training (a lossy channel)."""
     dropout: float = 0.0
+    graph: bool = True
+    """False: no graph attention (the identity-only baseline: agents never hear each other)."""
 
     def __post_init__(self) -> None:
         assert self.dim % self.heads == 0, f"dim {self.dim} must be divisible by heads {self.heads}"
@@ -101,15 +103,17 @@ class EventAttention(nn.Module):
 class Block(nn.Module):
     def __init__(self, cfg: StudentConfig):
         super().__init__()
-        self.graph = GraphAttention(cfg.dim, cfg.heads, identity_dim=cfg.dim, num_edge_types=cfg.num_edge_types,
+        self.graph = None if not cfg.graph else GraphAttention(cfg.dim, cfg.heads, identity_dim=cfg.dim, num_edge_types=cfg.num_edge_types,
                                     dropout=cfg.dropout)
         self.events = EventAttention(cfg.dim, cfg.heads)
         self.mlp = nn.Sequential(nn.LayerNorm(cfg.dim), nn.Linear(cfg.dim, 4 * cfg.dim), nn.GELU(), nn.Linear(4 * cfg.dim, cfg.dim))
 
     def forward(self, h, msg, u, inp: TickInputs, edge_index, edge_type, events, want_attention: bool):
-        g = self.graph(h, msg, edge_index, edge_type, identity=u, return_attention_weights=want_attention)
-        g, att = g if want_attention else (g, None)
-        h = h + g
+        att = None
+        if self.graph is not None:
+            g = self.graph(h, msg, edge_index, edge_type, identity=u, return_attention_weights=want_attention)
+            g, att = g if want_attention else (g, None)
+            h = h + g
         h = h + self.events(h, events, inp.exposure)
         return h + self.mlp(h), att
 

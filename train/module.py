@@ -63,12 +63,15 @@ class DistillModule(L.LightningModule):
         expression_noise: noise on the broadcast expression during training.
         loss_weights: weight of each loss term (`LossWeights` fields; others keep their default).
         seed: seed of the model's initialisation.
+        graph_attention: false trains the identity-only baseline (no attention to neighbours).
+        categorical_sizes, numeric_dim, channels: filled from the data module when left unset.
     """
 
     def __init__(self, dim: int = 64, heads: int = 4, layers: int = 2, latent_dim: int = 16, memory_dim: int = 32,
                  slots: int = 8, slot_dim: int = 32, expression_dim: int = 32, lr: float = 3e-3, weight_decay: float = 0.01,
                  bptt: int = 4, teacher_forcing_epochs: int = 2, grad_clip: float = 1.0, expression_noise: float = 0.1,
                  loss_weights: dict[str, float] | None = None, seed: int = 0,
+                 graph_attention: bool = True,
                  categorical_sizes: list[int] | None = None, numeric_dim: int = 0, channels: int = 8):
         super().__init__()
         self.save_hyperparameters()
@@ -83,7 +86,7 @@ class DistillModule(L.LightningModule):
         return StudentConfig(dim=h.dim, heads=h.heads, layers=h.layers, latent_dim=h.latent_dim, memory_dim=h.memory_dim,
                              slots=h.slots, slot_dim=h.slot_dim, expression_dim=h.expression_dim, channels=h.channels,
                              categorical_sizes=list(h.categorical_sizes), numeric_dim=h.numeric_dim,
-                             expression_noise=h.expression_noise)
+                             expression_noise=h.expression_noise, graph=h.graph_attention)
 
     def build(self, categorical_sizes: list[int], numeric_dim: int, channels: int) -> None:
         """Create the network once the identity vocabulary is known (from the data module)."""
