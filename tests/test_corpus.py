@@ -30,5 +30,7 @@ def test_corpus_file_reads(scenario, seed):
 
 def test_seeds_share_world_and_differ_in_samples():
     with TraceFile(CORPUS / "vaccine_campaign_s0.h5") as a, TraceFile(CORPUS / "vaccine_campaign_s1.h5") as b:
-        assert (a.array("exposed_events") == b.array("exposed_events")).all()  # only the LLM seed differs
+        # Same scenario seed: identical exposures at tick 0 (later ticks can differ through
+        # triggers that fire on the population's own, LLM-sampled, decisions).
+        assert (a.array("exposed_events")[0] == b.array("exposed_events")[0]).all()
         assert (a.array("reasoning") != b.array("reasoning")).any()
