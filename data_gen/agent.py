@@ -58,6 +58,16 @@ class Memory:
         top = sorted(self.episodes, key=lambda e: (-e[0], -e[1]))[:k]
         return [f"(tick {t + 1}) {text}" for _, t, text in sorted(top, key=lambda e: e[1])]
 
+    def record_tick(self, sc: Scenario, tick: int, decision: str | None, stance: float = 0.0, memory: str = "",
+                    salience: float = 0.0, capacity: int = 8) -> None:
+        """The one place a tick enters the memory (the teacher writes it, `sensitivity` replays
+        it): a summary line, and the salient memory if the agent answered (`decision` None: no answer)."""
+        word = sc.tick_length.split()[-1]
+        if decision is None:
+            self.history.append(f"{word} {tick + 1}: no answer")
+            return
+        self.write(tick, f"{word} {tick + 1}: you chose {decision}, stance {stance:+.1f}", memory, salience, capacity)
+
     def write(self, tick: int, line: str, memory: str, salience: float, capacity: int) -> None:
         self.history.append(line)
         if memory.strip():

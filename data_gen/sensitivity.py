@@ -39,17 +39,15 @@ class _Ctx:
 def _memory_at(tf: TraceFile, sc, i: int, tick: int, capacity: int) -> ag.Memory:
     """Replay agent i's memory writes of ticks < tick (as the teacher did)."""
     m = ag.Memory()
-    word = sc.tick_length.split()[-1]
     labels = sc.actions.labels
     for t in range(tick):
         if not tf.f["valid"][t, i]:
-            m.history.append(f"{word} {t + 1}: no answer")
+            m.record_tick(sc, t, None)
             continue
         d = f"{tf.f['decision_value'][t, i]:g}" if sc.actions.type == "numeric" else labels[int(tf.f["decision"][t, i])]
         mem = tf.f["salient_memory"][t, i]
         mem = mem.decode() if isinstance(mem, bytes) else mem
-        m.write(t, f"{word} {t + 1}: you chose {d}, stance {float(tf.f['stance'][t, i]):+.1f}", mem,
-                float(tf.f["salience"][t, i]), capacity)
+        m.record_tick(sc, t, d, float(tf.f["stance"][t, i]), mem, float(tf.f["salience"][t, i]), capacity)
     return m
 
 

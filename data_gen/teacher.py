@@ -296,6 +296,8 @@ class Teacher:
         }
         stats = TickStats()
         size = self.cfg.chunk
+        if self.numeric:  # bin of every number the decision can take (the scored options min..max)
+            number_bins = self.sc.actions.bin_of(np.arange(int(self.sc.actions.min), int(self.sc.actions.max) + 1))
         for ci, lo in enumerate(range(0, n, size)):
             idx = np.arange(lo, min(n, lo + size))
             answers, acc = self.answer(tick, ci, [users[i] for i in idx])
@@ -325,8 +327,7 @@ class Teacher:
                 pick = int(rng.choice(len(q), p=q)) if self.cfg.decision == "sample" else int(np.argmax(q))
                 if self.numeric:
                     value = float(self.sc.actions.min) + pick  # options are the integers min..max
-                    bins = self.sc.actions.bin_of(np.arange(int(self.sc.actions.min), int(self.sc.actions.max) + 1))
-                    out["decision_dist"][i] = np.bincount(bins, weights=q, minlength=A)
+                    out["decision_dist"][i] = np.bincount(number_bins, weights=q, minlength=A)
                     out["decision_value"][i] = value
                     out["decision"][i] = int(self.sc.actions.bin_of(np.array([value]))[0])
                 else:
@@ -348,12 +349,12 @@ class Teacher:
         labels = self.sc.actions.labels
         for i in range(n):
             if not valid[i]:
-                state.memories[i].history.append(f"{self.sc.tick_length.split()[-1]} {tick + 1}: no answer")
+                state.memories[i].record_tick(self.sc, tick, None)
                 state.last_message[i] = ""
                 continue
             d = f"{out['decision_value'][i]:g}" if self.numeric else labels[out["decision"][i]]
-            line = f"{self.sc.tick_length.split()[-1]} {tick + 1}: you chose {d}, stance {out['stance'][i]:+.1f}"
-            state.memories[i].write(tick, line, out["salient_memory"][i], float(out["salience"][i]), self.cfg.memory_capacity)
+            state.memories[i].record_tick(self.sc, tick, d, float(out["stance"][i]), out["salient_memory"][i],
+                                          float(out["salience"][i]), self.cfg.memory_capacity)
             state.last_message[i] = out["expression"][i]
         self.schedule.after_tick(tick, PopulationState(
             decision=out["decision"].astype(np.int64), decision_value=out["decision_value"] if self.numeric else None,
