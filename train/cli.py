@@ -2,18 +2,39 @@
 
     lsm train fit --config configs/train/debug.yaml
     lsm train fit --config configs/train/small.yaml --trainer.strategy ddp --trainer.devices 4
+
+The full resolved config is written next to the logs and into every checkpoint folder, so a
+checkpoint folder is self-contained: weights, student config, identity vocabulary (inside the
+`.ckpt`) and `config.yaml`.
 """
 from __future__ import annotations
 
-from lightning.pytorch.cli import LightningCLI
+from pathlib import Path
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from lsm.train.datamodule import TraceDataModule
 from lsm.train.module import DistillModule
 
 
+class SaveConfigEverywhere(SaveConfigCallback):
+    """Also writes `config.yaml` into each ModelCheckpoint's folder."""
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not trainer.is_global_zero:
+            return
+        for cb in trainer.callbacks:
+            if isinstance(cb, ModelCheckpoint) and cb.dirpath:
+                Path(cb.dirpath).mkdir(parents=True, exist_ok=True)
+                self.parser.save(self.config, str(Path(cb.dirpath) / self.config_filename), skip_none=False,
+                                 overwrite=True, multifile=False)
+
+
 def main(args: list[str] | None = None) -> None:
-    LightningCLI(DistillModule, TraceDataModule, args=args, save_config_kwargs={"overwrite": True},
-                 parser_kwargs={"default_env": False})
+    LightningCLI(DistillModule, TraceDataModule, args=args, save_config_callback=SaveConfigEverywhere,
+                 save_config_kwargs={"overwrite": True}, parser_kwargs={"default_env": False})
 
 
 if __name__ == "__main__":  # pragma: no cover

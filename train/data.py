@@ -44,18 +44,34 @@ def embed_texts(texts: tuple[str, ...]) -> Tensor:
     return torch.from_numpy(_encoder().encode(list(texts)).astype(np.float32))
 
 
-def typed_edges(shown: np.ndarray, graph) -> tuple[Tensor, Tensor]:
+class EdgeTyper:
+    """Type of the tie j -> i in a world's graph (the closest one, i.e. the smallest type, when
+    several exist; a pair with no tie is typed as a weak tie). Sorted once, O(log E) per query."""
+
+    def __init__(self, graph):
+        self.n = graph.n
+        keys = graph.edge_index[1].astype(np.int64) * self.n + graph.edge_index[0].astype(np.int64)
+        order = np.lexsort((graph.edge_type, keys))  # by key, then type: the first of a key has the min type
+        self.keys, self.types = keys[order], graph.edge_type[order].astype(np.int64)
+
+    def __call__(self, senders: np.ndarray, receivers: np.ndarray) -> np.ndarray:
+        q = receivers.astype(np.int64) * self.n + senders.astype(np.int64)
+        pos = np.minimum(np.searchsorted(self.keys, q), max(len(self.keys) - 1, 0))
+        found = (self.keys[pos] == q) if len(self.keys) else np.zeros(len(q), dtype=bool)
+        return np.where(found, self.types[pos] if len(self.keys) else 3, 3).astype(np.int64)  # 3: weak tie
+
+    def table(self, shown: np.ndarray) -> np.ndarray:
+        """(N, K) edge types of a shown-neighbour table (-1 padding gives an arbitrary type)."""
+        rows = np.broadcast_to(np.arange(shown.shape[0])[:, None], shown.shape)
+        return self(np.maximum(shown, 0).ravel(), rows.ravel()).reshape(shown.shape)
+
+
+def typed_edges(shown: np.ndarray, graph, typer: EdgeTyper | None = None) -> tuple[Tensor, Tensor]:
     """Edges j -> i for every shown neighbour j of i, typed by the graph's closest tie (min type)."""
-    n = graph.n
+    typer = typer or EdgeTyper(graph)
     i, k = np.nonzero(shown >= 0)
     j = shown[i, k].astype(np.int64)
-    keys = graph.edge_index[1].astype(np.int64) * n + graph.edge_index[0].astype(np.int64)
-    order = np.lexsort((graph.edge_type, keys))  # by key, then type: the first of a key has the min type
-    sk, st = keys[order], graph.edge_type[order]
-    pos = np.searchsorted(sk, i * n + j)
-    found = (pos < len(sk)) & (sk[np.minimum(pos, len(sk) - 1)] == i * n + j)
-    types = np.where(found, st[np.minimum(pos, len(sk) - 1)], 3).astype(np.int64)  # unknown tie: weak tie
-    return torch.from_numpy(np.stack([j, i])), torch.from_numpy(types)
+    return torch.from_numpy(np.stack([j, i])), torch.from_numpy(typer(j, i))
 
 
 @dataclass
@@ -103,8 +119,9 @@ def load_episode(path: str | Path, vocab: IdentityVocab | None = None) -> Episod
             else embed_texts(tuple(r["text"] for r in rows))
         shown, exposed = tf.array("shown_neighbors"), tf.array("exposed_events")
         edges, events = [], []
+        typer = EdgeTyper(graph)
         for t in range(tf.n_ticks):
-            edges.append(typed_edges(shown[t], graph))
+            edges.append(typed_edges(shown[t], graph, typer))
             a, k = np.nonzero(exposed[t] >= 0)
             ev_rows = np.array([uid_row[int(u)] for u in exposed[t][a, k]], dtype=np.int64)
             used = np.unique(ev_rows)  # only this tick's events, re-indexed

@@ -4,14 +4,16 @@ from __future__ import annotations
 import glob
 
 import lightning as L
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, IterableDataset
 
 from lsm.data_gen.population import IdentityVocab
 from lsm.data_gen.store import TraceFile
 from lsm.train.data import Episode, load_episode
+from lsm.train.sampler import sample_subgraphs
 
 
-def _expand(patterns: list[str]) -> list[str]:
+def expand_patterns(patterns: list[str]) -> list[str]:
     out: list[str] = []
     for p in patterns:
         hits = sorted(glob.glob(p))
@@ -21,18 +23,42 @@ def _expand(patterns: list[str]) -> list[str]:
     return out
 
 
+class EpisodeStream(IterableDataset):
+    """Training episodes in a fresh random order each epoch; an episode with more than
+    `max_agents` agents is replaced by random subgraphs of `max_agents` seeds (`lsm.train.sampler`)."""
+
+    def __init__(self, episodes: list[Episode], max_agents: int | None, hops: int, seed: int):
+        self.episodes, self.max_agents, self.hops, self.seed, self.epoch = episodes, max_agents, hops, seed, 0
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1
+        items: list[Episode] = []
+        for ep in self.episodes:
+            big = self.max_agents is not None and ep.n > self.max_agents
+            items += sample_subgraphs(ep, self.max_agents, self.hops, g) if big else [ep]
+        for k in torch.randperm(len(items), generator=g).tolist():
+            yield items[k]
+
+
 class TraceDataModule(L.LightningDataModule):
     """Args:
         train_files: trace files or glob patterns for training.
         val_files: trace files or globs for validation (e.g. the second LLM seed).
         num_workers: DataLoader workers (episodes are loaded once in `setup`).
+        max_agents: train on sampled subgraphs of at most this many seed agents (plus their
+            `hops`-hop neighbourhood) when an episode is larger; None: whole episodes.
+        hops: neighbourhood depth of the sampled subgraphs (1 is exact within a tick; see `lsm.train.sampler`).
+        seed: seed of the episode order and the subgraph samples.
     """
 
-    def __init__(self, train_files: list[str], val_files: list[str] | None = None, num_workers: int = 0):
+    def __init__(self, train_files: list[str], val_files: list[str] | None = None, num_workers: int = 0,
+                 max_agents: int | None = None, hops: int = 1, seed: int = 0):
         super().__init__()
         self.train_files, self.val_files, self.num_workers = list(train_files), list(val_files or []), num_workers
-        self.train_paths = _expand(self.train_files)
-        self.val_paths = _expand(self.val_files) if self.val_files else []
+        self.max_agents, self.hops, self.seed = max_agents, hops, seed
+        self.train_paths = expand_patterns(self.train_files)
+        self.val_paths = expand_patterns(self.val_files) if self.val_files else []
         with TraceFile(self.train_paths[0]) as tf:
             pop, _ = tf.world()
             self.vocab = IdentityVocab.of(pop)
@@ -47,11 +73,9 @@ class TraceDataModule(L.LightningDataModule):
             self.train_episodes = [load_episode(p, self.vocab) for p in self.train_paths]
             self.val_episodes = [load_episode(p, self.vocab) for p in self.val_paths]
 
-    def _loader(self, episodes: list[Episode], shuffle: bool) -> DataLoader:
-        return DataLoader(episodes, batch_size=1, shuffle=shuffle, collate_fn=list, num_workers=self.num_workers)
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_episodes, shuffle=True)
+        stream = EpisodeStream(self.train_episodes, self.max_agents, self.hops, self.seed)
+        return DataLoader(stream, batch_size=1, collate_fn=list, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_episodes, shuffle=False)
+        return DataLoader(self.val_episodes, batch_size=1, shuffle=False, collate_fn=list, num_workers=self.num_workers)

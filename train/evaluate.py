@@ -7,9 +7,11 @@ Predictors:
 - `student, edges shuffled`: the same model with every tick's senders permuted at random
   (what the graph contributes);
 - `marginal per tick`: the training episodes' mean decision distribution and channels at the
-  same tick (same action space only);
-- `repeat previous`: each agent repeats its own previous teacher decision and channels
-  (tick 0: the marginal);
+  same tick (same action space; for a scenario left out of training: uniform decisions and the
+  training channels' mean);
+- `repeat previous (teacher t-1)`: each agent repeats its own teacher decision distribution and
+  channels of the previous tick (tick 0: the marginal) -- fed by the teacher, so stronger than
+  any rollout could be;
 - `identity MLP`, when a checkpoint of a model trained with `graph: false` is given.
 """
 from __future__ import annotations
@@ -54,6 +56,16 @@ def run_student(model, ep: Episode, shuffle_edges: bool = False, seed: int = 0):
     return torch.stack(dists), torch.stack(chans), torch.stack(exprs)
 
 
+def _tick_means(ep: Episode, key: str, ticks: int) -> torch.Tensor:
+    """(ticks, ·) mean of a target over the valid agents of each tick (the last tick repeated beyond the episode)."""
+    rows = []
+    for t in range(ticks):
+        u = min(t, ep.ticks - 1)
+        v = ep.targets["valid"][u]
+        rows.append(ep.targets[key][u][v].mean(0) if v.any() else ep.targets[key][u].mean(0))
+    return torch.stack(rows)
+
+
 def evaluate(model, train: list[Episode], held_out: list[Episode], mlp=None) -> dict[str, dict[str, float]]:
     """Mean metrics per predictor over the held-out episodes."""
     rows: dict[str, list[dict[str, float]]] = {}
@@ -63,18 +75,24 @@ def evaluate(model, train: list[Episode], held_out: list[Episode], mlp=None) -> 
             preds["identity MLP (no graph)"] = run_student(mlp, ep)
         same = [e for e in train if e.action_emb.shape == ep.action_emb.shape and torch.equal(e.action_emb, ep.action_emb)]
         T, N, A = ep.targets["decision_dist"].shape
-        if same:
-            marg = torch.stack([torch.stack([e.targets["decision_dist"][min(t, e.ticks - 1)][e.targets["valid"][min(t, e.ticks - 1)]].mean(0)
-                                             for t in range(T)]) for e in same]).mean(0)  # (T, A)
-            marg_ch = torch.stack([torch.stack([e.targets["channels"][min(t, e.ticks - 1)][e.targets["valid"][min(t, e.ticks - 1)]].mean(0)
-                                                for t in range(T)]) for e in same]).mean(0)  # (T, C)
-            m_dist, m_ch = marg[:, None].expand(T, N, A), marg_ch[:, None].expand(T, N, -1)
-            preds["marginal per tick"] = (m_dist, m_ch, None)
-            prev_d = torch.cat([m_dist[:1], F.one_hot(ep.targets["decision"][:-1].clamp_min(0), A).float() * 0.98 + 0.02 / A]).clone()
-            prev_c = torch.cat([m_ch[:1], ep.targets["channels"][:-1]])
-            invalid_prev = torch.cat([torch.zeros(1, N, dtype=torch.bool), ~ep.targets["valid"][:-1]])
-            prev_d[invalid_prev] = m_dist[invalid_prev]
-            preds["repeat previous"] = (prev_d, prev_c, None)
+        if same:  # the training episodes' mean decision distribution and channels at each tick
+            marg = torch.stack([_tick_means(e, "decision_dist", T) for e in same]).mean(0)  # (T, A)
+            marg_ch = torch.stack([_tick_means(e, "channels", T) for e in same]).mean(0)  # (T, C)
+            marginal_name = "marginal per tick"
+        else:  # a scenario left out of training: no marginal over its actions exists; uniform / all training channels
+            marg = torch.full((T, A), 1.0 / A)
+            marg_ch = torch.stack([_tick_means(e, "channels", T) for e in train]).mean(0)
+            marginal_name = "uniform (no training marginal)"
+        m_dist, m_ch = marg[:, None].expand(T, N, A), marg_ch[:, None].expand(T, N, -1)
+        preds[marginal_name] = (m_dist, m_ch, None)
+        # repeat previous: the teacher's own distribution and channels of the agent at t-1 (tick 0 and
+        # invalid t-1: the marginal) -- an oracle-fed baseline, stronger than repeating the sampled decision
+        prev_d = torch.cat([m_dist[:1], ep.targets["decision_dist"][:-1]]).clone()
+        prev_c = torch.cat([m_ch[:1], ep.targets["channels"][:-1]]).clone()
+        invalid_prev = torch.cat([torch.ones(1, N, dtype=torch.bool), ~ep.targets["valid"][:-1]])
+        prev_d[invalid_prev] = m_dist[invalid_prev]
+        prev_c[invalid_prev] = m_ch[invalid_prev]
+        preds["repeat previous (teacher t-1)"] = (prev_d, prev_c, None)
         for name, (d, c, x) in preds.items():
             rows.setdefault(name, []).append(_metrics(d, c, x, ep))
     return {name: {k: float(np.nanmean([r[k] for r in rs])) for k in rs[0]} for name, rs in rows.items()}

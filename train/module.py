@@ -10,6 +10,7 @@ Invalid teacher records are masked out of every loss.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lsm.data_gen.population import IdentityVocab
 from lsm.model.society import SocietyModel, StudentConfig, TickOutputs
 from lsm.train.data import Episode
 
@@ -30,6 +32,7 @@ class LossWeights:
     reasoning: float = 0.5
     salience: float = 0.2
     stance: float = 0.2
+    expression_code: float = 0.5
 
 
 def tick_losses(out: TickOutputs, targets: dict[str, Tensor], t: int) -> dict[str, Tensor]:
@@ -114,8 +117,11 @@ class DistillModule(L.LightningModule):
                 v = ep.targets["valid"][t - 1][:, None]
                 state.channels = torch.where(v, ep.targets["channels"][t - 1], state.channels)
                 state.decision_logits = torch.where(v, torch.log(ep.targets["decision_dist"][t - 1].clamp_min(1e-6)), state.decision_logits)
+                # neighbours hear what the teacher's agents actually said last tick
+                state.expression = torch.where(v, self.model.encode_expression(ep.targets["expression_emb"][t - 1]), state.expression)
             state, out = self.model(ep.inputs(t), state)
             parts = tick_losses(out, ep.targets, t)
+            parts["expression_code"] = self.expression_code_loss(state.expression, ep.targets, t)
             loss = sum(getattr(self.loss_weights, k) * v for k, v in parts.items())
             window.append(loss)
             for k, v in parts.items():
@@ -126,6 +132,18 @@ class DistillModule(L.LightningModule):
                 state = state.detach()
         totals["loss"] = sum(getattr(self.loss_weights, k) * totals[k] for k in list(totals))
         return totals
+
+    def expression_code_loss(self, expression: Tensor, targets: dict[str, Tensor], t: int) -> Tensor:
+        """Ties the message encoder used for teacher forcing to the student's own broadcasts:
+        the encoded teacher message must decode back to it, and the student's expression must
+        match the encoding of what the teacher said (so forced and free-running messages share a space)."""
+        v = targets["valid"][t]
+        if not v.any():
+            return expression.sum() * 0
+        emb = targets["expression_emb"][t][v]
+        code = self.model.encode_expression(emb)  # (V, X)
+        recon = 1 - F.cosine_similarity(self.model.head_expression_text(code), emb, dim=-1).mean()
+        return recon + F.mse_loss(expression[v], code.detach())
 
     def training_step(self, batch: list[Episode], batch_idx: int) -> None:
         opt = self.optimizers()
@@ -149,13 +167,51 @@ class DistillModule(L.LightningModule):
             self.log("val_loss", totals["loss"], prog_bar=True, batch_size=1)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Everything a rollout needs without the training data: the network's config, the
+        identity vocabulary (to encode unseen worlds by category name) and the files it saw."""
         checkpoint["student_config"] = dataclasses.asdict(self.student_config())
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "vocab"):
+            checkpoint["identity_vocab"] = json.dumps(dm.vocab.to_dict())
+            checkpoint["train_paths"] = list(dm.train_paths)
+            checkpoint["val_paths"] = list(dm.val_paths)
+
+
+@dataclasses.dataclass
+class Student:
+    """A trained student as loaded from a checkpoint."""
+
+    model: SocietyModel
+    config: StudentConfig
+    vocab: IdentityVocab | None
+    train_paths: list[str]
+    path: str
 
 
 def load_student(path: str | Path) -> tuple[SocietyModel, StudentConfig]:
     """A trained student from a Lightning checkpoint, read with `weights_only=True`."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    s = load_checkpoint(path)
+    return s.model, s.config
+
+
+def load_checkpoint(path: str | Path) -> Student:
+    """Model, config, identity vocabulary and training files of a checkpoint (`weights_only=True`).
+
+    `path` may be a checkpoint file or a folder: `DIR/last.ckpt`, then `DIR/checkpoints/last.ckpt`.
+    """
+    p = Path(path)
+    if p.is_dir():
+        hits = [c for c in (p / "last.ckpt", p / "checkpoints" / "last.ckpt") if c.exists()]
+        if not hits:
+            raise FileNotFoundError(f"no last.ckpt in {p} or {p / 'checkpoints'}")
+        p = hits[0]
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    if "student_config" not in ckpt:
+        raise ValueError(f"{p} is not an LSM student checkpoint (no student_config)")
     cfg = StudentConfig(**ckpt["student_config"])
     model = SocietyModel(cfg)
     model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()})
-    return model.eval(), cfg
+    vocab = IdentityVocab.from_dict(json.loads(ckpt["identity_vocab"])) if "identity_vocab" in ckpt else None
+    return Student(model.eval(), cfg, vocab, list(ckpt.get("train_paths", [])), str(p))
