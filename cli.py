@@ -165,26 +165,232 @@ def sensitivity(trace: str, tick: int | None = None, agents: int = 16, seed: int
             f.attrs["sensitivity"] = json.dumps(r)
 
 
-def evaluate(checkpoint: str, train: list[str], held_out: list[str], mlp: str | None = None) -> None:
+def evaluate(checkpoint: str, held_out: str, mlp: str | None = None, train: str | None = None) -> None:
     """Held-out table: the student against the per-tick marginal, repeat-previous, the same
     student with shuffled edges and (optionally) an identity-only MLP checkpoint.
 
     Args:
-        checkpoint: student checkpoint (`runs/<preset>/checkpoints/last.ckpt`).
-        train: trace files (or globs) the student was trained on (for the marginal baseline).
-        held_out: trace files (or globs) to evaluate on, e.g. the second LLM seed or a left-out scenario.
-        mlp: checkpoint of a student trained with `--model.graph_attention false`.
+        checkpoint: student checkpoint file or run folder (`runs/small/checkpoints`).
+        held_out: comma-separated trace files or globs to evaluate on, e.g. the second LLM seed
+            of the training scenarios or a scenario left out of training.
+        mlp: checkpoint of the identity-only baseline (`--config configs/train/overlay/no_graph.yaml`).
+        train: comma-separated trace files the marginal baseline is computed from (default: the
+            checkpoint's own training files).
     """
-    from lsm.train.datamodule import TraceDataModule
+    from lsm.train.data import load_episode
+    from lsm.train.datamodule import expand_patterns
     from lsm.train.evaluate import evaluate as run_eval
     from lsm.train.evaluate import format_table
-    from lsm.train.module import load_student
+    from lsm.train.module import load_checkpoint
 
-    model, _ = load_student(checkpoint)
-    dm = TraceDataModule(train, held_out)
-    dm.setup()
-    baseline = load_student(mlp)[0] if mlp else None
-    print(format_table(run_eval(model, dm.train_episodes, dm.val_episodes, baseline), f"held out: {', '.join(held_out)}"))
+    student = load_checkpoint(checkpoint)
+    train_paths = expand_patterns(train.split(",")) if train else student.train_paths
+    if not train_paths:
+        raise UsageError(f"{checkpoint} does not record its training files; pass --train")
+    held_paths = expand_patterns(held_out.split(","))
+    vocab = student.vocab
+    train_eps = [load_episode(p, vocab) for p in train_paths]
+    held_eps = [load_episode(p, vocab) for p in held_paths]
+    baseline = load_checkpoint(mlp).model if mlp else None
+    print(format_table(run_eval(student.model, train_eps, held_eps, baseline), f"held out: {', '.join(held_paths)}"))
+
+
+def rollout(
+    ckpt: str | None = None,
+    world: str | None = None,
+    scenario: str | None = None,
+    out: str = "rollout.h5",
+    ticks: int | None = None,
+    seed: int = 0,
+    report: str | None = None,
+    by: str | None = None,
+    clusters: int = 4,
+    counterfactual: str | None = None,
+    sweep: str | None = None,
+    sweep2: str | None = None,
+    sweep_action: str | None = None,
+    teacher: str = "embedded",
+    agent_chunk: int = 0,
+    store_text: bool = True,
+    device: str = "cpu",
+    quiet: bool = False,
+) -> None:
+    """Advance a whole population with the trained student, one forward pass per tick; stream
+    every tick to HDF5 (trace schema, kind student_rollout) and write a report folder.
+
+    Args:
+        ckpt: student checkpoint file or folder (`runs/small/checkpoints`).
+        world: world HDF5 file (any world: identities are encoded by category name).
+        scenario: scenario YAML (a path or a shipped name), e.g. one you edited.
+        out: rollout file.
+        ticks: ticks to run (default: the scenario's).
+        seed: seed of exposures, shown neighbours and sampled decisions (same seed, same draws).
+        report: report folder (default: `<out without .h5>_report`).
+        by: comma-separated categorical attributes to break shares and channels down by
+            (default: the first two of the population).
+        clusters: number of reasoning-profile clusters.
+        counterfactual: a second scenario run on the same world and seed; per-agent diffs go to
+            `<report>/counterfactual/`, its rollout to `<out without .h5>_cf.h5`.
+        sweep: a `PATH=VALUES` axis over a scenario parameter (`events.0.credibility=0.2,0.5,0.9`,
+            `events.0.exposure.fraction=0:1:5`); writes `<report>/sweep/` (grid, JSON, plot).
+        sweep2: a second axis: the grid is sweep x sweep2 and the plot a heatmap.
+        sweep_action: the action whose final share the sweep plot shows (default: the first).
+        teacher: teacher config whose neighbour rule (K, edge-type weights) the rollout uses.
+        agent_chunk: receivers per attention chunk (0: all at once; bounds memory at 10^6 agents).
+        store_text: store predicted expression/reasoning embeddings (384 float16 each per agent-tick).
+        device: `cpu` or `cuda`.
+        quiet: no per-tick lines.
+    """
+    import numpy as np
+    import yaml
+
+    from lsm.config import load_config
+    from lsm.data_gen.scenario import load_scenario
+    from lsm.data_gen.teacher_config import TeacherConfig
+    from lsm.data_gen.world import load_world
+    from lsm.infer.counterfactual import SweepAxis, compare_runs, run_sweep
+    from lsm.infer.report import RunView, write_report
+    from lsm.infer.rollout import Rollout, RolloutConfig
+    from lsm.train.module import load_checkpoint
+
+    if ckpt is None or world is None or scenario is None:
+        raise UsageError("lsm rollout needs --ckpt DIR --world WORLD.h5 --scenario SCENARIO (see lsm rollout --help)")
+    student = load_checkpoint(ckpt)
+    if student.vocab is None:
+        raise UsageError(f"{student.path} has no identity vocabulary (trained before it was stored); retrain it")
+    tcfg = load_config(TeacherConfig, resolve_config(teacher, "teacher"), kind="teacher")
+    cfg = RolloutConfig(ticks=ticks, seed=seed, neighbors=tcfg.neighbors, neighbor_weights=dict(tcfg.neighbor_weights),
+                        agent_chunk=agent_chunk, store_text=store_text, device=device)
+    w = load_world(world)
+    sc_path = resolve_config(scenario, "scenarios")
+    sc = load_scenario(sc_path)
+    stem = out[:-3] if out.endswith(".h5") else out
+    report_dir = Path(report or f"{stem}_report")
+    r = Rollout(student, w, sc, cfg, scenario_source=str(sc_path))
+    summary = r.run(out, world, Path(sc_path).read_text(), quiet=quiet)
+    print(f"rollout: {r.n:,} agents x {r.n_ticks} ticks, {summary['forward_seconds_per_tick']:.3f} s forward per tick "
+          f"({r.n / max(summary['forward_seconds_per_tick'], 1e-9):,.0f} agent-ticks/s), {summary['wall_seconds']:.1f} s wall")
+    by_attrs = [b.strip() for b in by.split(",")] if by else None
+    print(write_report(out, report_dir, by_attrs, clusters, seed))
+    print(f"Written: {out}, report {report_dir}/")
+    if counterfactual:
+        cf_path = resolve_config(counterfactual, "scenarios")
+        cf_out = f"{stem}_cf.h5"
+        cf = Rollout(student, w, load_scenario(cf_path), cfg, persona_emb=r.persona, scenario_source=str(cf_path))
+        cf.run(cf_out, world, Path(cf_path).read_text())
+        base = RunView.read(out)
+        labels = np.load(report_dir / "cluster_labels.npy")
+        text = compare_runs(base, RunView.read(cf_out), labels, by_attrs or list(base.groups)[:2], report_dir / "counterfactual")
+        (report_dir / "counterfactual" / "summary.md").write_text(text)
+        print(text)
+        print(f"Written: {cf_out}, {report_dir / 'counterfactual'}/")
+    if sweep2 and not sweep:
+        raise UsageError("--sweep2 needs --sweep")
+    if sweep:
+        try:
+            axes = [SweepAxis.parse(s) for s in (sweep, sweep2) if s]
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        data = yaml.safe_load(Path(sc_path).read_text())
+
+        def one(scn):
+            return Rollout(student, w, scn, cfg, persona_emb=r.persona).run(None)
+
+        grid = run_sweep(one, data, str(sc_path), axes, w, seed, report_dir / "sweep", sweep_action)
+        print(f"sweep over {' x '.join(a['path'] for a in grid['axes'])}: {report_dir / 'sweep'}/ (sweep.csv, sweep.json, sweep.png)")
+
+
+def validate(teacher: str | None = None, teacher_repeat: str | None = None, student: str | None = None,
+             json: str | None = None, clusters: int = 4, seed: int = 0) -> None:
+    """Fidelity of a student rollout to the teacher, each metric beside the teacher's noise floor
+    (the teacher against its own repeat with another LLM sampling seed) and their ratio.
+
+    Args:
+        teacher: teacher trace (`lsm gen ... --llm_seed A`).
+        teacher_repeat: the same run with another LLM sampling seed (`--llm_seed B`): the noise floor.
+        student: student rollout on the same world and scenario (`lsm rollout`).
+        json: also write `{metric: {"student": x, "floor": y, "ratio": x / y}}` to this file.
+        clusters: k of the k-means partitions compared by the ARI.
+        seed: k-means seed.
+    """
+    from lsm.infer.validate import format_table, write_json
+    from lsm.infer.validate import validate as run_validate
+
+    if teacher is None or teacher_repeat is None or student is None:
+        raise UsageError("lsm validate needs --teacher T.h5 --teacher_repeat T2.h5 --student ROLLOUT.h5 (see lsm validate --help)")
+    try:
+        result = run_validate(teacher, teacher_repeat, student, clusters, seed)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print(f"teacher {teacher} | repeat {teacher_repeat} | student {student}")
+    print(format_table(result))
+    if json:
+        write_json(result, json)
+        print(f"Written: {json}")
+
+
+def bench(agents: str = "1e3,1e4,1e5,1e6", ckpt: str | None = None, teacher: str = "embedded", teacher_agents: int = 8,
+          device: str = "cpu", ticks: int = 2, json: str | None = None) -> None:
+    """Teacher vs student speed in one run on this machine: teacher agent-ticks/s (embedded LLM,
+    one tick of a small world), student agent-ticks/s and peak memory per population size (each
+    size in its own process; a size that does not fit is reported, not fatal), their ratio, and
+    FLOPs per agent-tick against the measured matmul throughput.
+
+    Args:
+        agents: comma-separated population sizes (1e5 and 100000 both work).
+        ckpt: student checkpoint (default: an untrained student of the `small` preset's size).
+        teacher: teacher config timed (a path or shipped name; `none` skips the teacher).
+        teacher_agents: agents of the teacher's timing run.
+        device: `cpu` or `cuda` for the student.
+        ticks: timed ticks per size (after one warm-up tick).
+        json: also write the results to this file.
+    """
+    import json as jsonlib
+    import platform
+
+    from lsm.infer.bench import bench_sizes, default_student, flops_per_agent_tick, matmul_gflops, time_teacher
+
+    try:
+        sizes = [int(float(a)) for a in agents.split(",") if a.strip()]
+    except ValueError:
+        raise UsageError(f"--agents {agents!r}: expected comma-separated numbers such as 1e3,1e4") from None
+    print(f"machine: {platform.processor() or platform.machine()}, torch threads {__import__('torch').get_num_threads()}, device {device}")
+    result: dict = {"device": device}
+    if teacher != "none":
+        t = time_teacher(teacher, teacher_agents)
+        result["teacher"] = t
+        result["teacher_agent_ticks_per_s"] = t["agent_ticks_per_s"]
+        print(f"teacher ({teacher}, {t['agents']} agents x 1 tick): {t['agent_ticks_per_s']:.3f} agent-ticks/s of LLM time, "
+              f"{t['tokens_per_s']:.0f} tokens/s")
+    rows = bench_sizes(sizes, ckpt, device, ticks)
+    result["student"] = rows
+    model = default_student(ckpt)
+    fl = flops_per_agent_tick(model)
+    gf = matmul_gflops(device=device)
+    result["flops_per_agent_tick"] = fl
+    result["matmul_gflops"] = gf
+    result["student_params"] = sum(p.numel() for p in model.parameters())
+    best = max((r["agent_ticks_per_s"] for r in rows if "agent_ticks_per_s" in r), default=0.0)
+    if "teacher_agent_ticks_per_s" in result and best:
+        result["speedup"] = best / result["teacher_agent_ticks_per_s"]
+    print("| agents | edges | s / tick | agent-ticks/s | peak RSS GiB | peak GPU GiB | vs teacher |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['agents']:,} | – | – | – | – | – | {r['error']} |")
+            continue
+        ratio = f"{r['agent_ticks_per_s'] / result['teacher_agent_ticks_per_s']:,.0f}x" if "teacher_agent_ticks_per_s" in result else "–"
+        gpu = f"{r['peak_gpu_gb']:.2f}" if r.get("peak_gpu_gb") is not None else "–"
+        print(f"| {r['agents']:,} | {r['edges']:,} | {r['seconds_per_tick']:.3f} | {r['agent_ticks_per_s']:,.0f} | "
+              f"{r['peak_rss_gb']:.2f} | {gpu} | {ratio} |")
+    print(f"student: {result['student_params']:,} parameters, {fl / 1e6:.2f} MFLOP per agent-tick (matmuls); "
+          f"matmul throughput {gf:.0f} GFLOP/s -> at most {gf * 1e9 / fl:,.0f} agent-ticks/s if compute-bound; "
+          f"measured best {best:,.0f} ({best * fl / (gf * 1e9):.0%} of it)")
+    if "speedup" in result:
+        print(f"speedup (best student / teacher): {result['speedup']:,.0f}x")
+    if json:
+        Path(json).write_text(jsonlib.dumps(result, indent=1))
+        print(f"Written: {json}")
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, batch_size: int = 8, verbose: bool = False) -> None:
@@ -228,7 +434,15 @@ def info(file: str) -> None:
             print(f"  {name:<18} {str(tf.f[name].shape):<22} {TRACE_FIELDS[name].doc}")
 
 
-COMMANDS = {"world": world, "scenario": scenario, "gen": gen, "sensitivity": sensitivity, "evaluate": evaluate, "serve": serve, "info": info}
+COMMANDS = {"world": world, "scenario": scenario, "gen": gen, "sensitivity": sensitivity, "evaluate": evaluate,
+            "rollout": rollout, "validate": validate, "bench": bench, "serve": serve, "info": info}
+
+
+def _underscore_option(arg: str) -> str:
+    if not arg.startswith("--") or arg == "--":
+        return arg
+    name, eq, value = arg.partition("=")
+    return "--" + name[2:].replace("-", "_") + eq + value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,9 +462,11 @@ def main(argv: list[str] | None = None) -> int:
     from lsm.data_gen.backends.openai_http import BackendError
     from lsm.data_gen.store import StoreError
 
+    # `--teacher-repeat` and `--teacher_repeat` are the same option (names are Python parameters)
+    args = [_underscore_option(a) for a in args]
     try:
-        auto_cli(COMMANDS, args=argv, as_positional=True)
-    except (ConfigError, StoreError, UsageError, BackendError) as err:
+        auto_cli(COMMANDS, args=args, as_positional=True)
+    except (ConfigError, StoreError, UsageError, BackendError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

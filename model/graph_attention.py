@@ -110,6 +110,52 @@ class GraphAttention(nn.Module):
         y = self.o(rearrange(out, "n h d -> n (h d)"))  # (N, D)
         return (y, alpha) if return_attention_weights else y
 
+    def forward_padded(self, x: Tensor, messages: Tensor, neighbors: Tensor, neighbor_type: Tensor,
+                       identity: Tensor | None = None, agent_chunk: int = 0,
+                       return_attention_weights: bool = False):
+        """The same attention over a padded neighbour table (inference fast path).
+
+        `neighbors` (N, K) holds the senders of each receiver's in-edges, -1 padded (a row of a
+        rollout's shown-neighbour table plus its self loop); `neighbor_type` (N, K) their edge
+        types. Dense gathers and a softmax over K replace the scatter operations, and the
+        per-type terms are applied per receiver (q·a^K as an (N, H, T) table, Σα a^V by type)
+        instead of per edge. `agent_chunk` bounds memory: receivers are processed in chunks.
+        Equal to `forward` on the same edges (tested); returns attention as (N, K, H).
+        """
+        n, K = neighbors.shape
+        H, Dh = self.heads, self.head_dim
+        T = self.type_key.num_embeddings
+        h = self.norm(x)  # (N, D)
+        if self.film is not None and identity is not None:
+            gamma, beta = self.film(identity).chunk(2, dim=-1)
+            h = (1 + gamma) * h + beta
+        q = rearrange(self.q(h), "n (h d) -> n h d", h=H) / math.sqrt(Dh)  # (N, H, Dh), pre-scaled
+        kv = torch.cat([self.k(messages), self.v(messages)], -1)  # (N, 2D): one gather per edge
+        type_k = rearrange(self.type_key.weight, "t (h d) -> t h d", h=H)  # (T, H, Dh)
+        type_v = rearrange(self.type_value.weight, "t (h d) -> t h d", h=H)  # (T, H, Dh)
+        out = torch.empty((n, H, Dh), dtype=x.dtype, device=x.device)
+        weights = torch.empty((n, K, H), dtype=x.dtype, device=x.device) if return_attention_weights else None
+        step = agent_chunk or n or 1
+        for s in range(0, n, step):
+            sl = slice(s, min(s + step, n))
+            nb, ty = neighbors[sl], neighbor_type[sl].long()  # (c, K)
+            pad = nb < 0
+            g = rearrange(kv[nb.clamp_min(0)], "c k (two h d) -> two c k h d", two=2, h=H)  # 2 x (c, K, H, Dh)
+            qc = q[sl]  # (c, H, Dh)
+            scores = torch.einsum("chd,ckhd->ckh", qc, g[0])  # (c, K, H)
+            scores = scores + torch.gather(torch.einsum("chd,thd->cht", qc, type_k), 2,
+                                           ty[:, None, :].expand(-1, H, -1)).transpose(1, 2)  # + q·a^K_τ
+            scores = scores + self.type_bias(ty)  # (c, K, H)
+            scores = scores.masked_fill(pad[..., None], float("-inf"))
+            alpha = torch.softmax(scores, dim=1).nan_to_num(0.0)  # (c, K, H); a row with no edge -> 0
+            per_type = torch.zeros((alpha.shape[0], T, H), dtype=x.dtype, device=x.device)
+            per_type.scatter_add_(1, ty[..., None].expand(-1, -1, H), alpha)  # (c, T, H): Σα by type
+            out[sl] = torch.einsum("ckh,ckhd->chd", alpha, g[1]) + torch.einsum("cth,thd->chd", per_type, type_v)
+            if weights is not None:
+                weights[sl] = alpha
+        y = self.o(rearrange(out, "n h d -> n (h d)"))  # (N, D)
+        return (y, weights) if return_attention_weights else y
+
 
 def dense_reference(layer: GraphAttention, x: Tensor, messages: Tensor, edge_index: Tensor, edge_type: Tensor,
                     identity: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -63,6 +63,11 @@ class TickInputs:
     event_emb: Tensor  # (Ev, T)
     exposure: Tensor  # (2, V) row 0 agent, row 1 event
     action_emb: Tensor  # (A, T) sentence embeddings of the action texts (name: description, or a bin range)
+    neighbors: Tensor | None = None  # (N, K) senders shown to each receiver, -1 padded: the inference fast path
+    neighbor_type: Tensor | None = None  # (N, K) their edge types (ignored where neighbors is -1)
+
+    def to(self, device) -> "TickInputs":
+        return TickInputs(**{k: (v.to(device) if v is not None else None) for k, v in vars(self).items()})
 
 
 @dataclass
@@ -73,7 +78,7 @@ class TickOutputs:
     stance: Tensor  # (N,) in -1..1
     expression_text: Tensor  # (N, T) predicted sentence embedding of the public message
     reasoning_text: Tensor  # (N, T) predicted sentence embedding of the private reasoning
-    attention: list[Tensor] | None = None  # per layer (E, H)
+    attention: list[Tensor] | None = None  # per layer (E + N, H), or (N, K + 1, H) on the padded path
 
 
 class EventAttention(nn.Module):
@@ -108,10 +113,14 @@ class Block(nn.Module):
         self.events = EventAttention(cfg.dim, cfg.heads)
         self.mlp = nn.Sequential(nn.LayerNorm(cfg.dim), nn.Linear(cfg.dim, 4 * cfg.dim), nn.GELU(), nn.Linear(4 * cfg.dim, cfg.dim))
 
-    def forward(self, h, msg, u, inp: TickInputs, edge_index, edge_type, events, want_attention: bool):
+    def forward(self, h, msg, u, inp: TickInputs, edges, events, want_attention: bool, agent_chunk: int = 0):
         att = None
         if self.graph is not None:
-            g = self.graph(h, msg, edge_index, edge_type, identity=u, return_attention_weights=want_attention)
+            if edges[0] == "padded":
+                g = self.graph.forward_padded(h, msg, edges[1], edges[2], identity=u, agent_chunk=agent_chunk,
+                                              return_attention_weights=want_attention)
+            else:
+                g = self.graph(h, msg, edges[1], edges[2], identity=u, return_attention_weights=want_attention)
             g, att = g if want_attention else (g, None)
             h = h + g
         h = h + self.events(h, events, inp.exposure)
@@ -124,6 +133,8 @@ class SocietyModel(nn.Module):
     def __init__(self, cfg: StudentConfig):
         super().__init__()
         self.cfg = cfg
+        self.agent_chunk = 0
+        """Receivers per chunk in the padded attention path (0: all at once); set by rollouts."""
         D = cfg.dim
         self.cat_emb = nn.ModuleList(nn.Embedding(k, D) for k in cfg.categorical_sizes)
         self.num_proj = nn.Linear(cfg.numeric_dim, D) if cfg.numeric_dim else None
@@ -149,11 +160,17 @@ class SocietyModel(nn.Module):
         self.head_decision = nn.Linear(D, D)
         self.head_stance = nn.Linear(cfg.expression_dim, 1)
         self.head_expression_text = nn.Linear(cfg.expression_dim, cfg.text_dim)  # decoded from the bottleneck only
+        self.expression_in = nn.Linear(cfg.text_dim, cfg.expression_dim)  # a teacher message -> the bottleneck (teacher forcing)
         self.head_reasoning_text = nn.Linear(D, cfg.text_dim)
 
     def initial_state(self, n: int, actions: int, device="cpu") -> AgentState:
         c = self.cfg
         return AgentState.initial(n, c.channels, c.latent_dim, c.memory_dim, c.slots, c.slot_dim, c.expression_dim, actions, device)
+
+    def encode_expression(self, text_emb: Tensor) -> Tensor:
+        """(N, T) sentence embeddings of messages -> (N, X) broadcast expressions, the inverse of
+        `head_expression_text`; used to feed the teacher's own messages under teacher forcing."""
+        return torch.tanh(self.expression_in(text_emb))
 
     def identity(self, inp: TickInputs) -> Tensor:
         u = self.persona_proj(inp.persona_emb)  # (N, D)
@@ -175,11 +192,15 @@ class SocietyModel(nn.Module):
         for k, emb in enumerate(self.ev_cat):
             events = events + emb(inp.event_cat[:, k])
         loops = torch.arange(n, device=h.device)
-        edge_index = torch.cat([inp.edge_index.long(), torch.stack([loops, loops])], 1)  # (2, E + N)
-        edge_type = torch.cat([inp.edge_type.long(), torch.full((n,), SELF_LOOP_TYPE, device=h.device)])  # (E + N,)
+        if inp.neighbors is not None:  # padded table + a self-loop column: dense gathers, no scatter
+            edges = ("padded", torch.cat([inp.neighbors.long(), loops[:, None]], 1),  # (N, K + 1)
+                     torch.cat([inp.neighbor_type.long(), torch.full((n, 1), SELF_LOOP_TYPE, device=h.device)], 1))
+        else:
+            edges = ("list", torch.cat([inp.edge_index.long(), torch.stack([loops, loops])], 1),  # (2, E + N)
+                     torch.cat([inp.edge_type.long(), torch.full((n,), SELF_LOOP_TYPE, device=h.device)]))  # (E + N,)
         attention = []
         for block in self.blocks:
-            h, att = block(h, msg, u, inp, edge_index, edge_type, events, return_attention)
+            h, att = block(h, msg, u, inp, edges, events, return_attention, self.agent_chunk)
             attention.append(att)
         # Content-addressed read of the episodic buffer, weighted towards salient slots.
         q = self.read_q(h)  # (N, M)

@@ -74,3 +74,25 @@ def test_deterministic_and_gradients_reach_every_parameter():
     layer(x, m, EDGES, TYPES, u).pow(2).sum().backward()
     for name, p in layer.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_padded_fast_path_equals_the_edge_list_path():
+    torch.manual_seed(0)
+    n, k, d = 40, 5, 16
+    layer = GraphAttention(d, 4, identity_dim=8, num_edge_types=6).eval()
+    with torch.no_grad():  # non-trivial FiLM, type embeddings and biases
+        for p in (layer.film.weight, layer.type_bias.weight):
+            p.normal_(0, 0.3)
+    x, m, u = torch.randn(n, d), torch.randn(n, d), torch.randn(n, 8)
+    nb = torch.randint(0, n, (n, k))
+    nb[torch.rand(n, k) < 0.3] = -1  # padding
+    nb[3] = -1  # a receiver with no neighbour at all
+    ty = torch.randint(0, 6, (n, k))
+    recv = torch.arange(n)[:, None].expand(n, k)
+    keep = nb >= 0
+    y_list, w_list = layer(x, m, torch.stack([nb[keep], recv[keep]]), ty[keep], identity=u, return_attention_weights=True)
+    for chunk in (0, 7):
+        y_pad, w_pad = layer.forward_padded(x, m, nb, ty, identity=u, agent_chunk=chunk, return_attention_weights=True)
+        torch.testing.assert_close(y_pad, y_list)
+        torch.testing.assert_close(w_pad[keep], w_list)
+        assert (w_pad[~keep] == 0).all()
