@@ -22,15 +22,9 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: $(STAMP)
-	mkdir -p $(OUT)
-	$(LSM) world --population configs/population/anes96.yaml --graph configs/graph/default.yaml \
-	    --agents 2000 --seed 0 --out $(OUT)/world.h5
-	$(LSM) scenario configs/scenarios/guessing_game.yaml --world $(OUT)/world.h5
-	# The teacher: LLM agents (embedded SmolLM2, debug preset) play 8 rounds of the guessing game.
-	$(LSM) world --population anes96 --graph default --agents 16 --seed 0 --out $(OUT)/world16.h5 > /dev/null
-	$(LSM) gen --world $(OUT)/world16.h5 --scenario guessing_game --teacher debug --seed 0 --out $(OUT)/traces.h5
-	$(LSM) info $(OUT)/traces.h5
-	$(LSM) sensitivity $(OUT)/traces.h5 --agents 8
+	# The whole pipeline on this CPU (~15 min on 2 cores): world -> teacher traces with two LLM
+	# seeds -> training -> rollout + counterfactual -> validate -> probe report -> narration.
+	$(LSM) demo --out $(OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

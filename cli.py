@@ -210,7 +210,7 @@ def rollout(
     sweep2: str | None = None,
     sweep_action: str | None = None,
     teacher: str = "embedded",
-    agent_chunk: int = 0,
+    agent_chunk: int | None = None,
     store_text: bool = True,
     device: str = "cpu",
     quiet: bool = False,
@@ -236,11 +236,13 @@ def rollout(
         sweep2: a second axis: the grid is sweep x sweep2 and the plot a heatmap.
         sweep_action: the action whose final share the sweep plot shows (default: the first).
         teacher: teacher config whose neighbour rule (K, edge-type weights) the rollout uses.
-        agent_chunk: receivers per attention chunk (0: all at once; bounds memory at 10^6 agents).
+        agent_chunk: receivers per attention chunk (0: all at once; default: chunks of 2^17 beyond 2^17 agents).
         store_text: store predicted expression/reasoning embeddings (384 float16 each per agent-tick).
         device: `cpu` or `cuda`.
         quiet: no per-tick lines.
     """
+    import copy
+
     import numpy as np
     import yaml
 
@@ -266,6 +268,27 @@ def rollout(
     sc = load_scenario(sc_path)
     stem = out[:-3] if out.endswith(".h5") else out
     report_dir = Path(report or f"{stem}_report")
+    # check the counterfactual and the sweep before any work
+    cf_sc = None
+    if counterfactual:
+        cf_path = resolve_config(counterfactual, "scenarios")
+        cf_sc = load_scenario(cf_path)
+        if cf_sc.actions.labels != sc.actions.labels:
+            raise UsageError(f"--counterfactual {cf_path}: a counterfactual scenario must keep the action space "
+                             f"({', '.join(sc.actions.labels)}); it has {', '.join(cf_sc.actions.labels)}")
+    if sweep2 and not sweep:
+        raise UsageError("--sweep2 needs --sweep")
+    if sweep_action and sweep_action not in sc.actions.labels:
+        raise UsageError(f"--sweep_action {sweep_action!r} is not an action of {sc.name} ({', '.join(sc.actions.labels)})")
+    axes = []
+    if sweep:
+        try:
+            axes = [SweepAxis.parse(s) for s in (sweep, sweep2) if s]
+            data = yaml.safe_load(Path(sc_path).read_text())
+            for axis in axes:
+                axis.apply(copy.deepcopy(data), axis.values[0])
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     r = Rollout(student, w, sc, cfg, scenario_source=str(sc_path))
     summary = r.run(out, world, Path(sc_path).read_text(), quiet=quiet)
     print(f"rollout: {r.n:,} agents x {r.n_ticks} ticks, {summary['forward_seconds_per_tick']:.3f} s forward per tick "
@@ -273,10 +296,9 @@ def rollout(
     by_attrs = [b.strip() for b in by.split(",")] if by else None
     print(write_report(out, report_dir, by_attrs, clusters, seed))
     print(f"Written: {out}, report {report_dir}/")
-    if counterfactual:
-        cf_path = resolve_config(counterfactual, "scenarios")
+    if cf_sc is not None:
         cf_out = f"{stem}_cf.h5"
-        cf = Rollout(student, w, load_scenario(cf_path), cfg, persona_emb=r.persona, scenario_source=str(cf_path))
+        cf = Rollout(student, w, cf_sc, cfg, persona_emb=r.persona, scenario_source=str(cf_path))
         cf.run(cf_out, world, Path(cf_path).read_text())
         base = RunView.read(out)
         labels = np.load(report_dir / "cluster_labels.npy")
@@ -284,15 +306,7 @@ def rollout(
         (report_dir / "counterfactual" / "summary.md").write_text(text)
         print(text)
         print(f"Written: {cf_out}, {report_dir / 'counterfactual'}/")
-    if sweep2 and not sweep:
-        raise UsageError("--sweep2 needs --sweep")
-    if sweep:
-        try:
-            axes = [SweepAxis.parse(s) for s in (sweep, sweep2) if s]
-        except ValueError as err:
-            raise UsageError(str(err)) from None
-        data = yaml.safe_load(Path(sc_path).read_text())
-
+    if axes:
         def one(scn):
             return Rollout(student, w, scn, cfg, persona_emb=r.persona).run(None)
 
@@ -393,6 +407,153 @@ def bench(agents: str = "1e3,1e4,1e5,1e6", ckpt: str | None = None, teacher: str
         print(f"Written: {json}")
 
 
+def demo(out: str = "out/demo", agents: int = 48, ticks: int = 3, scenario: str = "vaccine_campaign",
+         teacher: str = "debug", preset: str = "small", epochs: int | None = None, seed: int = 0) -> None:
+    """The whole pipeline on this CPU: world -> teacher traces with two LLM seeds (the second is
+    the noise floor) -> student training -> rollout with a counterfactual -> validate -> plots.
+    Each finished step is kept; rerunning the command resumes where it stopped.
+
+    Args:
+        out: demo folder (every artefact goes there).
+        agents: agents of the ANES world (48 keeps the demo near 15 minutes on 2 cores; 100 takes ~35).
+        ticks: ticks of the scenario (shortened; the debug teacher costs ~3 s per agent-tick on 2 cores).
+        scenario: shipped scenario name or path.
+        teacher: teacher config (`debug`: short answers; `embedded`: the full teacher).
+        preset: training preset.
+        epochs: training epochs (default: the preset's).
+        seed: world and scenario seed.
+    """
+    from lsm.infer.demo import DemoConfig, run_demo
+
+    run_demo(DemoConfig(out=out, agents=agents, ticks=ticks, scenario=scenario, teacher=teacher, preset=preset,
+                        epochs=epochs, seed=seed))
+
+
+def probe(ckpt: str | None = None, rollout: str | None = None, out: str = "probe_report", teacher: str | None = None,
+          agent: int | None = None, seed: int = 0) -> None:
+    """Linear probes on the student's state (axis recovery) and one agent's readout; writes a
+    markdown + PNG report.
+
+    Args:
+        ckpt: student checkpoint file or folder.
+        rollout: a rollout of that student (`lsm rollout`): identities are probed over its ticks,
+            and the readout agent is replayed from it.
+        out: report folder (`report.md`, `axis_recovery.png`, `probes.json`).
+        teacher: a teacher trace of the same world: also probe the teacher's channel ratings,
+            decisions and labelled reasoning features (the student replayed on that run).
+        agent: the agent to read out (default: the first agent whose decision changed most often).
+        seed: seed of the agent split.
+    """
+    import numpy as np
+
+    from lsm.data_gen.store import TraceFile
+    from lsm.probes.readout import agent_readout
+    from lsm.probes.report import axis_recovery, write_probe_report
+    from lsm.train.module import load_checkpoint
+
+    if ckpt is None or rollout is None:
+        raise UsageError("lsm probe needs --ckpt DIR --rollout ROLLOUT.h5 (see lsm probe --help)")
+    student = load_checkpoint(ckpt)
+    results = axis_recovery(student, rollout, teacher, seed)
+    if agent is None:
+        with TraceFile(rollout) as tf:
+            d = tf.array("decision")
+        agent = int(np.argmax((np.diff(d, axis=0) != 0).sum(0))) if len(d) > 1 else 0
+    try:
+        readout = agent_readout(student, rollout, agent)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    text = write_probe_report(results, out, f"Probe report: {rollout}", readout.markdown())
+    print(text)
+    print(f"Written: {out}/report.md, {out}/axis_recovery.png, {out}/probes.json")
+
+
+def narrate(rollout: str | None = None, agent: str | None = None, ticks: str | None = None, teacher: str = "embedded",
+            ask: str | None = None, ckpt: str | None = None, cluster: int | None = None, report: str | None = None,
+            flipped: str | None = None, limit: int = 3, attempts: int = 3, seed: int = 0, out: str | None = None) -> None:
+    """First-person narratives of chosen agents of a rollout, grounded in their records (every
+    decision, number and tick the text names is checked; failures are regenerated, then flagged);
+    with --ask, an interview: the agent answers a question from its record.
+
+    Args:
+        rollout: a student rollout (`lsm rollout`).
+        agent: agent id(s), comma-separated.
+        ticks: `A:B` (inclusive; default: all ticks).
+        teacher: LLM config (a teacher YAML; `embedded` by default, any backend works).
+        ask: a question to put to each chosen agent (interview mode).
+        ckpt: the student that wrote the rollout (default: the checkpoint recorded in the file).
+        cluster: choose agents of this reasoning-profile cluster (needs --report, the rollout's report folder).
+        report: the rollout's report folder (default: `<rollout without .h5>_report`).
+        flipped: a counterfactual rollout (`<out>_cf.h5`): choose agents whose final decision differs.
+        limit: at most this many agents when chosen by cluster or flip.
+        attempts: generations per narrative before it is flagged.
+        seed: LLM sampling seed.
+        out: also write the markdown to this file.
+    """
+    import numpy as np
+
+    from lsm.config import load_config
+    from lsm.data_gen.store import TraceFile, read_configs
+    from lsm.data_gen.teacher_config import TeacherConfig, make_backend
+    from lsm.narrate.narrator import narrate as run_narrate
+    from lsm.probes.readout import agent_readout
+    from lsm.train.module import load_checkpoint
+
+    if rollout is None:
+        raise UsageError("lsm narrate needs --rollout ROLLOUT.h5 and --agent ID (or --cluster K / --flipped CF.h5)")
+    with TraceFile(rollout) as tf:
+        n, T = tf.n_agents, tf.n_ticks
+        final = tf.array("decision")[-1]
+        recorded = read_configs(tf.f).get("student", {})
+    if agent is not None:
+        try:
+            ids = [int(a) for a in str(agent).split(",") if a.strip() != ""]
+        except ValueError:
+            raise UsageError(f"--agent {agent!r}: expected agent ids such as 3 or 3,7") from None
+    elif cluster is not None:
+        labels_path = Path(report or (rollout[:-3] if rollout.endswith(".h5") else rollout) + "_report") / "cluster_labels.npy"
+        if not labels_path.exists():
+            raise UsageError(f"--cluster needs the rollout's report folder; {labels_path} does not exist (pass --report)")
+        ids = [int(i) for i in np.nonzero(np.load(labels_path) == cluster)[0][:limit]]
+    elif flipped is not None:
+        with TraceFile(flipped) as tf:
+            other = tf.array("decision")[-1]
+        ids = [int(i) for i in np.nonzero(other != final)[0][:limit]]
+        if not ids:
+            print(f"No agent's final decision differs between {rollout} and {flipped}.")
+            return
+    else:
+        raise UsageError("choose agents: --agent ID, --cluster K or --flipped CF.h5")
+    bad = [i for i in ids if not 0 <= i < n]
+    if bad:
+        raise UsageError(f"--agent {bad}: {rollout} has agents 0..{n - 1}")
+    if ticks:
+        try:
+            a, b = (int(x) for x in ticks.split(":"))
+        except ValueError:
+            raise UsageError(f"--ticks {ticks!r}: expected A:B, e.g. 0:2") from None
+        if not (0 <= a <= b < T):
+            raise UsageError(f"--ticks {ticks}: the rollout has ticks 0..{T - 1}")
+        span = range(a, b + 1)
+    else:
+        span = range(T)
+    ckpt = ckpt or recorded.get("checkpoint")
+    if not ckpt or not Path(ckpt).exists():
+        raise UsageError(f"the rollout's checkpoint {ckpt!r} is not here; pass --ckpt")
+    student = load_checkpoint(ckpt)
+    backend = make_backend(load_config(TeacherConfig, resolve_config(teacher, "teacher"), kind="teacher config"))
+    parts = []
+    for i in ids:
+        record = agent_readout(student, rollout, i, span)
+        nar = run_narrate(record, backend, question=ask, attempts=attempts, seed=seed)
+        md = nar.markdown() + f"\n*{nar.seconds:.1f} s*\n"
+        print(md, flush=True)
+        parts.append(md)
+    if out:
+        Path(out).write_text("\n".join(parts))
+        print(f"Written: {out}")
+
+
 def serve(host: str = "127.0.0.1", port: int = 8000, batch_size: int = 8, verbose: bool = False) -> None:
     """Serve the embedded model over an OpenAI-compatible HTTP API (chat completions with JSON
     schemas and logprobs), for the `openai` backend or any OpenAI client.
@@ -435,7 +596,8 @@ def info(file: str) -> None:
 
 
 COMMANDS = {"world": world, "scenario": scenario, "gen": gen, "sensitivity": sensitivity, "evaluate": evaluate,
-            "rollout": rollout, "validate": validate, "bench": bench, "serve": serve, "info": info}
+            "rollout": rollout, "validate": validate, "bench": bench, "demo": demo,
+            "probe": probe, "narrate": narrate, "serve": serve, "info": info}
 
 
 def _underscore_option(arg: str) -> str:

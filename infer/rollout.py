@@ -46,8 +46,8 @@ class RolloutConfig:
     neighbors: int = field(default_factory=lambda: TeacherConfig().neighbors)
     """K shown neighbours per agent and tick (the teacher's default)."""
     neighbor_weights: dict[str, float] = field(default_factory=lambda: dict(TeacherConfig().neighbor_weights))
-    agent_chunk: int = 0
-    """Receivers per attention chunk (0: all at once; set for 10^6 agents on a small machine)."""
+    agent_chunk: int | None = None
+    """Receivers per attention chunk (0: all at once; None: all up to 2^17 agents, chunks of 2^17 beyond)."""
     store_text: bool = True
     """Store the predicted expression and reasoning embeddings (N × 384 float16 per field and tick)."""
     device: str = "cpu"
@@ -62,6 +62,9 @@ class TickResult:
     """Events of this tick (`ScheduledEvent`)."""
     seconds: float
     """Student forward time (inputs built and outputs copied back excluded)."""
+    capture: dict | None = None
+    """With `ticks(capture=True)`: `attention` per layer (N, K + 1, H) over [shown..., self],
+    `memory_read` (N, S), `write_slot` (N,), `event_uids` (Ev,) of this tick's event rows."""
 
 
 def event_tensors(events, encode) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -82,7 +85,9 @@ class Rollout:
         check_against_world(scenario, world.population, world.graph, scenario_source)
         self.student, self.world, self.sc, self.cfg = student, world, scenario, cfg
         self.model = student.model.to(cfg.device).eval()
-        self.model.agent_chunk = cfg.agent_chunk
+        from lsm.infer.bench import auto_chunk
+
+        self.model.agent_chunk = cfg.agent_chunk if cfg.agent_chunk is not None else auto_chunk(world.n)
         pop = world.population
         self.cat, self.num = encode_identity(pop, student.vocab)  # by category name: an unseen world works
         self.persona = persona_emb if persona_emb is not None else embed_texts(tuple(pop.persona))  # (N, 384)
@@ -120,7 +125,7 @@ class Rollout:
         return self._text_cache[texts]
 
     @torch.inference_mode()
-    def ticks(self) -> Iterator[TickResult]:
+    def ticks(self, capture: bool = False) -> Iterator[TickResult]:
         cfg, dev, n = self.cfg, self.cfg.device, self.n
         schedule = EventSchedule(self.sc, self.world.population, self.world.graph, cfg.seed)
         state = self.model.initial_state(n, self.sc.actions.n, device=dev)
@@ -147,7 +152,7 @@ class Rollout:
                              exposure.to(dev), static[3], torch.from_numpy(shown.astype(np.int64)).to(dev),
                              torch.from_numpy(types).to(dev))
             t0 = time.perf_counter()
-            state, out = self.model(inp, state)
+            state, out = self.model(inp, state, return_attention=capture)
             if dev != "cpu":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
@@ -171,7 +176,12 @@ class Rollout:
             schedule.after_tick(t, PopulationState(decision=decision.astype(np.int64), decision_value=value,
                                                    channels=data["channels"], valid=data["valid"]))
             has_message = np.ones(n, dtype=bool)
-            yield TickResult(t, data, list(schedule.events), seconds)
+            extra = None
+            if capture:
+                extra = {"attention": [a.cpu().numpy() for a in out.attention or [] if a is not None],
+                         "memory_read": out.memory_read.cpu().numpy(), "write_slot": out.write_slot.cpu().numpy(),
+                         "event_uids": np.array([e.uid for e in events], dtype=np.int64)}
+            yield TickResult(t, data, list(schedule.events), seconds, extra)
 
     def run(self, out: str | Path | None, world_file: str | Path | None = None, scenario_yaml: str = "",
             configs: dict[str, Any] | None = None, keep: bool = False, quiet: bool = True) -> dict[str, Any]:
@@ -211,3 +221,21 @@ class Rollout:
         if keep:
             summary["ticks_data"] = kept
         return summary
+
+
+def rollout_from_file(student: Student, path: str | Path, device: str = "cpu") -> Rollout:
+    """The Rollout that wrote `path` (same world, scenario and rollout config), to replay it
+    with readouts; `replay_matches(...)` checks the replay reproduces the file."""
+    import yaml
+
+    from lsm.data_gen.scenario import scenario_from_dict
+    from lsm.data_gen.store import TraceFile, read_configs
+    from lsm.data_gen.world import load_world
+
+    with TraceFile(path) as tf:
+        if tf.kind != "student_rollout":
+            raise ValueError(f"{path} is a {tf.kind}, not a student rollout")
+        sc = scenario_from_dict(yaml.safe_load(tf.f["scenario"].attrs["yaml"]), source=f"{path}:scenario")
+        cfg_dict = read_configs(tf.f)["rollout"]  # JSON is YAML: a dict
+    cfg = RolloutConfig(**{**cfg_dict, "device": device})
+    return Rollout(student, load_world(path), sc, cfg)

@@ -112,15 +112,19 @@ class GraphAttention(nn.Module):
 
     def forward_padded(self, x: Tensor, messages: Tensor, neighbors: Tensor, neighbor_type: Tensor,
                        identity: Tensor | None = None, agent_chunk: int = 0,
-                       return_attention_weights: bool = False):
-        """The same attention over a padded neighbour table (inference fast path).
+                       return_attention_weights: bool = False, message_proj: nn.Linear | None = None):
+        """The same attention over a padded neighbour table (the inference fast path).
 
-        `neighbors` (N, K) holds the senders of each receiver's in-edges, -1 padded (a row of a
-        rollout's shown-neighbour table plus its self loop); `neighbor_type` (N, K) their edge
-        types. Dense gathers and a softmax over K replace the scatter operations, and the
-        per-type terms are applied per receiver (q·a^K as an (N, H, T) table, Σα a^V by type)
-        instead of per edge. `agent_chunk` bounds memory: receivers are processed in chunks.
-        Equal to `forward` on the same edges (tested); returns attention as (N, K, H).
+        `neighbors` (N, K) holds the senders of each receiver's in-edges, -1 padded (a rollout's
+        shown-neighbour table plus the self loop); `neighbor_type` (N, K) their edge types.
+        With `message_proj` (the linear map from raw broadcasts to the width D), `messages` are
+        the raw broadcasts (N, X) and the projections are folded into the query side:
+        q·W_K(P m_j + p) = (Pᵀ W_Kᵀ q)·m_j + const (the constant cancels in the softmax) and
+        Σ_j α_j W_V(P m_j + p) = W_V P (Σ_j α_j m_j) + W_V p Σ_j α_j, so the per-edge work is
+        on X-wide raw messages instead of 2·D-wide keys and values. The per-type terms are
+        applied per receiver (q·a^K as an (N, H, T) table, Σα a^V by type). `agent_chunk` bounds
+        memory (receivers per chunk). Equal to `forward` on the same edges (tested); the
+        attention comes back as (N, K, H). No dropout: inference only.
         """
         n, K = neighbors.shape
         H, Dh = self.heads, self.head_dim
@@ -130,7 +134,14 @@ class GraphAttention(nn.Module):
             gamma, beta = self.film(identity).chunk(2, dim=-1)
             h = (1 + gamma) * h + beta
         q = rearrange(self.q(h), "n (h d) -> n h d", h=H) / math.sqrt(Dh)  # (N, H, Dh), pre-scaled
-        kv = torch.cat([self.k(messages), self.v(messages)], -1)  # (N, 2D): one gather per edge
+        wk, wv = self.k.weight, self.v.weight  # (D, D_in)
+        v_bias = None
+        if message_proj is not None:
+            wk, wv = wk @ message_proj.weight, wv @ message_proj.weight  # (D, X)
+            v_bias = rearrange(self.v.weight @ message_proj.bias, "(h d) -> h d", h=H) if message_proj.bias is not None else None
+        X = wk.shape[1]
+        q_raw = torch.einsum("nhd,hdx->nhx", q, wk.view(H, Dh, X))  # (N, H, X): queries in message space
+        w_out = wv.view(H, Dh, X)
         type_k = rearrange(self.type_key.weight, "t (h d) -> t h d", h=H)  # (T, H, Dh)
         type_v = rearrange(self.type_value.weight, "t (h d) -> t h d", h=H)  # (T, H, Dh)
         out = torch.empty((n, H, Dh), dtype=x.dtype, device=x.device)
@@ -139,18 +150,19 @@ class GraphAttention(nn.Module):
         for s in range(0, n, step):
             sl = slice(s, min(s + step, n))
             nb, ty = neighbors[sl], neighbor_type[sl].long()  # (c, K)
-            pad = nb < 0
-            g = rearrange(kv[nb.clamp_min(0)], "c k (two h d) -> two c k h d", two=2, h=H)  # 2 x (c, K, H, Dh)
-            qc = q[sl]  # (c, H, Dh)
-            scores = torch.einsum("chd,ckhd->ckh", qc, g[0])  # (c, K, H)
-            scores = scores + torch.gather(torch.einsum("chd,thd->cht", qc, type_k), 2,
+            g = messages.index_select(0, nb.clamp_min(0).reshape(-1)).view(nb.shape[0], K, -1)  # (c, K, X) senders' messages
+            scores = torch.bmm(g, q_raw[sl].transpose(1, 2))  # (c, K, H)
+            scores = scores + torch.gather(torch.einsum("chd,thd->cht", q[sl], type_k), 2,
                                            ty[:, None, :].expand(-1, H, -1)).transpose(1, 2)  # + q·a^K_τ
-            scores = scores + self.type_bias(ty)  # (c, K, H)
-            scores = scores.masked_fill(pad[..., None], float("-inf"))
+            scores = (scores + self.type_bias(ty)).masked_fill((nb < 0)[..., None], float("-inf"))  # (c, K, H)
             alpha = torch.softmax(scores, dim=1).nan_to_num(0.0)  # (c, K, H); a row with no edge -> 0
+            agg = torch.bmm(alpha.transpose(1, 2), g)  # (c, H, X): Σ_j α_j m_j
             per_type = torch.zeros((alpha.shape[0], T, H), dtype=x.dtype, device=x.device)
             per_type.scatter_add_(1, ty[..., None].expand(-1, -1, H), alpha)  # (c, T, H): Σα by type
-            out[sl] = torch.einsum("ckh,ckhd->chd", alpha, g[1]) + torch.einsum("cth,thd->chd", per_type, type_v)
+            o = torch.einsum("chx,hdx->chd", agg, w_out) + torch.einsum("cth,thd->chd", per_type, type_v)
+            if v_bias is not None:
+                o = o + alpha.sum(1)[..., None] * v_bias  # Σα (1, or 0 for a row with no edge) × W_V p
+            out[sl] = o
             if weights is not None:
                 weights[sl] = alpha
         y = self.o(rearrange(out, "n h d -> n (h d)"))  # (N, D)

@@ -79,6 +79,8 @@ class TickOutputs:
     expression_text: Tensor  # (N, T) predicted sentence embedding of the public message
     reasoning_text: Tensor  # (N, T) predicted sentence embedding of the private reasoning
     attention: list[Tensor] | None = None  # per layer (E + N, H), or (N, K + 1, H) on the padded path
+    memory_read: Tensor | None = None  # (N, S) weights of the episodic read (readouts)
+    write_slot: Tensor | None = None  # (N,) slot written this tick (its gate is `salience`)
 
 
 class EventAttention(nn.Module):
@@ -116,9 +118,9 @@ class Block(nn.Module):
     def forward(self, h, msg, u, inp: TickInputs, edges, events, want_attention: bool, agent_chunk: int = 0):
         att = None
         if self.graph is not None:
-            if edges[0] == "padded":
-                g = self.graph.forward_padded(h, msg, edges[1], edges[2], identity=u, agent_chunk=agent_chunk,
-                                              return_attention_weights=want_attention)
+            if edges[0] == "padded":  # msg is the raw broadcast; its projection is folded in
+                g = self.graph.forward_padded(h, msg[0], edges[1], edges[2], identity=u, agent_chunk=agent_chunk,
+                                              return_attention_weights=want_attention, message_proj=msg[1])
             else:
                 g = self.graph(h, msg, edges[1], edges[2], identity=u, return_attention_weights=want_attention)
             g, att = g if want_attention else (g, None)
@@ -198,6 +200,8 @@ class SocietyModel(nn.Module):
         else:
             edges = ("list", torch.cat([inp.edge_index.long(), torch.stack([loops, loops])], 1),  # (2, E + N)
                      torch.cat([inp.edge_type.long(), torch.full((n,), SELF_LOOP_TYPE, device=h.device)]))  # (E + N,)
+        if edges[0] == "padded":
+            msg = (state.expression, self.msg_proj)
         attention = []
         for block in self.blocks:
             h, att = block(h, msg, u, inp, edges, events, return_attention, self.agent_chunk)
@@ -206,7 +210,8 @@ class SocietyModel(nn.Module):
         q = self.read_q(h)  # (N, M)
         scores = torch.einsum("nm,nsm->ns", q, state.episodes) / math.sqrt(cfg.slot_dim)  # (N, S)
         scores = scores + torch.log(state.episode_salience.clamp_min(1e-6))
-        h = self.norm(h + self.read_out(torch.einsum("ns,nsm->nm", torch.softmax(scores, -1), state.episodes)))
+        read = torch.softmax(scores, -1)  # (N, S)
+        h = self.norm(h + self.read_out(torch.einsum("ns,nsm->nm", read, state.episodes)))
         # Heads.
         salience = torch.sigmoid(self.head_salience(h)).squeeze(-1)  # (N,)
         expression = torch.tanh(self.head_expression(h))  # (N, X)
@@ -214,10 +219,11 @@ class SocietyModel(nn.Module):
             expression = expression + cfg.expression_noise * torch.randn(expression.shape, generator=generator, device=h.device)
         # Salience-gated write into the least salient slot.
         slot = torch.argmin(state.episode_salience, dim=-1)  # (N,)
-        write = torch.zeros_like(state.episodes).scatter(1, slot[:, None, None].expand(-1, 1, cfg.slot_dim),
-                                                         torch.tanh(self.head_write(h))[:, None, :])  # (N, S, M)
+        rows = torch.arange(n, device=h.device)
+        g = salience[:, None]  # (N, 1)
+        episodes = state.episodes.clone()  # (N, S, M); only the written slot changes
+        episodes[rows, slot] = state.episodes[rows, slot] * (1 - g) + torch.tanh(self.head_write(h)) * g
         gate = torch.zeros_like(state.episode_salience).scatter(1, slot[:, None], salience[:, None])  # (N, S)
-        episodes = state.episodes * (1 - gate[..., None]) + write * gate[..., None]
         new = AgentState(
             channels=torch.sigmoid(self.head_channels(h)), latent=torch.tanh(self.head_latent(h)),
             memory=self.gru(h, state.memory), episodes=episodes,
@@ -227,5 +233,5 @@ class SocietyModel(nn.Module):
         out = TickOutputs(decision_logits=new.decision_logits, channels=new.channels, salience=salience,
                           stance=torch.tanh(self.head_stance(expression)).squeeze(-1),
                           expression_text=self.head_expression_text(expression), reasoning_text=self.head_reasoning_text(h),
-                          attention=attention if return_attention else None)
+                          attention=attention if return_attention else None, memory_read=read, write_slot=slot)
         return new, out

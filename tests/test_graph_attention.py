@@ -96,3 +96,8 @@ def test_padded_fast_path_equals_the_edge_list_path():
         torch.testing.assert_close(y_pad, y_list)
         torch.testing.assert_close(w_pad[keep], w_list)
         assert (w_pad[~keep] == 0).all()
+    # raw X-wide broadcasts with the projection folded into the queries
+    proj = torch.nn.Linear(6, d)
+    raw = torch.randn(n, 6)
+    y_ref = layer(x, proj(raw), torch.stack([nb[keep], recv[keep]]), ty[keep], identity=u)
+    torch.testing.assert_close(layer.forward_padded(x, raw, nb, ty, identity=u, message_proj=proj), y_ref, atol=1e-5, rtol=1e-4)

@@ -28,8 +28,7 @@ class SaveConfigEverywhere(SaveConfigCallback):
         for cb in trainer.callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.dirpath:
                 Path(cb.dirpath).mkdir(parents=True, exist_ok=True)
-                self.parser.save(self.config, str(Path(cb.dirpath) / self.config_filename), skip_none=False,
-                                 overwrite=True, multifile=False)
+                self.parser.save(self.config, str(Path(cb.dirpath) / self.config_filename), overwrite=True, multifile=False)
 
 
 def main(args: list[str] | None = None) -> None:

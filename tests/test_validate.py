@@ -1,0 +1,79 @@
+"""Fidelity metrics on hand-made distributions with known answers, and `lsm validate` end to end."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lsm.infer.report import RunView
+from lsm.infer.validate import (METRICS, adjusted_rand, compare, jsd, matched_centroid_distance, tail_survival,
+                                wasserstein1)
+
+CORPUS = Path(__file__).resolve().parents[1] / "data_gen/corpus/n20"
+
+
+def test_jsd_known_values():
+    assert jsd([0.2, 0.3, 0.5], [0.2, 0.3, 0.5]) == pytest.approx(0.0, abs=1e-12)
+    assert jsd([1, 0], [0, 1]) == pytest.approx(math.log(2))
+    assert jsd([0.5, 0.5, 0], [0, 0.5, 0.5]) == pytest.approx(0.5 * math.log(2))
+    assert jsd([0.9, 0.1], [0.1, 0.9]) == pytest.approx(jsd([0.1, 0.9], [0.9, 0.1]))  # symmetric
+
+
+def test_wasserstein_tail_ari_and_centroids():
+    x = np.array([0.1, 0.2, 0.3])
+    assert wasserstein1(x, x + 0.25) == pytest.approx(0.25)
+    assert wasserstein1(x, x) == 0.0
+    assert tail_survival(np.array([0.6, 0.35, 0.05]), np.array([0.6, 0.38, 0.02])) == pytest.approx(0.4)
+    assert tail_survival(np.array([0.6, 0.35, 0.05]), np.array([0.5, 0.4, 0.1])) == 1.0
+    assert math.isnan(tail_survival(np.array([0.5, 0.5]), np.array([0.5, 0.5])))
+    a = np.array([0, 0, 1, 1, 2, 2])
+    assert adjusted_rand(a, a) == 1.0 and adjusted_rand(a, (a + 1) % 3) == 1.0  # labels are names only
+    assert adjusted_rand(a, np.array([0, 1, 0, 1, 0, 1])) < 0.1
+    pts = np.array([[0.0, 0], [0, 1], [5, 5], [5, 6]])
+    assert matched_centroid_distance(pts, np.array([0, 0, 1, 1]), pts + [3, 4], np.array([1, 1, 0, 0])) == pytest.approx(5.0)
+
+
+def _run(decision, channels, actions=("a", "b")):
+    decision = np.asarray(decision)
+    T, N = decision.shape
+    return RunView("x", "student_rollout", list(actions), ["c0"], decision, np.ones((T, N), bool),
+                   np.asarray(channels, dtype=np.float32).reshape(T, N, 1), None, {})
+
+
+def test_compare_on_hand_made_runs():
+    ref = _run([[0, 0, 1, 1]] * 2, [[0.1, 0.2, 0.3, 0.4]] * 2)
+    same = compare(ref, ref, clusters=2)
+    assert same["decision_jsd_mean"] == 0 and same["channel_w1_mean"] == 0 and same["channel_mae"] == 0
+    assert same["agent_decision_agreement"] == 1 and same["cluster_ari"] == 1 and same["cluster_centroid_distance"] == 0
+    flipped = _run([[1, 1, 0, 0]] * 2, [[0.1, 0.2, 0.3, 0.4]] * 2)
+    m = compare(ref, flipped, clusters=2)
+    assert m["decision_jsd_mean"] == 0  # same shares, ...
+    assert m["agent_decision_agreement"] == 0  # ... every agent different
+    all_a = _run([[0, 0, 0, 0]] * 2, [[0.6, 0.7, 0.8, 0.9]] * 2)
+    m = compare(ref, all_a, clusters=2)
+    assert m["decision_jsd_final"] == pytest.approx(jsd([0.5, 0.5], [1, 0]))
+    assert m["channel_w1_mean"] == pytest.approx(0.5) and m["channel_mae"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="share the scenario"):
+        compare(ref, _run([[0, 0, 1, 1]] * 2, [[0.1] * 4] * 2, actions=("x", "y")))
+
+
+def test_lsm_validate_on_the_reference_corpus(tmp_path, capsys):
+    from lsm.cli import main
+
+    out = tmp_path / "v.json"
+    # the teacher's two LLM seeds against each other: the student slot holds the repeat, so ratios are 1
+    assert main(["validate", "--teacher", str(CORPUS / "vaccine_campaign_s0.h5"), "--teacher-repeat",
+                 str(CORPUS / "vaccine_campaign_s1.h5"), "--student", str(CORPUS / "vaccine_campaign_s1.h5"),
+                 "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert set(res) == set(METRICS)
+    for k in ("decision_jsd_mean", "decision_jsd_final", "channel_w1_mean", "agent_decision_agreement", "channel_mae"):
+        assert res[k]["student"] == pytest.approx(res[k]["floor"]) and res[k]["ratio"] == pytest.approx(1.0)
+    assert res["decision_jsd_mean"]["floor"] > 0  # the teacher is not deterministic
+    assert "| decision_jsd_mean | lower |" in capsys.readouterr().out
+    assert main(["validate", "--teacher", str(CORPUS / "vaccine_campaign_s0.h5"), "--teacher-repeat",
+                 str(CORPUS / "vaccine_campaign_s1.h5"), "--student", str(CORPUS / "product_adoption_s0.h5")]) == 2
+    assert "share the scenario" in capsys.readouterr().err
