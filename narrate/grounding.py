@@ -1,0 +1,83 @@
+"""Grounding check of a narrative against the agent's record.
+
+Every tick, decision and number the text names must match the record:
+- **ticks**: "tick 3", "round 3", "week 3" must be ticks of the record (the narrated range);
+- **decisions**: a sentence that cites exactly one tick and names an action (its label or an
+  inflection: vaccinate / vaccinated / vaccinating) must name the decision taken at that
+  tick, unless the sentence is negated ("did not", "didn't", "never", "no longer", "instead of");
+- **numbers**: every other number must be one the record holds: a tick, a probability as a
+  percentage (±1) or a fraction (±0.01), a channel, stance or salience on the 0–1 (±0.01),
+  0–10 (±0.5) or 0–100 (±1) scale, a count of events or neighbours, or an identity value.
+Numbers written as words are not checked; neither is free prose. What is checked is what a
+reader would take as a fact of the simulation.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+TICK_RX = re.compile(r"\b(?:tick|round|week)s?\s*#?\s*(\d+)", re.IGNORECASE)
+NUMBER_RX = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(\s*%)?")
+NEGATION_RX = re.compile(r"\b(not|n't|never|no longer|instead of|rather than|without)\b", re.IGNORECASE)
+SENTENCE_RX = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+@dataclass
+class GroundingIssue:
+    kind: str
+    """tick, decision or number."""
+    sentence: str
+    detail: str
+
+
+def _action_forms(label: str) -> list[str]:
+    base = label.lower().replace("_", " ")
+    stem = base[:-1] if base.endswith("e") else base
+    return sorted({base, base + "s", base + "d" if base.endswith("e") else base + "ed", stem + "ing"}, key=len, reverse=True)
+
+
+def allowed_numbers(record) -> list[tuple[float, float]]:
+    """(value, tolerance) pairs a narrative may cite."""
+    vals: list[tuple[float, float]] = [(10, 0), (100, 0)]  # the scales themselves ("6 out of 10")
+    for t in record.ticks:
+        vals.append((t.tick, 0))
+        for p in t.decision_probs.values():
+            vals += [(p * 100, 1.0), (p, 0.01)]
+        for v in [*t.channels.values(), t.salience, abs(t.stance)]:
+            vals += [(v, 0.01), (v * 10, 0.5), (v * 100, 1.0)]
+        vals += [(len(t.events), 0), (len([a for a in t.attention if a["tie"] != "self"]), 0)]
+        vals += [(a["weight"] * 100, 1.0) for a in t.attention] + [(a["weight"], 0.01) for a in t.attention]
+    for v in record.identity.values():
+        if isinstance(v, (int, float)):
+            vals += [(float(v), max(0.5, abs(float(v)) * 0.01))]
+    for label in record.actions:  # numbers inside action labels ("20-30")
+        vals += [(float(x), 0) for x in re.findall(r"\d+(?:\.\d+)?", label)]
+    return vals
+
+
+def check_grounding(text: str, record) -> list[GroundingIssue]:
+    issues: list[GroundingIssue] = []
+    ticks = {t.tick: t for t in record.ticks}
+    allowed = allowed_numbers(record)
+    forms = {label: _action_forms(label) for label in record.actions}
+    for sentence in (s.strip() for s in SENTENCE_RX.split(text) if s.strip()):
+        cited = [int(m.group(1)) for m in TICK_RX.finditer(sentence)]
+        for t in cited:
+            if t not in ticks:
+                issues.append(GroundingIssue("tick", sentence, f"tick {t} is not in the record (ticks {sorted(ticks)})"))
+        named = [label for label, fs in forms.items()
+                 if any(re.search(rf"\b{re.escape(f)}\b", sentence, re.IGNORECASE) for f in fs)]
+        in_record = [t for t in set(cited) if t in ticks]
+        if len(in_record) == 1 and named and not NEGATION_RX.search(sentence):
+            actual = ticks[in_record[0]].decision
+            if actual not in named:
+                issues.append(GroundingIssue("decision", sentence,
+                                             f"names {', '.join(named)} at tick {in_record[0]}, where the decision was {actual}"))
+        tick_spans = [m.span(1) for m in TICK_RX.finditer(sentence)]
+        for m in NUMBER_RX.finditer(sentence):
+            if any(a <= m.start(1) < b for a, b in tick_spans):
+                continue
+            v = float(m.group(1))
+            if not any(abs(v - a) <= tol + 1e-9 for a, tol in allowed):
+                issues.append(GroundingIssue("number", sentence, f"{m.group(0).strip()} is not a value of the record"))
+    return issues
