@@ -268,7 +268,11 @@ def rollout(
     sc = load_scenario(sc_path)
     stem = out[:-3] if out.endswith(".h5") else out
     report_dir = Path(report or f"{stem}_report")
-    # check the counterfactual and the sweep before any work
+    # check the options before any work
+    by_attrs = [b.strip() for b in by.split(",")] if by else None
+    unknown = [a for a in by_attrs or [] if a not in w.population.categorical]
+    if unknown:
+        raise UsageError(f"--by {unknown}: not categorical attributes of {world} ({', '.join(w.population.categorical)})")
     cf_sc = None
     if counterfactual:
         cf_path = resolve_config(counterfactual, "scenarios")
@@ -293,7 +297,6 @@ def rollout(
     summary = r.run(out, world, Path(sc_path).read_text(), quiet=quiet)
     print(f"rollout: {r.n:,} agents x {r.n_ticks} ticks, {summary['forward_seconds_per_tick']:.3f} s forward per tick "
           f"({r.n / max(summary['forward_seconds_per_tick'], 1e-9):,.0f} agent-ticks/s), {summary['wall_seconds']:.1f} s wall")
-    by_attrs = [b.strip() for b in by.split(",")] if by else None
     print(write_report(out, report_dir, by_attrs, clusters, seed))
     print(f"Written: {out}, report {report_dir}/")
     if cf_sc is not None:

@@ -7,7 +7,8 @@ Every tick, decision and number the text names must match the record:
   tick, unless the sentence is negated ("did not", "didn't", "never", "no longer", "instead of");
 - **numbers**: every other number must be one the record holds: a tick, a probability as a
   percentage (±1) or a fraction (±0.01), a channel, stance or salience on the 0–1 (±0.01),
-  0–10 (±0.5) or 0–100 (±1) scale, a count of events or neighbours, or an identity value.
+  0–10 (±0.5) or 0–100 (±1) scale, a count of events or neighbours, a number stated in an
+  event the agent saw, or an identity value.
 Numbers written as words are not checked; neither is free prose. What is checked is what a
 reader would take as a fact of the simulation.
 """
@@ -46,6 +47,7 @@ def allowed_numbers(record) -> list[tuple[float, float]]:
         for v in [*t.channels.values(), t.salience, abs(t.stance)]:
             vals += [(v, 0.01), (v * 10, 0.5), (v * 100, 1.0)]
         vals += [(len(t.events), 0), (len([a for a in t.attention if a["tie"] != "self"]), 0)]
+        vals += [(float(x), 0) for e in t.events for x in re.findall(r"\d+(?:\.\d+)?", e)]  # numbers the events state
         vals += [(a["weight"] * 100, 1.0) for a in t.attention] + [(a["weight"], 0.01) for a in t.attention]
     for v in record.identity.values():
         if isinstance(v, (int, float)):

@@ -2,7 +2,8 @@
 
 Every probe is fitted on a split *by agent* (an agent's ticks are all train or all test, so a
 probe cannot memorise agents) and scored on the held-out agents: accuracy for classes
-(logistic regression, C = 0.5), R² for numbers (ridge, penalty by leave-one-out). Beside it, the same probe fitted on labels
+(logistic regression), R² for numbers (ridge); penalties are chosen by cross-validation over
+the training agents. Beside it, the same probe fitted on labels
 shuffled across the training rows and scored on the true held-out labels: what a probe of
 this size finds in noise. Features are standardised on the training rows, so the
 coefficients compare across dimensions: `top_dims` names the state dimensions that carry the
@@ -46,15 +47,40 @@ def split_by_agent(agents: np.ndarray, test_fraction: float, seed: int) -> tuple
     return ~test, test
 
 
+def _choose_penalty(make, grid, x, y, groups, score, folds: int = 4):
+    """The grid value with the best mean score over group folds (agents never straddle a fold)."""
+    from sklearn.model_selection import GroupKFold
+
+    k = min(folds, len(np.unique(groups)))
+    if k < 2:
+        return grid[len(grid) // 2]
+    best, best_v = -np.inf, grid[len(grid) // 2]
+    for v in grid:
+        scores = []
+        for tr, te in GroupKFold(n_splits=k).split(x, y, groups):
+            if len(np.unique(y[tr])) < 2:
+                continue
+            scores.append(score(y[te], make(v).fit(x[tr], y[tr]).predict(x[te])))
+        if scores and np.mean(scores) > best:
+            best, best_v = float(np.mean(scores)), v
+    return best_v
+
+
 def fit_probe(x: np.ndarray, y: np.ndarray, agents: np.ndarray, kind: str, target: str, source: str,
               seed: int = 0, test_fraction: float = 0.3, top: int = 3) -> ProbeResult | None:
-    """Fit one probe; None when the split leaves nothing to learn (a single class, too few rows)."""
-    from sklearn.linear_model import LogisticRegression, RidgeCV
+    """Fit one probe; None when there is nothing to learn (one class covering > 95 % of rows,
+    a constant target, fewer than 4 agents). The penalty (ridge alpha, logistic C) is chosen
+    by 4-fold cross-validation over the *training agents* (group folds), then refitted."""
+    from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.metrics import r2_score
 
     ok = np.isfinite(x).all(1) & (np.isfinite(y) if kind == "regression" else np.ones(len(y), bool))
     x, y, agents = x[ok], y[ok], agents[ok]
-    if len(np.unique(agents)) < 4:
+    if len(np.unique(agents)) < 4 or len(y) == 0:
+        return None
+    if kind == "classification" and np.unique(y, return_counts=True)[1].max() > 0.95 * len(y):
+        return None
+    if kind == "regression" and np.var(y) == 0:
         return None
     train, test = split_by_agent(agents, test_fraction, seed)
     if train.sum() < 5 or test.sum() < 2:
@@ -64,26 +90,34 @@ def fit_probe(x: np.ndarray, y: np.ndarray, agents: np.ndarray, kind: str, targe
     xs = (x - mu) / sd
     rng = np.random.default_rng(seed + 1)
     y_shuf = y[train][rng.permutation(train.sum())]
+    g = agents[train]
     if kind == "classification":
         if len(np.unique(y[train])) < 2:
             return None
 
-        def model():
-            return LogisticRegression(max_iter=2000, C=0.5)
+        def model(c):
+            return LogisticRegression(max_iter=2000, C=c)
 
-        m = model().fit(xs[train], y[train])
-        score = float((m.predict(xs[test]) == y[test]).mean())
-        shuffled = float((model().fit(xs[train], y_shuf).predict(xs[test]) == y[test]).mean()) if len(np.unique(y_shuf)) > 1 else 0.0
+        def acc(a, b):
+            return float((a == b).mean())
+
+        grid = list(np.logspace(-3, 1, 5))
+        m = model(_choose_penalty(model, grid, xs[train], y[train], g, acc)).fit(xs[train], y[train])
+        score = acc(m.predict(xs[test]), y[test])
+        shuffled = acc(model(_choose_penalty(model, grid, xs[train], y_shuf, g, acc)).fit(xs[train], y_shuf).predict(xs[test]),
+                       y[test]) if len(np.unique(y_shuf)) > 1 else 0.0
         values, counts = np.unique(y[train], return_counts=True)
         chance = float((y[test] == values[counts.argmax()]).mean())
         coef = np.abs(m.coef_).max(0)  # strongest class direction per dimension
     else:
-        def ridge():  # penalty chosen by leave-one-out on the training rows
-            return RidgeCV(alphas=np.logspace(-2, 4, 13))
+        def model(a):
+            return Ridge(alpha=a)
 
-        m = ridge().fit(xs[train], y[train])
+        grid = list(np.logspace(-2, 5, 8))
+        m = model(_choose_penalty(model, grid, xs[train], y[train], g, r2_score)).fit(xs[train], y[train])
         score = float(r2_score(y[test], m.predict(xs[test]))) if np.var(y[test]) > 0 else float("nan")
-        shuffled = float(r2_score(y[test], ridge().fit(xs[train], y_shuf).predict(xs[test]))) if np.var(y[test]) > 0 else float("nan")
+        shuffled = float(r2_score(y[test], model(_choose_penalty(model, grid, xs[train], y_shuf, g, r2_score))
+                                  .fit(xs[train], y_shuf).predict(xs[test]))) if np.var(y[test]) > 0 else float("nan")
         chance = 0.0
         coef = np.abs(m.coef_)
     dims = np.argsort(-coef)[:top]

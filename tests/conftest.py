@@ -1,4 +1,5 @@
-"""Shared fixtures: a debug student trained on the reference corpus and a world it never saw."""
+"""Shared fixtures: small worlds built once per test session (the `debug` sizes), and a debug
+student trained on the reference corpus with a world it never saw."""
 from __future__ import annotations
 
 import os
@@ -6,8 +7,26 @@ from pathlib import Path
 
 import pytest
 
-from lsm.config import CONFIG_ROOT
+from lsm.config import CONFIG_ROOT, shipped
 from lsm.data_gen.world import build_world, save_world
+
+
+@pytest.fixture(scope="session")
+def anes_world():
+    return build_world(shipped("population", "anes96.yaml"), shipped("graph", "default.yaml"), agents=3000, seed=0)
+
+
+@pytest.fixture(scope="session")
+def generic_world():
+    return build_world(shipped("population", "generic.yaml"), shipped("graph", "default.yaml"), agents=3000, seed=1)
+
+
+@pytest.fixture(scope="session")
+def world_file(tmp_path_factory, anes_world):
+    path = tmp_path_factory.mktemp("world") / "world.h5"
+    save_world(anes_world, path)
+    return path
+
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "data_gen/corpus/n20"
