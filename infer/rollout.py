@@ -135,10 +135,10 @@ class Rollout:
             events = schedule.events_at(t)
             exposed = schedule.exposure(t)  # (N, Ev) bool
             ev_cat, ev_num, ev_emb = event_tensors(events, self._encode)
-            agent, ev = np.nonzero(exposed)
+            slot = np.cumsum(exposed, axis=1) - 1  # (N, Ev): the event's position in the agent's list
+            agent, ev = np.nonzero(exposed & (slot < MAX_EVENTS))  # like the teacher, at most MAX_EVENTS per agent
             exposure = torch.from_numpy(np.stack([agent, ev]).astype(np.int64)).reshape(2, -1)
             ev_ids = np.full((n, MAX_EVENTS), -1, dtype=np.int32)
-            slot = np.cumsum(exposed, axis=1) - 1  # (N, Ev): the event's position in the agent's list
             for k, e in enumerate(events):
                 rows = np.nonzero(exposed[:, k] & (slot[:, k] < MAX_EVENTS))[0]
                 ev_ids[rows, slot[rows, k]] = e.uid

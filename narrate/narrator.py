@@ -26,7 +26,7 @@ def record_text(record) -> str:
     lines = [f"Who you are: {ident}.", f"Possible decisions: {', '.join(record.actions)}."]
     for t in record.ticks:
         feel = ", ".join(f"{c.replace('_', ' ')} {round(v * 10)}/10" for c, v in t.channels.items())
-        lines.append(f"Tick {t.tick}: you decided to {t.decision} ({round(t.decision_probs[t.decision] * 100)}% likely). "
+        lines.append(f"Tick {t.tick}: {_decided(t.decision).replace('I ', 'you ', 1)} ({round(t.decision_probs[t.decision] * 100)}% likely). "
                      f"Your ratings: {feel}.")
         if t.events:
             lines.append(f"  In tick {t.tick} you saw: " + " | ".join(f'"{e}"' for e in t.events))
@@ -55,6 +55,12 @@ class Narration:
                   f"*Grounding: FAILED after {self.attempts} attempts — flagged:* " +
                   "; ".join(f"{i.kind}: {i.detail}" for i in self.issues))
         return f"{head}\n\n{self.text.strip()}\n\n{status}\n"
+
+
+def _decided(decision: str) -> str:
+    """'I decided to wait', or for a numeric bin such as '20-30': 'I picked a number between 20 and 30'."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)", decision)
+    return f"I picked a number between {m.group(1)} and {m.group(2)}" if m else f"I decided to {decision}"
 
 
 def _first_sentence(text: str) -> str:
@@ -92,9 +98,8 @@ def narrate(record, backend, question: str | None = None, attempts: int = 3, see
                             + ". Answer again using only your record."}]
         return Narration(record.agent, record.name, text, False, issues, attempts, time.perf_counter() - t0, question)
 
-    prefixes = [f"In tick {t.tick}, I decided to {t.decision} because" for t in record.ticks]
+    prefixes = [f"In tick {t.tick}, {_decided(t.decision)} because" for t in record.ticks]
     sentences: list[str | None] = [None] * len(prefixes)
-    last_issues: dict[int, list[GroundingIssue]] = {}
     used = 0
     for attempt in range(1, attempts + 1):
         todo = [k for k, s in enumerate(sentences) if s is None]
@@ -108,10 +113,8 @@ def narrate(record, backend, question: str | None = None, attempts: int = 3, see
             candidate = f"{prefixes[k]} {reason}." if reason else f"{prefixes[k].rsplit(' because', 1)[0]}."
             problems = check_grounding(candidate, record)
             if problems and attempt < attempts:
-                last_issues[k] = problems
-                continue
+                continue  # regenerate this tick's reason
             sentences[k] = candidate
-            last_issues[k] = problems
     text = " ".join(s for s in sentences if s)
     issues = check_grounding(text, record)
     return Narration(record.agent, record.name, text, not issues, issues, max(used, 1), time.perf_counter() - t0, None)

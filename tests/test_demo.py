@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 
@@ -33,6 +34,8 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
 
     assert {p.name for p in NOTEBOOKS} >= {"axis_recovery.ipynb", "agent_readout.ipynb"}
     os.environ["LSM_DEMO"] = str(out)
+    path_before = os.environ.get("PATH", "")
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + path_before  # the kernel runs this venv's python
     try:
         for path in NOTEBOOKS:
             nb = nbformat.read(path, as_version=4)
@@ -41,3 +44,4 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
             assert any(o.get("output_type") in ("display_data", "execute_result") for c in nb.cells for o in c.get("outputs", []))
     finally:
         del os.environ["LSM_DEMO"]
+        os.environ["PATH"] = path_before
