@@ -252,7 +252,7 @@ def rollout(
     from lsm.data_gen.world import load_world
     from lsm.infer.counterfactual import SweepAxis, compare_runs, run_sweep
     from lsm.infer.report import RunView, write_report
-    from lsm.infer.rollout import Rollout, RolloutConfig
+    from lsm.infer.rollout import Rollout, RolloutConfig, persona_embeddings
     from lsm.train.module import load_checkpoint
 
     if ckpt is None or world is None or scenario is None:
@@ -293,7 +293,7 @@ def rollout(
                 axis.apply(copy.deepcopy(data), axis.values[0])
         except ValueError as err:
             raise UsageError(str(err)) from None
-    r = Rollout(student, w, sc, cfg, scenario_source=str(sc_path))
+    r = Rollout(student, w, sc, cfg, persona_emb=persona_embeddings(world, w.population.persona), scenario_source=str(sc_path))
     summary = r.run(out, world, Path(sc_path).read_text(), quiet=quiet)
     print(f"rollout: {r.n:,} agents x {r.n_ticks} ticks, {summary['forward_seconds_per_tick']:.3f} s forward per tick "
           f"({r.n / max(summary['forward_seconds_per_tick'], 1e-9):,.0f} agent-ticks/s), {summary['wall_seconds']:.1f} s wall")

@@ -67,6 +67,32 @@ class TickResult:
     `memory_read` (N, S), `write_slot` (N,), `event_uids` (Ev,) of this tick's event rows."""
 
 
+def persona_embeddings(world_file: str | Path | None, personas: list[str]) -> torch.Tensor:
+    """(N, 384) sentence embeddings of the personas, rounded to float16 (as traces store them).
+
+    With `world_file`, cached beside it (`<world>.persona_emb.npz`, keyed by a hash of the
+    persona texts), so a large world is encoded once (MiniLM on a CPU: minutes per 10^5
+    personas), not at every rollout. Cached or not, the values are the same.
+    """
+    import hashlib
+
+    key = hashlib.sha1("\x1f".join(personas).encode()).hexdigest()
+    cache = Path(world_file).with_name(Path(world_file).name + ".persona_emb.npz") if world_file is not None else None
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            if str(z["key"]) == key and z["emb"].shape[0] == len(personas):
+                return torch.from_numpy(z["emb"].astype(np.float32))
+    emb = embed_texts(tuple(personas)).numpy().astype(np.float16)
+    if cache is not None:
+        try:
+            tmp = cache.with_name(cache.name + ".tmp.npz")
+            np.savez(tmp, key=np.array(key), emb=emb)
+            tmp.replace(cache)
+        except OSError:  # a read-only folder: no cache, same values
+            pass
+    return torch.from_numpy(emb.astype(np.float32))
+
+
 def event_tensors(events, encode) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(Ev, 3) categorical codes, (Ev, 2) valence/credibility, (Ev, 384) text embeddings."""
     cat = torch.tensor([[EVENT_VOCABS[0].index(e.event.source_type), EVENT_VOCABS[1].index(e.event.channel),
@@ -90,7 +116,7 @@ class Rollout:
         self.model.agent_chunk = cfg.agent_chunk if cfg.agent_chunk is not None else auto_chunk(world.n)
         pop = world.population
         self.cat, self.num = encode_identity(pop, student.vocab)  # by category name: an unseen world works
-        self.persona = persona_emb if persona_emb is not None else embed_texts(tuple(pop.persona))  # (N, 384)
+        self.persona = persona_emb if persona_emb is not None else persona_embeddings(None, list(pop.persona))  # (N, 384)
         self.action_emb = embed_texts(tuple(action_texts(scenario)))  # (A, 384)
         self.neighbors = NeighborIndex.of(world.graph, cfg.neighbor_weights)
         self.typer = EdgeTyper(world.graph)

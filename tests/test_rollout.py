@@ -112,3 +112,24 @@ def test_bench_runs_at_tiny_sizes(trained, tmp_path, capsys):
     assert all(r["agent_ticks_per_s"] > 0 and r["peak_rss_gb"] > 0 for r in res["student"])
     assert res["flops_per_agent_tick"] > 0 and res["matmul_gflops"] > 0
     assert "| 1,000 |" in capsys.readouterr().out
+
+
+def test_persona_embeddings_are_cached_beside_the_world(trained, tmp_path):
+    import shutil
+
+    from lsm.data_gen.world import load_world
+    from lsm.infer.rollout import persona_embeddings
+
+    _, _, world = trained
+    copy = tmp_path / "w.h5"
+    shutil.copy(world, copy)
+    personas = list(load_world(copy).population.persona)
+    first = persona_embeddings(copy, personas)
+    cache = tmp_path / "w.h5.persona_emb.npz"
+    assert cache.is_file() and first.shape == (60, 384)
+    stamp = cache.stat().st_mtime_ns
+    np.testing.assert_array_equal(persona_embeddings(copy, personas).numpy(), first.numpy())
+    assert cache.stat().st_mtime_ns == stamp  # read, not recomputed
+    np.testing.assert_array_equal(persona_embeddings(None, personas).numpy(), first.numpy())  # same values uncached
+    changed = persona_embeddings(copy, personas[::-1])  # other personas: the key differs, recomputed
+    np.testing.assert_array_equal(changed.numpy(), first.numpy()[::-1])
