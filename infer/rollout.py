@@ -29,7 +29,7 @@ from lsm.data_gen.teacher import MAX_EVENTS, NeighborIndex
 from lsm.data_gen.teacher_config import TeacherConfig
 from lsm.data_gen.world import World
 from lsm.model.society import TickInputs
-from lsm.train.data import EVENT_VOCABS, EdgeTyper, action_texts, embed_texts
+from lsm.train.data import EdgeTyper, action_texts, embed_texts, event_tensors
 from lsm.train.module import Student
 
 TEXT_DIM = 384
@@ -93,14 +93,10 @@ def persona_embeddings(world_file: str | Path | None, personas: list[str]) -> to
     return torch.from_numpy(emb.astype(np.float32))
 
 
-def event_tensors(events, encode) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(Ev, 3) categorical codes, (Ev, 2) valence/credibility, (Ev, 384) text embeddings."""
-    cat = torch.tensor([[EVENT_VOCABS[0].index(e.event.source_type), EVENT_VOCABS[1].index(e.event.channel),
-                         EVENT_VOCABS[2].index(e.event.framing)] for e in events], dtype=torch.long).reshape(-1, 3)
-    num = torch.tensor([[e.event.valence, e.event.credibility] for e in events], dtype=torch.float32).reshape(-1, 2)
-    emb = encode(tuple(f"{e.event.source + ': ' if e.event.source else ''}{e.text}" for e in events)) if events \
-        else torch.zeros(0, TEXT_DIM)
-    return cat, num, emb
+def event_rows(events) -> list[dict]:
+    """`ScheduledEvent`s as the rows of a trace's `events/` table (what `event_tensors` reads)."""
+    return [{"source_type": e.event.source_type, "channel": e.event.channel, "framing": e.event.framing,
+             "valence": e.event.valence, "credibility": e.event.credibility, "text": e.text} for e in events]
 
 
 class Rollout:
@@ -160,7 +156,7 @@ class Rollout:
         for t in range(self.n_ticks):
             events = schedule.events_at(t)
             exposed = schedule.exposure(t)  # (N, Ev) bool
-            ev_cat, ev_num, ev_emb = event_tensors(events, self._encode)
+            ev_cat, ev_num, ev_emb = event_tensors(event_rows(events), self._encode)
             slot = np.cumsum(exposed, axis=1) - 1  # (N, Ev): the event's position in the agent's list
             agent, ev = np.nonzero(exposed & (slot < MAX_EVENTS))  # like the teacher, at most MAX_EVENTS per agent
             exposure = torch.from_numpy(np.stack([agent, ev]).astype(np.int64)).reshape(2, -1)

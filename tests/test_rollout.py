@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from lsm.config import CONFIG_ROOT
 from lsm.data_gen.scenario import load_scenario
@@ -133,3 +134,24 @@ def test_persona_embeddings_are_cached_beside_the_world(trained, tmp_path):
     np.testing.assert_array_equal(persona_embeddings(None, personas).numpy(), first.numpy())  # same values uncached
     changed = persona_embeddings(copy, personas[::-1])  # other personas: the key differs, recomputed
     np.testing.assert_array_equal(changed.numpy(), first.numpy()[::-1])
+
+
+def test_rollout_event_inputs_equal_the_training_episodes():
+    """The student must see the same event features at rollout as in training (text embedding
+    of the event text, same codes), or it runs on inputs it never saw."""
+    from lsm.data_gen.dynamics import EventSchedule
+    from lsm.infer.rollout import event_rows
+    from lsm.train.data import embed_texts, event_tensors, load_episode
+
+    trace = CORPUS / "vaccine_campaign_s0.h5"
+    ep = load_episode(trace)
+    with TraceFile(trace) as tf:
+        pop, graph = tf.world()
+        sc = tf.scenario
+        seed = tf.seeds["teacher"]  # the scenario seed of `lsm gen --seed`
+    events = EventSchedule(sc, pop, graph, seed).events_at(0)
+    cat, num, emb = event_tensors(event_rows(events), embed_texts)
+    ep_cat, ep_num, ep_emb, _ = ep.events[0]
+    torch.testing.assert_close(cat, ep_cat)
+    torch.testing.assert_close(num, ep_num)
+    torch.testing.assert_close(emb, ep_emb)

@@ -74,6 +74,21 @@ def typed_edges(shown: np.ndarray, graph, typer: EdgeTyper | None = None) -> tup
     return torch.from_numpy(np.stack([j, i])), torch.from_numpy(typer(j, i))
 
 
+def event_tensors(rows: list[dict], encode, stored: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Event rows (the `events/` columns: source_type, channel, framing, valence, credibility,
+    text) -> (Ev, 3) category codes, (Ev, 2) valence/credibility, (Ev, 384) embeddings of the
+    event *text* (what the teacher stores in `events/text_emb`; `stored` when the file has them).
+    Training and rollouts both build their event inputs here, so they see the same features."""
+    cat = torch.tensor([[EVENT_VOCABS[0].index(r["source_type"]), EVENT_VOCABS[1].index(r["channel"]),
+                         EVENT_VOCABS[2].index(r["framing"])] for r in rows], dtype=torch.long).reshape(-1, 3)
+    num = torch.tensor([[r["valence"], r["credibility"]] for r in rows], dtype=torch.float32).reshape(-1, 2)
+    if stored is not None:
+        emb = stored
+    else:
+        emb = encode(tuple(r["text"] for r in rows)) if rows else torch.zeros(0, 384)
+    return cat, num, emb
+
+
 @dataclass
 class Episode:
     """One trace file, ready for the student."""
@@ -112,11 +127,8 @@ def load_episode(path: str | Path, vocab: IdentityVocab | None = None) -> Episod
             else embed_texts(tuple(pop.persona))
         rows = tf.events()
         uid_row = {r["uid"]: k for k, r in enumerate(rows)}
-        ev_cat = torch.tensor([[EVENT_VOCABS[0].index(r["source_type"]), EVENT_VOCABS[1].index(r["channel"]),
-                                EVENT_VOCABS[2].index(r["framing"])] for r in rows], dtype=torch.long).reshape(-1, 3)
-        ev_num = torch.tensor([[r["valence"], r["credibility"]] for r in rows], dtype=torch.float32).reshape(-1, 2)
-        ev_emb = torch.from_numpy(tf.f["events/text_emb"][()].astype(np.float32)) if "text_emb" in tf.f["events"] \
-            else embed_texts(tuple(r["text"] for r in rows))
+        stored = torch.from_numpy(tf.f["events/text_emb"][()].astype(np.float32)) if "text_emb" in tf.f["events"] else None
+        ev_cat, ev_num, ev_emb = event_tensors(rows, embed_texts, stored)
         shown, exposed = tf.array("shown_neighbors"), tf.array("exposed_events")
         edges, events = [], []
         typer = EdgeTyper(graph)
