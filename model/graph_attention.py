@@ -86,14 +86,19 @@ class GraphAttention(nn.Module):
         nn.init.zeros_(self.type_bias.weight)
         self.norm.reset_parameters()
 
+    def conditioned(self, x: Tensor, identity: Tensor | None) -> Tensor:
+        """(N, D) normalised query tokens, FiLM-conditioned on identity: γ(u) ⊙ LN(x) + β(u)."""
+        h = self.norm(x)
+        if self.film is not None and identity is not None:
+            gamma, beta = self.film(identity).chunk(2, dim=-1)  # (N, D) each
+            h = (1 + gamma) * h + beta
+        return h
+
     def forward(self, x: Tensor, messages: Tensor, edge_index: Tensor, edge_type: Tensor,
                 identity: Tensor | None = None, return_attention_weights: bool = False):
         n = x.shape[0]
         H, Dh = self.heads, self.head_dim
-        h = self.norm(x)  # (N, D)
-        if self.film is not None and identity is not None:
-            gamma, beta = self.film(identity).chunk(2, dim=-1)  # (N, D) each
-            h = (1 + gamma) * h + beta
+        h = self.conditioned(x, identity)  # (N, D)
         j, i = edge_index[0].long(), edge_index[1].long()  # (E,), (E,)
         q_i = rearrange(self.q(h), "n (h d) -> n h d", h=H)[i]  # (E, H, Dh)
         k_j = rearrange(self.k(messages)[j] + self.type_key(edge_type), "e (h d) -> e h d", h=H)  # (E, H, Dh)
@@ -129,10 +134,7 @@ class GraphAttention(nn.Module):
         n, K = neighbors.shape
         H, Dh = self.heads, self.head_dim
         T = self.type_key.num_embeddings
-        h = self.norm(x)  # (N, D)
-        if self.film is not None and identity is not None:
-            gamma, beta = self.film(identity).chunk(2, dim=-1)
-            h = (1 + gamma) * h + beta
+        h = self.conditioned(x, identity)  # (N, D)
         q = rearrange(self.q(h), "n (h d) -> n h d", h=H) / math.sqrt(Dh)  # (N, H, Dh), pre-scaled
         wk, wv = self.k.weight, self.v.weight  # (D, D_in)
         v_bias = None
@@ -173,10 +175,7 @@ def dense_reference(layer: GraphAttention, x: Tensor, messages: Tensor, edge_ind
                     identity: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The same attention with a dense N×N mask (tests only): (output (N, D), weights (N, N, H))."""
     n, H, Dh = x.shape[0], layer.heads, layer.head_dim
-    h = layer.norm(x)
-    if layer.film is not None and identity is not None:
-        gamma, beta = layer.film(identity).chunk(2, dim=-1)
-        h = (1 + gamma) * h + beta
+    h = layer.conditioned(x, identity)
     q = rearrange(layer.q(h), "n (h d) -> n h d", h=H)  # (N, H, Dh)
     j, i = edge_index[0].long(), edge_index[1].long()
     key = torch.zeros((n, n, H, Dh))  # [receiver, sender]

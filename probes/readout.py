@@ -64,11 +64,7 @@ def agent_readout(student, rollout_path: str | Path, agent: int, ticks: range | 
     with TraceFile(rollout_path) as tf:
         recorded = tf.array("decision")
         events = {e["uid"]: e for e in tf.events()}
-    pop, graph = r.world.population, r.world.graph
-    from lsm.train.data import EdgeTyper
-
-    typer = EdgeTyper(graph)
-    sc = r.sc
+    pop, typer, sc = r.world.population, r.typer, r.sc
     labels = sc.actions.labels
     out = AgentReadout(agent, pop.names[agent], pop.record(agent), labels)
     prev = None

@@ -17,7 +17,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from lsm.data_gen.store import TraceFile
 from lsm.probes.features import TEXT_FEATURES, label_texts
@@ -26,20 +25,13 @@ from lsm.probes.linear import ProbeResult, fit_probe
 SOURCES = ("latent", "channels", "memory")
 
 
-@torch.no_grad()
 def replay_trace(student, trace: str | Path) -> dict[str, np.ndarray]:
     """The student run on a teacher trace's inputs: (T, N, ·) latent, channels, memory."""
     from lsm.train.data import load_episode
+    from lsm.train.evaluate import unroll
 
-    ep = load_episode(trace, student.vocab)
-    model = student.model.eval()
-    state = model.initial_state(ep.n, ep.action_emb.shape[0])
-    out = {k: [] for k in SOURCES}
-    for t in range(ep.ticks):
-        state, _ = model(ep.inputs(t), state)
-        for k in SOURCES:
-            out[k].append(getattr(state, k).numpy())
-    return {k: np.stack(v).astype(np.float32) for k, v in out.items()}
+    states = [state for state, _ in unroll(student.model.eval(), load_episode(trace, student.vocab))]
+    return {k: np.stack([getattr(st, k).numpy() for st in states]).astype(np.float32) for k in SOURCES}
 
 
 def _rows(a: np.ndarray) -> np.ndarray:

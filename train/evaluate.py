@@ -40,20 +40,25 @@ def _metrics(dist: torch.Tensor, channels: torch.Tensor | None, expr: torch.Tens
 
 
 @torch.no_grad()
-def run_student(model, ep: Episode, shuffle_edges: bool = False, seed: int = 0):
+def unroll(model, ep: Episode, shuffle_edges: bool = False, seed: int = 0):
+    """Yield (state, outputs) of every tick of `ep`, the student running from its initial state
+    on the inputs the teacher's agents had (senders permuted at random with `shuffle_edges`)."""
     g = torch.Generator().manual_seed(seed)
     state = model.initial_state(ep.n, ep.action_emb.shape[0])
-    dists, chans, exprs = [], [], []
     for t in range(ep.ticks):
         inp = ep.inputs(t)
         if shuffle_edges and inp.edge_index.shape[1]:
             senders = torch.randint(0, ep.n, (inp.edge_index.shape[1],), generator=g)
             inp = replace(inp, edge_index=torch.stack([senders, inp.edge_index[1]]))
         state, out = model(inp, state)
-        dists.append(torch.softmax(out.decision_logits, -1))
-        chans.append(out.channels)
-        exprs.append(out.expression_text)
-    return torch.stack(dists), torch.stack(chans), torch.stack(exprs)
+        yield state, out
+
+
+def run_student(model, ep: Episode, shuffle_edges: bool = False, seed: int = 0):
+    """(T, N, A) decision probabilities, (T, N, C) channels, (T, N, 384) expression embeddings."""
+    outs = [out for _, out in unroll(model, ep, shuffle_edges, seed)]
+    return (torch.stack([torch.softmax(o.decision_logits, -1) for o in outs]), torch.stack([o.channels for o in outs]),
+            torch.stack([o.expression_text for o in outs]))
 
 
 def _tick_means(ep: Episode, key: str, ticks: int) -> torch.Tensor:
