@@ -321,6 +321,11 @@ def scenario_from_dict(data: dict, source: str = "<dict>") -> Scenario:
         raise ScenarioError(err.source, err.problems, "scenario") from None
 
 
+def shorten(data: dict, ticks: int) -> dict:
+    """A scenario's YAML data cut to its first `ticks` ticks (later scheduled events dropped)."""
+    return {**data, "ticks": ticks, "events": [e for e in data.get("events", []) if int(e.get("tick", 0)) < ticks]}
+
+
 def check_against_world(scenario: Scenario, pop, graph, source: str | Path | None = None) -> None:
     """Raise `ScenarioError` if exposure rules name attributes, categories or outlets the
     world does not have."""

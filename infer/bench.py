@@ -154,6 +154,7 @@ def time_teacher(teacher: str = "embedded", agents: int = 8, seed: int = 0) -> d
     import yaml
 
     from lsm.cli import resolve_config
+    from lsm.data_gen.scenario import shorten
     from lsm.data_gen.teacher import generate
     from lsm.data_gen.world import build_world, save_world
 
@@ -161,8 +162,7 @@ def time_teacher(teacher: str = "embedded", agents: int = 8, seed: int = 0) -> d
         tmp = Path(tmp)
         save_world(build_world(resolve_config("anes96", "population"), resolve_config("default", "graph"), agents, seed), tmp / "w.h5")
         sc = yaml.safe_load(resolve_config("vaccine_campaign", "scenarios").read_text())
-        sc["ticks"] = 1
-        sc["events"] = [e for e in sc.get("events", []) if int(e.get("tick", 0)) < 1]
+        sc = shorten(sc, 1)
         sc["triggers"] = []
         (tmp / "sc.yaml").write_text(yaml.safe_dump(sc))
         s = generate(tmp / "w.h5", tmp / "sc.yaml", resolve_config(teacher, "teacher"), seed, tmp / "t.h5", quiet=True)

@@ -45,6 +45,7 @@ def run_demo(cfg: DemoConfig, extra_steps=None) -> dict[str, Path]:
     """Run (or resume) the demo; returns the artefacts by name."""
     from lsm.cli import evaluate, resolve_config, rollout, validate
     from lsm.config import CONFIG_ROOT
+    from lsm.data_gen.scenario import shorten
     from lsm.data_gen.teacher import format_summary, generate
     from lsm.data_gen.world import build_world, save_world, world_summary
     from lsm.train.cli import main as train_main
@@ -66,8 +67,7 @@ def run_demo(cfg: DemoConfig, extra_steps=None) -> dict[str, Path]:
 
     def make_scenarios():
         sc = yaml.safe_load(resolve_config(cfg.scenario, "scenarios").read_text())
-        sc["ticks"] = cfg.ticks
-        sc["events"] = [e for e in sc.get("events", []) if int(e.get("tick", 0)) < cfg.ticks]
+        sc = shorten(sc, cfg.ticks)
         if not sc["events"]:
             raise ValueError(f"{cfg.scenario} has no event before tick {cfg.ticks}; use more --ticks")
         art["scenario"].write_text(f"# {cfg.scenario}, shortened to {cfg.ticks} ticks by lsm demo\n" + yaml.safe_dump(sc, sort_keys=False))
