@@ -56,8 +56,8 @@ def world(
     w = build_world(resolve_config(population, "population"), resolve_config(graph, "graph"), agents, seed)
     if backstories:
         from lsm.config import load_config
-        from lsm.data_gen.backstory import write_backstories
-        from lsm.data_gen.teacher_config import TeacherConfig, make_backend
+        from lsm.data_gen.world.backstory import write_backstories
+        from lsm.data_gen.teacher.config import TeacherConfig, make_backend
 
         t0 = time.perf_counter()
         cfg = load_config(TeacherConfig, resolve_config(teacher, "teacher"), kind="teacher config")
@@ -90,7 +90,7 @@ def scenario(file: str, world: str | None = None, seed: int = 0) -> None:
     print(f"{path}: valid.")
     print(timeline(sc))
     if world is not None:
-        from lsm.data_gen.dynamics import EventSchedule
+        from lsm.data_gen.loop.events import EventSchedule
         from lsm.data_gen.world import load_world
 
         w = load_world(world)
@@ -129,7 +129,7 @@ def gen(
         restart: discard an existing journal for `out` instead of resuming it.
         quiet: no progress bar.
     """
-    from lsm.data_gen.teacher import format_summary, generate
+    from lsm.data_gen.gen import format_summary, generate
 
     if world is None or scenario is None:
         raise UsageError("lsm gen needs --world WORLD.h5 and --scenario SCENARIO (see lsm gen --help)")
@@ -156,7 +156,7 @@ def sensitivity(trace: str, tick: int | None = None, agents: int = 16, seed: int
 
     import h5py
 
-    from lsm.data_gen.sensitivity import format_report, measure
+    from lsm.data_gen.teacher.sensitivity import format_report, measure
 
     r = measure(trace, tick, agents, seed)
     print(format_report(r))
@@ -181,7 +181,7 @@ def evaluate(checkpoint: str, held_out: str, mlp: str | None = None, train: str 
     from lsm.train.datamodule import expand_patterns
     from lsm.train.evaluate import evaluate as run_eval
     from lsm.train.evaluate import format_table
-    from lsm.train.module import load_checkpoint
+    from lsm.model.checkpoint import load_checkpoint
 
     student = load_checkpoint(checkpoint)
     train_paths = expand_patterns(train.split(",")) if train else student.train_paths
@@ -214,6 +214,7 @@ def rollout(
     store_text: bool = True,
     device: str = "cpu",
     quiet: bool = False,
+    restart: bool = False,
 ) -> None:
     """Advance a whole population with the trained student, one forward pass per tick; stream
     every tick to HDF5 (trace schema, kind student_rollout) and write a report folder.
@@ -239,7 +240,8 @@ def rollout(
         agent_chunk: receivers per attention chunk (0: all at once; default: chunks of 2^17 beyond 2^17 agents).
         store_text: store predicted expression/reasoning embeddings (384 float16 each per agent-tick).
         device: `cpu` or `cuda`.
-        quiet: no per-tick lines.
+        quiet: no progress bar.
+        restart: discard an interrupted run's journal (`<out>.journal/`) instead of resuming it.
     """
     import copy
 
@@ -248,20 +250,24 @@ def rollout(
 
     from lsm.config import load_config
     from lsm.data_gen.scenario import load_scenario
-    from lsm.data_gen.teacher_config import TeacherConfig
+    from lsm.data_gen.teacher.config import TeacherConfig
     from lsm.data_gen.world import load_world
     from lsm.infer.counterfactual import SweepAxis, compare_runs, run_sweep
     from lsm.infer.report import RunView, write_report
-    from lsm.infer.rollout import Rollout, RolloutConfig, persona_embeddings
-    from lsm.train.module import load_checkpoint
+    import torch
+
+    from lsm.data_gen.embed import persona_embeddings
+    from lsm.data_gen.gen import neighbor_rule_of
+    from lsm.infer.rollout import Rollout, RolloutConfig
+    from lsm.model.checkpoint import load_checkpoint
 
     if ckpt is None or world is None or scenario is None:
         raise UsageError("lsm rollout needs --ckpt DIR --world WORLD.h5 --scenario SCENARIO (see lsm rollout --help)")
     student = load_checkpoint(ckpt)
     if student.vocab is None:
         raise UsageError(f"{student.path} has no identity vocabulary (trained before it was stored); retrain it")
-    tcfg = load_config(TeacherConfig, resolve_config(teacher, "teacher"), kind="teacher")
-    cfg = RolloutConfig(ticks=ticks, seed=seed, neighbors=tcfg.neighbors, neighbor_weights=dict(tcfg.neighbor_weights),
+    rule = neighbor_rule_of(resolve_config(teacher, "teacher"))
+    cfg = RolloutConfig(ticks=ticks, seed=seed, neighbors=rule.k, neighbor_weights=rule.weights, vary_neighbors=rule.vary,
                         agent_chunk=agent_chunk, store_text=store_text, device=device)
     w = load_world(world)
     sc_path = resolve_config(scenario, "scenarios")
@@ -293,8 +299,9 @@ def rollout(
                 axis.apply(copy.deepcopy(data), axis.values[0])
         except ValueError as err:
             raise UsageError(str(err)) from None
-    r = Rollout(student, w, sc, cfg, persona_emb=persona_embeddings(world, w.population.persona), scenario_source=str(sc_path))
-    summary = r.run(out, world, Path(sc_path).read_text(), quiet=quiet)
+    persona = torch.from_numpy(persona_embeddings(world, w.population.persona).astype(np.float32))  # (N, T)
+    r = Rollout(student, w, sc, cfg, persona_emb=persona, scenario_source=str(sc_path))
+    summary = r.run(out, world, Path(sc_path).read_text(), quiet=quiet, restart=restart)
     print(f"rollout: {r.n:,} agents x {r.n_ticks} ticks, {summary['forward_seconds_per_tick']:.3f} s forward per tick "
           f"({r.n / max(summary['forward_seconds_per_tick'], 1e-9):,.0f} agent-ticks/s), {summary['wall_seconds']:.1f} s wall")
     print(write_report(out, report_dir, by_attrs, clusters, seed))
@@ -452,7 +459,7 @@ def probe(ckpt: str | None = None, rollout: str | None = None, out: str = "probe
     from lsm.data_gen.store import TraceFile
     from lsm.probes.readout import agent_readout
     from lsm.probes.report import axis_recovery, write_probe_report
-    from lsm.train.module import load_checkpoint
+    from lsm.model.checkpoint import load_checkpoint
 
     if ckpt is None or rollout is None:
         raise UsageError("lsm probe needs --ckpt DIR --rollout ROLLOUT.h5 (see lsm probe --help)")
@@ -497,10 +504,10 @@ def narrate(rollout: str | None = None, agent: str | None = None, ticks: str | N
 
     from lsm.config import load_config
     from lsm.data_gen.store import TraceFile, read_configs
-    from lsm.data_gen.teacher_config import TeacherConfig, make_backend
+    from lsm.data_gen.teacher.config import TeacherConfig, make_backend
     from lsm.narrate.narrator import narrate as run_narrate
     from lsm.probes.readout import agent_readout
-    from lsm.train.module import load_checkpoint
+    from lsm.model.checkpoint import load_checkpoint
 
     if rollout is None:
         raise UsageError("lsm narrate needs --rollout ROLLOUT.h5 and --agent ID (or --cluster K / --flipped CF.h5)")
@@ -567,8 +574,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, batch_size: int = 8, verbos
         batch_size: generation batch size of the embedded backend.
         verbose: log every request.
     """
-    from lsm.data_gen.backends.embedded import EmbeddedBackend, EmbeddedConfig
-    from lsm.data_gen.backends.server import serve as run_server
+    from lsm.data_gen.teacher.backends.embedded import EmbeddedBackend, EmbeddedConfig
+    from lsm.data_gen.teacher.backends.server import serve as run_server
 
     run_server(EmbeddedBackend(EmbeddedConfig(batch_size=batch_size)), host, port, verbose)
 
@@ -624,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
 
-    from lsm.data_gen.backends.openai_http import BackendError
+    from lsm.data_gen.teacher.backends.openai_http import BackendError
     from lsm.data_gen.store import StoreError
 
     # `--teacher-repeat` and `--teacher_repeat` are the same option (names are Python parameters)

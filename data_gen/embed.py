@@ -7,13 +7,16 @@ Outputs are float16 for storage; cosine similarity = dot product.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-EMBEDDING_DIM = 384
+TEXT_DIM = 384
+"""Width of every sentence embedding in the code base (all-MiniLM-L6-v2): one definition."""
 
 
 def model_dir() -> Path:
@@ -46,7 +49,7 @@ class SentenceEncoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         torch = self._torch
-        out = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float16)
+        out = np.zeros((len(texts), TEXT_DIM), dtype=np.float16)
         # Sort by length so each batch pads little; results go back to the caller's order.
         order = np.argsort([len(t) for t in texts], kind="stable")
         with torch.inference_mode():
@@ -60,3 +63,40 @@ class SentenceEncoder:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
                 out[idx] = pooled.cpu().numpy().astype(np.float16)
         return out
+
+
+@lru_cache(maxsize=1)
+def shared_encoder() -> SentenceEncoder:
+    """One encoder per process (loading it costs seconds)."""
+    return SentenceEncoder()
+
+
+def persona_embeddings(world_file: str | Path | None, personas: list[str]) -> np.ndarray:
+    """(N, TEXT_DIM) float16 sentence embeddings of the personas (as traces store them).
+
+    With `world_file`, cached beside it (`<world>.persona_emb.npz`, keyed by a hash of the
+    persona texts), so a large world is encoded once (MiniLM on a CPU: minutes per 10^5
+    personas), not at every run. Cached or not, the values are the same.
+    """
+    key = hashlib.sha1("\x1f".join(personas).encode()).hexdigest()
+    cache = Path(world_file).with_name(Path(world_file).name + ".persona_emb.npz") if world_file is not None else None
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            if str(z["key"]) == key and z["emb"].shape[0] == len(personas):
+                return z["emb"].astype(np.float16)
+    emb = shared_encoder().encode(list(personas))
+    if cache is not None:
+        try:
+            tmp = cache.with_name(cache.name + ".tmp.npz")
+            np.savez(tmp, key=np.array(key), emb=emb)
+            tmp.replace(cache)
+        except OSError:  # a read-only folder: no cache, same values
+            pass
+    return emb
+
+
+def write_static_embeddings(writer, persona_emb: np.ndarray, encoder) -> None:
+    """`population/persona_emb` (N, T) and `events/text_emb` (the event texts, embedded once)."""
+    writer.f["population"].create_dataset("persona_emb", data=persona_emb, compression="gzip")
+    texts = [str(t.decode() if isinstance(t, bytes) else t) for t in writer.f["events/text"][()]]
+    writer.f["events"].create_dataset("text_emb", data=encoder.encode(texts) if texts else np.zeros((0, TEXT_DIM), np.float16))

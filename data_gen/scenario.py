@@ -12,18 +12,20 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, get_args
 
 import numpy as np
 
 from lsm.config import Checked, ConfigError, Problem, from_dict, load_config
 
-SOURCE_TYPES = ("government", "media", "scientist", "corporation", "influencer", "peer", "ngo", "religious_leader", "other")
-CHANNELS = ("tv", "newspaper", "radio", "social_media", "online_news", "word_of_mouth", "official_letter", "billboard", "email", "other")
-FRAMINGS = ("gain", "loss", "fear", "hope", "neutral", "moral", "social_norm", "economic")
 SourceType = Literal["government", "media", "scientist", "corporation", "influencer", "peer", "ngo", "religious_leader", "other"]
 MediaChannel = Literal["tv", "newspaper", "radio", "social_media", "online_news", "word_of_mouth", "official_letter", "billboard", "email", "other"]
 Framing = Literal["gain", "loss", "fear", "hope", "neutral", "moral", "social_norm", "economic"]
+SOURCE_TYPES: tuple[str, ...] = get_args(SourceType)
+CHANNELS: tuple[str, ...] = get_args(MediaChannel)
+FRAMINGS: tuple[str, ...] = get_args(Framing)
+EVENT_VOCABS: tuple[tuple[str, ...], ...] = (SOURCE_TYPES, CHANNELS, FRAMINGS)
+"""The event's categorical features in the order the student encodes them (source_type, channel, framing)."""
 
 DEFAULT_CHANNELS: list[tuple[str, str]] = [
     ("trust_institutions", "how much you trust government, health and other official institutions on this issue"),

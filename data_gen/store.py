@@ -158,7 +158,7 @@ _COMPRESS = dict(compression="gzip", compression_opts=4, shuffle=True)
 
 def write_world_groups(f: h5py.File | h5py.Group, pop, graph) -> None:
     """Write `population/` and `graph/` groups."""
-    from lsm.data_gen.population import IdentityVocab
+    from lsm.data_gen.world.population import IdentityVocab
 
     p = f.create_group("population")
     p.attrs["n"] = pop.n
@@ -178,7 +178,7 @@ def write_world_groups(f: h5py.File | h5py.Group, pop, graph) -> None:
     p.create_dataset("names", data=np.asarray(pop.names, dtype=object), dtype=STR, **_COMPRESS)
     p.create_dataset("persona", data=np.asarray(pop.persona, dtype=object), dtype=STR, **_COMPRESS)
 
-    from lsm.data_gen.graph import EDGE_TYPES
+    from lsm.data_gen.world.graph import EDGE_TYPES
 
     g = f.create_group("graph")
     g.attrs["n"] = graph.n
@@ -195,8 +195,8 @@ def write_world_groups(f: h5py.File | h5py.Group, pop, graph) -> None:
 
 def read_world_groups(f: h5py.File | h5py.Group):
     """(Population, SocialGraph) from the `population/` and `graph/` groups."""
-    from lsm.data_gen.graph import SocialGraph
-    from lsm.data_gen.population import Population
+    from lsm.data_gen.world.graph import SocialGraph
+    from lsm.data_gen.world.population import Population
 
     p = _require(f, "population", "the population")
     cat, num = _require(p, "categorical", "categorical attributes"), _require(p, "numeric", "numeric attributes")

@@ -93,13 +93,13 @@ def default_student(ckpt: str | None = None) -> SocietyModel:
     """The checkpoint's student, or an untrained one with the `small` preset's widths and the
     reference corpus's identity vocabulary (a tick's cost does not depend on the weights)."""
     if ckpt:
-        from lsm.train.module import load_checkpoint
+        from lsm.model.checkpoint import load_checkpoint
 
         return load_checkpoint(ckpt).model
     import yaml
 
     from lsm.config import CONFIG_ROOT
-    from lsm.data_gen.population import IdentityVocab
+    from lsm.data_gen.world.population import IdentityVocab
     from lsm.data_gen.store import TraceFile
 
     preset = yaml.safe_load((CONFIG_ROOT / "train/small.yaml").read_text())["model"]
@@ -155,7 +155,7 @@ def time_teacher(teacher: str = "embedded", agents: int = 8, seed: int = 0) -> d
 
     from lsm.cli import resolve_config
     from lsm.data_gen.scenario import shorten
-    from lsm.data_gen.teacher import generate
+    from lsm.data_gen.gen import generate
     from lsm.data_gen.world import build_world, save_world
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -114,7 +114,7 @@ def set_in(data: dict, axis: SweepAxis, value: float) -> dict:
 
 def exposed_share(scenario, world, seed: int, event_index: int) -> float:
     """Share of agents exposed to scheduled event `event_index` at its tick."""
-    from lsm.data_gen.dynamics import exposure_mask
+    from lsm.data_gen.loop.events import exposure_mask
 
     ev = scenario.events[event_index]
     return float(exposure_mask(ev, event_index, int(ev.tick), world.population, world.graph, seed).mean())

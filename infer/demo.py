@@ -46,7 +46,7 @@ def run_demo(cfg: DemoConfig, extra_steps=None) -> dict[str, Path]:
     from lsm.cli import evaluate, resolve_config, rollout, validate
     from lsm.config import CONFIG_ROOT
     from lsm.data_gen.scenario import shorten
-    from lsm.data_gen.teacher import format_summary, generate
+    from lsm.data_gen.gen import format_summary, generate
     from lsm.data_gen.world import build_world, save_world, world_summary
     from lsm.train.cli import main as train_main
 

@@ -1,14 +1,13 @@
 """Student rollouts: the whole population advances one tick per forward pass (DESIGN §8).
 
-Each tick, like the teacher: the scenario's events (scheduled, plus those its triggers injected)
-are exposed by the same `EventSchedule`; each agent is shown up to K neighbours drawn by the
-teacher's own rule (`NeighborIndex`: Gumbel top-k by edge-type weight among neighbours that
-broadcast last tick, same random keys for the same seed and tick); the student's decision
-distribution is sampled (seeded) into a decision; triggers are evaluated on the student's
-population state. Every tick is streamed to HDF5 in the trace schema (`kind: student_rollout`),
-so every trace reader works on it.
+The student is a policy of the society loop (`lsm.data_gen.loop.society`): the loop exposes
+the scenario's events, shows each agent its neighbours by the teacher's own rule, evaluates
+triggers on the student's population state, journals every tick (a killed rollout resumes) and
+streams the run to HDF5 in the trace schema (`kind: student_rollout`), so every trace reader
+works on it. The policy runs one forward pass per tick and samples each agent's decision from
+its distribution (seeded).
 
-Notation: N agents | K shown neighbours | A actions | C channels | Ev events this tick.
+Notation: N agents | K shown neighbours | A actions | C channels | Ev events | T text width.
 """
 from __future__ import annotations
 
@@ -20,19 +19,27 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-
-from lsm.data_gen.dynamics import EventSchedule, PopulationState
-from lsm.data_gen.population import encode_identity
-from lsm.data_gen.scenario import Scenario, check_against_world
+from lsm.data_gen.embed import persona_embeddings
+from lsm.data_gen.loop.neighbors import (
+    EdgeTyper,
+    NeighborRule,
+    default_neighbor_weights,
+)
+from lsm.data_gen.loop.society import (
+    Perception,
+    Progress,
+    SocietyLoop,
+    TickOutput,
+    TickRecord,
+)
+from lsm.data_gen.scenario import Scenario
 from lsm.data_gen.store import TraceWriter
-from lsm.data_gen.teacher import MAX_EVENTS, NeighborIndex
-from lsm.data_gen.teacher_config import TeacherConfig
 from lsm.data_gen.world import World
+from lsm.data_gen.world.population import encode_identity
+from lsm.model.checkpoint import Student
+from lsm.model.features import action_texts, embed_texts, event_tensors
 from lsm.model.society import TickInputs
-from lsm.train.data import EdgeTyper, action_texts, embed_texts, event_tensors
-from lsm.train.module import Student
-
-TEXT_DIM = 384
+from lsm.model.state import AgentState
 
 
 @dataclass
@@ -43,54 +50,19 @@ class RolloutConfig:
     """Ticks to run (default: the scenario's)."""
     seed: int = 0
     """Seed of exposures, shown neighbours and the sampled decisions."""
-    neighbors: int = field(default_factory=lambda: TeacherConfig().neighbors)
+    neighbors: int = 4
     """K shown neighbours per agent and tick (the teacher's default)."""
-    neighbor_weights: dict[str, float] = field(default_factory=lambda: dict(TeacherConfig().neighbor_weights))
+    neighbor_weights: dict[str, float] = field(default_factory=default_neighbor_weights)
+    vary_neighbors: bool = False
+    """Draw the number shown per agent-tick in 0..K (as a teacher run with `vary_neighbors`)."""
     agent_chunk: int | None = None
     """Receivers per attention chunk (0: all at once; None: all up to 2^17 agents, chunks of 2^17 beyond)."""
     store_text: bool = True
-    """Store the predicted expression and reasoning embeddings (N × 384 float16 per field and tick)."""
+    """Store the predicted expression and reasoning embeddings (N × T float16 per field and tick)."""
     device: str = "cpu"
 
-
-@dataclass
-class TickResult:
-    tick: int
-    data: dict[str, np.ndarray]
-    """The tick's fields, as written to the file."""
-    events: list
-    """Events of this tick (`ScheduledEvent`)."""
-    seconds: float
-    """Student forward time (inputs built and outputs copied back excluded)."""
-    capture: dict | None = None
-    """With `ticks(capture=True)`: `attention` per layer (N, K + 1, H) over [shown..., self],
-    `memory_read` (N, S), `write_slot` (N,), `event_uids` (Ev,) of this tick's event rows."""
-
-
-def persona_embeddings(world_file: str | Path | None, personas: list[str]) -> torch.Tensor:
-    """(N, 384) sentence embeddings of the personas, rounded to float16 (as traces store them).
-
-    With `world_file`, cached beside it (`<world>.persona_emb.npz`, keyed by a hash of the
-    persona texts), so a large world is encoded once (MiniLM on a CPU: minutes per 10^5
-    personas), not at every rollout. Cached or not, the values are the same.
-    """
-    import hashlib
-
-    key = hashlib.sha1("\x1f".join(personas).encode()).hexdigest()
-    cache = Path(world_file).with_name(Path(world_file).name + ".persona_emb.npz") if world_file is not None else None
-    if cache is not None and cache.exists():
-        with np.load(cache) as z:
-            if str(z["key"]) == key and z["emb"].shape[0] == len(personas):
-                return torch.from_numpy(z["emb"].astype(np.float32))
-    emb = embed_texts(tuple(personas)).numpy().astype(np.float16)
-    if cache is not None:
-        try:
-            tmp = cache.with_name(cache.name + ".tmp.npz")
-            np.savez(tmp, key=np.array(key), emb=emb)
-            tmp.replace(cache)
-        except OSError:  # a read-only folder: no cache, same values
-            pass
-    return torch.from_numpy(emb.astype(np.float32))
+    def neighbor_rule(self) -> NeighborRule:
+        return NeighborRule(self.neighbors, dict(self.neighbor_weights), self.vary_neighbors)
 
 
 def event_rows(events) -> list[dict]:
@@ -99,25 +71,146 @@ def event_rows(events) -> list[dict]:
              "valence": e.event.valence, "credibility": e.event.credibility, "text": e.text} for e in events]
 
 
+class StudentPolicy:
+    """The trained student answering for every agent, one forward pass per tick."""
+
+    kind = "student_rollout"
+
+    def __init__(self, student: Student, world: World, scenario: Scenario, cfg: RolloutConfig,
+                 persona_emb: torch.Tensor | None = None):
+        from lsm.infer.bench import auto_chunk
+
+        self.student, self.world, self.sc, self.cfg = student, world, scenario, cfg
+        self.model = student.model.to(cfg.device).eval()
+        self.model.agent_chunk = cfg.agent_chunk if cfg.agent_chunk is not None else auto_chunk(world.n)
+        pop = world.population
+        self.cat, self.num = encode_identity(pop, student.vocab)  # by category name: an unseen world works
+        self.persona = persona_emb if persona_emb is not None else \
+            torch.from_numpy(persona_embeddings(None, list(pop.persona)).astype(np.float32))  # (N, T)
+        self.action_emb = embed_texts(tuple(action_texts(scenario)))  # (A, T)
+        self.typer = EdgeTyper(world.graph)
+        self.numeric = scenario.actions.type == "numeric"
+        self._text_cache: dict[tuple[str, ...], torch.Tensor] = {}
+        self._static = [t.to(cfg.device) for t in (self.cat, self.num, self.persona, self.action_emb)]
+        self.state = self.model.initial_state(world.n, scenario.actions.n, device=cfg.device)
+
+    # -- the policy's contract -------------------------------------------------------------
+    def dims(self) -> dict[str, int]:
+        c = self.student.config
+        return {"C": c.channels, "Z": c.latent_dim, "H": c.memory_dim}
+
+    def fields(self) -> list[str]:
+        f = ["channels", "decision", "decision_dist", "stance", "salience", "valid", "latent", "memory"]
+        if self.cfg.store_text:
+            f += ["expression_emb", "reasoning_emb"]
+        if self.numeric:
+            f.append("decision_value")
+        return f
+
+    def configs(self) -> dict[str, Any]:
+        return {"student": json.dumps({**asdict(self.student.config), "checkpoint": self.student.path}),
+                "rollout": json.dumps(asdict(self.cfg))}
+
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {}, {k: v.cpu().numpy() for k, v in vars(self.state).items()}
+
+    def load_state_dict(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.state = AgentState(**{k: torch.from_numpy(v).to(self.cfg.device) for k, v in arrays.items()})
+
+    def finalize(self, writer: TraceWriter) -> None:
+        pass
+
+    def _encode(self, texts: tuple[str, ...]) -> torch.Tensor:
+        if texts not in self._text_cache:
+            self._text_cache[texts] = embed_texts(texts)
+        return self._text_cache[texts]
+
+    def inputs(self, p: Perception) -> TickInputs:
+        """The student's inputs for one tick: identities, this tick's events and who sees them,
+        and the shown-neighbour table typed by the graph (the padded fast path)."""
+        dev = self.cfg.device
+        ev_cat, ev_num, ev_emb = event_tensors(event_rows(p.events), self._encode)
+        agent, ev = np.nonzero(p.seen)
+        exposure = torch.from_numpy(np.stack([agent, ev]).astype(np.int64)).reshape(2, -1)  # (2, V)
+        cat, num, persona, actions = self._static
+        none = torch.zeros(2, 0, dtype=torch.long, device=dev)
+        return TickInputs(cat, num, persona, none, torch.zeros(0, dtype=torch.long, device=dev), ev_cat.to(dev),
+                          ev_num.to(dev), ev_emb.to(dev), exposure.to(dev), actions,
+                          torch.from_numpy(p.shown.astype(np.int64)).to(dev), torch.from_numpy(self.typer.table(p.shown)).to(dev))
+
+    @torch.inference_mode()
+    def act(self, p: Perception, progress: Progress | None = None, capture: bool = False) -> TickOutput:
+        cfg, n, t = self.cfg, p.n, p.tick
+        inp = self.inputs(p)
+        t0 = time.perf_counter()
+        self.state, out = self.model(inp, self.state, return_attention=capture)
+        if cfg.device != "cpu":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        probs = torch.softmax(out.decision_logits.float(), -1)  # (N, A)
+        g = torch.Generator(device=probs.device).manual_seed(cfg.seed * 1_000_003 + t)
+        decision = torch.multinomial(probs, 1, generator=g).squeeze(1).cpu().numpy()  # (N,)
+        state = self.state
+        data: dict[str, np.ndarray] = {
+            "channels": out.channels.float().cpu().numpy(), "decision": decision.astype(np.int16),
+            "decision_dist": probs.cpu().numpy(), "stance": out.stance.float().cpu().numpy(),
+            "salience": out.salience.float().cpu().numpy(), "valid": np.ones(n, dtype=bool),
+            "latent": state.latent.cpu().numpy().astype(np.float16), "memory": state.memory.cpu().numpy().astype(np.float16),
+        }
+        if cfg.store_text:
+            data["expression_emb"] = out.expression_text.cpu().numpy().astype(np.float16)
+            data["reasoning_emb"] = out.reasoning_text.cpu().numpy().astype(np.float16)
+        if self.numeric:
+            data["decision_value"] = self.sc.actions.bin_centers[decision].astype(np.float32)  # the bin's centre stands for the number
+        extra = None
+        if capture:
+            extra = {"attention": [a.cpu().numpy() for a in out.attention or [] if a is not None],
+                     "memory_read": out.memory_read.cpu().numpy(), "write_slot": out.write_slot.cpu().numpy(),
+                     "event_uids": np.array([e.uid for e in p.events], dtype=np.int64)}
+        if progress is not None:
+            progress(n, f"{seconds:.3f} s forward, {n / max(seconds, 1e-9):,.0f} agent-ticks/s")
+        return TickOutput(data, np.ones(n, dtype=bool), {"forward_s": seconds}, extra)
+
+    def summary(self, stats: list[dict[str, Any]], wall: float, resumed: int) -> dict[str, Any]:
+        seconds = [s["forward_s"] for s in stats]
+        return {"agents": self.world.n, "ticks": len(stats), "actions": list(self.sc.actions.labels),
+                "decision_shares": [s["shares"] for s in stats],
+                "forward_seconds_per_tick": float(np.mean(seconds)) if seconds else 0.0, "wall_seconds": wall,
+                "resumed_from_tick": resumed}
+
+
+@dataclass
+class TickResult:
+    tick: int
+    data: dict[str, np.ndarray]
+    """The tick's fields, as written to the file."""
+    events: list
+    """Every event instance so far (`ScheduledEvent`)."""
+    seconds: float
+    """Student forward time (inputs built and outputs copied back excluded)."""
+    capture: dict | None = None
+    """With `ticks(capture=True)`: `attention` per layer (N, K + 1, H) over [shown..., self],
+    `memory_read` (N, S), `write_slot` (N,), `event_uids` (Ev,) of this tick's event rows."""
+
+    @classmethod
+    def of(cls, rec: TickRecord) -> "TickResult":
+        return cls(rec.tick, rec.data, rec.events, rec.stats["forward_s"], rec.capture)
+
+
 class Rollout:
     """A student on one world and scenario; iterate `ticks()` or call `run(out)`."""
 
     def __init__(self, student: Student, world: World, scenario: Scenario, cfg: RolloutConfig,
                  persona_emb: torch.Tensor | None = None, scenario_source: str | None = None):
-        check_against_world(scenario, world.population, world.graph, scenario_source)
-        self.student, self.world, self.sc, self.cfg = student, world, scenario, cfg
-        self.model = student.model.to(cfg.device).eval()
-        from lsm.infer.bench import auto_chunk
+        self.student, self.world, self.sc, self.cfg, self.source = student, world, scenario, cfg, scenario_source
+        self.policy = StudentPolicy(student, world, scenario, cfg, persona_emb)
+        self.persona, self.typer = self.policy.persona, self.policy.typer
+        self.loop = self._loop()
 
-        self.model.agent_chunk = cfg.agent_chunk if cfg.agent_chunk is not None else auto_chunk(world.n)
-        pop = world.population
-        self.cat, self.num = encode_identity(pop, student.vocab)  # by category name: an unseen world works
-        self.persona = persona_emb if persona_emb is not None else persona_embeddings(None, list(pop.persona))  # (N, 384)
-        self.action_emb = embed_texts(tuple(action_texts(scenario)))  # (A, 384)
-        self.neighbors = NeighborIndex.of(world.graph, cfg.neighbor_weights)
-        self.typer = EdgeTyper(world.graph)
-        self.numeric = scenario.actions.type == "numeric"
-        self._text_cache: dict[tuple[str, ...], torch.Tensor] = {}
+    def _loop(self) -> SocietyLoop:
+        self.policy.state = self.policy.model.initial_state(self.world.n, self.sc.actions.n, device=self.cfg.device)
+        return SocietyLoop(self.policy, self.sc, self.world.population, self.world.graph, self.cfg.seed,
+                           self.cfg.neighbor_rule(), self.cfg.ticks, self.source)
 
     @property
     def n(self) -> int:
@@ -125,121 +218,32 @@ class Rollout:
 
     @property
     def n_ticks(self) -> int:
-        return self.cfg.ticks if self.cfg.ticks is not None else self.sc.ticks
+        return self.loop.n_ticks
 
-    def dims(self) -> dict[str, int]:
-        c = self.student.config
-        return {"N": self.n, "C": c.channels, "A": self.sc.actions.n, "K": max(1, self.cfg.neighbors), "E": MAX_EVENTS,
-                "Z": c.latent_dim, "H": c.memory_dim, "D": TEXT_DIM}
-
-    def fields(self) -> list[str]:
-        f = ["channels", "decision", "decision_dist", "stance", "salience", "shown_neighbors", "exposed_events", "valid",
-             "latent", "memory"]
-        if self.cfg.store_text:
-            f += ["expression_emb", "reasoning_emb"]
-        if self.numeric:
-            f.append("decision_value")
-        return f
-
-    def _encode(self, texts: tuple[str, ...]) -> torch.Tensor:
-        if texts not in self._text_cache:
-            self._text_cache[texts] = embed_texts(texts)
-        return self._text_cache[texts]
-
-    @torch.inference_mode()
     def ticks(self, capture: bool = False) -> Iterator[TickResult]:
-        cfg, dev, n = self.cfg, self.cfg.device, self.n
-        schedule = EventSchedule(self.sc, self.world.population, self.world.graph, cfg.seed)
-        state = self.model.initial_state(n, self.sc.actions.n, device=dev)
-        static = [t.to(dev) for t in (self.cat, self.num, self.persona, self.action_emb)]
-        has_message = np.zeros(n, dtype=bool)  # tick 0: nobody has spoken yet (as in the teacher)
-        for t in range(self.n_ticks):
-            events = schedule.events_at(t)
-            exposed = schedule.exposure(t)  # (N, Ev) bool
-            ev_cat, ev_num, ev_emb = event_tensors(event_rows(events), self._encode)
-            slot = np.cumsum(exposed, axis=1) - 1  # (N, Ev): the event's position in the agent's list
-            agent, ev = np.nonzero(exposed & (slot < MAX_EVENTS))  # like the teacher, at most MAX_EVENTS per agent
-            exposure = torch.from_numpy(np.stack([agent, ev]).astype(np.int64)).reshape(2, -1)
-            ev_ids = np.full((n, MAX_EVENTS), -1, dtype=np.int32)
-            for k, e in enumerate(events):
-                rows = np.nonzero(exposed[:, k] & (slot[:, k] < MAX_EVENTS))[0]
-                ev_ids[rows, slot[rows, k]] = e.uid
-            k_shown = max(self.cfg.neighbors, 0)
-            shown = self.neighbors.sample(k_shown, has_message, np.random.default_rng([cfg.seed, t, 17]))  # (N, K)
-            if k_shown == 0:
-                shown = np.full((n, 1), -1, dtype=np.int32)
-            types = self.typer.table(shown)
-            inp = TickInputs(static[0], static[1], static[2], torch.zeros(2, 0, dtype=torch.long, device=dev),
-                             torch.zeros(0, dtype=torch.long, device=dev), ev_cat.to(dev), ev_num.to(dev), ev_emb.to(dev),
-                             exposure.to(dev), static[3], torch.from_numpy(shown.astype(np.int64)).to(dev),
-                             torch.from_numpy(types).to(dev))
-            t0 = time.perf_counter()
-            state, out = self.model(inp, state, return_attention=capture)
-            if dev != "cpu":
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - t0
-            probs = torch.softmax(out.decision_logits.float(), -1)  # (N, A)
-            g = torch.Generator(device=probs.device).manual_seed(cfg.seed * 1_000_003 + t)
-            decision = torch.multinomial(probs, 1, generator=g).squeeze(1).cpu().numpy()
-            data: dict[str, np.ndarray] = {
-                "channels": out.channels.float().cpu().numpy(), "decision": decision.astype(np.int16),
-                "decision_dist": probs.cpu().numpy(), "stance": out.stance.float().cpu().numpy(),
-                "salience": out.salience.float().cpu().numpy(), "shown_neighbors": shown.astype(np.int32),
-                "exposed_events": ev_ids, "valid": np.ones(n, dtype=bool),
-                "latent": state.latent.cpu().numpy().astype(np.float16), "memory": state.memory.cpu().numpy().astype(np.float16),
-            }
-            if cfg.store_text:
-                data["expression_emb"] = out.expression_text.cpu().numpy().astype(np.float16)
-                data["reasoning_emb"] = out.reasoning_text.cpu().numpy().astype(np.float16)
-            value = None
-            if self.numeric:
-                value = self.sc.actions.bin_centers[decision].astype(np.float32)  # the bin's centre stands for the number
-                data["decision_value"] = value
-            schedule.after_tick(t, PopulationState(decision=decision.astype(np.int64), decision_value=value,
-                                                   channels=data["channels"], valid=data["valid"]))
-            has_message = np.ones(n, dtype=bool)
-            extra = None
-            if capture:
-                extra = {"attention": [a.cpu().numpy() for a in out.attention or [] if a is not None],
-                         "memory_read": out.memory_read.cpu().numpy(), "write_slot": out.write_slot.cpu().numpy(),
-                         "event_uids": np.array([e.uid for e in events], dtype=np.int64)}
-            yield TickResult(t, data, list(schedule.events), seconds, extra)
+        """Every tick from the initial state, in memory."""
+        self.loop = self._loop()
+        for rec in self.loop.ticks(capture):
+            yield TickResult.of(rec)
 
     def run(self, out: str | Path | None, world_file: str | Path | None = None, scenario_yaml: str = "",
-            configs: dict[str, Any] | None = None, keep: bool = False, quiet: bool = True) -> dict[str, Any]:
-        """Run every tick; stream to `out` (if given). Returns a summary (and `ticks`, the
-        in-memory results, with `keep`)."""
-        writer = None
-        if out is not None:
-            assert world_file is not None, "streaming needs the world file (its population and graph are copied)"
-            writer = TraceWriter(out, "student_rollout", world_file, scenario_yaml, self.dims(), self.fields(),
-                                 configs={"student": json.dumps({**asdict(self.student.config), "checkpoint": self.student.path}),
-                                          "rollout": json.dumps(asdict(self.cfg)), **(configs or {})},
-                                 seeds={"seed": self.cfg.seed}, ticks_planned=self.n_ticks)
-        kept, shares, seconds = [], [], []
-        wall = time.perf_counter()
-        try:
-            for r in self.ticks():
-                if writer is not None:
-                    writer.add_events(r.events)
-                    writer.append_tick(r.data)
-                shares.append(np.bincount(r.data["decision"].astype(np.int64), minlength=self.sc.actions.n) / self.n)
-                seconds.append(r.seconds)
+            keep: bool = False, quiet: bool = True, restart: bool = False) -> dict[str, Any]:
+        """Run every tick; with `out`, journaled (a killed run resumes) and written to `out`.
+        Returns a summary (and `ticks_data`, the results computed by this process, with `keep`)."""
+        kept: list[TickResult] = []
+        self.loop = self._loop()
+        if out is None:
+            stats, wall = [], time.perf_counter()
+            for rec in self.loop.ticks():
+                stats.append(rec.stats)
                 if keep:
-                    kept.append(r)
-                if not quiet:
-                    top = ", ".join(f"{a} {s:.2f}" for a, s in zip(self.sc.actions.labels, shares[-1]))
-                    print(f"tick {r.tick}: {r.seconds:.3f} s forward | {top}", flush=True)
-        except BaseException:
-            if writer is not None:
-                writer.close(complete=False)
-            raise
-        summary = {"agents": self.n, "ticks": self.n_ticks, "actions": list(self.sc.actions.labels),
-                   "decision_shares": [s.round(4).tolist() for s in shares],
-                   "forward_seconds_per_tick": float(np.mean(seconds)) if seconds else 0.0,
-                   "wall_seconds": time.perf_counter() - wall}
-        if writer is not None:
-            writer.close(complete=True, summary=summary)
+                    kept.append(TickResult.of(rec))
+            summary = self.policy.summary(stats, time.perf_counter() - wall, 0)
+        else:
+            assert world_file is not None, "a rollout file needs the world file (its population and graph are copied)"
+            summary = self.loop.run(out, world_file, scenario_yaml, {"seed": self.cfg.seed}, inputs=[self.student.path],
+                                    restart=restart, quiet=quiet, desc=f"rollout {self.sc.name}",
+                                    on_tick=(lambda rec: kept.append(TickResult.of(rec))) if keep else None)
         if keep:
             summary["ticks_data"] = kept
         return summary
@@ -249,7 +253,6 @@ def rollout_from_file(student: Student, path: str | Path, device: str = "cpu") -
     """The Rollout that wrote `path` (same world, scenario and rollout config), to replay it
     with readouts; `replay_matches(...)` checks the replay reproduces the file."""
     import yaml
-
     from lsm.data_gen.scenario import scenario_from_dict
     from lsm.data_gen.store import TraceFile, read_configs
     from lsm.data_gen.world import load_world

@@ -4,7 +4,7 @@ One forward pass advances every agent of one or more worlds by one tick (DESIGN 
 
 Notation: N agents | E edges (self loops included) | V exposures (agent, event pairs) |
 Ev events this tick | D width | C channels | Z latent | H memory | S slots | M slot width |
-X expression width | A actions | T text-embedding width (384).
+X expression width | A actions | T text-embedding width (`TEXT_DIM`).
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from lsm.data_gen.embed import TEXT_DIM
+from lsm.data_gen.scenario import EVENT_VOCABS
 from lsm.model.graph_attention import GraphAttention, segment_softmax
 from lsm.model.state import AgentState
 
@@ -31,12 +33,12 @@ class StudentConfig:
     slots: int = 8
     slot_dim: int = 32
     expression_dim: int = 32
-    text_dim: int = 384
+    text_dim: int = TEXT_DIM
     channels: int = 8
     categorical_sizes: list[int] = field(default_factory=list)
     """Number of categories of each identity attribute (IdentityVocab order)."""
     numeric_dim: int = 0
-    event_vocab_sizes: list[int] = field(default_factory=lambda: [16, 16, 16])
+    event_vocab_sizes: list[int] = field(default_factory=lambda: [len(v) for v in EVENT_VOCABS])
     """Sizes of the event source_type, channel and framing vocabularies."""
     num_edge_types: int = 6
     expression_noise: float = 0.1

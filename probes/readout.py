@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lsm.data_gen.graph import EDGE_TYPES
+from lsm.data_gen.world.graph import EDGE_TYPES
 
 SELF = "self"
 

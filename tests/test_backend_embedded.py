@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lsm.data_gen.backends.embedded import EmbeddedBackend, EmbeddedConfig
+from lsm.data_gen.teacher.backends.embedded import EmbeddedBackend, EmbeddedConfig
 
 
 @pytest.fixture(scope="module")

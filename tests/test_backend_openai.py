@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from lsm.config import shipped
-from lsm.data_gen.backends.openai_http import BackendError, OpenAIBackend
+from lsm.data_gen.teacher.backends.openai_http import BackendError, OpenAIBackend
 from lsm.data_gen.store import TraceFile
-from lsm.data_gen.teacher import generate
-from lsm.data_gen.teacher_config import OpenAIConfig
+from lsm.data_gen.gen import generate
+from lsm.data_gen.teacher.config import OpenAIConfig
 from lsm.data_gen.world import build_world, save_world
 
 
@@ -86,8 +86,8 @@ def test_vllm_backend_needs_a_gpu():
     if not torch.cuda.is_available():
         pytest.skip("vLLM needs a CUDA GPU; none on this machine")
     pytest.importorskip("vllm", reason="vLLM is not installed (pip install 'lsm[vllm]')")
-    from lsm.data_gen.backends.vllm_engine import VLLMBackend
-    from lsm.data_gen.teacher_config import VLLMConfig
+    from lsm.data_gen.teacher.backends.vllm_engine import VLLMBackend
+    from lsm.data_gen.teacher.config import VLLMConfig
 
     b = VLLMBackend(VLLMConfig(model="HuggingFaceTB/SmolLM2-135M-Instruct", max_model_len=2048, gpu_memory_utilization=0.3))
     g = b.generate([[{"role": "user", "content": "Say hi in JSON."}]], schema={"type": "object", "properties": {"hi": {"type": "string"}}})

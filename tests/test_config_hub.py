@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from lsm.config import CONFIG_ROOT, shipped
-from lsm.data_gen.graph import load_graph_config
-from lsm.data_gen.population import load_population_config
+from lsm.data_gen.world.graph import load_graph_config
+from lsm.data_gen.world.population import load_population_config
 from lsm.data_gen.scenario import check_against_world, load_scenario
 from lsm.data_gen.world import build_world
 
@@ -52,7 +52,7 @@ TEACHERS = sorted((CONFIG_ROOT / "teacher").glob("*.yaml"))
 @pytest.mark.parametrize("path", TEACHERS, ids=lambda p: p.stem)
 def test_teacher_config_parses(path):
     from lsm.config import load_config
-    from lsm.data_gen.teacher_config import TeacherConfig
+    from lsm.data_gen.teacher.config import TeacherConfig
 
     cfg = load_config(TeacherConfig, path)
     assert {"embedded", "debug", "openai", "vllm"} <= {p.stem for p in TEACHERS}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lsm.config import shipped
-from lsm.data_gen.dynamics import EventSchedule, PopulationState, exposure_mask
+from lsm.data_gen.loop.events import EventSchedule, PopulationState, exposure_mask
 from lsm.data_gen.scenario import load_scenario, scenario_from_dict
 
 

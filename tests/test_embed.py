@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lsm.data_gen.embed import EMBEDDING_DIM, SentenceEncoder
+from lsm.data_gen.embed import TEXT_DIM, SentenceEncoder
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +14,7 @@ def encoder():
 def test_embeddings_are_unit_norm_float16_and_order_preserving(encoder):
     texts = ["I will get vaccinated this week.", "short", "", "The government cannot be trusted on vaccines at all."]
     emb = encoder.encode(texts)
-    assert emb.shape == (4, EMBEDDING_DIM) and emb.dtype == np.float16
+    assert emb.shape == (4, TEXT_DIM) and emb.dtype == np.float16
     np.testing.assert_allclose(np.linalg.norm(emb.astype(np.float32), axis=1), 1.0, atol=2e-3)
     single = encoder.encode([texts[3]])
     np.testing.assert_allclose(single[0].astype(np.float32), emb[3].astype(np.float32), atol=2e-3)

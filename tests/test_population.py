@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from lsm.config import ConfigError, from_dict, shipped
-from lsm.data_gen.anes96 import load_anes96
-from lsm.data_gen.population import (IdentityVocab, PopulationConfig, encode_identity, load_population_config,
+from lsm.data_gen.world.anes96 import load_anes96
+from lsm.data_gen.world.population import (IdentityVocab, PopulationConfig, encode_identity, load_population_config,
                                      sample_population)
 
 

@@ -10,7 +10,7 @@ from lsm.config import CONFIG_ROOT
 from lsm.data_gen.scenario import load_scenario
 from lsm.data_gen.store import TraceFile
 from lsm.infer.rollout import Rollout, RolloutConfig
-from lsm.train.module import load_checkpoint
+from lsm.model.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "data_gen/corpus/n20"
@@ -119,7 +119,7 @@ def test_persona_embeddings_are_cached_beside_the_world(trained, tmp_path):
     import shutil
 
     from lsm.data_gen.world import load_world
-    from lsm.infer.rollout import persona_embeddings
+    from lsm.data_gen.embed import persona_embeddings
 
     _, _, world = trained
     copy = tmp_path / "w.h5"
@@ -129,17 +129,17 @@ def test_persona_embeddings_are_cached_beside_the_world(trained, tmp_path):
     cache = tmp_path / "w.h5.persona_emb.npz"
     assert cache.is_file() and first.shape == (60, 384)
     stamp = cache.stat().st_mtime_ns
-    np.testing.assert_array_equal(persona_embeddings(copy, personas).numpy(), first.numpy())
+    np.testing.assert_array_equal(persona_embeddings(copy, personas), first)
     assert cache.stat().st_mtime_ns == stamp  # read, not recomputed
-    np.testing.assert_array_equal(persona_embeddings(None, personas).numpy(), first.numpy())  # same values uncached
+    np.testing.assert_array_equal(persona_embeddings(None, personas), first)  # same values uncached
     changed = persona_embeddings(copy, personas[::-1])  # other personas: the key differs, recomputed
-    np.testing.assert_array_equal(changed.numpy(), first.numpy()[::-1])
+    np.testing.assert_array_equal(changed, first[::-1])
 
 
 def test_rollout_event_inputs_equal_the_training_episodes():
     """The student must see the same event features at rollout as in training (text embedding
     of the event text, same codes), or it runs on inputs it never saw."""
-    from lsm.data_gen.dynamics import EventSchedule
+    from lsm.data_gen.loop.events import EventSchedule
     from lsm.infer.rollout import event_rows
     from lsm.train.data import embed_texts, event_tensors, load_episode
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lsm.config import shipped, to_yaml
-from lsm.data_gen.dynamics import EventSchedule
+from lsm.data_gen.loop.events import EventSchedule
 from lsm.data_gen.scenario import load_scenario
 from lsm.data_gen.store import StoreError, TraceFile, TraceWriter
 from lsm.data_gen.world import load_world

@@ -14,13 +14,14 @@ import pytest
 import yaml
 
 from lsm.config import load_config, shipped
-from lsm.data_gen import agent as ag
-from lsm.data_gen.backends.base import LLMBackend
-from lsm.data_gen.backends.embedded import EmbeddedBackend, EmbeddedConfig
+from lsm.data_gen.teacher import prompts as ag
+from lsm.data_gen.teacher.backends.base import LLMBackend
+from lsm.data_gen.teacher.backends.embedded import EmbeddedBackend, EmbeddedConfig
 from lsm.data_gen.scenario import load_scenario
 from lsm.data_gen.store import StoreError, TraceFile
-from lsm.data_gen.teacher import JournalMismatch, generate
-from lsm.data_gen.teacher_config import TeacherConfig
+from lsm.data_gen.gen import generate
+from lsm.data_gen.loop.journal import JournalMismatch
+from lsm.data_gen.teacher.config import TeacherConfig
 from lsm.data_gen.world import build_world, save_world
 
 DEBUG = shipped("teacher", "debug.yaml")
@@ -207,7 +208,7 @@ def test_teacher_config_errors_name_the_field(tmp_path):
 
 
 def test_llm_backstories_extend_personas(backend):
-    from lsm.data_gen.backstory import META_PROMPTS, write_backstories
+    from lsm.data_gen.world.backstory import META_PROMPTS, write_backstories
 
     personas = ["Ana R., aged 34, female, nurse, lives in a city.", "Bob K., aged 67, male, retired, lives in a rural area.",
                 "Cy T., aged 22, male, student, lives in a town."]
@@ -220,7 +221,7 @@ def test_llm_backstories_extend_personas(backend):
 
 
 def test_sensitivity_report_rebuilds_prompts_from_the_trace(tiny, backend):
-    from lsm.data_gen.sensitivity import VARIANTS, format_report, measure
+    from lsm.data_gen.teacher.sensitivity import VARIANTS, format_report, measure
 
     out = tiny / "sens.h5"
     generate(tiny / "w.h5", tiny / "vaccine_campaign.yaml", DEBUG, seed=2, out=out, backend=backend, quiet=True)

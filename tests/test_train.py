@@ -69,7 +69,7 @@ def test_lsm_train_fit_debug_writes_a_checkpoint_that_reloads(tmp_path, monkeypa
 
 def test_checkpoint_folder_is_self_contained(tmp_path, monkeypatch):
     from lsm.cli import main
-    from lsm.train.module import load_checkpoint
+    from lsm.model.checkpoint import load_checkpoint
 
     monkeypatch.chdir(tmp_path)
     assert main(["train", "fit", "--config", str(CONFIG_ROOT / "train/debug.yaml"), "--trainer.max_epochs", "1",

@@ -7,7 +7,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from lsm.data_gen.population import IdentityVocab
+from lsm.data_gen.world.population import IdentityVocab
 from lsm.data_gen.store import TraceFile
 from lsm.train.data import Episode, load_episode
 from lsm.train.sampler import sample_subgraphs

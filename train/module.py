@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lsm.data_gen.population import IdentityVocab
+from lsm.data_gen.world.population import IdentityVocab
+from lsm.model.checkpoint import load_checkpoint
 from lsm.model.society import SocietyModel, StudentConfig, TickOutputs
 from lsm.train.data import Episode
 
@@ -177,41 +178,7 @@ class DistillModule(L.LightningModule):
             checkpoint["val_paths"] = list(dm.val_paths)
 
 
-@dataclasses.dataclass
-class Student:
-    """A trained student as loaded from a checkpoint."""
-
-    model: SocietyModel
-    config: StudentConfig
-    vocab: IdentityVocab | None
-    train_paths: list[str]
-    path: str
-
-
 def load_student(path: str | Path) -> tuple[SocietyModel, StudentConfig]:
     """A trained student from a Lightning checkpoint, read with `weights_only=True`."""
     s = load_checkpoint(path)
     return s.model, s.config
-
-
-def load_checkpoint(path: str | Path) -> Student:
-    """Model, config, identity vocabulary and training files of a checkpoint (`weights_only=True`).
-
-    `path` may be a checkpoint file or a folder: `DIR/last.ckpt`, then `DIR/checkpoints/last.ckpt`.
-    """
-    p = Path(path)
-    if p.is_dir():
-        hits = [c for c in (p / "last.ckpt", p / "checkpoints" / "last.ckpt") if c.exists()]
-        if not hits:
-            raise FileNotFoundError(f"no last.ckpt in {p} or {p / 'checkpoints'}")
-        p = hits[0]
-    if not p.exists():
-        raise FileNotFoundError(f"checkpoint {p} does not exist")
-    ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    if "student_config" not in ckpt:
-        raise ValueError(f"{p} is not an LSM student checkpoint (no student_config)")
-    cfg = StudentConfig(**ckpt["student_config"])
-    model = SocietyModel(cfg)
-    model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()})
-    vocab = IdentityVocab.from_dict(json.loads(ckpt["identity_vocab"])) if "identity_vocab" in ckpt else None
-    return Student(model.eval(), cfg, vocab, list(ckpt.get("train_paths", [])), str(p))

@@ -4,10 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
 
-from lsm.data_gen.agent import TextLimits
-from lsm.data_gen.backends.base import LLMBackend
-from lsm.data_gen.backends.embedded import EmbeddedConfig
-from lsm.data_gen.graph import EDGE_TYPES
+from lsm.data_gen.teacher.prompts import TextLimits
+from lsm.data_gen.teacher.backends.base import LLMBackend
+from lsm.data_gen.teacher.backends.embedded import EmbeddedConfig
+from lsm.data_gen.loop.neighbors import NeighborRule, check_neighbor_rule, default_neighbor_weights
 from lsm.config import Checked
 
 
@@ -81,9 +81,10 @@ class TeacherConfig(Checked):
     """Agents per generate/score call (also the progress-bar step)."""
     neighbors: int = 4
     """K: at most this many neighbour messages from last tick in a prompt."""
-    neighbor_weights: dict[str, float] = field(default_factory=lambda: {
-        "household": 3.0, "friend": 2.0, "professional": 1.0, "weak_tie": 0.5, "media": 1.0})
+    neighbor_weights: dict[str, float] = field(default_factory=default_neighbor_weights)
     """Relative chance that a neighbour of each edge type is shown (0 never shows that type)."""
+    vary_neighbors: bool = False
+    """Show each agent-tick a number of messages drawn uniformly in 0..K (seeded) instead of K."""
     memories: int = 3
     """k: salient episodic memories shown in the prompt."""
     memory_capacity: int = 8
@@ -106,25 +107,25 @@ class TeacherConfig(Checked):
             yield "max_attempts", self.max_attempts, "at least 1"
         if not 0 <= self.temperature <= 2:
             yield "temperature", self.temperature, "a number from 0 to 2"
-        for k, w in self.neighbor_weights.items():
-            if k not in EDGE_TYPES:
-                yield f"neighbor_weights.{k}", w, f"an edge type among {list(EDGE_TYPES)}"
-            elif w < 0:
-                yield f"neighbor_weights.{k}", w, "a weight >= 0"
-        for k in ("neighbors", "memories", "chunk"):
-            if getattr(self, k) < (1 if k == "chunk" else 0):
-                yield k, getattr(self, k), "a non-negative count" if k != "chunk" else "at least 1"
+        yield from check_neighbor_rule(self.neighbors, self.neighbor_weights)
+        if self.memories < 0:
+            yield "memories", self.memories, "a non-negative count"
+        if self.chunk < 1:
+            yield "chunk", self.chunk, "at least 1"
+
+    def neighbor_rule(self) -> NeighborRule:
+        return NeighborRule(self.neighbors, dict(self.neighbor_weights), self.vary_neighbors)
 
 
 def make_backend(cfg: TeacherConfig) -> LLMBackend:
     if cfg.backend == "embedded":
-        from lsm.data_gen.backends.embedded import EmbeddedBackend
+        from lsm.data_gen.teacher.backends.embedded import EmbeddedBackend
 
         return EmbeddedBackend(cfg.embedded)
     if cfg.backend == "openai":
-        from lsm.data_gen.backends.openai_http import OpenAIBackend
+        from lsm.data_gen.teacher.backends.openai_http import OpenAIBackend
 
         return OpenAIBackend(cfg.openai)  # type: ignore[arg-type]
-    from lsm.data_gen.backends.vllm_engine import VLLMBackend
+    from lsm.data_gen.teacher.backends.vllm_engine import VLLMBackend
 
     return VLLMBackend(cfg.vllm)  # type: ignore[arg-type]

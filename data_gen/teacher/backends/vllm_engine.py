@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lsm.data_gen.backends.base import Conversation, Generation, LLMBackend
+from lsm.data_gen.teacher.backends.base import Conversation, Generation, LLMBackend
 
 
 class VLLMBackend(LLMBackend):

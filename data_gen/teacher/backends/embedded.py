@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lsm.data_gen.backends.base import Conversation, Generation, LLMBackend
+from lsm.data_gen.teacher.backends.base import Conversation, Generation, LLMBackend
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -124,7 +124,7 @@ class EmbeddedBackend(LLMBackend):
         return len(self._ids(text))
 
     def _template(self, schema: dict[str, Any]):
-        from lsm.data_gen.backends.constrained import compile_schema, free_text_mask
+        from lsm.data_gen.teacher.backends.constrained import compile_schema, free_text_mask
 
         key = json.dumps(schema, sort_keys=True)
         if key not in self._templates:
@@ -144,7 +144,7 @@ class EmbeddedBackend(LLMBackend):
         """
         from transformers import LogitsProcessorList
 
-        from lsm.data_gen.backends.constrained import SchemaLogitsProcessor
+        from lsm.data_gen.teacher.backends.constrained import SchemaLogitsProcessor
 
         torch = self._torch
         out: list[Generation] = []

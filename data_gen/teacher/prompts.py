@@ -23,13 +23,18 @@ from typing import Any
 
 import numpy as np
 
-from lsm.data_gen.backends.base import Conversation
+from lsm.data_gen.teacher.backends.base import Conversation
 from lsm.data_gen.scenario import Scenario
 
 RATING_MAX = 10
 STANCE_MAX = 5
 EDGE_WORDS = {"household": "someone you live with", "friend": "a friend", "professional": "a colleague",
               "weak_tie": "an acquaintance", "media": "an outlet you follow"}
+
+
+def relation_words(edge_type: str | None) -> str:
+    """How a prompt names the tie to a shown neighbour (`None`: no tie in the graph)."""
+    return EDGE_WORDS[edge_type] if edge_type is not None else "someone"
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from lsm.data_gen import agent as ag
+from lsm.data_gen.teacher import prompts as ag
 from lsm.data_gen.store import TraceFile
 
 VARIANTS = ("unchanged", "no_messages", "opposite_messages", "other_persona")
@@ -53,7 +53,7 @@ def _memory_at(tf: TraceFile, sc, i: int, tick: int, capacity: int) -> ag.Memory
 
 def measure(trace: str, tick: int | None = None, agents: int = 16, seed: int = 0, backend=None) -> dict[str, Any]:
     from lsm.config import from_dict
-    from lsm.data_gen.teacher_config import TeacherConfig, make_backend
+    from lsm.data_gen.teacher.config import TeacherConfig, make_backend
 
     with TraceFile(trace) as tf:
         sc = tf.scenario
@@ -74,7 +74,7 @@ def measure(trace: str, tick: int | None = None, agents: int = 16, seed: int = 0
         sample = rng.choice(candidates, size=min(agents, len(candidates)), replace=False) if len(candidates) else candidates
         backend = backend or make_backend(cfg)
         system = ag.system_prompt(sc, mode)
-        from lsm.data_gen.teacher import NeighborIndex
+        from lsm.data_gen.loop.neighbors import NeighborIndex
 
         rel = NeighborIndex.of(graph, cfg.neighbor_weights)
         convs, opts = [], []
@@ -85,12 +85,12 @@ def measure(trace: str, tick: int | None = None, agents: int = 16, seed: int = 0
             seen = [events[int(u)] for u in tf.f["exposed_events"][tick, i] if u >= 0]
             ev_texts = [f"{e['source'] + ': ' if e['source'] else ''}{e['text']}" for e in seen]
             js = [int(j) for j in shown[i] if j >= 0]
-            msgs = [(pop.names[j], rel.relation(int(i), j), prev_msg[j]) for j in js]
+            msgs = [(pop.names[j], ag.relation_words(rel.relation(int(i), j)), prev_msg[j]) for j in js]
             stance_i = float(np.nanmean([prev_stance[j] for j in js])) if js else 0.0
             stance_i = stance_i if np.isfinite(stance_i) else 0.0
             pool = np.nonzero(prev_valid)[0]
             opposite = pool[np.argsort(prev_stance[pool] * np.sign(stance_i or 1.0))][: len(js)]  # most opposite first
-            opp_msgs = [(pop.names[j], rel.relation(int(i), int(j)) if j in js else "an acquaintance", prev_msg[j]) for j in opposite]
+            opp_msgs = [(pop.names[j], ag.relation_words(rel.relation(int(i), int(j))) if j in js else "an acquaintance", prev_msg[j]) for j in opposite]
             other = int(rng.choice([k for k in range(pop.n) if k != i]))
             variants = {
                 "unchanged": (pop.persona[i], msgs), "no_messages": (pop.persona[i], []),

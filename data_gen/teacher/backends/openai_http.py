@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lsm.data_gen.backends.base import Conversation, Generation, LLMBackend
+from lsm.data_gen.teacher.backends.base import Conversation, Generation, LLMBackend
 
 
 class BackendError(RuntimeError):

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 from lsm.data_gen.scenario import Event, Measure, Range, Scenario
 
 

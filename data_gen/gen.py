@@ -1,0 +1,95 @@
+"""`lsm gen`: a teacher policy plays a scenario on a world; every agent-tick goes into a trace file.
+
+The teacher is the LLM (`configs/teacher/{embedded,debug,openai,vllm}.yaml`) or the planted
+reference society (`configs/teacher/planted*.yaml`, recognised by `policy: planted`); both run
+through the one society loop, so they see the world identically for the same seed. Resumable:
+killed at any point, the same command continues from the journal (`<out>.journal/`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lsm.config import load_config, read_yaml
+from lsm.data_gen.loop.neighbors import NeighborRule
+from lsm.data_gen.loop.society import SocietyLoop
+from lsm.data_gen.scenario import load_scenario
+from lsm.data_gen.teacher.backends.base import LLMBackend
+from lsm.data_gen.teacher.config import TeacherConfig, make_backend
+
+
+def is_planted(teacher: str | Path) -> bool:
+    """Whether a teacher config names the planted reference society (`policy: planted`)."""
+    data = read_yaml(teacher, kind="teacher config")
+    return isinstance(data, dict) and data.get("policy") == "planted"
+
+
+def neighbor_rule_of(teacher: str | Path) -> NeighborRule:
+    """The shown-neighbour rule of a teacher config (LLM or planted)."""
+    if is_planted(teacher):
+        from lsm.data_gen.planted.config import PlantedConfig
+
+        return load_config(PlantedConfig, teacher, kind="planted society config").neighbor_rule()
+    return load_config(TeacherConfig, teacher, kind="teacher config").neighbor_rule()
+
+
+def generate(world: str | Path, scenario: str | Path, teacher: str | Path, seed: int, out: str | Path,
+             backend: LLMBackend | None = None, quiet: bool = False, restart: bool = False,
+             llm_seed: int | None = None) -> dict[str, Any]:
+    """Run the teacher and write `out`; resumes from `<out>.journal/` when present.
+
+    `seed` drives the scenario's randomness (exposures, shown neighbours); `llm_seed` (default:
+    `seed`) the teacher's own sampling: the LLM's, or the planted process's noise. `backend`
+    overrides the LLM backend built from the config (tests wrap a real backend). Returns the
+    run summary.
+    """
+    from lsm.data_gen.embed import SentenceEncoder
+    from lsm.data_gen.world import load_world
+
+    world, out = Path(world), Path(out)
+    sc = load_scenario(scenario)
+    scenario_yaml = Path(scenario).read_text()
+    w = load_world(world)
+    llm_seed = seed if llm_seed is None else llm_seed
+    if is_planted(teacher):
+        from lsm.data_gen.planted.config import PlantedConfig
+        from lsm.data_gen.planted.policy import PlantedSociety
+
+        pcfg = load_config(PlantedConfig, teacher, kind="planted society config")
+        policy: Any = PlantedSociety(pcfg, sc, w.population, w.graph, seed, llm_seed, world_file=world)
+        rule = pcfg.neighbor_rule()
+        desc = f"planted {sc.name} seed {seed}/{llm_seed}"
+    else:
+        cfg = load_config(TeacherConfig, teacher, kind="teacher config")
+        policy = _llm_teacher(cfg, backend or make_backend(cfg), sc, w, seed, llm_seed, SentenceEncoder())
+        rule = cfg.neighbor_rule()
+        desc = f"{sc.name} seed {seed}/{llm_seed}"
+    loop = SocietyLoop(policy, sc, w.population, w.graph, seed, rule, scenario_source=scenario)
+    return loop.run(out, world, scenario_yaml, {"teacher": seed, "llm": llm_seed}, restart=restart, quiet=quiet, desc=desc)
+
+
+def _llm_teacher(cfg, backend, sc, w, seed, llm_seed, encoder):
+    from lsm.data_gen.teacher.llm import Teacher
+
+    return Teacher(cfg, backend, sc, w.population, w.graph, seed, encoder, llm_seed=llm_seed)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    llm = "agent_ticks_per_llm_second" in summary
+    lines = [f"teacher: {summary['backend']}",
+             f"agent-ticks: {summary['agent_ticks']:,}  invalid: {summary['invalid']} ({summary['invalid_rate']:.1%})  "
+             f"repaired: {summary['repaired']}"]
+    if llm:
+        lines.append(f"tokens: {summary['tokens']:,}  LLM time: {summary['llm_seconds']} s  "
+                     f"({summary['agent_ticks_per_llm_second']} agent-ticks/s, {summary['tokens_per_llm_second']} tokens/s)  "
+                     f"wall (this process): {summary['wall_seconds_this_process']} s")
+    else:
+        lines.append(f"wall (this process): {summary['wall_seconds_this_process']} s "
+                     f"({summary['agent_ticks_per_second']:,.0f} agent-ticks/s)")
+    if summary["resumed_from_tick"]:
+        lines[-1] += f"  resumed at tick {summary['resumed_from_tick']}"
+    lines.append("decision shares per tick:")
+    for t, s in enumerate(summary["decision_shares"]):
+        extra = f"  mean {summary['mean_decision_value'][t]}" if "mean_decision_value" in summary else ""
+        lines.append(f"  tick {t}: " + "  ".join(f"{k} {v:.2f}" for k, v in s.items() if v is not None) + extra)
+    return "\n".join(lines)

@@ -1,0 +1,113 @@
+"""The per-tick journal that makes every run resumable after kill -9.
+
+`<out>.journal/` holds `run.json` (a fingerprint of the run's inputs), and per finished tick
+`tick_NNNN.npz` (the tick's fields) and `state_NNNN.json` (the loop's and the policy's state
+after that tick); a policy with array state (the student's tensors) adds `arrays_NNNN.npz`,
+kept for the last tick only. Every file is written to a temporary name, fsynced and renamed,
+so a run killed at any moment loses at most the tick in progress. A journal from other inputs
+is refused unless the run is restarted.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from lsm.data_gen.store import StoreError
+
+
+class JournalMismatch(StoreError):
+    """`<out>.journal/` holds a run with other inputs."""
+
+
+def atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def file_digest(path: str | Path, h=None):
+    h = h or hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h
+
+
+def fingerprint(files: list[str | Path], texts: list[str]) -> str:
+    """A short hash of input files' bytes and of config texts (seeds included)."""
+    h = hashlib.sha256()
+    for f in files:
+        file_digest(f, h)
+        h.update(b"\0")
+    for part in texts:
+        h.update(b"\0" + part.encode())
+    return h.hexdigest()[:16]
+
+
+class Journal:
+    """Finished ticks of one run, beside its output file."""
+
+    def __init__(self, out: str | Path, fp: str, meta: dict[str, Any], restart: bool = False):
+        out = Path(out)
+        self.dir = out.with_name(out.name + ".journal")
+        if self.dir.exists():
+            run = self.dir / "run.json"
+            prev = json.loads(run.read_text()).get("fingerprint") if run.is_file() else None
+            if prev != fp and not restart:
+                raise JournalMismatch(
+                    f"{self.dir} holds a run with different inputs (world, scenario, policy config, checkpoint or seed); "
+                    "re-run with the original arguments to resume it, or pass --restart true to discard it")
+            if restart:
+                shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        blob = json.dumps({"fingerprint": fp, **meta}).encode()
+        atomic_write(self.dir / "run.json", lambda fh: fh.write(blob))
+
+    def _paths(self, t: int) -> tuple[Path, Path, Path]:
+        return self.dir / f"tick_{t:04d}.npz", self.dir / f"state_{t:04d}.json", self.dir / f"arrays_{t:04d}.npz"
+
+    def finished(self, ticks: int) -> int:
+        """How many ticks from 0 on are journaled completely (the state file is written last)."""
+        t = 0
+        while t < ticks and self._paths(t)[1].is_file() and self._paths(t)[0].is_file():
+            t += 1
+        return t
+
+    def save(self, t: int, data: dict[str, np.ndarray], state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        npz, st, arr = self._paths(t)
+        blob = {k: (np.asarray(v, dtype=str) if v.dtype == object else v) for k, v in data.items()}
+        atomic_write(npz, lambda fh: np.savez(fh, **blob))
+        if arrays:
+            atomic_write(arr, lambda fh: np.savez(fh, **arrays))
+        text = json.dumps(state).encode()
+        atomic_write(st, lambda fh: fh.write(text))  # last: it marks the tick finished
+        if t > 0:
+            self._paths(t - 1)[2].unlink(missing_ok=True)  # only the newest array state is needed
+
+    def data(self, t: int) -> dict[str, np.ndarray]:
+        with np.load(self._paths(t)[0]) as z:
+            return {k: (z[k].astype(object) if z[k].dtype.kind == "U" else z[k]) for k in z.files}
+
+    def state(self, t: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        _, st, arr = self._paths(t)
+        arrays: dict[str, np.ndarray] = {}
+        if arr.is_file():
+            with np.load(arr) as z:
+                arrays = {k: z[k] for k in z.files}
+        return json.loads(st.read_text()), arrays
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)

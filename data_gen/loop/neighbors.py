@@ -1,0 +1,147 @@
+"""Who hears whom: the shown-neighbour rule of the society loop and the type of every tie.
+
+Each tick every agent is shown up to K neighbours that broadcast a message last tick, drawn by
+Gumbel top-k with per-edge-type weights from one seeded generator (`default_rng([seed, tick,
+17])`), so every policy (LLM teacher, planted society, student) sees the same neighbours for
+the same world, scenario and seed. With `vary` the count shown to each agent-tick is itself
+drawn, uniformly in 0..K (`default_rng([seed, tick, 18])`), so the effect of hearing others is
+identifiable apart from the effect of the tick.
+
+Notation: N agents | E edges | K shown neighbours.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from lsm.data_gen.world.graph import EDGE_TYPES
+
+WEAK_TIE = EDGE_TYPES.index("weak_tie")
+"""The type given to a shown pair with no tie in the graph."""
+
+
+def default_neighbor_weights() -> dict[str, float]:
+    return {"household": 3.0, "friend": 2.0, "professional": 1.0, "weak_tie": 0.5, "media": 1.0}
+
+
+@dataclass
+class NeighborRule:
+    """How many neighbours each agent hears per tick, and which."""
+
+    k: int = 4
+    """K: at most this many neighbour messages per agent-tick (0: agents never hear each other)."""
+    weights: dict[str, float] = field(default_factory=default_neighbor_weights)
+    """Relative chance of a tie type being shown (0: never shown)."""
+    vary: bool = False
+    """Draw the number shown per agent-tick uniformly in 0..K instead of always K (where enough spoke)."""
+
+
+class EdgeTyper:
+    """Type of the tie j -> i in a world's graph (the closest one, i.e. the smallest type code,
+    when several exist; a pair with no tie is typed as a weak tie). Sorted once, O(log E) per query."""
+
+    def __init__(self, graph):
+        self.n = graph.n
+        keys = graph.edge_index[1].astype(np.int64) * self.n + graph.edge_index[0].astype(np.int64)
+        order = np.lexsort((graph.edge_type, keys))  # by key, then type: the first of a key has the min type
+        self.keys, self.types = keys[order], graph.edge_type[order].astype(np.int64)
+
+    def lookup(self, senders: np.ndarray, receivers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(types, found): the closest tie type of each pair, and whether the pair has a tie at all."""
+        q = receivers.astype(np.int64) * self.n + senders.astype(np.int64)
+        if not len(self.keys):
+            return np.full(len(q), WEAK_TIE, np.int64), np.zeros(len(q), dtype=bool)
+        pos = np.minimum(np.searchsorted(self.keys, q), len(self.keys) - 1)
+        found = self.keys[pos] == q
+        return np.where(found, self.types[pos], WEAK_TIE).astype(np.int64), found
+
+    def __call__(self, senders: np.ndarray, receivers: np.ndarray) -> np.ndarray:
+        return self.lookup(senders, receivers)[0]
+
+    def table(self, shown: np.ndarray) -> np.ndarray:
+        """(N, K) edge types of a shown-neighbour table (-1 padding gives an arbitrary type)."""
+        rows = np.broadcast_to(np.arange(shown.shape[0])[:, None], shown.shape)
+        return self(np.maximum(shown, 0).ravel(), rows.ravel()).reshape(shown.shape)
+
+
+@dataclass
+class NeighborIndex:
+    """In-edges of every agent, grouped by receiver (the graph is sorted by receiver)."""
+
+    ptr: np.ndarray  # (N+1,)
+    sender: np.ndarray  # (E,)
+    etype: np.ndarray  # (E,)
+    log_w: np.ndarray  # (E,) log of the per-type weight (-inf: never shown)
+    typer: EdgeTyper | None = None
+    """Types the ties of shown pairs (`relation`); built by `of(graph, ...)`."""
+
+    @classmethod
+    def of(cls, graph, weights: dict[str, float]) -> "NeighborIndex":
+        recv = graph.edge_index[1]
+        ptr = np.searchsorted(recv, np.arange(graph.n + 1)).astype(np.int64)
+        w = np.array([weights.get(t, 0.0) for t in EDGE_TYPES])
+        with np.errstate(divide="ignore"):
+            log_w = np.log(w)[graph.edge_type.astype(np.int64)]
+        return cls(ptr, graph.edge_index[0].astype(np.int64), graph.edge_type.astype(np.int64), log_w, EdgeTyper(graph))
+
+    @property
+    def n(self) -> int:
+        return len(self.ptr) - 1
+
+    def sample(self, k: int, has_message: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(N, k) ids of shown neighbours (-1 padded): Gumbel top-k by type weight, among
+        neighbours that broadcast a message last tick; no sender twice."""
+        if k == 0 or len(self.sender) == 0:
+            return np.full((self.n, k), -1, dtype=np.int32)
+        keys = self.log_w + rng.gumbel(size=len(self.sender))  # (E,)
+        keys[~has_message[self.sender]] = -np.inf
+        return self.top_k(keys, k)
+
+    def shown(self, rule: NeighborRule, has_message: np.ndarray, seed: int, tick: int) -> np.ndarray:
+        """(N, max(K, 1)) the neighbours shown at `tick` under `rule` (-1 padded): the one
+        definition every policy's perception goes through."""
+        shown = self.sample(rule.k, has_message, np.random.default_rng([seed, tick, 17]))  # (N, K)
+        if rule.k == 0:
+            return np.full((self.n, 1), -1, dtype=np.int32)
+        if rule.vary:
+            count = np.random.default_rng([seed, tick, 18]).integers(0, rule.k + 1, size=self.n)  # (N,)
+            shown[np.arange(rule.k)[None, :] >= count[:, None]] = -1
+        return shown
+
+    def top_k(self, keys: np.ndarray, k: int) -> np.ndarray:
+        """(N, k): per receiver, the senders of its k largest finite keys, self excluded and each
+        sender once (a repeated sender counts with its largest key); vectorised, O(E log E)."""
+        n = self.n
+        out = np.full((n, k), -1, dtype=np.int32)
+        recv = np.repeat(np.arange(n, dtype=np.int64), np.diff(self.ptr))  # (E,)
+        ok = np.isfinite(keys) & (self.sender != recv)
+        r, s, key = recv[ok], self.sender[ok], keys[ok]
+        order = np.lexsort((-key, s, r))  # by receiver, sender, then key descending
+        r, s, key = r[order], s[order], key[order]
+        first = np.ones(len(r), dtype=bool)
+        first[1:] = (r[1:] != r[:-1]) | (s[1:] != s[:-1])  # the best edge of each (receiver, sender)
+        r, s, key = r[first], s[first], key[first]
+        order = np.lexsort((-key, r))  # by receiver, key descending
+        r, s = r[order], s[order]
+        starts = np.searchsorted(r, np.arange(n))
+        rank = np.arange(len(r)) - starts[r]  # position within the receiver's list
+        keep = rank < k
+        out[r[keep], rank[keep]] = s[keep]
+        return out
+
+    def relation(self, i: int, j: int) -> str | None:
+        """The closest tie type of j -> i (`None` if there is none)."""
+        assert self.typer is not None, "relation() needs an index built by NeighborIndex.of(graph, ...)"
+        types, found = self.typer.lookup(np.array([j]), np.array([i]))
+        return EDGE_TYPES[int(types[0])] if found[0] else None
+
+
+def check_neighbor_rule(k: int, weights: dict[str, float]):
+    """(field, value, expected) problems of a config's `neighbors` and `neighbor_weights`."""
+    if k < 0:
+        yield "neighbors", k, "a non-negative count"
+    for t, w in weights.items():
+        if t not in EDGE_TYPES:
+            yield f"neighbor_weights.{t}", w, f"an edge type among {list(EDGE_TYPES)}"
+        elif not w >= 0:
+            yield f"neighbor_weights.{t}", w, "a weight >= 0"

@@ -1,0 +1,1 @@
+"""The planted reference society: a documented parametric process whose answers are known exactly."""

@@ -1,0 +1,307 @@
+"""The LLM teacher as a policy of the society loop: LLM agents answer for the population.
+
+Per tick (DESIGN §4), from the loop's `Perception`: one prompt per agent (persona, memory, the
+events it sees, the messages of the neighbours it is shown); answers generated in batches of
+`chunk` agents, validated, repaired (re-ask with the error, then an extraction call) and, after
+`max_attempts`, recorded invalid with the reason; decision and channel distributions read by
+`score_options`; texts embedded; memories updated. Every random draw depends only on (seed,
+tick, chunk, attempt), so a resumed run equals an uninterrupted one. The loop
+(`lsm.data_gen.loop.society`) owns exposure, shown neighbours, triggers, the journal and the file.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from lsm.config import to_yaml
+from lsm.data_gen.embed import TEXT_DIM, write_static_embeddings
+from lsm.data_gen.loop.neighbors import NeighborIndex
+from lsm.data_gen.loop.society import Perception, Progress, TickOutput, decision_shares
+from lsm.data_gen.scenario import Scenario
+from lsm.data_gen.store import TraceWriter
+from lsm.data_gen.teacher import prompts as ag
+from lsm.data_gen.teacher.backends.base import LLMBackend
+from lsm.data_gen.teacher.config import TeacherConfig
+
+
+def _seed(*parts: int) -> int:
+    """A 31-bit seed from integers (stable across processes)."""
+    return int(np.random.default_rng([p & 0xFFFFFFFF for p in parts]).integers(0, 2**31 - 1))
+
+
+# --------------------------------------------------------------------------- run state
+@dataclass
+class RunState:
+    """What the LLM agents carry from tick to tick: memories and the message each broadcast."""
+
+    memories: list[ag.Memory]
+    last_message: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"memories": [m.to_json() for m in self.memories], "last_message": self.last_message}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "RunState":
+        return cls([ag.Memory.from_json(m) for m in d["memories"]], list(d["last_message"]))
+
+
+@dataclass
+class TickStats:
+    agents: int = 0
+    invalid: int = 0
+    repaired: int = 0
+    tokens: int = 0
+    llm_s: float = 0.0
+
+
+# --------------------------------------------------------------------------- the teacher
+class Teacher:
+    """LLM agents playing `scenario` with `backend`: a policy of the society loop."""
+
+    kind = "teacher_trace"
+
+    def __init__(self, cfg: TeacherConfig, backend: LLMBackend, scenario: Scenario, pop, graph, seed: int, encoder=None,
+                 llm_seed: int | None = None):
+        self.cfg, self.backend, self.sc, self.pop, self.graph, self.seed = cfg, backend, scenario, pop, graph, seed
+        self.llm_seed = seed if llm_seed is None else llm_seed
+        """`seed` drives the scenario's randomness (exposure, which neighbours are shown, in the
+        loop); `llm_seed` the LLM's sampling and the decision drawn from its distribution."""
+        mode = cfg.answer
+        if mode == "auto":
+            mode = "texts" if backend.supports_logprobs else "full"
+        if mode == "texts" and not backend.supports_logprobs:
+            raise ValueError(f"answer: texts needs a backend with log-probabilities; {backend.name} has none (use answer: full)")
+        self.mode = mode
+        self.schema = ag.answer_schema(scenario, mode, cfg.limits)
+        self.system = ag.system_prompt(scenario, mode)
+        self.ties = NeighborIndex.of(graph, cfg.neighbor_weights)
+        self.encoder = encoder
+        self.numeric = scenario.actions.type == "numeric"
+        self._cf_cache: dict[str, np.ndarray] = {}
+        self.state = RunState([ag.Memory() for _ in range(pop.n)], [""] * pop.n)
+
+    # -- the policy's contract ------------------------------------------------------------
+    def dims(self) -> dict[str, int]:
+        return {}
+
+    def fields(self) -> list[str]:
+        f = ["channels", "decision", "decision_dist", "stance", "expression_emb", "reasoning_emb", "salience",
+             "valid", "error", "reasoning", "expression", "salient_memory",
+             "attempts", "tokens_prompt", "tokens_completion", "latency_s"]
+        if self.mode == "texts":
+            f.append("channel_dist")
+        if self.numeric:
+            f.append("decision_value")
+        return f
+
+    def configs(self) -> dict[str, Any]:
+        return {"teacher": to_yaml(self.cfg)}
+
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return self.state.to_json(), {}
+
+    def load_state_dict(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.state = RunState.from_json(state)
+
+    def finalize(self, writer: TraceWriter) -> None:
+        """Backend and answer mode; static texts embedded once: personas and event texts."""
+        writer.f.attrs["teacher_backend"] = getattr(self.backend, "model_name", self.backend.name)
+        writer.f.attrs["answer_mode"] = self.mode
+        write_static_embeddings(writer, self.encoder.encode(self.pop.persona), self.encoder)
+
+    # -- prompts --------------------------------------------------------------------------
+    def prompts(self, p: Perception) -> list[str]:
+        """The user prompt of every agent: persona, memory, the events it sees, the messages of
+        the neighbours it is shown."""
+        users = []
+        for i in range(self.pop.n):
+            texts = [f"{e.event.source + ': ' if e.event.source else ''}{e.text}" for e in p.events_of(i)]
+            msgs = [(self.pop.names[j], ag.relation_words(self.ties.relation(i, j)), self.state.last_message[j])
+                    for j in p.shown[i] if j >= 0]
+            users.append(ag.user_prompt(self.sc, p.tick, self.pop.names[i], self.pop.persona[i], self.state.memories[i],
+                                        self.cfg.memories, texts, msgs))
+        return users
+
+    # -- answers --------------------------------------------------------------------------
+    def answer(self, tick: int, chunk_id: int, users: list[str]) -> tuple[list[ag.Answer | None], dict[str, np.ndarray]]:
+        """Generate, validate and repair the answers of one chunk of agents."""
+        n = len(users)
+        convs = [ag.conversation(self.system, u) for u in users]
+        answers: list[ag.Answer | None] = [None] * n
+        errors = [""] * n
+        last_text = [""] * n
+        acc = {"attempts": np.zeros(n, np.int8), "tokens_prompt": np.zeros(n, np.int32),
+               "tokens_completion": np.zeros(n, np.int32), "latency_s": np.zeros(n, np.float32)}
+        todo = list(range(n))
+        for attempt in range(self.cfg.max_attempts):
+            if not todo:
+                break
+            if attempt == 0:
+                batch = [convs[i] for i in todo]
+            elif attempt == 1 or attempt < self.cfg.max_attempts - 1:  # re-ask with the error
+                batch = [convs[i] + [{"role": "assistant", "content": last_text[i]},
+                                     {"role": "user", "content": ag.repair_prompt(errors[i])}] for i in todo]
+            else:  # last try: an extraction call on the last answer
+                batch = [ag.extraction_conversation(last_text[i], self.schema) for i in todo]
+            gens = self.backend.generate(batch, schema=self.schema, temperature=self.cfg.temperature,
+                                         seed=_seed(self.llm_seed, tick, chunk_id, attempt), max_tokens=self.cfg.max_tokens)
+            still = []
+            for i, g in zip(todo, gens):
+                acc["attempts"][i] += 1
+                acc["tokens_prompt"][i] += g.prompt_tokens
+                acc["tokens_completion"][i] += g.completion_tokens
+                acc["latency_s"][i] += g.latency_s
+                last_text[i] = g.text
+                try:
+                    answers[i] = ag.validate(ag.extract_json(g.text), self.sc, self.mode)
+                    errors[i] = ""
+                except ag.InvalidAnswer as err:
+                    errors[i] = str(err) + (" (answer cut off at max_tokens)" if g.finish_reason == "length" else "")
+                    still.append(i)
+            todo = still
+        acc["error"] = np.array([f"after {self.cfg.max_attempts} attempts: {e}" if e else "" for e in errors], dtype=object)
+        return answers, acc
+
+    def _content_free(self, prefix_fn, options: list[str], key: str) -> np.ndarray:
+        if key not in self._cf_cache:
+            user = ag.user_prompt(self.sc, 0, "N/A", "N/A", ag.Memory(), 0, [], [])
+            conv = ag.conversation(self.system, user) + [{"role": "assistant", "content": prefix_fn("N/A")}]
+            self._cf_cache[key] = self.backend.score_options([conv], [options])[0]
+        return self._cf_cache[key]
+
+    def distributions(self, users: list[str], answers: list[ag.Answer | None]) -> tuple[np.ndarray, np.ndarray, float]:
+        """(decision probs [n, n_options], rating probs [n, C, 11], seconds) for valid answers
+        (rows of invalid agents are zero). One score_options call: the decision and every channel
+        continue the agent's own reasoning, so a prefix-sharing backend encodes it once."""
+        sc = self.sc
+        dec_opts = ag.decision_options(sc)
+        dec_prefix = ag.numeric_decision_prefix if self.numeric else ag.decision_prefix
+        convs, opts, rows = [], [], []
+        for i, a in enumerate(answers):
+            if a is None:
+                continue
+            base = ag.conversation(self.system, users[i])
+            convs.append(base + [{"role": "assistant", "content": dec_prefix(a.reasoning)}])
+            opts.append(dec_opts)
+            for c in sc.channel_names:
+                convs.append(base + [{"role": "assistant", "content": ag.rating_prefix(a.reasoning, c)}])
+                opts.append(ag.RATING_OPTIONS)
+            rows.append(i)
+        C = len(sc.channel_names)
+        dec = np.zeros((len(answers), len(dec_opts)))
+        rat = np.zeros((len(answers), C, ag.RATING_MAX + 1))
+        t0 = time.perf_counter()
+        if convs:
+            probs = self.backend.score_options(convs, opts)
+            for r, i in enumerate(rows):
+                dec[i] = probs[r * (C + 1)]
+                rat[i] = np.stack(probs[r * (C + 1) + 1 : (r + 1) * (C + 1)])
+            if self.cfg.calibrate_decision:
+                cf = self._content_free(dec_prefix, dec_opts, "decision")
+                cal = dec[rows] / np.maximum(cf, 1e-12)
+                dec[rows] = cal / cal.sum(axis=1, keepdims=True)
+        return dec, rat, time.perf_counter() - t0
+
+    # -- one tick -------------------------------------------------------------------------
+    def act(self, p: Perception, progress: Progress | None = None, capture: bool = False) -> TickOutput:
+        n, C, tick, state = self.pop.n, len(self.sc.channel_names), p.tick, self.state
+        users = self.prompts(p)
+        A = self.sc.actions.n
+        out: dict[str, Any] = {
+            "channels": np.full((n, C), np.nan, np.float32), "channel_dist": np.zeros((n, C, ag.RATING_MAX + 1), np.float16),
+            "decision": np.full(n, -1, np.int16), "decision_value": np.full(n, np.nan, np.float32),
+            "decision_dist": np.zeros((n, A), np.float32), "stance": np.full(n, np.nan, np.float32),
+            "salience": np.full(n, np.nan, np.float32), "valid": np.zeros(n, bool),
+            "reasoning": np.array([""] * n, dtype=object), "expression": np.array([""] * n, dtype=object),
+            "salient_memory": np.array([""] * n, dtype=object), "error": np.array([""] * n, dtype=object),
+            "attempts": np.zeros(n, np.int8), "tokens_prompt": np.zeros(n, np.int32),
+            "tokens_completion": np.zeros(n, np.int32), "latency_s": np.zeros(n, np.float32),
+        }
+        stats = TickStats()
+        t_tick = time.perf_counter()
+        size = self.cfg.chunk
+        if self.numeric:  # bin of every number the decision can take (the scored options min..max)
+            number_bins = self.sc.actions.bin_of(np.arange(int(self.sc.actions.min), int(self.sc.actions.max) + 1))
+        for ci, lo in enumerate(range(0, n, size)):
+            idx = np.arange(lo, min(n, lo + size))
+            answers, acc = self.answer(tick, ci, [users[i] for i in idx])
+            for k in ("attempts", "tokens_prompt", "tokens_completion", "latency_s", "error"):
+                out[k][idx] = acc[k]
+            if self.mode == "texts":
+                dec, rat, dt = self.distributions([users[i] for i in idx], answers)
+                out["latency_s"][idx] += dt / len(idx)
+            rng = np.random.default_rng([self.llm_seed, tick, ci, 99])
+            for r, (i, a) in enumerate(zip(idx, answers)):
+                if a is None:
+                    continue
+                out["valid"][i] = True
+                out["reasoning"][i], out["expression"][i], out["salient_memory"][i] = a.reasoning, a.message, a.memory
+                out["stance"][i], out["salience"][i] = a.stance, a.salience
+                if self.mode == "full":
+                    out["channels"][i] = a.ratings
+                    out["decision"][i] = a.decision
+                    out["decision_dist"][i, a.decision] = 1.0  # one sample: the empirical distribution
+                    if self.numeric:
+                        out["decision_value"][i] = a.decision_value
+                    continue
+                p = rat[r]  # (C, 11)
+                out["channel_dist"][i] = p
+                out["channels"][i] = (p * np.arange(ag.RATING_MAX + 1)).sum(axis=1) / ag.RATING_MAX
+                q = dec[r]
+                pick = int(rng.choice(len(q), p=q)) if self.cfg.decision == "sample" else int(np.argmax(q))
+                if self.numeric:
+                    value = float(self.sc.actions.min) + pick  # options are the integers min..max
+                    out["decision_dist"][i] = np.bincount(number_bins, weights=q, minlength=A)
+                    out["decision_value"][i] = value
+                    out["decision"][i] = int(self.sc.actions.bin_of(np.array([value]))[0])
+                else:
+                    out["decision_dist"][i] = q
+                    out["decision"][i] = pick
+            stats.agents += len(idx)
+            stats.invalid += int((~out["valid"][idx]).sum())
+            stats.repaired += int(((out["attempts"][idx] > 1) & out["valid"][idx]).sum())
+            stats.tokens += int(out["tokens_prompt"][idx].sum() + out["tokens_completion"][idx].sum())
+            if progress is not None:
+                el = max(time.perf_counter() - t_tick, 1e-9)
+                progress(len(idx), f"{stats.agents / el:.2f} agents/s, {stats.tokens / el:.0f} tok/s, "
+                                   f"invalid {stats.invalid}, repaired {stats.repaired}")
+        valid = out["valid"]
+        for key, emb_key in (("reasoning", "reasoning_emb"), ("expression", "expression_emb")):
+            emb = np.zeros((n, TEXT_DIM), np.float16)
+            if valid.any() and self.encoder is not None:
+                emb[valid] = self.encoder.encode(list(out[key][valid]))
+            out[emb_key] = emb
+        # Memory and broadcast for the next tick.
+        labels = self.sc.actions.labels
+        for i in range(n):
+            if not valid[i]:
+                state.memories[i].record_tick(self.sc, tick, None)
+                state.last_message[i] = ""
+                continue
+            d = f"{out['decision_value'][i]:g}" if self.numeric else labels[out["decision"][i]]
+            state.memories[i].record_tick(self.sc, tick, d, float(out["stance"][i]), out["salient_memory"][i],
+                                          float(out["salience"][i]), self.cfg.memory_capacity)
+            state.last_message[i] = out["expression"][i]
+        stats.llm_s = float(out["latency_s"].sum())
+        spoke = np.array([bool(m) for m in state.last_message])
+        return TickOutput({k: v for k, v in out.items() if k in self.fields()}, spoke, dict(vars(stats)))
+
+    def summary(self, stats: list[dict[str, Any]], wall: float, resumed: int) -> dict[str, Any]:
+        agents = sum(s["agents"] for s in stats)
+        invalid = sum(s["invalid"] for s in stats)
+        tokens = sum(s["tokens"] for s in stats)
+        llm_s = sum(s["llm_s"] for s in stats)
+        out = {
+            "backend": getattr(self.backend, "model_name", self.backend.name), "ticks": len(stats), "agent_ticks": agents,
+            "invalid": invalid, "invalid_rate": invalid / max(agents, 1), "repaired": sum(s["repaired"] for s in stats),
+            "tokens": tokens, "llm_seconds": round(llm_s, 1), "wall_seconds_this_process": round(wall, 1),
+            "agent_ticks_per_llm_second": round(agents / max(llm_s, 1e-9), 3),
+            "tokens_per_llm_second": round(tokens / max(llm_s, 1e-9), 1),
+            "resumed_from_tick": resumed, "decision_shares": decision_shares(stats, self.sc.actions.labels),
+            "invalid_per_tick": [s["invalid"] for s in stats], "repaired_per_tick": [s["repaired"] for s in stats],
+        }
+        if self.numeric:
+            out["mean_decision_value"] = [s["mean_value"] for s in stats]
+        return out
