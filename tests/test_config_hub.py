@@ -47,13 +47,37 @@ def test_every_graph_resolves_on_every_population(population, graph):
 
 
 TEACHERS = sorted((CONFIG_ROOT / "teacher").glob("*.yaml"))
+PLANTED = [p for p in TEACHERS if p.stem.startswith("planted")]
 
 
-@pytest.mark.parametrize("path", TEACHERS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for p in TEACHERS if p not in PLANTED], ids=lambda p: p.stem)
 def test_teacher_config_parses(path):
     from lsm.config import load_config
     from lsm.data_gen.teacher.config import TeacherConfig
 
     cfg = load_config(TeacherConfig, path)
-    assert {"embedded", "debug", "openai", "vllm"} <= {p.stem for p in TEACHERS}
+    assert {"embedded", "debug", "openai", "vllm", "planted", "planted_null"} <= {p.stem for p in TEACHERS}
     assert getattr(cfg, cfg.backend) is not None
+
+
+@pytest.mark.parametrize("path", PLANTED, ids=lambda p: p.stem)
+def test_planted_config_parses_and_every_name_resolves(path):
+    """Every attribute, category, action label and channel a planted config names exists in a
+    shipped population or scenario: a misspelt name would silently contribute nothing."""
+    from lsm.config import load_config
+    from lsm.data_gen.gen import is_planted
+    from lsm.data_gen.planted.config import PlantedConfig
+    from lsm.data_gen.scenario import DEFAULT_CHANNELS
+
+    assert is_planted(path)
+    cfg = load_config(PlantedConfig, path)
+    pops = [build_world(p, GRAPHS[0], agents=50, seed=0).population for p in POPULATIONS]
+    for attr, effects in {**cfg.identity, **({cfg.conformity_attribute: cfg.conformity} if cfg.conformity_attribute else {})}.items():
+        known = set().union(*(p.categories.get(attr, []) for p in pops))
+        assert known, f"{path.name}: attribute {attr} is in no shipped population"
+        assert set(effects) <= known, f"{path.name}: {attr} categories {set(effects) - known} exist nowhere"
+    assert set(cfg.identity_numeric) <= set().union(*(p.numeric for p in pops))
+    labels = set().union(*(load_scenario(s).actions.labels for s in SCENARIOS))
+    assert set(cfg.action_bias) | set(cfg.action_lean) <= labels
+    channels = {c for c, _ in DEFAULT_CHANNELS}
+    assert set(cfg.channel_loading) | set(cfg.channel_bias) <= channels
