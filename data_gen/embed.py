@@ -71,6 +71,16 @@ def shared_encoder() -> SentenceEncoder:
     return SentenceEncoder()
 
 
+def persona_key(personas: list[str]) -> str:
+    """The cache key of a list of persona texts."""
+    return hashlib.sha1("\x1f".join(personas).encode()).hexdigest()
+
+
+def persona_cache(world_file: str | Path) -> Path:
+    """Where the persona embeddings of a world are cached: `<world>.persona_emb.npz` (key, emb)."""
+    return Path(world_file).with_name(Path(world_file).name + ".persona_emb.npz")
+
+
 def persona_embeddings(world_file: str | Path | None, personas: list[str]) -> np.ndarray:
     """(N, TEXT_DIM) float16 sentence embeddings of the personas (as traces store them).
 
@@ -78,8 +88,8 @@ def persona_embeddings(world_file: str | Path | None, personas: list[str]) -> np
     persona texts), so a large world is encoded once (MiniLM on a CPU: minutes per 10^5
     personas), not at every run. Cached or not, the values are the same.
     """
-    key = hashlib.sha1("\x1f".join(personas).encode()).hexdigest()
-    cache = Path(world_file).with_name(Path(world_file).name + ".persona_emb.npz") if world_file is not None else None
+    key = persona_key(personas)
+    cache = persona_cache(world_file) if world_file is not None else None
     if cache is not None and cache.exists():
         with np.load(cache) as z:
             if str(z["key"]) == key and z["emb"].shape[0] == len(personas):

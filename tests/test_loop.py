@@ -1,0 +1,290 @@
+"""The society loop: one perception for every policy, resume after kill -9, the planted process
+against its written mechanism, and its null variant."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from lsm.config import CONFIG_ROOT, load_config, shipped
+from lsm.data_gen.loop.neighbors import NeighborIndex, NeighborRule
+from lsm.data_gen.loop.society import MAX_EVENTS, Perception, SocietyLoop, capped_exposure
+from lsm.data_gen.planted.config import PlantedConfig
+from lsm.data_gen.planted.policy import PlantedSociety
+from lsm.data_gen.scenario import load_scenario, scenario_from_dict
+from lsm.data_gen.store import TraceFile
+from lsm.data_gen.world import build_world, save_world
+from lsm.data_gen.world.graph import EDGE_TYPES
+
+PLANTED = shipped("teacher", "planted.yaml")
+PLANTED_NULL = shipped("teacher", "planted_null.yaml")
+
+
+def _scenario(ticks: int = 3) -> dict:
+    """A vaccine campaign with scheduled events only (triggers depend on each policy's answers),
+    more events than the cap at tick 0, and seeded partial exposure."""
+    data = yaml.safe_load(shipped("scenarios", "vaccine_campaign.yaml").read_text())
+    ev = data["events"][0]
+    extra = [{**ev, "text": f"Bulletin {k}.", "exposure": {"fraction": 0.7}} for k in range(MAX_EVENTS + 1)]
+    data.update(ticks=ticks, triggers=[], events=extra + [{**e, "tick": 1} for e in data["events"][:2]])
+    return data
+
+
+class Recorder:
+    """Wraps a policy and keeps every perception it receives."""
+
+    def __init__(self, inner):
+        self.inner, self.seen = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def act(self, p, progress=None, capture=False):
+        self.seen.append(p)
+        return self.inner.act(p, progress, capture)
+
+
+def test_capped_exposure_keeps_the_first_events_in_schedule_order():
+    class E:
+        def __init__(self, uid):
+            self.uid = uid
+
+    exposed = np.array([[1, 1, 1, 1, 1, 1], [0, 1, 0, 1, 0, 0], [0, 0, 0, 0, 0, 0]], dtype=bool)
+    seen, ids = capped_exposure(exposed, [E(10 + k) for k in range(6)])
+    assert ids.tolist() == [[10, 11, 12, 13], [11, 13, -1, -1], [-1, -1, -1, -1]]
+    assert seen.sum(1).tolist() == [4, 2, 0] and not seen[0, 4:].any()
+
+
+def test_varied_neighbour_counts_are_seeded_and_span_0_to_k(anes_world):
+    idx = NeighborIndex.of(anes_world.graph, NeighborRule().weights)
+    spoke = np.ones(anes_world.n, dtype=bool)
+    rule = NeighborRule(k=4, vary=True)
+    a = idx.shown(rule, spoke, seed=5, tick=2)
+    assert np.array_equal(a, idx.shown(rule, spoke, seed=5, tick=2))
+    counts = (a >= 0).sum(1)
+    assert set(counts.tolist()) == {0, 1, 2, 3, 4}
+    fixed = idx.shown(NeighborRule(k=4), spoke, seed=5, tick=2)
+    kept = a >= 0  # a varied row is a prefix of the fixed row: the same draw, truncated
+    assert np.array_equal(a[kept], fixed[kept])
+    assert not np.array_equal(idx.shown(rule, spoke, seed=6, tick=2), a)
+
+
+def test_teacher_planted_and_student_perceive_the_same_society(tmp_path, trained):
+    """One loop, three policies: for the same world, scenario and seed, the LLM teacher, the
+    planted society and the student are exposed to the same events and shown the same
+    neighbours (wherever the same senders spoke last tick)."""
+    import torch
+
+    from lsm.data_gen.embed import SentenceEncoder
+    from lsm.data_gen.teacher.backends.embedded import EmbeddedBackend, EmbeddedConfig
+    from lsm.data_gen.teacher.config import TeacherConfig
+    from lsm.data_gen.teacher.llm import Teacher
+    from lsm.infer.rollout import RolloutConfig, StudentPolicy
+    from lsm.model.checkpoint import load_checkpoint
+
+    _, ckpt, _ = trained
+    world = build_world(shipped("population", "anes96.yaml"), shipped("graph", "default.yaml"), agents=8, seed=3)
+    sc = scenario_from_dict(_scenario(ticks=2))
+    rule, seed = NeighborRule(k=3, vary=True), 11
+    tcfg = load_config(TeacherConfig, shipped("teacher", "debug.yaml"))
+    llm = Teacher(tcfg, EmbeddedBackend(EmbeddedConfig(batch_size=8)), sc, world.population, world.graph, seed,
+                  SentenceEncoder())
+    student = StudentPolicy(load_checkpoint(ckpt), world, sc, RolloutConfig(seed=seed),
+                            persona_emb=torch.zeros(world.n, 384))
+    planted = PlantedSociety(load_config(PlantedConfig, PLANTED), sc, world.population, world.graph, seed)
+    runs = {}
+    for name, policy in (("teacher", llm), ("student", student), ("planted", planted)):
+        rec = Recorder(policy)
+        data = [r.data for r in SocietyLoop(rec, sc, world.population, world.graph, seed, rule).ticks()]
+        runs[name] = (rec.seen, data)
+    ref_p, ref_d = runs["planted"]
+    ins = [set(world.graph.edge_index[0][world.graph.edge_index[1] == i].tolist()) for i in range(world.n)]
+    compared = 0
+    for name in ("teacher", "student"):
+        seen, data = runs[name]
+        for t in range(2):
+            p, q = seen[t], ref_p[t]
+            assert [e.uid for e in p.events] == [e.uid for e in q.events]
+            np.testing.assert_array_equal(p.seen, q.seen)
+            np.testing.assert_array_equal(data[t]["exposed_events"], ref_d[t]["exposed_events"])
+            for i in range(world.n):  # same senders spoke -> same neighbours shown
+                if all(p.spoke[j] == q.spoke[j] for j in ins[i]):
+                    np.testing.assert_array_equal(data[t]["shown_neighbors"][i], ref_d[t]["shown_neighbors"][i])
+                    compared += t
+    assert compared >= world.n  # tick 1 was compared for most agents of both policies
+    assert (ref_d[0]["shown_neighbors"] == -1).all() and (ref_d[1]["shown_neighbors"] >= 0).any()
+    assert (ref_d[0]["exposed_events"] >= 0).sum(1).max() == MAX_EVENTS
+
+
+def _world(tmp: Path, n: int, seed: int = 0) -> Path:
+    path = tmp / f"w{n}.h5"
+    if not path.exists():
+        save_world(build_world(shipped("population", "anes96.yaml"), shipped("graph", "default.yaml"), n, seed), path)
+    return path
+
+
+def test_planted_tick_matches_its_written_mechanism(tmp_path):
+    """Recompute one tick's opinions and logits agent by agent from the config's formula, the
+    perception and the previous tick, independently of the vectorised code."""
+    from lsm.data_gen.gen import generate
+
+    world_path = _world(tmp_path, 300)
+    sc_path = tmp_path / "sc.yaml"
+    sc_path.write_text(yaml.safe_dump(_scenario(ticks=3)))
+    out = tmp_path / "p.h5"
+    generate(world_path, sc_path, PLANTED, seed=2, out=out, quiet=True, llm_seed=9)
+    cfg = load_config(PlantedConfig, PLANTED)
+    with TraceFile(out) as tf:
+        pop, graph = tf.world()
+        sc = tf.scenario
+        shown, exposed = tf.array("shown_neighbors"), tf.array("exposed_events")
+        stance, decision, dist = tf.array("stance"), tf.array("decision"), tf.array("decision_dist")
+        events = {e["uid"]: e for e in tf.events()}
+        assert tf.f.attrs["teacher_backend"] == "planted:planted"
+    society = PlantedSociety(cfg, sc, pop, graph, seed=2, llm_seed=9)
+    t = 2
+    noise = society.noise(t)
+    r = np.random.default_rng([2, 7001]).normal(0.0, cfg.agent_sd, pop.n)
+    labels = sc.actions.labels
+    even = np.linspace(1, -1, len(labels))
+    lean = [cfg.action_lean.get(a, even[k]) for k, a in enumerate(labels)]
+    for i in range(pop.n):
+        o = 0.0
+        for attr, eff in cfg.identity.items():
+            o += eff.get(pop.categories[attr][pop.categorical[attr][i]], 0.0)
+        for attr, coef in cfg.identity_numeric.items():
+            lo, hi = pop.numeric_range[attr]
+            o += coef * (2 * (pop.numeric[attr][i] - lo) / (hi - lo) - 1)
+        m = cfg.conformity.get(pop.categories[cfg.conformity_attribute][pop.categorical[cfg.conformity_attribute][i]], 1.0)
+        for j in shown[t, i][shown[t, i] >= 0]:
+            types = graph.edge_type[(graph.edge_index[0] == j) & (graph.edge_index[1] == i)]
+            etype = EDGE_TYPES[types.min()] if len(types) else "weak_tie"
+            o += cfg.dose * m * cfg.influence[etype] * stance[t - 1, j] / cfg.neighbors
+        for uid in exposed[t, i][exposed[t, i] >= 0]:
+            e = events[int(uid)]
+            o += (cfg.events.valence_credibility * e["valence"] * e["credibility"]
+                  + cfg.events.source_type.get(e["source_type"], 0.0) + cfg.events.framing.get(e["framing"], 0.0))
+        o += r[i] + cfg.noise_sd * noise.opinion[i]
+        u = np.array([cfg.action_bias.get(a, 0.0) + cfg.scale * lean[k] * o for k, a in enumerate(labels)])
+        u[decision[t - 1, i]] += cfg.persistence
+        p = np.exp(u - u.max())
+        np.testing.assert_allclose(dist[t, i], p / p.sum(), rtol=2e-5, atol=1e-6, err_msg=f"agent {i}")
+        assert stance[t, i] == pytest.approx(np.clip(np.tanh(o) + cfg.stance_sd * noise.stance[i], -1, 1), abs=1e-5)
+    # the decision is the seeded draw from that distribution
+    draw = np.minimum((dist[t].astype(np.float64).cumsum(1) < noise.draw[:, None]).sum(1), len(labels) - 1)
+    assert (draw == decision[t]).mean() > 0.99
+
+
+def test_null_variant_decisions_do_not_depend_on_neighbours(tmp_path):
+    """dose 0: decisions and distributions are identical whether agents hear 4 neighbours or
+    none; with the planted influence they are not."""
+    world = build_world(shipped("population", "anes96.yaml"), shipped("graph", "default.yaml"), 400, 1)
+    sc = scenario_from_dict(_scenario(ticks=4))
+    out = {}
+    for name, path in (("null", PLANTED_NULL), ("planted", PLANTED)):
+        cfg = load_config(PlantedConfig, path)
+        for k in (0, 4):
+            policy = PlantedSociety(cfg, sc, world.population, world.graph, seed=3, llm_seed=4)
+            ticks = list(SocietyLoop(policy, sc, world.population, world.graph, 3, NeighborRule(k=k, vary=True)).ticks())
+            out[name, k] = np.stack([r.data["decision_dist"] for r in ticks]), np.stack([r.data["decision"] for r in ticks])
+    np.testing.assert_array_equal(out["null", 0][0], out["null", 4][0])
+    np.testing.assert_array_equal(out["null", 0][1], out["null", 4][1])
+    assert np.abs(out["planted", 0][0] - out["planted", 4][0]).sum(-1).mean() > 0.05  # influence moves distributions
+
+
+def test_planted_society_has_a_rare_action_and_is_deterministic(tmp_path):
+    from lsm.data_gen.gen import generate
+
+    w = _world(tmp_path, 1000, 4)
+    sc = shipped("scenarios", "vaccine_campaign.yaml")
+    a = generate(w, sc, PLANTED, seed=1, out=tmp_path / "a.h5", quiet=True)
+    b = generate(w, sc, PLANTED, seed=1, out=tmp_path / "b.h5", quiet=True)
+    assert a["decision_shares"] == b["decision_shares"]
+    refuse = [s["refuse"] for s in a["decision_shares"]]
+    assert 0 < min(refuse) and max(refuse) < 0.08 and np.mean(refuse) < 0.05
+    with TraceFile(tmp_path / "a.h5") as f, TraceFile(tmp_path / "b.h5") as g:
+        for name in f.fields:
+            x, y = f.array(name), g.array(name)
+            assert (x == y).all() if x.dtype == object else np.array_equal(x, y, equal_nan=True), name
+        dist = f.array("channel_dist").astype(np.float32)
+        np.testing.assert_allclose(f.array("channels"), (dist * np.arange(11)).sum(-1) / 10, atol=1e-6)
+        counts = (f.array("shown_neighbors")[1:] >= 0).sum(-1)
+        assert set(np.unique(counts).tolist()) == {0, 1, 2, 3, 4}  # varied neighbourhoods
+
+
+def test_student_rollout_killed_mid_run_resumes_to_an_identical_file(trained, tmp_path):
+    """kill -9 `lsm rollout` once it has journaled a tick; the same command finishes the run and
+    the file equals an uninterrupted run's."""
+    from lsm.data_gen.embed import persona_cache, persona_key
+    from lsm.data_gen.world import load_world
+
+    _, ckpt, _ = trained
+    world = _world(tmp_path, 20000, 2)
+    personas = list(load_world(world).population.persona)  # cached embeddings: MiniLM on 20,000 personas takes minutes
+    emb = np.random.default_rng(0).normal(size=(len(personas), 384)).astype(np.float16)
+    np.savez(persona_cache(world), key=np.array(persona_key(personas)), emb=emb)
+    lsm = [sys.executable, "-m", "lsm"]
+    args = ["rollout", "--ckpt", str(ckpt), "--world", str(world), "--scenario", "vaccine_campaign", "--seed", "3",
+            "--quiet", "true", "--clusters", "2"]
+    ref, cut = tmp_path / "ref.h5", tmp_path / "cut.h5"
+    subprocess.run(lsm + args + ["--out", str(ref)], check=True, capture_output=True)
+    proc = subprocess.Popen(lsm + args + ["--out", str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = Path(str(cut) + ".journal")
+    deadline = time.time() + 300
+    while not (journal / "state_0001.json").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the rollout finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not cut.exists() and (journal / "state_0001.json").exists()
+    done = len(list(journal.glob("state_*.json")))
+    assert done < load_scenario(shipped("scenarios", "vaccine_campaign.yaml")).ticks
+    r = subprocess.run(lsm + args + ["--out", str(cut)], check=True, capture_output=True, text=True)
+    assert not journal.exists()
+    with TraceFile(ref) as a, TraceFile(cut) as b:
+        assert a.fields == b.fields and a.events() == b.events()
+        assert b.f.attrs["complete"] and '"resumed_from_tick": %d' % done in b.f.attrs["summary"]
+        for name in a.fields:
+            np.testing.assert_array_equal(a.array(name), b.array(name), err_msg=name)
+    assert "rollout:" in r.stdout
+
+
+def test_a_journal_from_other_inputs_is_refused(tmp_path):
+    from lsm.data_gen.gen import generate
+    from lsm.data_gen.loop.journal import JournalMismatch
+
+    w = _world(tmp_path, 200)
+    sc = shipped("scenarios", "vaccine_campaign.yaml")
+    journal = tmp_path / "o.h5.journal"
+    journal.mkdir()
+    (journal / "run.json").write_text('{"fingerprint": "someone-else"}')
+    with pytest.raises(JournalMismatch, match="--restart"):
+        generate(w, sc, PLANTED, seed=0, out=tmp_path / "o.h5", quiet=True)
+    generate(w, sc, PLANTED, seed=0, out=tmp_path / "o.h5", quiet=True, restart=True)
+    assert not journal.exists() and TraceFile(tmp_path / "o.h5").n_ticks == 8
+
+
+def test_planted_config_refuses_unknown_world_attributes(anes_world):
+    cfg = load_config(PlantedConfig, PLANTED)
+    cfg.identity = {"shoe_size": {"big": 1.0}}
+    sc = load_scenario(CONFIG_ROOT / "scenarios/vaccine_campaign.yaml")
+    with pytest.raises(ValueError, match="shoe_size"):
+        PlantedSociety(cfg, sc, anes_world.population, anes_world.graph, 0)
+
+
+def test_perception_lists_events_per_agent():
+    class E:
+        def __init__(self, uid):
+            self.uid = uid
+
+    evs = [E(3), E(4)]
+    p = Perception(0, evs, np.array([[True, False], [True, True]]), np.array([[3, -1], [3, 4]]),
+                   np.full((2, 1), -1), np.zeros(2, bool))
+    assert [e.uid for e in p.events_of(1)] == [3, 4] and [e.uid for e in p.events_of(0)] == [3]
