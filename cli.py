@@ -1,33 +1,18 @@
 """`lsm`: one command line, one subcommand per pipeline step.
 
 Each subcommand is a plain function whose signature and docstring are its `--help`
-(jsonargparse). Errors a user can fix (a malformed config or scenario, an unreadable file) are
-printed as one paragraph without a traceback, and the exit status is 2.
+(jsonargparse); its body calls the function of the package that does the work (`lsm.infer.run`,
+`lsm.narrate.run`, ...), which returns results and text, and prints. Notebooks, `lsm demo` and
+the tests call those same functions; no package imports this module. Errors a user can fix (a
+malformed config or scenario, an unreadable file, a `UsageError`) are printed as one paragraph
+without a traceback, and the exit status is 2.
 """
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
-from lsm.config import CONFIG_ROOT, ConfigError
-
-
-class UsageError(ValueError):
-    """A command was called without what it needs."""
-
-
-def resolve_config(path: str, family: str) -> Path:
-    """A config path as given, else a shipped one: `anes96` or `configs/population/anes96.yaml`
-    resolve to the shipped file when no such file exists in the working directory."""
-    p = Path(path)
-    if p.exists():
-        return p
-    candidates = [CONFIG_ROOT.parent / p, CONFIG_ROOT / family / p, CONFIG_ROOT / family / f"{path}.yaml"]
-    for c in candidates:
-        if c.is_file():
-            return c
-    return p  # let the loader report the missing file by the name the user gave
+from lsm.config import ConfigError, UsageError, resolve_config
 
 
 def world(
@@ -51,27 +36,9 @@ def world(
             (meta-prompt, temperature and seed varied per agent), appended to its persona.
         teacher: teacher YAML whose backend writes the backstories.
     """
-    from lsm.data_gen.world import build_world, save_world, world_summary
+    from lsm.data_gen.world.make import make_world
 
-    w = build_world(resolve_config(population, "population"), resolve_config(graph, "graph"), agents, seed)
-    if backstories:
-        from lsm.config import load_config
-        from lsm.data_gen.world.backstory import write_backstories
-        from lsm.data_gen.teacher.config import TeacherConfig, make_backend
-
-        t0 = time.perf_counter()
-        cfg = load_config(TeacherConfig, resolve_config(teacher, "teacher"), kind="teacher config")
-        b = write_backstories(w.population.persona, make_backend(cfg), seed=seed)
-        w.population.persona = [f"{p} {s}".strip() for p, s in zip(w.population.persona, b.texts)]
-        w.backstories = b
-        w.timings["backstories_s"] = time.perf_counter() - t0
-        print(f"Backstories: {agents - len(b.failed)} written, {len(b.failed)} left out (no usable text), "
-              f"{w.timings['backstories_s']:.1f} s")
-    t0 = time.perf_counter()
-    save_world(w, out)
-    w.timings["write_s"] = time.perf_counter() - t0
-    size_mb = Path(out).stat().st_size / 2**20
-    print(world_summary(w, {"Written": f"{out} ({size_mb:.1f} MiB)"}))
+    make_world(population, graph, agents, seed, out, backstories, teacher, echo=print)
 
 
 def scenario(file: str, world: str | None = None, seed: int = 0) -> None:
@@ -83,23 +50,9 @@ def scenario(file: str, world: str | None = None, seed: int = 0) -> None:
             attributes and outlets, and print how many agents each scheduled event reaches.
         seed: seed for the seeded exposure fractions in that preview.
     """
-    from lsm.data_gen.scenario import check_against_world, load_scenario, timeline
+    from lsm.data_gen.scenario_preview import preview_scenario
 
-    path = resolve_config(file, "scenarios")
-    sc = load_scenario(path)
-    print(f"{path}: valid.")
-    print(timeline(sc))
-    if world is not None:
-        from lsm.data_gen.loop.events import EventSchedule
-        from lsm.data_gen.world import load_world
-
-        w = load_world(world)
-        check_against_world(sc, w.population, w.graph, source=path)
-        sched = EventSchedule(sc, w.population, w.graph, seed)
-        print(f"\nExposure on {world} ({w.n:,} agents, seed {seed}):")
-        for t in range(sc.ticks):
-            for ev, col in zip(sched.events_at(t), sched.exposure(t).T):
-                print(f"  tick {t:>3}  event {ev.uid}: {int(col.sum()):,} agents ({col.mean():.1%})")
+    print(preview_scenario(file, world, seed).text)
 
 
 def gen(
@@ -154,14 +107,13 @@ def sensitivity(trace: str, tick: int | None = None, agents: int = 16, seed: int
     """
     import json
 
-    import h5py
-
+    from lsm.data_gen.store import open_h5
     from lsm.data_gen.teacher.sensitivity import format_report, measure
 
     r = measure(trace, tick, agents, seed)
     print(format_report(r))
     if write:
-        with h5py.File(trace, "a") as f:
+        with open_h5(trace, "a") as f:
             f.attrs["sensitivity"] = json.dumps(r)
 
 
@@ -177,22 +129,9 @@ def evaluate(checkpoint: str, held_out: str, mlp: str | None = None, train: str 
         train: comma-separated trace files the marginal baseline is computed from (default: the
             checkpoint's own training files).
     """
-    from lsm.train.data import load_episode
-    from lsm.train.datamodule import expand_patterns
-    from lsm.train.evaluate import evaluate as run_eval
-    from lsm.train.evaluate import format_table
-    from lsm.model.checkpoint import load_checkpoint
+    from lsm.train.held_out import evaluate_checkpoint
 
-    student = load_checkpoint(checkpoint)
-    train_paths = expand_patterns(train.split(",")) if train else student.train_paths
-    if not train_paths:
-        raise UsageError(f"{checkpoint} does not record its training files; pass --train")
-    held_paths = expand_patterns(held_out.split(","))
-    vocab = student.vocab
-    train_eps = [load_episode(p, vocab) for p in train_paths]
-    held_eps = [load_episode(p, vocab) for p in held_paths]
-    baseline = load_checkpoint(mlp).model if mlp else None
-    print(format_table(run_eval(student.model, train_eps, held_eps, baseline), f"held out: {', '.join(held_paths)}"))
+    print(evaluate_checkpoint(checkpoint, held_out, mlp, train).text)
 
 
 def rollout(
@@ -243,85 +182,12 @@ def rollout(
         quiet: no progress bar.
         restart: discard an interrupted run's journal (`<out>.journal/`) instead of resuming it.
     """
-    import copy
-
-    import numpy as np
-    import yaml
-
-    from lsm.config import load_config
-    from lsm.data_gen.scenario import load_scenario
-    from lsm.data_gen.teacher.config import TeacherConfig
-    from lsm.data_gen.world import load_world
-    from lsm.infer.counterfactual import SweepAxis, compare_runs, run_sweep
-    from lsm.infer.report import RunView, write_report
-    import torch
-
-    from lsm.data_gen.embed import persona_embeddings
-    from lsm.data_gen.gen import neighbor_rule_of
-    from lsm.infer.rollout import Rollout, RolloutConfig
-    from lsm.model.checkpoint import load_checkpoint
+    from lsm.infer.run import run_rollout
 
     if ckpt is None or world is None or scenario is None:
         raise UsageError("lsm rollout needs --ckpt DIR --world WORLD.h5 --scenario SCENARIO (see lsm rollout --help)")
-    student = load_checkpoint(ckpt)
-    if student.vocab is None:
-        raise UsageError(f"{student.path} has no identity vocabulary (trained before it was stored); retrain it")
-    rule = neighbor_rule_of(resolve_config(teacher, "teacher"))
-    cfg = RolloutConfig(ticks=ticks, seed=seed, neighbors=rule.k, neighbor_weights=rule.weights, vary_neighbors=rule.vary,
-                        agent_chunk=agent_chunk, store_text=store_text, device=device)
-    w = load_world(world)
-    sc_path = resolve_config(scenario, "scenarios")
-    sc = load_scenario(sc_path)
-    stem = out[:-3] if out.endswith(".h5") else out
-    report_dir = Path(report or f"{stem}_report")
-    # check the options before any work
-    by_attrs = [b.strip() for b in by.split(",")] if by else None
-    unknown = [a for a in by_attrs or [] if a not in w.population.categorical]
-    if unknown:
-        raise UsageError(f"--by {unknown}: not categorical attributes of {world} ({', '.join(w.population.categorical)})")
-    cf_sc = None
-    if counterfactual:
-        cf_path = resolve_config(counterfactual, "scenarios")
-        cf_sc = load_scenario(cf_path)
-        if cf_sc.actions.labels != sc.actions.labels:
-            raise UsageError(f"--counterfactual {cf_path}: a counterfactual scenario must keep the action space "
-                             f"({', '.join(sc.actions.labels)}); it has {', '.join(cf_sc.actions.labels)}")
-    if sweep2 and not sweep:
-        raise UsageError("--sweep2 needs --sweep")
-    if sweep_action and sweep_action not in sc.actions.labels:
-        raise UsageError(f"--sweep_action {sweep_action!r} is not an action of {sc.name} ({', '.join(sc.actions.labels)})")
-    axes = []
-    if sweep:
-        try:
-            axes = [SweepAxis.parse(s) for s in (sweep, sweep2) if s]
-            data = yaml.safe_load(Path(sc_path).read_text())
-            for axis in axes:
-                axis.apply(copy.deepcopy(data), axis.values[0])
-        except ValueError as err:
-            raise UsageError(str(err)) from None
-    persona = torch.from_numpy(persona_embeddings(world, w.population.persona).astype(np.float32))  # (N, T)
-    r = Rollout(student, w, sc, cfg, persona_emb=persona, scenario_source=str(sc_path))
-    summary = r.run(out, world, Path(sc_path).read_text(), quiet=quiet, restart=restart)
-    print(f"rollout: {r.n:,} agents x {r.n_ticks} ticks, {summary['forward_seconds_per_tick']:.3f} s forward per tick "
-          f"({r.n / max(summary['forward_seconds_per_tick'], 1e-9):,.0f} agent-ticks/s), {summary['wall_seconds']:.1f} s wall")
-    print(write_report(out, report_dir, by_attrs, clusters, seed))
-    print(f"Written: {out}, report {report_dir}/")
-    if cf_sc is not None:
-        cf_out = f"{stem}_cf.h5"
-        cf = Rollout(student, w, cf_sc, cfg, persona_emb=r.persona, scenario_source=str(cf_path))
-        cf.run(cf_out, world, Path(cf_path).read_text())
-        base = RunView.read(out)
-        labels = np.load(report_dir / "cluster_labels.npy")
-        text = compare_runs(base, RunView.read(cf_out), labels, by_attrs or list(base.groups)[:2], report_dir / "counterfactual")
-        (report_dir / "counterfactual" / "summary.md").write_text(text)
-        print(text)
-        print(f"Written: {cf_out}, {report_dir / 'counterfactual'}/")
-    if axes:
-        def one(scn):
-            return Rollout(student, w, scn, cfg, persona_emb=r.persona).run(None)
-
-        grid = run_sweep(one, data, str(sc_path), axes, w, seed, report_dir / "sweep", sweep_action)
-        print(f"sweep over {' x '.join(a['path'] for a in grid['axes'])}: {report_dir / 'sweep'}/ (sweep.csv, sweep.json, sweep.png)")
+    run_rollout(ckpt, world, scenario, out, ticks, seed, report, by, clusters, counterfactual, sweep, sweep2, sweep_action,
+                teacher, agent_chunk, store_text, device, quiet, restart, echo=print)
 
 
 def validate(teacher: str | None = None, teacher_repeat: str | None = None, student: str | None = None,
@@ -337,20 +203,11 @@ def validate(teacher: str | None = None, teacher_repeat: str | None = None, stud
         clusters: k of the k-means partitions compared by the ARI.
         seed: k-means seed.
     """
-    from lsm.infer.validate import format_table, write_json
-    from lsm.infer.validate import validate as run_validate
+    from lsm.infer.run import run_validation
 
     if teacher is None or teacher_repeat is None or student is None:
         raise UsageError("lsm validate needs --teacher T.h5 --teacher_repeat T2.h5 --student ROLLOUT.h5 (see lsm validate --help)")
-    try:
-        result = run_validate(teacher, teacher_repeat, student, clusters, seed)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    print(f"teacher {teacher} | repeat {teacher_repeat} | student {student}")
-    print(format_table(result))
-    if json:
-        write_json(result, json)
-        print(f"Written: {json}")
+    print(run_validation(teacher, teacher_repeat, student, json, clusters, seed).text)
 
 
 def bench(agents: str = "1e3,1e4,1e5,1e6", ckpt: str | None = None, teacher: str = "embedded", teacher_agents: int = 8,
@@ -369,52 +226,9 @@ def bench(agents: str = "1e3,1e4,1e5,1e6", ckpt: str | None = None, teacher: str
         ticks: timed ticks per size (after one warm-up tick).
         json: also write the results to this file.
     """
-    import json as jsonlib
-    import platform
+    from lsm.infer.run import run_bench
 
-    from lsm.infer.bench import bench_sizes, default_student, flops_per_agent_tick, matmul_gflops, time_teacher
-
-    try:
-        sizes = [int(float(a)) for a in agents.split(",") if a.strip()]
-    except ValueError:
-        raise UsageError(f"--agents {agents!r}: expected comma-separated numbers such as 1e3,1e4") from None
-    print(f"machine: {platform.processor() or platform.machine()}, torch threads {__import__('torch').get_num_threads()}, device {device}")
-    result: dict = {"device": device}
-    if teacher != "none":
-        t = time_teacher(teacher, teacher_agents)
-        result["teacher"] = t
-        result["teacher_agent_ticks_per_s"] = t["agent_ticks_per_s"]
-        print(f"teacher ({teacher}, {t['agents']} agents x 1 tick): {t['agent_ticks_per_s']:.3f} agent-ticks/s of LLM time, "
-              f"{t['tokens_per_s']:.0f} tokens/s")
-    rows = bench_sizes(sizes, ckpt, device, ticks)
-    result["student"] = rows
-    model = default_student(ckpt)
-    fl = flops_per_agent_tick(model)
-    gf = matmul_gflops(device=device)
-    result["flops_per_agent_tick"] = fl
-    result["matmul_gflops"] = gf
-    result["student_params"] = sum(p.numel() for p in model.parameters())
-    best = max((r["agent_ticks_per_s"] for r in rows if "agent_ticks_per_s" in r), default=0.0)
-    if "teacher_agent_ticks_per_s" in result and best:
-        result["speedup"] = best / result["teacher_agent_ticks_per_s"]
-    print("| agents | edges | s / tick | agent-ticks/s | peak RSS GiB | peak GPU GiB | vs teacher |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        if "error" in r:
-            print(f"| {r['agents']:,} | – | – | – | – | – | {r['error']} |")
-            continue
-        ratio = f"{r['agent_ticks_per_s'] / result['teacher_agent_ticks_per_s']:,.0f}x" if "teacher_agent_ticks_per_s" in result else "–"
-        gpu = f"{r['peak_gpu_gb']:.2f}" if r.get("peak_gpu_gb") is not None else "–"
-        print(f"| {r['agents']:,} | {r['edges']:,} | {r['seconds_per_tick']:.3f} | {r['agent_ticks_per_s']:,.0f} | "
-              f"{r['peak_rss_gb']:.2f} | {gpu} | {ratio} |")
-    print(f"student: {result['student_params']:,} parameters, {fl / 1e6:.2f} MFLOP per agent-tick (matmuls); "
-          f"matmul throughput {gf:.0f} GFLOP/s -> at most {gf * 1e9 / fl:,.0f} agent-ticks/s if compute-bound; "
-          f"measured best {best:,.0f} ({best * fl / (gf * 1e9):.0%} of it)")
-    if "speedup" in result:
-        print(f"speedup (best student / teacher): {result['speedup']:,.0f}x")
-    if json:
-        Path(json).write_text(jsonlib.dumps(result, indent=1))
-        print(f"Written: {json}")
+    run_bench(agents, ckpt, teacher, teacher_agents, device, ticks, json, echo=print)
 
 
 def demo(out: str = "out/demo", agents: int = 48, ticks: int = 3, scenario: str = "vaccine_campaign",
@@ -454,28 +268,11 @@ def probe(ckpt: str | None = None, rollout: str | None = None, out: str = "probe
         agent: the agent to read out (default: the first agent whose decision changed most often).
         seed: seed of the agent split.
     """
-    import numpy as np
-
-    from lsm.data_gen.store import TraceFile
-    from lsm.probes.readout import agent_readout
-    from lsm.probes.report import axis_recovery, write_probe_report
-    from lsm.model.checkpoint import load_checkpoint
+    from lsm.probes.run import run_probe
 
     if ckpt is None or rollout is None:
         raise UsageError("lsm probe needs --ckpt DIR --rollout ROLLOUT.h5 (see lsm probe --help)")
-    student = load_checkpoint(ckpt)
-    results = axis_recovery(student, rollout, teacher, seed)
-    if agent is None:
-        with TraceFile(rollout) as tf:
-            d = tf.array("decision")
-        agent = int(np.argmax((np.diff(d, axis=0) != 0).sum(0))) if len(d) > 1 else 0
-    try:
-        readout = agent_readout(student, rollout, agent)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    text = write_probe_report(results, out, f"Probe report: {rollout}", readout.markdown())
-    print(text)
-    print(f"Written: {out}/report.md, {out}/axis_recovery.png, {out}/probes.json")
+    print(run_probe(ckpt, rollout, out, teacher, agent, seed).text)
 
 
 def narrate(rollout: str | None = None, agent: str | None = None, ticks: str | None = None, teacher: str = "embedded",
@@ -500,68 +297,12 @@ def narrate(rollout: str | None = None, agent: str | None = None, ticks: str | N
         seed: LLM sampling seed.
         out: also write the markdown to this file.
     """
-    import numpy as np
-
-    from lsm.config import load_config
-    from lsm.data_gen.store import TraceFile, read_configs
-    from lsm.data_gen.teacher.config import TeacherConfig, make_backend
-    from lsm.narrate.narrator import narrate as run_narrate
-    from lsm.probes.readout import agent_readout
-    from lsm.model.checkpoint import load_checkpoint
+    from lsm.narrate.run import run_narrate
 
     if rollout is None:
         raise UsageError("lsm narrate needs --rollout ROLLOUT.h5 and --agent ID (or --cluster K / --flipped CF.h5)")
-    with TraceFile(rollout) as tf:
-        n, T = tf.n_agents, tf.n_ticks
-        final = tf.array("decision")[-1]
-        recorded = read_configs(tf.f).get("student", {})
-    if agent is not None:
-        try:
-            ids = [int(a) for a in str(agent).split(",") if a.strip() != ""]
-        except ValueError:
-            raise UsageError(f"--agent {agent!r}: expected agent ids such as 3 or 3,7") from None
-    elif cluster is not None:
-        labels_path = Path(report or (rollout[:-3] if rollout.endswith(".h5") else rollout) + "_report") / "cluster_labels.npy"
-        if not labels_path.exists():
-            raise UsageError(f"--cluster needs the rollout's report folder; {labels_path} does not exist (pass --report)")
-        ids = [int(i) for i in np.nonzero(np.load(labels_path) == cluster)[0][:limit]]
-    elif flipped is not None:
-        with TraceFile(flipped) as tf:
-            other = tf.array("decision")[-1]
-        ids = [int(i) for i in np.nonzero(other != final)[0][:limit]]
-        if not ids:
-            print(f"No agent's final decision differs between {rollout} and {flipped}.")
-            return
-    else:
-        raise UsageError("choose agents: --agent ID, --cluster K or --flipped CF.h5")
-    bad = [i for i in ids if not 0 <= i < n]
-    if bad:
-        raise UsageError(f"--agent {bad}: {rollout} has agents 0..{n - 1}")
-    if ticks:
-        try:
-            a, b = (int(x) for x in ticks.split(":"))
-        except ValueError:
-            raise UsageError(f"--ticks {ticks!r}: expected A:B, e.g. 0:2") from None
-        if not (0 <= a <= b < T):
-            raise UsageError(f"--ticks {ticks}: the rollout has ticks 0..{T - 1}")
-        span = range(a, b + 1)
-    else:
-        span = range(T)
-    ckpt = ckpt or recorded.get("checkpoint")
-    if not ckpt or not Path(ckpt).exists():
-        raise UsageError(f"the rollout's checkpoint {ckpt!r} is not here; pass --ckpt")
-    student = load_checkpoint(ckpt)
-    backend = make_backend(load_config(TeacherConfig, resolve_config(teacher, "teacher"), kind="teacher config"))
-    parts = []
-    for i in ids:
-        record = agent_readout(student, rollout, i, span)
-        nar = run_narrate(record, backend, question=ask, attempts=attempts, seed=seed)
-        md = nar.markdown() + f"\n*{nar.seconds:.1f} s*\n"
-        print(md, flush=True)
-        parts.append(md)
-    if out:
-        Path(out).write_text("\n".join(parts))
-        print(f"Written: {out}")
+    run_narrate(rollout, agent, ticks, teacher, ask, ckpt, cluster, report, flipped, limit, attempts, seed, out,
+                echo=lambda text: print(text, flush=True))
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, batch_size: int = 8, verbose: bool = False) -> None:
@@ -586,23 +327,9 @@ def info(file: str) -> None:
     Args:
         file: the HDF5 file.
     """
-    import json
+    from lsm.data_gen.info import describe
 
-    from lsm.data_gen.store import TRACE_FIELDS, TraceFile, check_header, open_h5
-
-    with open_h5(file) as f:
-        kind = check_header(f)
-        print(f"{file}: {kind}, schema {f.attrs['schema_version']}, complete: {bool(f.attrs.get('complete', False))}")
-        print(f"  seeds: {f.attrs.get('seeds', '{}')}")
-        print(f"  configs: {', '.join(k.split('.', 1)[1] for k in f.attrs if k.startswith('config.'))}")
-        print(f"  packages: {f.attrs.get('package_versions', '{}')}")
-        if kind == "world":
-            print(f"  agents: {int(f['population'].attrs['n']):,}, edges: {f['graph/edge_index'].shape[1]:,}")
-            return
-    with TraceFile(file, allow_partial=True) as tf:
-        print(f"  agents: {tf.n_agents:,}, ticks: {tf.n_ticks}, dims: {json.dumps(tf.dims)}")
-        for name in tf.fields:
-            print(f"  {name:<18} {str(tf.f[name].shape):<22} {TRACE_FIELDS[name].doc}")
+    print("\n".join(describe(file)))
 
 
 COMMANDS = {"world": world, "scenario": scenario, "gen": gen, "sensitivity": sensitivity, "evaluate": evaluate,
@@ -631,8 +358,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
 
-    from lsm.data_gen.teacher.backends.openai_http import BackendError
     from lsm.data_gen.store import StoreError
+    from lsm.data_gen.teacher.backends.openai_http import BackendError
 
     # `--teacher-repeat` and `--teacher_repeat` are the same option (names are Python parameters)
     args = [_underscore_option(a) for a in args]

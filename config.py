@@ -4,7 +4,8 @@
 type hints (and each class's own `check()` for ranges and cross-field rules), and either
 returns the instance or raises one `ConfigError` listing *every* problem found, each naming
 the file, the field path, the bad value and what was expected. `to_dict()` is the inverse,
-used to embed configs in HDF5 attributes and checkpoints.
+used to embed configs in HDF5 attributes and checkpoints. `resolve_config("anes96", "population")`
+finds a shipped config by name; `UsageError` is what a command body raises for a user's mistake.
 """
 from __future__ import annotations
 
@@ -21,6 +22,19 @@ T = TypeVar("T")
 
 CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
 """The shipped configs (`configs/` at the repository root, `lsm/configs` when installed)."""
+
+
+def resolve_config(path: str | Path, family: str) -> Path:
+    """A config path as given, else a shipped one: `anes96` or `configs/population/anes96.yaml`
+    resolve to the shipped file when no such file exists in the working directory."""
+    p = Path(path)
+    if p.exists():
+        return p
+    candidates = [CONFIG_ROOT.parent / p, CONFIG_ROOT / family / p, CONFIG_ROOT / family / f"{path}.yaml"]
+    for c in candidates:
+        if c.is_file():
+            return c
+    return p  # let the loader report the missing file by the name the user gave
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +61,11 @@ class ConfigError(ValueError):
         head = f"Invalid {kind} {self.source}: {n} problem{'s' if n != 1 else ''}."
         body = " ".join(f"({i + 1}) {p}." for i, p in enumerate(self.problems))
         super().__init__(f"{head} {body}")
+
+
+class UsageError(ValueError):
+    """A command was called without what it needs (a missing option, an id out of range). The
+    command line prints it as one paragraph, exit status 2; library callers get a ValueError."""
 
 
 def _show(value: Any, limit: int = 60) -> str:

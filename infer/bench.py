@@ -153,7 +153,7 @@ def time_teacher(teacher: str = "embedded", agents: int = 8, seed: int = 0) -> d
 
     import yaml
 
-    from lsm.cli import resolve_config
+    from lsm.config import resolve_config
     from lsm.data_gen.scenario import shorten
     from lsm.data_gen.gen import generate
     from lsm.data_gen.world import build_world, save_world

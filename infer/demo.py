@@ -43,12 +43,15 @@ def _step(cfg: DemoConfig, name: str, output: Path, fn) -> None:
 
 def run_demo(cfg: DemoConfig, extra_steps=None) -> dict[str, Path]:
     """Run (or resume) the demo; returns the artefacts by name."""
-    from lsm.cli import evaluate, resolve_config, rollout, validate
-    from lsm.config import CONFIG_ROOT
-    from lsm.data_gen.scenario import shorten
+    from lsm.config import CONFIG_ROOT, resolve_config
     from lsm.data_gen.gen import format_summary, generate
-    from lsm.data_gen.world import build_world, save_world, world_summary
+    from lsm.data_gen.scenario import shorten
+    from lsm.data_gen.world.make import make_world
+    from lsm.infer.run import run_rollout, run_validation
+    from lsm.narrate.run import run_narrate
+    from lsm.probes.run import run_probe
     from lsm.train.cli import main as train_main
+    from lsm.train.held_out import evaluate_checkpoint
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -58,12 +61,7 @@ def run_demo(cfg: DemoConfig, extra_steps=None) -> dict[str, Path]:
            "checkpoint": out / "runs/checkpoints", "rollout": out / "rollout.h5", "report": out / "rollout_report",
            "validate": out / "validate.json"}
 
-    def make_world():
-        w = build_world(resolve_config("anes96", "population"), resolve_config("default", "graph"), cfg.agents, cfg.seed)
-        save_world(w, art["world"])
-        print(world_summary(w))
-
-    _step(cfg, "world", art["world"], make_world)
+    _step(cfg, "world", art["world"], lambda: make_world("anes96", "default", cfg.agents, cfg.seed, art["world"], echo=print))
 
     def make_scenarios():
         sc = yaml.safe_load(resolve_config(cfg.scenario, "scenarios").read_text())
@@ -99,18 +97,15 @@ def run_demo(cfg: DemoConfig, extra_steps=None) -> dict[str, Path]:
         train_main(["fit", "--config", str(CONFIG_ROOT / f"train/{cfg.preset}.yaml"), "--config", str(overlay)])
 
     _step(cfg, f"train ({cfg.preset})", art["checkpoint"] / "last.ckpt", train)
-    _step(cfg, "evaluate", out / "evaluate.txt", lambda: _capture(out / "evaluate.txt", evaluate, str(art["checkpoint"]),
-                                                                    str(art["teacher_b"])))
-    _step(cfg, "rollout", art["rollout"], lambda: rollout(
-        ckpt=str(art["checkpoint"]), world=str(art["world"]), scenario=str(art["scenario"]), out=str(art["rollout"]),
-        seed=cfg.seed, report=str(art["report"]), counterfactual=str(art["counterfactual_scenario"]), teacher=cfg.teacher,
-        quiet=True))
-    _step(cfg, "validate", art["validate"], lambda: validate(
-        teacher=str(art["teacher_a"]), teacher_repeat=str(art["teacher_b"]), student=str(art["rollout"]), json=str(art["validate"])))
-    from lsm.cli import narrate, probe
-
-    _step(cfg, "probe report", out / "probe_report" / "report.md", lambda: _capture(
-        out / "probe.txt", probe, str(art["checkpoint"]), str(art["rollout"]), str(out / "probe_report"), str(art["teacher_a"])))
+    _step(cfg, "evaluate", out / "evaluate.txt", lambda: _keep(
+        out / "evaluate.txt", evaluate_checkpoint(art["checkpoint"], [str(art["teacher_b"])]).text))
+    _step(cfg, "rollout", art["rollout"], lambda: run_rollout(
+        ckpt=art["checkpoint"], world=str(art["world"]), scenario=art["scenario"], out=str(art["rollout"]), seed=cfg.seed,
+        report=art["report"], counterfactual=art["counterfactual_scenario"], teacher=cfg.teacher, quiet=True, echo=print))
+    _step(cfg, "validate", art["validate"], lambda: print(run_validation(
+        teacher=art["teacher_a"], teacher_repeat=art["teacher_b"], student=art["rollout"], json_out=art["validate"]).text))
+    _step(cfg, "probe report", out / "probe_report" / "report.md", lambda: _keep(
+        out / "probe.txt", run_probe(art["checkpoint"], art["rollout"], out / "probe_report", art["teacher_a"]).text))
     art["probe_report"] = out / "probe_report" / "report.md"
 
     def narration():
@@ -119,9 +114,9 @@ def run_demo(cfg: DemoConfig, extra_steps=None) -> dict[str, Path]:
         with TraceFile(art["rollout"]) as a, TraceFile(str(art["rollout"])[:-3] + "_cf.h5") as b:
             changed = (a.array("decision")[-1] != b.array("decision")[-1]).nonzero()[0]
         who = str(int(changed[0])) if len(changed) else "0"  # an agent the counterfactual flipped, if any
-        narrate(rollout=str(art["rollout"]), agent=who, teacher=cfg.teacher, out=str(out / "narration.md"))
-        narrate(rollout=str(art["rollout"]), agent=who, teacher=cfg.teacher, out=str(out / "interview.md"),
-                ask="Why did you decide as you did in the last tick?")
+        run_narrate(art["rollout"], agent=who, teacher=cfg.teacher, out=out / "narration.md", echo=print)
+        run_narrate(art["rollout"], agent=who, teacher=cfg.teacher, out=out / "interview.md",
+                    ask="Why did you decide as you did in the last tick?", echo=print)
 
     _step(cfg, "narration", out / "narration.md", narration)
     art["narration"] = out / "narration.md"
@@ -138,13 +133,7 @@ def run_demo(cfg: DemoConfig, extra_steps=None) -> dict[str, Path]:
     return art
 
 
-def _capture(path: Path, fn, *args) -> None:
-    """Run `fn(*args)`, print its output and keep a copy in `path`."""
-    import contextlib
-    import io
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        fn(*args)
-    print(buf.getvalue())
-    path.write_text(buf.getvalue())
+def _keep(path: Path, text: str) -> None:
+    """Print a step's text and keep a copy in `path`."""
+    print(text)
+    path.write_text(text + "\n")

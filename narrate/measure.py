@@ -13,12 +13,11 @@ QUESTION = "Why did you decide as you did in the last tick?"
 
 
 def main(argv: list[str] | None = None) -> None:
-    from lsm.cli import resolve_config
-    from lsm.config import load_config
+    from lsm.config import load_config, resolve_config
     from lsm.data_gen.teacher.config import TeacherConfig, make_backend
+    from lsm.model.checkpoint import load_checkpoint
     from lsm.narrate.narrator import narrate
     from lsm.probes.readout import agent_readout
-    from lsm.model.checkpoint import load_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ckpt", required=True)

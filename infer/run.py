@@ -1,0 +1,216 @@
+"""The bodies of `lsm rollout`, `lsm validate` and `lsm bench`: each runs, writes its files and
+returns its results with the text the command prints; `echo`, when given, receives each part of
+that text as soon as it is ready (the command line passes `print`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from lsm.config import UsageError, resolve_config
+from lsm.transcript import Echo, Transcript
+
+
+@dataclass
+class RolloutRun:
+    out: Path
+    report: Path
+    summary: dict[str, Any]
+    """`Rollout.run`'s summary of the main run (timings, shares)."""
+    counterfactual: Path | None = None
+    """The counterfactual rollout (its diffs are in `report/counterfactual/`)."""
+    sweep: dict | None = None
+    """The sweep grid (`counterfactual.run_sweep`), written to `report/sweep/`."""
+    text: str = ""
+
+
+def run_rollout(ckpt: str | Path, world: str | Path, scenario: str | Path, out: str = "rollout.h5", ticks: int | None = None,
+                seed: int = 0, report: str | Path | None = None, by: str | Sequence[str] | None = None, clusters: int = 4,
+                counterfactual: str | Path | None = None, sweep: str | None = None, sweep2: str | None = None,
+                sweep_action: str | None = None, teacher: str | Path = "embedded", agent_chunk: int | None = None,
+                store_text: bool = True, device: str = "cpu", quiet: bool = False, restart: bool = False,
+                echo: Echo = None) -> RolloutRun:
+    """Run a student checkpoint on a world and scenario (paths or shipped names), write the
+    rollout to `out` and a report folder (default `<out without .h5>_report`); optionally a
+    counterfactual scenario on the same world and seed, and a sweep over one or two scenario
+    parameters (`PATH=VALUES`). The arguments are those of `lsm rollout` (see its `--help`);
+    every option is checked before any work, a bad one raises `UsageError`."""
+    import copy
+
+    import numpy as np
+    import torch
+    import yaml
+    from lsm.data_gen.embed import persona_embeddings
+    from lsm.data_gen.gen import neighbor_rule_of
+    from lsm.data_gen.scenario import load_scenario
+    from lsm.data_gen.world import load_world
+    from lsm.infer.counterfactual import SweepAxis, compare_runs, run_sweep
+    from lsm.infer.report import RunView, write_report
+    from lsm.infer.rollout import Rollout, RolloutConfig
+    from lsm.model.checkpoint import load_checkpoint
+
+    say = Transcript(echo)
+    student = load_checkpoint(ckpt)
+    if student.vocab is None:
+        raise UsageError(f"{student.path} has no identity vocabulary (trained before it was stored); retrain it")
+    rule = neighbor_rule_of(resolve_config(teacher, "teacher"))
+    cfg = RolloutConfig(ticks=ticks, seed=seed, neighbors=rule.k, neighbor_weights=rule.weights, vary_neighbors=rule.vary,
+                        agent_chunk=agent_chunk, store_text=store_text, device=device)
+    w = load_world(world)
+    sc_path = resolve_config(scenario, "scenarios")
+    sc = load_scenario(sc_path)
+    out = str(out)
+    stem = out[:-3] if out.endswith(".h5") else out
+    report_dir = Path(report or f"{stem}_report")
+    # check the options before any work
+    by_attrs = ([b.strip() for b in by.split(",")] if isinstance(by, str) else list(by)) if by else None
+    unknown = [a for a in by_attrs or [] if a not in w.population.categorical]
+    if unknown:
+        raise UsageError(f"--by {unknown}: not categorical attributes of {world} ({', '.join(w.population.categorical)})")
+    cf_sc = None
+    if counterfactual:
+        cf_path = resolve_config(counterfactual, "scenarios")
+        cf_sc = load_scenario(cf_path)
+        if cf_sc.actions.labels != sc.actions.labels:
+            raise UsageError(f"--counterfactual {cf_path}: a counterfactual scenario must keep the action space "
+                             f"({', '.join(sc.actions.labels)}); it has {', '.join(cf_sc.actions.labels)}")
+    if sweep2 and not sweep:
+        raise UsageError("--sweep2 needs --sweep")
+    if sweep_action and sweep_action not in sc.actions.labels:
+        raise UsageError(f"--sweep_action {sweep_action!r} is not an action of {sc.name} ({', '.join(sc.actions.labels)})")
+    axes = []
+    if sweep:
+        try:
+            axes = [SweepAxis.parse(s) for s in (sweep, sweep2) if s]
+            data = yaml.safe_load(Path(sc_path).read_text())
+            for axis in axes:
+                axis.apply(copy.deepcopy(data), axis.values[0])
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+    persona = torch.from_numpy(persona_embeddings(world, w.population.persona).astype(np.float32))  # (N, T)
+    r = Rollout(student, w, sc, cfg, persona_emb=persona, scenario_source=str(sc_path))
+    summary = r.run(out, world, Path(sc_path).read_text(), quiet=quiet, restart=restart)
+    say(f"rollout: {r.n:,} agents x {r.n_ticks} ticks, {summary['forward_seconds_per_tick']:.3f} s forward per tick "
+        f"({r.n / max(summary['forward_seconds_per_tick'], 1e-9):,.0f} agent-ticks/s), {summary['wall_seconds']:.1f} s wall")
+    say(write_report(out, report_dir, by_attrs, clusters, seed))
+    say(f"Written: {out}, report {report_dir}/")
+    result = RolloutRun(Path(out), report_dir, summary)
+    if cf_sc is not None:
+        cf_out = f"{stem}_cf.h5"
+        cf = Rollout(student, w, cf_sc, cfg, persona_emb=r.persona, scenario_source=str(cf_path))
+        cf.run(cf_out, world, Path(cf_path).read_text())
+        base = RunView.read(out)
+        labels = np.load(report_dir / "cluster_labels.npy")
+        text = compare_runs(base, RunView.read(cf_out), labels, by_attrs or list(base.groups)[:2], report_dir / "counterfactual")
+        (report_dir / "counterfactual" / "summary.md").write_text(text)
+        say(text)
+        say(f"Written: {cf_out}, {report_dir / 'counterfactual'}/")
+        result.counterfactual = Path(cf_out)
+    if axes:
+        def one(scn):
+            return Rollout(student, w, scn, cfg, persona_emb=r.persona).run(None)
+
+        result.sweep = run_sweep(one, data, str(sc_path), axes, w, seed, report_dir / "sweep", sweep_action)
+        say(f"sweep over {' x '.join(a['path'] for a in result.sweep['axes'])}: {report_dir / 'sweep'}/ "
+            "(sweep.csv, sweep.json, sweep.png)")
+    result.text = str(say)
+    return result
+
+
+@dataclass
+class Validation:
+    metrics: dict[str, dict[str, float]]
+    """`{metric: {"student": x, "floor": y, "ratio": x / y}}` (see `infer.validate`)."""
+    text: str
+
+
+def run_validation(teacher: str | Path, teacher_repeat: str | Path, student: str | Path, json_out: str | Path | None = None,
+                   clusters: int = 4, seed: int = 0) -> Validation:
+    """A student rollout against the teacher, each metric beside the teacher's noise floor (the
+    teacher against its repeat with another LLM sampling seed); with `json_out`, also written
+    there. Files that do not fit together (another world, another action space) raise `UsageError`."""
+    from lsm.infer.validate import format_table, validate, write_json
+
+    try:
+        metrics = validate(teacher, teacher_repeat, student, clusters, seed)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    lines = [f"teacher {teacher} | repeat {teacher_repeat} | student {student}", format_table(metrics)]
+    if json_out:
+        write_json(metrics, json_out)
+        lines.append(f"Written: {json_out}")
+    return Validation(metrics, "\n".join(lines))
+
+
+def parse_sizes(agents: str) -> list[int]:
+    """`"1e3,1e4"` -> `[1000, 10000]`."""
+    try:
+        return [int(float(a)) for a in agents.split(",") if a.strip()]
+    except ValueError:
+        raise UsageError(f"--agents {agents!r}: expected comma-separated numbers such as 1e3,1e4") from None
+
+
+@dataclass
+class BenchRun:
+    result: dict[str, Any] = field(default_factory=dict)
+    """What `--json` writes: per-size student timings, the teacher's, FLOPs, matmul throughput, speedup."""
+    text: str = ""
+
+
+def run_bench(sizes: str | Sequence[int] = "1e3,1e4,1e5,1e6", ckpt: str | None = None, teacher: str = "embedded",
+              teacher_agents: int = 8, device: str = "cpu", ticks: int = 2, json_out: str | Path | None = None,
+              echo: Echo = None) -> BenchRun:
+    """Teacher vs student speed on this machine (see `infer.bench` and `lsm bench --help`):
+    `sizes` as numbers or one comma-separated string; `teacher="none"` skips the teacher."""
+    import json
+    import platform
+
+    import torch
+    from lsm.infer.bench import (
+        bench_sizes,
+        default_student,
+        flops_per_agent_tick,
+        matmul_gflops,
+        time_teacher,
+    )
+
+    sizes = parse_sizes(sizes) if isinstance(sizes, str) else [int(n) for n in sizes]
+    say = Transcript(echo)
+    say(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, device {device}")
+    result: dict = {"device": device}
+    if teacher != "none":
+        t = time_teacher(teacher, teacher_agents)
+        result["teacher"] = t
+        result["teacher_agent_ticks_per_s"] = t["agent_ticks_per_s"]
+        say(f"teacher ({teacher}, {t['agents']} agents x 1 tick): {t['agent_ticks_per_s']:.3f} agent-ticks/s of LLM time, "
+            f"{t['tokens_per_s']:.0f} tokens/s")
+    rows = bench_sizes(sizes, ckpt, device, ticks)
+    result["student"] = rows
+    model = default_student(ckpt)
+    fl = flops_per_agent_tick(model)
+    gf = matmul_gflops(device=device)
+    result["flops_per_agent_tick"] = fl
+    result["matmul_gflops"] = gf
+    result["student_params"] = sum(p.numel() for p in model.parameters())
+    best = max((r["agent_ticks_per_s"] for r in rows if "agent_ticks_per_s" in r), default=0.0)
+    if "teacher_agent_ticks_per_s" in result and best:
+        result["speedup"] = best / result["teacher_agent_ticks_per_s"]
+    lines = ["| agents | edges | s / tick | agent-ticks/s | peak RSS GiB | peak GPU GiB | vs teacher |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['agents']:,} | – | – | – | – | – | {r['error']} |")
+            continue
+        ratio = f"{r['agent_ticks_per_s'] / result['teacher_agent_ticks_per_s']:,.0f}x" if "teacher_agent_ticks_per_s" in result else "–"
+        gpu = f"{r['peak_gpu_gb']:.2f}" if r.get("peak_gpu_gb") is not None else "–"
+        lines.append(f"| {r['agents']:,} | {r['edges']:,} | {r['seconds_per_tick']:.3f} | {r['agent_ticks_per_s']:,.0f} | "
+                     f"{r['peak_rss_gb']:.2f} | {gpu} | {ratio} |")
+    lines.append(f"student: {result['student_params']:,} parameters, {fl / 1e6:.2f} MFLOP per agent-tick (matmuls); "
+                 f"matmul throughput {gf:.0f} GFLOP/s -> at most {gf * 1e9 / fl:,.0f} agent-ticks/s if compute-bound; "
+                 f"measured best {best:,.0f} ({best * fl / (gf * 1e9):.0%} of it)")
+    if "speedup" in result:
+        lines.append(f"speedup (best student / teacher): {result['speedup']:,.0f}x")
+    if json_out:
+        Path(json_out).write_text(json.dumps(result, indent=1))
+        lines.append(f"Written: {json_out}")
+    say("\n".join(lines))
+    return BenchRun(result, str(say))
