@@ -1,5 +1,5 @@
 import sys
 
-from lsm.cli import main
+from .cli import main  # the `python -m lsm` entry point is part of the command line
 
 sys.exit(main())
