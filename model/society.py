@@ -9,14 +9,15 @@ X expression width | A actions | T text-embedding width (`TEXT_DIM`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 from torch import Tensor, nn
+from torch_geometric.utils import add_self_loops, softmax
 
 from lsm.data_gen.embed import TEXT_DIM
 from lsm.data_gen.scenario import EVENT_VOCABS
-from lsm.model.graph_attention import GraphAttention, segment_softmax
+from lsm.model.graph_attention import GraphAttention
 from lsm.model.state import AgentState
 
 SELF_LOOP_TYPE = 5
@@ -68,8 +69,9 @@ class TickInputs:
     neighbors: Tensor | None = None  # (N, K) senders shown to each receiver, -1 padded: the inference fast path
     neighbor_type: Tensor | None = None  # (N, K) their edge types (ignored where neighbors is -1)
 
-    def to(self, device) -> "TickInputs":
-        return TickInputs(**{k: (v.to(device) if v is not None else None) for k, v in vars(self).items()})
+    def to(self, device: torch.device | str) -> "TickInputs":
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        return replace(self, **{k: v.to(device) for k, v in moved.items() if v is not None})
 
 
 @dataclass
@@ -104,7 +106,7 @@ class EventAttention(nn.Module):
         q = self.q(self.norm(h)).view(n, H, Dh)[a]  # (V, H, Dh)
         k = self.k(events).view(-1, H, Dh)[e]  # (V, H, Dh)
         v = self.v(events).view(-1, H, Dh)[e]  # (V, H, Dh)
-        alpha = segment_softmax((q * k).sum(-1) / math.sqrt(Dh), a, n)  # (V, H)
+        alpha = softmax((q * k).sum(-1) / math.sqrt(Dh), a, num_nodes=n)  # (V, H): over each agent's exposures
         out.index_add_(0, a, alpha[..., None] * v)
         return self.o(out.view(n, -1))
 
@@ -195,13 +197,15 @@ class SocietyModel(nn.Module):
         events = self.ev_text(inp.event_emb) + self.ev_num(inp.event_num)  # (Ev, D)
         for k, emb in enumerate(self.ev_cat):
             events = events + emb(inp.event_cat[:, k])
-        loops = torch.arange(n, device=h.device)
         if inp.neighbors is not None:  # padded table + a self-loop column: dense gathers, no scatter
-            edges = ("padded", torch.cat([inp.neighbors.long(), loops[:, None]], 1),  # (N, K + 1)
-                     torch.cat([inp.neighbor_type.long(), torch.full((n, 1), SELF_LOOP_TYPE, device=h.device)], 1))
-        else:
-            edges = ("list", torch.cat([inp.edge_index.long(), torch.stack([loops, loops])], 1),  # (2, E + N)
-                     torch.cat([inp.edge_type.long(), torch.full((n,), SELF_LOOP_TYPE, device=h.device)]))  # (E + N,)
+            assert inp.neighbor_type is not None, "TickInputs.neighbors needs neighbor_type"
+            loops = torch.arange(n, device=h.device)[:, None]  # (N, 1)
+            edges = ("padded", torch.cat([inp.neighbors.long(), loops], 1),  # (N, K + 1)
+                     torch.cat([inp.neighbor_type.long(), torch.full_like(loops, SELF_LOOP_TYPE)], 1))  # (N, K + 1)
+        else:  # every agent also hears itself: N self loops appended, typed SELF_LOOP_TYPE
+            edge_index, edge_type = add_self_loops(inp.edge_index.long(), inp.edge_type.long(),
+                                                   fill_value=SELF_LOOP_TYPE, num_nodes=n)  # (2, E + N), (E + N,)
+            edges = ("list", edge_index, edge_type)
         if edges[0] == "padded":
             msg = (state.expression, self.msg_proj)
         attention = []

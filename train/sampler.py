@@ -1,4 +1,7 @@
-"""Sampled subgraphs of large episodes (PyG's NeighborLoader has no backend here).
+"""Sampled subgraphs of large episodes, with PyG's `k_hop_subgraph` and `subgraph`.
+
+(PyG's NeighborLoader needs pyg-lib or torch-sparse, which have no wheels here; its pure-torch
+subgraph utilities do the job.)
 
 A subgraph keeps a random set of *seed* agents plus every agent that can reach a seed within
 `hops` edges at any tick (taken over the union of the episode's per-tick edges, so the node set
@@ -20,6 +23,7 @@ from dataclasses import replace
 
 import torch
 from torch import Tensor
+from torch_geometric.utils import bipartite_subgraph, k_hop_subgraph, subgraph
 
 from lsm.train.data import Episode
 
@@ -27,25 +31,23 @@ from lsm.train.data import Episode
 def receptive_field(edges: list[tuple[Tensor, Tensor]], seeds: Tensor, n: int, hops: int) -> Tensor:
     """Sorted agent ids that reach `seeds` within `hops` edges at any tick (seeds included)."""
     union = torch.cat([ei for ei, _ in edges], 1) if edges else torch.zeros(2, 0, dtype=torch.long)  # (2, ΣE)
-    keep = torch.zeros(n, dtype=torch.bool)
-    keep[seeds] = True
-    for _ in range(hops):
-        keep[union[0][keep[union[1]]]] = True  # senders of edges into the kept set
-    return keep.nonzero().squeeze(1)
+    # flow="source_to_target": from the seeds back to the senders j of their in-edges, hop by hop;
+    # directed=True skips the induced-edge mask (only the node set is used here)
+    nodes, _, _, _ = k_hop_subgraph(seeds, hops, union, num_nodes=n, flow="source_to_target", directed=True)  # (n,) sorted
+    return nodes
 
 
 def subgraph_episode(ep: Episode, nodes: Tensor, seeds: Tensor) -> Episode:
     """The episode restricted to `nodes` (sorted ids), with losses on `seeds` only."""
-    remap = torch.full((ep.n,), -1, dtype=torch.long)
-    remap[nodes] = torch.arange(len(nodes))
     edges = []
     for ei, et in ep.edges:
-        m = (remap[ei[0]] >= 0) & (remap[ei[1]] >= 0)
-        edges.append((remap[ei[:, m]], et[m]))
+        sub_ei, sub_et = subgraph(nodes, ei, et, relabel_nodes=True, num_nodes=ep.n)  # (2, E'), (E',)
+        edges.append((sub_ei, sub_et))
     events = []
     for cat, num, emb, exposure in ep.events:
-        m = remap[exposure[0]] >= 0
-        events.append((cat, num, emb, torch.stack([remap[exposure[0, m]], exposure[1, m]])))
+        every_event = torch.ones(cat.shape[0], dtype=torch.bool)  # all events kept, their ids unchanged
+        sub_exp, _ = bipartite_subgraph((nodes, every_event), exposure, relabel_nodes=True, size=(ep.n, cat.shape[0]))  # (2, V')
+        events.append((cat, num, emb, sub_exp))
     is_seed = torch.zeros(ep.n, dtype=torch.bool)
     is_seed[seeds] = True
     targets = {k: v[:, nodes] for k, v in ep.targets.items()}

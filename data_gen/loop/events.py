@@ -135,7 +135,7 @@ class EventSchedule:
     def after_tick(self, tick: int, state: PopulationState) -> list[ScheduledEvent]:
         """Evaluate the triggers on the state at the end of `tick`; inject their events at
         tick + 1 (if the run has one). Returns the injected events."""
-        injected = []
+        injected: list[ScheduledEvent] = []
         if tick + 1 >= self.scenario.ticks:
             return injected
         for trig in self.scenario.triggers:

@@ -86,9 +86,9 @@ class Journal:
             t += 1
         return t
 
-    def save(self, t: int, data: dict[str, np.ndarray], state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    def save(self, t: int, data: dict[str, np.ndarray], state: dict[str, Any], arrays: dict[str, Any]) -> None:
         npz, st, arr = self._paths(t)
-        blob = {k: (np.asarray(v, dtype=str) if v.dtype == object else v) for k, v in data.items()}
+        blob: dict[str, Any] = {k: (np.asarray(v, dtype=str) if v.dtype == object else v) for k, v in data.items()}
         atomic_write(npz, lambda fh: np.savez(fh, **blob))
         if arrays:
             atomic_write(arr, lambda fh: np.savez(fh, **arrays))

@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 from lsm.data_gen.embed import TEXT_DIM
@@ -209,7 +209,7 @@ class SocietyLoop:
 
     # -- a run to a file ------------------------------------------------------------------
     def run(self, out: str | Path, world_file: str | Path, scenario_yaml: str, seeds: dict[str, Any],
-            inputs: list[str | Path] = (), restart: bool = False, quiet: bool = False, desc: str = "",
+            inputs: Sequence[str | Path] = (), restart: bool = False, quiet: bool = False, desc: str = "",
             on_tick: Callable[[TickRecord], None] | None = None) -> dict[str, Any]:
         """Run every tick, journaled, and write `out` (resuming a journaled run of the same inputs).
 

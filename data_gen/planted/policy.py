@@ -131,6 +131,11 @@ class PlantedSociety:
         return {"identity": self.identity, "influence": self.influence(p.shown, stance), "events": self.event_push(p),
                 "agent": self.agent_effect, "noise": self.cfg.noise_sd * noise.opinion}
 
+    @staticmethod
+    def opinion(terms: dict[str, np.ndarray]) -> np.ndarray:
+        """(N,) o_it: the sum of the terms."""
+        return np.sum(np.stack(list(terms.values())), axis=0)
+
     def logits(self, opinion: np.ndarray, last_draw: np.ndarray | None = None) -> np.ndarray:
         """(N, A) decision logits from the opinion and the last drawn decision."""
         last = self.last_draw if last_draw is None else last_draw
@@ -175,7 +180,7 @@ class PlantedSociety:
         n, cfg, sc = p.n, self.cfg, self.sc
         noise = self.noise(p.tick)
         terms = self.terms(p, noise)
-        opinion = sum(terms.values())  # (N,)
+        opinion = self.opinion(terms)  # (N,)
         probs = self.probabilities(self.logits(opinion))  # (N, A)
         draw = np.minimum((probs.cumsum(axis=1) < noise.draw[:, None]).sum(axis=1), sc.actions.n - 1)  # (N,)
         stance = np.clip(np.tanh(opinion) + cfg.stance_sd * noise.stance, -1, 1)

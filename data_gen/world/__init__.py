@@ -5,13 +5,16 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lsm.config import to_dict
 from lsm.data_gen.world.graph import (EDGE_TYPES, GraphConfig, SocialGraph, build_graph, degree_stats, homophily_attributes,
                                 homophily_stats, load_graph_config, peak_rss_gb)
 from lsm.data_gen.world.population import Population, PopulationConfig, load_population_config, marginals_table, sample_population
 from lsm.data_gen.store import _write_header, check_header, open_h5, read_configs, read_world_groups, write_world_groups
+
+if TYPE_CHECKING:
+    from torch_geometric.data import HeteroData
 
 
 @dataclass
@@ -28,6 +31,37 @@ class World:
     @property
     def n(self) -> int:
         return self.population.n
+
+    def to_pyg(self) -> "HeteroData":
+        """The world as a PyG `HeteroData`, for models built from `torch_geometric.nn` layers.
+
+        Node type `agent` (N agents): `x` (N, F) float, the categorical codes then the numeric
+        attributes, one column each, named by `x_names`; also `x_cat` (N, F_cat) long codes into
+        `categories[name]` and `x_num` (N, F_num) float values. One edge type per social tie,
+        `("agent", t, "agent")` for t in `EDGE_TYPES` (all of them, empty ones included, so every
+        world has the same metadata): `edge_index` (2, E_t) long, row 0 the sender j and row 1 the
+        receiver i as stored (PyG's default `source_to_target` flow: messages go j -> i), and
+        `edge_weight` (E_t,) float. Self loops are not added.
+        """
+        import torch
+        from torch_geometric.data import HeteroData
+
+        pop, g = self.population, self.graph
+        data = HeteroData()
+        agent = data["agent"]
+        agent.num_nodes = pop.n
+        cat = [torch.from_numpy(pop.categorical[a].astype("int64")) for a in pop.categorical]
+        num = [torch.from_numpy(pop.numeric[a].astype("float32")) for a in pop.numeric]
+        agent.x_cat = torch.stack(cat, 1) if cat else torch.zeros((pop.n, 0), dtype=torch.long)  # (N, F_cat)
+        agent.x_num = torch.stack(num, 1) if num else torch.zeros((pop.n, 0))  # (N, F_num)
+        agent.x = torch.cat([agent.x_cat.float(), agent.x_num], 1)  # (N, F_cat + F_num)
+        agent.x_names = list(pop.categorical) + list(pop.numeric)
+        agent.categories = {a: list(pop.categories[a]) for a in pop.categorical}
+        for code, name in enumerate(EDGE_TYPES):
+            m = g.edge_type == code
+            data["agent", name, "agent"].edge_index = torch.from_numpy(g.edge_index[:, m].astype("int64"))  # (2, E_t)
+            data["agent", name, "agent"].edge_weight = torch.from_numpy(g.edge_weight[m].astype("float32"))  # (E_t,)
+        return data
 
 
 def build_world(population: str | Path | PopulationConfig, graph: str | Path | GraphConfig, agents: int, seed: int) -> World:
