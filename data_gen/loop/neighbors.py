@@ -12,6 +12,7 @@ Notation: N agents | E edges | K shown neighbours.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from lsm.data_gen.world.graph import EDGE_TYPES
@@ -108,23 +109,35 @@ class NeighborIndex:
             shown[np.arange(rule.k)[None, :] >= count[:, None]] = -1
         return shown
 
+    @cached_property
+    def _pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The distinct (receiver, sender) pairs, self loops excluded, computed once: (edge order
+        by receiver then sender (E',), start of each pair in it (P,), pair receiver (P,), pair sender (P,))."""
+        recv = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(self.ptr))  # (E,)
+        idx = np.nonzero(self.sender != recv)[0]
+        order = idx[np.lexsort((self.sender[idx], recv[idx]))]
+        r, s = recv[order], self.sender[order]
+        first = np.ones(len(r), dtype=bool)
+        first[1:] = (r[1:] != r[:-1]) | (s[1:] != s[:-1])
+        starts = np.nonzero(first)[0]
+        return order, starts, r[starts], s[starts]
+
     def top_k(self, keys: np.ndarray, k: int) -> np.ndarray:
         """(N, k): per receiver, the senders of its k largest finite keys, self excluded and each
-        sender once (a repeated sender counts with its largest key); vectorised, O(E log E)."""
+        sender once (a repeated sender counts with its largest key; equal keys: the lower id
+        first); vectorised, O(E log E) with the pairs found once per graph."""
         n = self.n
         out = np.full((n, k), -1, dtype=np.int32)
-        recv = np.repeat(np.arange(n, dtype=np.int64), np.diff(self.ptr))  # (E,)
-        ok = np.isfinite(keys) & (self.sender != recv)
-        r, s, key = recv[ok], self.sender[ok], keys[ok]
-        order = np.lexsort((-key, s, r))  # by receiver, sender, then key descending
-        r, s, key = r[order], s[order], key[order]
-        first = np.ones(len(r), dtype=bool)
-        first[1:] = (r[1:] != r[:-1]) | (s[1:] != s[:-1])  # the best edge of each (receiver, sender)
-        r, s, key = r[first], s[first], key[first]
-        order = np.lexsort((-key, r))  # by receiver, key descending
-        r, s = r[order], s[order]
-        starts = np.searchsorted(r, np.arange(n))
-        rank = np.arange(len(r)) - starts[r]  # position within the receiver's list
+        order, starts, pair_r, pair_s = self._pairs
+        if not len(order):
+            return out
+        pair_key = np.maximum.reduceat(keys[order], starts)  # (P,) the best edge of each pair
+        ok = np.isfinite(pair_key)
+        r, s, key = pair_r[ok], pair_s[ok], pair_key[ok]
+        o = np.lexsort((-key, r))  # by receiver, key descending (stable: ties by sender)
+        r, s = r[o], s[o]
+        first = np.searchsorted(r, np.arange(n))
+        rank = np.arange(len(r)) - first[r]  # position within the receiver's list
         keep = rank < k
         out[r[keep], rank[keep]] = s[keep]
         return out
