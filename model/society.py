@@ -17,11 +17,12 @@ from torch_geometric.utils import add_self_loops, softmax
 
 from lsm.data_gen.embed import TEXT_DIM
 from lsm.data_gen.scenario import EVENT_VOCABS
+from lsm.data_gen.world.graph import EDGE_TYPES
 from lsm.model.graph_attention import GraphAttention
 from lsm.model.state import AgentState
 
-SELF_LOOP_TYPE = 5
-"""Edge type of the self loops the model adds (after the 5 social edge types)."""
+SELF_LOOP_TYPE = len(EDGE_TYPES)
+"""Edge type of the self loops the model adds (after the social edge types, codes 0..4)."""
 
 
 @dataclass
@@ -41,7 +42,7 @@ class StudentConfig:
     numeric_dim: int = 0
     event_vocab_sizes: list[int] = field(default_factory=lambda: [len(v) for v in EVENT_VOCABS])
     """Sizes of the event source_type, channel and framing vocabularies."""
-    num_edge_types: int = 6
+    num_edge_types: int = len(EDGE_TYPES) + 1
     expression_noise: float = 0.1
     """Std of the noise added to the broadcast expression in training (a lossy channel)."""
     dropout: float = 0.0

@@ -26,7 +26,7 @@ from lsm.train.data import Episode
 
 
 def _metrics(dist: torch.Tensor, channels: torch.Tensor | None, expr: torch.Tensor | None, ep: Episode) -> dict[str, float]:
-    """dist (T, N, A) predicted probabilities; channels (T, N, C); expr (T, N, 384) or None."""
+    """dist (T, N, A) predicted probabilities; channels (T, N, C); expr (T, N, TEXT_DIM) or None."""
     v = ep.targets["valid"]
     p = ep.targets["decision_dist"][v]
     q = dist[v].clamp_min(1e-8)
@@ -55,7 +55,7 @@ def unroll(model, ep: Episode, shuffle_edges: bool = False, seed: int = 0):
 
 
 def run_student(model, ep: Episode, shuffle_edges: bool = False, seed: int = 0):
-    """(T, N, A) decision probabilities, (T, N, C) channels, (T, N, 384) expression embeddings."""
+    """(T, N, A) decision probabilities, (T, N, C) channels, (T, N, TEXT_DIM) expression embeddings."""
     outs = [out for _, out in unroll(model, ep, shuffle_edges, seed)]
     return (torch.stack([torch.softmax(o.decision_logits, -1) for o in outs]), torch.stack([o.channels for o in outs]),
             torch.stack([o.expression_text for o in outs]))
