@@ -3,6 +3,10 @@ student trained on the reference corpus with a world it never saw."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,3 +54,23 @@ def trained(tmp_path_factory):
     world = tmp / "w60.h5"
     save_world(build_world(CONFIG_ROOT / "population/anes96.yaml", CONFIG_ROOT / "graph/default.yaml", 60, 7), world)
     return tmp, tmp / "runs/debug/checkpoints", world
+
+
+@pytest.fixture
+def kill_after_tick():
+    """`kill(args, out, tick, timeout)`: start `lsm ARGS --out OUT`, kill -9 it as soon as it has
+    journaled `tick`, and return the journal folder (the run must still have been going)."""
+
+    def kill(args: list[str], out: Path, tick: int, timeout: float = 600) -> Path:
+        proc = subprocess.Popen([sys.executable, "-m", "lsm", *args, "--out", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        journal = Path(str(out) + ".journal")
+        deadline = time.time() + timeout
+        while not (journal / f"state_{tick:04d}.json").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return journal
+
+    return kill

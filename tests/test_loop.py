@@ -2,11 +2,8 @@
 against its written mechanism, and its null variant."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -219,7 +216,7 @@ def test_planted_society_has_a_rare_action_and_is_deterministic(tmp_path):
         assert set(np.unique(counts).tolist()) == {0, 1, 2, 3, 4}  # varied neighbourhoods
 
 
-def test_student_rollout_killed_mid_run_resumes_to_an_identical_file(trained, tmp_path):
+def test_student_rollout_killed_mid_run_resumes_to_an_identical_file(trained, tmp_path, kill_after_tick):
     """kill -9 `lsm rollout` once it has journaled a tick; the same command finishes the run and
     the file equals an uninterrupted run's."""
     from lsm.data_gen.embed import persona_cache, persona_key
@@ -235,14 +232,7 @@ def test_student_rollout_killed_mid_run_resumes_to_an_identical_file(trained, tm
             "--quiet", "true", "--clusters", "2"]
     ref, cut = tmp_path / "ref.h5", tmp_path / "cut.h5"
     subprocess.run(lsm + args + ["--out", str(ref)], check=True, capture_output=True)
-    proc = subprocess.Popen(lsm + args + ["--out", str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    journal = Path(str(cut) + ".journal")
-    deadline = time.time() + 300
-    while not (journal / "state_0001.json").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, "the rollout finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    journal = kill_after_tick(args, cut, tick=1, timeout=300)
     assert not cut.exists() and (journal / "state_0001.json").exists()
     done = len(list(journal.glob("state_*.json")))
     assert done < load_scenario(shipped("scenarios", "vaccine_campaign.yaml")).ticks

@@ -2,11 +2,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -152,7 +149,7 @@ def test_unrepairable_answers_are_invalid_with_reason(tiny, backend):
         assert (tf.array("decision") == -1).all()
 
 
-def test_resume_after_kill_9_gives_identical_content(tiny):
+def test_resume_after_kill_9_gives_identical_content(tiny, kill_after_tick):
     """Kill -9 `lsm gen` once it has journaled a tick; the same command finishes the run, and
     the file equals an uninterrupted run's."""
     lsm = [sys.executable, "-m", "lsm"]
@@ -160,14 +157,7 @@ def test_resume_after_kill_9_gives_identical_content(tiny):
             "--teacher", str(DEBUG), "--seed", "4", "--quiet", "true"]
     ref, cut = tiny / "ref.h5", tiny / "cut.h5"
     subprocess.run(lsm + args + ["--out", str(ref)], check=True, capture_output=True)
-    proc = subprocess.Popen(lsm + args + ["--out", str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    journal = Path(str(cut) + ".journal")
-    deadline = time.time() + 600
-    while not (journal / "state_0000.json").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    journal = kill_after_tick(args, cut, tick=0)
     assert not cut.exists() and (journal / "tick_0000.npz").exists() and not (journal / "tick_0001.npz").exists()
     with pytest.raises(StoreError):
         TraceFile(cut)
