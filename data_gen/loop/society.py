@@ -25,10 +25,11 @@ Notation: N agents | K shown neighbours | E events per agent-tick (MAX_EVENTS) |
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
@@ -265,7 +266,7 @@ class SocietyLoop:
         writer = TraceWriter(tmp, self.policy.kind, world_file, scenario_yaml, self.dims(), self.fields(),
                              configs=configs, seeds=seeds, ticks_planned=self.n_ticks)
         try:
-            writer.f.attrs["neighbor_rule"] = repr(self.rule)
+            writer.f.attrs["neighbor_rule"] = json.dumps(asdict(self.rule))  # who could hear whom
             writer.add_events(self.schedule.events)
             for t in range(self.n_ticks):
                 writer.append_tick(journal.data(t))
