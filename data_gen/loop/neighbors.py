@@ -59,6 +59,11 @@ class EdgeTyper:
     def __call__(self, senders: np.ndarray, receivers: np.ndarray) -> np.ndarray:
         return self.lookup(senders, receivers)[0]
 
+    def relation(self, i: int, j: int) -> str | None:
+        """The closest tie type of j -> i (`None` if there is none)."""
+        types, found = self.lookup(np.array([j]), np.array([i]))
+        return EDGE_TYPES[int(types[0])] if found[0] else None
+
     def table(self, shown: np.ndarray) -> np.ndarray:
         """(N, K) edge types of a shown-neighbour table (-1 padding gives an arbitrary type)."""
         rows = np.broadcast_to(np.arange(shown.shape[0])[:, None], shown.shape)
@@ -73,8 +78,6 @@ class NeighborIndex:
     sender: np.ndarray  # (E,)
     etype: np.ndarray  # (E,)
     log_w: np.ndarray  # (E,) log of the per-type weight (-inf: never shown)
-    typer: EdgeTyper | None = None
-    """Types the ties of shown pairs (`relation`); built by `of(graph, ...)`."""
 
     @classmethod
     def of(cls, graph, weights: dict[str, float]) -> "NeighborIndex":
@@ -83,7 +86,7 @@ class NeighborIndex:
         w = np.array([weights.get(t, 0.0) for t in EDGE_TYPES])
         with np.errstate(divide="ignore"):
             log_w = np.log(w)[graph.edge_type.astype(np.int64)]
-        return cls(ptr, graph.edge_index[0].astype(np.int64), graph.edge_type.astype(np.int64), log_w, EdgeTyper(graph))
+        return cls(ptr, graph.edge_index[0].astype(np.int64), graph.edge_type.astype(np.int64), log_w)
 
     @property
     def n(self) -> int:
@@ -141,12 +144,6 @@ class NeighborIndex:
         keep = rank < k
         out[r[keep], rank[keep]] = s[keep]
         return out
-
-    def relation(self, i: int, j: int) -> str | None:
-        """The closest tie type of j -> i (`None` if there is none)."""
-        assert self.typer is not None, "relation() needs an index built by NeighborIndex.of(graph, ...)"
-        types, found = self.typer.lookup(np.array([j]), np.array([i]))
-        return EDGE_TYPES[int(types[0])] if found[0] else None
 
 
 def check_neighbor_rule(k: int, weights: dict[str, float]):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from lsm.config import to_yaml
 from lsm.data_gen.embed import TEXT_DIM, write_static_embeddings
-from lsm.data_gen.loop.neighbors import NeighborIndex
+from lsm.data_gen.loop.neighbors import EdgeTyper
 from lsm.data_gen.loop.society import Perception, Progress, TickOutput, decision_shares
 from lsm.data_gen.scenario import Scenario
 from lsm.data_gen.store import TraceWriter
@@ -76,7 +76,7 @@ class Teacher:
         self.mode = mode
         self.schema = ag.answer_schema(scenario, mode, cfg.limits)
         self.system = ag.system_prompt(scenario, mode)
-        self.ties = NeighborIndex.of(graph, cfg.neighbor_weights)
+        self.ties = EdgeTyper(graph)  # names the tie to each shown neighbour
         self.encoder = encoder
         self.numeric = scenario.actions.type == "numeric"
         self._cf_cache: dict[str, np.ndarray] = {}

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from lsm.data_gen.teacher import prompts as ag
 from lsm.data_gen.store import TraceFile
+from lsm.data_gen.teacher import prompts as ag
 
 VARIANTS = ("unchanged", "no_messages", "opposite_messages", "other_persona")
 
@@ -74,9 +73,9 @@ def measure(trace: str, tick: int | None = None, agents: int = 16, seed: int = 0
         sample = rng.choice(candidates, size=min(agents, len(candidates)), replace=False) if len(candidates) else candidates
         backend = backend or make_backend(cfg)
         system = ag.system_prompt(sc, mode)
-        from lsm.data_gen.loop.neighbors import NeighborIndex
+        from lsm.data_gen.loop.neighbors import EdgeTyper
 
-        rel = NeighborIndex.of(graph, cfg.neighbor_weights)
+        rel = EdgeTyper(graph)
         convs, opts = [], []
         dec_opts = ag.decision_options(sc)
         prefix = ('{"decision": ' if sc.actions.type == "numeric" else '{"decision": "')
