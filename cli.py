@@ -321,6 +321,42 @@ def serve(host: str = "127.0.0.1", port: int = 8000, batch_size: int = 8, verbos
     run_server(EmbeddedBackend(EmbeddedConfig(batch_size=batch_size)), host, port, verbose)
 
 
+def recovery(out: str = "out/recovery", agents: str = "2000", held_out_agents: int = 2000, epochs: int = 30,
+             planted: str = "planted", scenario: str = "vaccine_campaign", samples: int = 2, max_agents: int = 2500,
+             json: str | None = None, seed: int = 0) -> None:
+    """The known-answer experiment: train the student on a planted society whose mechanism is
+    written down, then measure on a held-out world whether it recovered social influence,
+    persistence and heterogeneity (paired ablations, influence by tie type, interventions,
+    rollout fidelity), beside the identity-only model and the process's own noise floor.
+
+    Args:
+        out: experiment folder (every step is skipped when its output exists: a killed run resumes).
+        agents: training-world sizes, comma-separated (`200,1000,10000`: the scaling curve).
+        held_out_agents: size of the held-out world (one, shared by every size).
+        epochs: training epochs of each model.
+        planted: planted configuration (a path or a shipped name, e.g. `planted`); its null
+            variant (dose 0) is derived from it.
+        scenario: scenario (a path or a shipped name).
+        samples: paired draws of the student's stochastic latents per replay.
+        max_agents: train on subgraphs of at most this many seed agents.
+        json: also write the results here (headline figures at top level, the largest size).
+        seed: training seed.
+    """
+    import json as _json
+
+    from lsm.infer.run import parse_sizes
+    from lsm.recovery.experiment import RecoveryConfig, run_recovery
+    from lsm.recovery.report import format_table
+
+    cfg = RecoveryConfig(agents=parse_sizes(agents), held_out_agents=held_out_agents, scenario=scenario, planted=planted,
+                         epochs=epochs, max_agents=max_agents, samples=samples, seed=seed)
+    result = run_recovery(out, cfg, say=print)
+    print(format_table(result))
+    if json:
+        Path(json).write_text(_json.dumps(result, indent=1))
+        print(f"Written: {json}")
+
+
 def info(file: str) -> None:
     """Describe any LSM HDF5 file (world, teacher trace or student rollout).
 
@@ -334,7 +370,7 @@ def info(file: str) -> None:
 
 COMMANDS = {"world": world, "scenario": scenario, "gen": gen, "sensitivity": sensitivity, "evaluate": evaluate,
             "rollout": rollout, "validate": validate, "bench": bench, "demo": demo,
-            "probe": probe, "narrate": narrate, "serve": serve, "info": info}
+            "probe": probe, "narrate": narrate, "serve": serve, "recovery": recovery, "info": info}
 
 
 def _underscore_option(arg: str) -> str:

@@ -37,8 +37,8 @@ from lsm.data_gen.store import TraceWriter
 from lsm.data_gen.world import World
 from lsm.data_gen.world.population import encode_identity
 from lsm.model.checkpoint import Student
-from lsm.model.features import action_texts, embed_texts, event_tensors
-from lsm.model.society import TickInputs
+from lsm.model.features import action_texts, context_text, embed_texts, event_tensors
+from lsm.model.society import TickInputs, with_drawn
 from lsm.model.state import AgentState
 
 
@@ -92,7 +92,16 @@ class StudentPolicy:
         self.numeric = scenario.actions.type == "numeric"
         self._text_cache: dict[tuple[str, ...], torch.Tensor] = {}
         self._static = [t.to(cfg.device) for t in (self.cat, self.num, self.persona, self.action_emb)]
-        self.state = self.model.initial_state(world.n, scenario.actions.n, device=cfg.device)
+        self.context = embed_texts((context_text(scenario),))[0].to(cfg.device)  # (T,)
+        self.state = self.fresh_state()
+
+    def fresh_state(self) -> AgentState:
+        """The initial state, with every agent's stochastic latent drawn from its prior (seeded)."""
+        c = self.model.cfg
+        state = self.model.initial_state(self.world.n, self.sc.actions.n, device=self.cfg.device)
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + 7)
+        state.agent_noise = self.model.draw_agent_noise(self.world.n, g).to(self.cfg.device)
+        return state
 
     # -- the policy's contract -------------------------------------------------------------
     def dims(self) -> dict[str, int]:
@@ -134,9 +143,12 @@ class StudentPolicy:
         exposure = torch.from_numpy(np.stack([agent, ev]).astype(np.int64)).reshape(2, -1)  # (2, V)
         cat, num, persona, actions = self._static
         none = torch.zeros(2, 0, dtype=torch.long, device=dev)
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + 1009 * (p.tick + 1))
+        tick_noise = torch.randn(p.n, self.model.cfg.tick_noise, generator=g).to(dev)  # (N, Rt) from the prior
         return TickInputs(cat, num, persona, none, torch.zeros(0, dtype=torch.long, device=dev), ev_cat.to(dev),
                           ev_num.to(dev), ev_emb.to(dev), exposure.to(dev), actions,
-                          torch.from_numpy(p.shown.astype(np.int64)).to(dev), torch.from_numpy(self.typer.table(p.shown)).to(dev))
+                          torch.from_numpy(p.shown.astype(np.int64)).to(dev), torch.from_numpy(self.typer.table(p.shown)).to(dev),
+                          self.context, tick_noise)
 
     @torch.inference_mode()
     def act(self, p: Perception, progress: Progress | None = None, capture: bool = False) -> TickOutput:
@@ -149,7 +161,9 @@ class StudentPolicy:
         seconds = time.perf_counter() - t0
         probs = torch.softmax(out.decision_logits.float(), -1)  # (N, A)
         g = torch.Generator(device=probs.device).manual_seed(cfg.seed * 1_000_003 + t)
-        decision = torch.multinomial(probs, 1, generator=g).squeeze(1).cpu().numpy()  # (N,)
+        drawn = torch.multinomial(probs, 1, generator=g).squeeze(1)  # (N,)
+        self.state = with_drawn(self.state, drawn, probs.shape[1])  # agents remember what they did
+        decision = drawn.cpu().numpy()
         state = self.state
         data: dict[str, np.ndarray] = {
             "channels": out.channels.float().cpu().numpy(), "decision": decision.astype(np.int16),
@@ -208,7 +222,7 @@ class Rollout:
         self.loop = self._loop()
 
     def _loop(self) -> SocietyLoop:
-        self.policy.state = self.policy.model.initial_state(self.world.n, self.sc.actions.n, device=self.cfg.device)
+        self.policy.state = self.policy.fresh_state()
         return SocietyLoop(self.policy, self.sc, self.world.population, self.world.graph, self.cfg.seed,
                            self.cfg.neighbor_rule(), self.cfg.ticks, self.source)
 

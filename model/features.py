@@ -23,6 +23,12 @@ def action_texts(sc: Scenario) -> list[str]:
     return [f"pick a number from {lo} to {hi}" for lo, hi in (lab.split("-") for lab in a.labels)]
 
 
+def context_text(sc: Scenario) -> str:
+    """What the student reads of the scenario itself: its context and question (the teacher reads
+    both in every prompt), embedded as one sentence embedding (`TickInputs.context_emb`)."""
+    return f"{sc.context.strip()} {sc.question.strip()}"
+
+
 def embed_texts(texts: tuple[str, ...]) -> Tensor:
     """(len(texts), T) float32 sentence embeddings (the float16 values traces store)."""
     return torch.from_numpy(shared_encoder().encode(list(texts)).astype(np.float32))

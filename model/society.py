@@ -4,19 +4,21 @@ One forward pass advances every agent of one or more worlds by one tick (DESIGN 
 
 Notation: N agents | E edges (self loops included) | V exposures (agent, event pairs) |
 Ev events this tick | D width | C channels | Z latent | H memory | S slots | M slot width |
-X expression width | A actions | T text-embedding width (`TEXT_DIM`).
+X expression width | A actions | T text-embedding width (`TEXT_DIM`) | L rating levels (11) |
+Ra agent noise | Rt tick noise.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.utils import add_self_loops, softmax
 
 from lsm.data_gen.embed import TEXT_DIM
-from lsm.data_gen.scenario import EVENT_VOCABS
+from lsm.data_gen.scenario import EVENT_VOCABS, RATING_LEVELS
 from lsm.data_gen.world.graph import EDGE_TYPES
 from lsm.model.graph_attention import GraphAttention
 from lsm.model.state import AgentState
@@ -48,6 +50,22 @@ class StudentConfig:
     dropout: float = 0.0
     graph: bool = True
     """False: no graph attention (the identity-only baseline: agents never hear each other)."""
+    agent_noise: int = 16
+    """Ra: width of the per-agent stochastic latent (drawn once per run; 0: a deterministic student)."""
+    tick_noise: int = 0
+    """Rt: width of a per-agent-tick stochastic latent (the teacher's own sampled reasoning). Off by
+    default: inferred from the same tick's answer, it became a shortcut for the opinion itself and
+    the student stopped using its neighbours (messages-removed TV 0.23 of the truth's instead of ~1)."""
+    rating_levels: int = RATING_LEVELS
+    """L: channels are predicted as distributions over the teacher's rating levels."""
+    context: bool = True
+    """Condition every agent on the scenario's context and question (their sentence embedding)."""
+    feedback: bool = True
+    """Feed the agent's last drawn decision and stance back into its token (False: only its last
+    distribution, as the first student did; for ablations)."""
+    action_mlp: bool = True
+    """Score actions against an MLP of their text and place, plus a per-action bias and a
+    persistence bonus for the last drawn action (False: the first student's linear scorer)."""
 
     def __post_init__(self) -> None:
         assert self.dim % self.heads == 0, f"dim {self.dim} must be divisible by heads {self.heads}"
@@ -69,6 +87,8 @@ class TickInputs:
     action_emb: Tensor  # (A, T) sentence embeddings of the action texts (name: description, or a bin range)
     neighbors: Tensor | None = None  # (N, K) senders shown to each receiver, -1 padded: the inference fast path
     neighbor_type: Tensor | None = None  # (N, K) their edge types (ignored where neighbors is -1)
+    context_emb: Tensor | None = None  # (T,) sentence embedding of the scenario's context and question
+    tick_noise: Tensor | None = None  # (N, Rt) this tick's stochastic latent (None: the prior mean, 0)
 
     def to(self, device: torch.device | str) -> "TickInputs":
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -78,7 +98,8 @@ class TickInputs:
 @dataclass
 class TickOutputs:
     decision_logits: Tensor  # (N, A)
-    channels: Tensor  # (N, C) in 0..1
+    channels: Tensor  # (N, C) in 0..1: the expected rating level / (L - 1)
+    channel_logits: Tensor  # (N, C, L) the predicted distribution over rating levels
     salience: Tensor  # (N,) in 0..1
     stance: Tensor  # (N,) in -1..1
     expression_text: Tensor  # (N, T) predicted sentence embedding of the public message
@@ -142,37 +163,66 @@ class SocietyModel(nn.Module):
         self.cfg = cfg
         self.agent_chunk = 0
         """Receivers per chunk in the padded attention path (0: all at once); set by rollouts."""
-        D = cfg.dim
+        D, T = cfg.dim, cfg.text_dim
         self.cat_emb = nn.ModuleList(nn.Embedding(k, D) for k in cfg.categorical_sizes)
         self.num_proj = nn.Linear(cfg.numeric_dim, D) if cfg.numeric_dim else None
-        self.persona_proj = nn.Linear(cfg.text_dim, D)
-        self.state_proj = nn.Linear(cfg.channels + cfg.latent_dim + cfg.memory_dim, D)
-        # Actions are embedded from their text, so one model serves any action space (and a
-        # scenario left out of training): logits are scores of the agent against each action.
-        self.action_proj = nn.Linear(cfg.text_dim, D)
-        self.msg_proj = nn.Linear(cfg.expression_dim, D)
+        self.persona_proj = nn.Linear(T, D)
+        self.context_proj = nn.Linear(T, D) if cfg.context else None
+        self.state_proj = nn.Linear(cfg.channels + cfg.latent_dim + cfg.memory_dim + 1, D)  # + the last stance
+        self.noise_proj = nn.Linear(cfg.agent_noise + cfg.tick_noise, D) if cfg.agent_noise + cfg.tick_noise else None
+        # Actions are embedded from their text and place in the list, so one model serves any
+        # action space (and a scenario left out of training): logits are scores of the agent
+        # against each action's key, plus a per-action bias from the same key.
+        self.action_key = nn.Sequential(nn.Linear(T + 1, D), nn.GELU(), nn.Linear(D, D))
+        self.action_bias = nn.Linear(D, 1)
+        self.drawn_proj = nn.Linear(D, D)  # the last drawn action's key -> the agent's token
+        self.msg_proj = nn.Linear(cfg.expression_dim + 1, D)  # broadcast = [expression, stance]
         self.ev_cat = nn.ModuleList(nn.Embedding(k, D) for k in cfg.event_vocab_sizes)
         self.ev_num = nn.Linear(2, D)
-        self.ev_text = nn.Linear(cfg.text_dim, D)
+        self.ev_text = nn.Linear(T, D)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.read_q = nn.Linear(D, cfg.slot_dim)
         self.read_out = nn.Linear(cfg.slot_dim, D)
         self.norm = nn.LayerNorm(D)
-        self.head_channels = nn.Linear(D, cfg.channels)
+        self.head_channels = nn.Linear(D, cfg.channels * cfg.rating_levels)
         self.head_latent = nn.Linear(D, cfg.latent_dim)
         self.gru = nn.GRUCell(D, cfg.memory_dim)
         self.head_write = nn.Linear(D, cfg.slot_dim)
         self.head_salience = nn.Linear(D, 1)
         self.head_expression = nn.Linear(D, cfg.expression_dim)
         self.head_decision = nn.Linear(D, D)
-        self.head_stance = nn.Linear(cfg.expression_dim, 1)
-        self.head_expression_text = nn.Linear(cfg.expression_dim, cfg.text_dim)  # decoded from the bottleneck only
-        self.expression_in = nn.Linear(cfg.text_dim, cfg.expression_dim)  # a teacher message -> the bottleneck (teacher forcing)
-        self.head_reasoning_text = nn.Linear(D, cfg.text_dim)
+        self.head_persistence = nn.Linear(D, 1)  # logit bonus of the last drawn action, per agent
+        self.head_stance = nn.Linear(D, 1)
+        self.head_expression_text = nn.Linear(cfg.expression_dim, T)  # decoded from the bottleneck only
+        self.expression_in = nn.Linear(T, cfg.expression_dim)  # a teacher message -> the bottleneck (teacher forcing)
+        self.head_reasoning_text = nn.Linear(D, T)
+        self.posterior = LatentPosterior(cfg) if cfg.agent_noise + cfg.tick_noise else None
+        # Rollouts draw the agent latent from the *aggregate* posterior of the training agents
+        # (a Gaussian with its mean and covariance, refitted every training epoch), not from N(0, 1):
+        # with a KL weight below 1 the two differ, and draws from N(0, 1) under-spread the population.
+        self.register_buffer("prior_mean", torch.zeros(cfg.agent_noise))
+        self.register_buffer("prior_scale", torch.eye(cfg.agent_noise))  # (Ra, Ra) lower-triangular
 
     def initial_state(self, n: int, actions: int, device="cpu") -> AgentState:
         c = self.cfg
-        return AgentState.initial(n, c.channels, c.latent_dim, c.memory_dim, c.slots, c.slot_dim, c.expression_dim, actions, device)
+        return AgentState.initial(n, c.channels, c.latent_dim, c.memory_dim, c.slots, c.slot_dim, c.expression_dim, actions,
+                                  c.agent_noise, device)
+
+    def draw_agent_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(N, Ra) agent latents drawn from the fitted prior (N(0, 1) before any training)."""
+        eps = torch.randn(n, self.cfg.agent_noise, generator=generator)
+        return (self.prior_mean.cpu() + eps @ self.prior_scale.cpu().T).to(self.prior_mean.device)
+
+    def fit_prior(self, count: float, total: Tensor, outer: Tensor) -> None:
+        """Set the prior to the Gaussian of `count` posterior samples with sum `total` (Ra,) and
+        sum of outer products `outer` (Ra, Ra)."""
+        if count < 2 or not self.cfg.agent_noise:
+            return
+        mean = total / count
+        cov = outer / count - torch.outer(mean, mean)
+        cov = 0.5 * (cov + cov.T) + 1e-4 * torch.eye(len(mean), device=cov.device)
+        self.prior_mean.copy_(mean)
+        self.prior_scale.copy_(torch.linalg.cholesky(cov))
 
     def encode_expression(self, text_emb: Tensor) -> Tensor:
         """(N, T) sentence embeddings of messages -> (N, X) broadcast expressions, the inverse of
@@ -185,16 +235,32 @@ class SocietyModel(nn.Module):
             u = u + emb(inp.identity_cat[:, k])
         if self.num_proj is not None:
             u = u + self.num_proj(inp.identity_num)
+        if self.context_proj is not None and inp.context_emb is not None:
+            u = u + self.context_proj(inp.context_emb)[None, :]
         return u
+
+    def action_keys(self, action_emb: Tensor) -> Tensor:
+        """(A, T) action-text embeddings -> (A, D) keys (text and relative place in the list)."""
+        if not self.cfg.action_mlp:  # the first student: a linear map of the text embedding
+            return self.action_key[0](torch.cat([action_emb, torch.zeros_like(action_emb[:, :1])], -1))
+        A = action_emb.shape[0]
+        place = torch.linspace(0, 1, A, device=action_emb.device)[:, None] if A > 1 else torch.zeros(1, 1, device=action_emb.device)
+        return self.action_key(torch.cat([action_emb, place], -1))
 
     def forward(self, inp: TickInputs, state: AgentState, return_attention: bool = False,
                 generator: torch.Generator | None = None) -> tuple[AgentState, TickOutputs]:
         n, cfg = state.n, self.cfg
         u = self.identity(inp)  # (N, D)
-        actions = self.action_proj(inp.action_emb)  # (A, D)
-        prev = torch.cat([state.channels, state.latent, state.memory], -1)  # (N, C + Z + H)
-        h = u + self.state_proj(prev) + torch.softmax(state.decision_logits, -1) @ actions  # (N, D)
-        msg = self.msg_proj(state.expression)  # (N, D)
+        actions = self.action_keys(inp.action_emb)  # (A, D)
+        prev = torch.cat([state.channels, state.latent, state.memory, state.stance[:, None]], -1)  # (N, C + Z + H + 1)
+        drawn = state.drawn if cfg.feedback else torch.zeros_like(state.drawn)  # (N, A)
+        if not cfg.feedback:
+            prev = torch.cat([prev[:, :-1], torch.zeros_like(prev[:, -1:])], -1)
+        h = u + self.state_proj(prev) + torch.softmax(state.decision_logits, -1) @ actions + drawn @ self.drawn_proj(actions)  # (N, D)
+        if self.noise_proj is not None:
+            tick = inp.tick_noise if inp.tick_noise is not None else h.new_zeros(n, cfg.tick_noise)
+            h = h + self.noise_proj(torch.cat([state.agent_noise, tick], -1))
+        broadcast = torch.cat([state.expression, state.stance[:, None]], -1)  # (N, X + 1): what neighbours hear
         events = self.ev_text(inp.event_emb) + self.ev_num(inp.event_num)  # (Ev, D)
         for k, emb in enumerate(self.ev_cat):
             events = events + emb(inp.event_cat[:, k])
@@ -203,12 +269,12 @@ class SocietyModel(nn.Module):
             loops = torch.arange(n, device=h.device)[:, None]  # (N, 1)
             edges = ("padded", torch.cat([inp.neighbors.long(), loops], 1),  # (N, K + 1)
                      torch.cat([inp.neighbor_type.long(), torch.full_like(loops, SELF_LOOP_TYPE)], 1))  # (N, K + 1)
+            msg: Any = (broadcast, self.msg_proj)  # the projection is folded into the attention
         else:  # every agent also hears itself: N self loops appended, typed SELF_LOOP_TYPE
             edge_index, edge_type = add_self_loops(inp.edge_index.long(), inp.edge_type.long(),
                                                    fill_value=SELF_LOOP_TYPE, num_nodes=n)  # (2, E + N), (E + N,)
             edges = ("list", edge_index, edge_type)
-        if edges[0] == "padded":
-            msg = (state.expression, self.msg_proj)
+            msg = self.msg_proj(broadcast)  # (N, D)
         attention = []
         for block in self.blocks:
             h, att = block(h, msg, u, inp, edges, events, return_attention, self.agent_chunk)
@@ -231,14 +297,77 @@ class SocietyModel(nn.Module):
         episodes = state.episodes.clone()  # (N, S, M); only the written slot changes
         episodes[rows, slot] = state.episodes[rows, slot] * (1 - g) + torch.tanh(self.head_write(h)) * g
         gate = torch.zeros_like(state.episode_salience).scatter(1, slot[:, None], salience[:, None])  # (N, S)
+        L = cfg.rating_levels
+        channel_logits = self.head_channels(h).view(n, cfg.channels, L)  # (N, C, L)
+        levels = torch.arange(L, dtype=h.dtype, device=h.device) / (L - 1)  # (L,)
+        channels = torch.softmax(channel_logits, -1) @ levels  # (N, C): the teacher's rule (expected level)
+        logits = self.head_decision(h) @ actions.T / math.sqrt(cfg.dim)  # (N, A)
+        if cfg.action_mlp:
+            logits = logits + self.action_bias(actions).T + self.head_persistence(h) * drawn
+        stance = torch.tanh(self.head_stance(h)).squeeze(-1)  # (N,)
         new = AgentState(
-            channels=torch.sigmoid(self.head_channels(h)), latent=torch.tanh(self.head_latent(h)),
+            channels=channels, latent=torch.tanh(self.head_latent(h)),
             memory=self.gru(h, state.memory), episodes=episodes,
             episode_salience=torch.maximum(state.episode_salience * (1 - gate), gate) * 0.98,  # slow decay
-            expression=expression, decision_logits=self.head_decision(h) @ actions.T / math.sqrt(cfg.dim),
+            expression=expression, decision_logits=logits, stance=stance,
+            drawn=state.drawn, agent_noise=state.agent_noise,  # the caller records this tick's draw (`with_drawn`)
         )
-        out = TickOutputs(decision_logits=new.decision_logits, channels=new.channels, salience=salience,
-                          stance=torch.tanh(self.head_stance(expression)).squeeze(-1),
-                          expression_text=self.head_expression_text(expression), reasoning_text=self.head_reasoning_text(h),
+        out = TickOutputs(decision_logits=logits, channels=channels, channel_logits=channel_logits, salience=salience,
+                          stance=stance, expression_text=self.head_expression_text(expression), reasoning_text=self.head_reasoning_text(h),
                           attention=attention if return_attention else None, memory_read=read, write_slot=slot)
         return new, out
+
+
+class LatentPosterior(nn.Module):
+    """q(agent noise | the teacher's trajectory) and q(tick noise | the teacher's tick), Gaussian.
+
+    Training only: the student's stochastic latents are inferred from what the teacher actually
+    did (its stance, channels, salience, reasoning embedding and the drawn action's text) *and*
+    the agent's identity vector, so they can hold what identity does not explain; the decoder
+    learns what the teacher's sampled reasoning and unobserved traits do; a KL term to the N(0, 1)
+    prior lets rollouts draw them from the prior (a conditional VAE). Without the identity the
+    posterior encodes identity-explained variation too, and prior draws lose its covariance with
+    identity (measured: channel spread across agents 0.33 of the truth's instead of 0.55).
+    """
+
+    def __init__(self, cfg: StudentConfig):
+        super().__init__()
+        width = 2 + cfg.channels + 2 * cfg.text_dim + cfg.dim  # the answer's features + the agent's identity vector
+        hid = cfg.dim
+        self.agent_net = nn.Sequential(nn.Linear(width, hid), nn.GELU(), nn.Linear(hid, 2 * cfg.agent_noise)) if cfg.agent_noise else None
+        self.tick_net = nn.Sequential(nn.Linear(width, hid), nn.GELU(), nn.Linear(hid, 2 * cfg.tick_noise)) if cfg.tick_noise else None
+
+    @staticmethod
+    def features(stance: Tensor, salience: Tensor, channels: Tensor, reasoning_emb: Tensor, drawn_emb: Tensor) -> Tensor:
+        """(..., 2 + C + 2T) the teacher's observable answer of one agent-tick."""
+        return torch.cat([stance[..., None], salience[..., None], channels, reasoning_emb, drawn_emb], -1)
+
+    @staticmethod
+    def sample(stats: Tensor, generator: torch.Generator | None = None, eps: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(.., 2R) mean and log-variance -> a reparameterised sample (.., R) and KL to N(0, 1) per row
+        (`eps`: the standard-normal draw to use; default: a fresh one)."""
+        mu, logvar = stats.chunk(2, -1)
+        logvar = logvar.clamp(-8, 4)
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device) if eps is None else eps
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1)
+        return mu + eps * (0.5 * logvar).exp(), kl
+
+    def agent(self, feats: Tensor, valid: Tensor, identity: Tensor, eps: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """feats (T, N, F), valid (T, N), identity (N, D) -> agent noise (N, Ra) and its KL (N,) (`eps`: the draw)."""
+        assert self.agent_net is not None
+        w = valid.float()[..., None]  # (T, N, 1)
+        pooled = (feats * w).sum(0) / w.sum(0).clamp_min(1)  # (N, F): mean over the agent's valid ticks
+        return self.sample(self.agent_net(torch.cat([pooled, identity], -1)), eps=eps)
+
+    def tick(self, feats: Tensor, identity: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """feats (N, F) of one tick, identity (N, D) -> tick noise (N, Rt) and its KL (N,)."""
+        assert self.tick_net is not None
+        return self.sample(self.tick_net(torch.cat([feats, identity], -1)), generator)
+
+
+def with_drawn(state: AgentState, drawn: Tensor, actions: int) -> AgentState:
+    """The state with this tick's drawn decisions (N,) recorded as one-hot (N, A); -1: none (zeros)."""
+    onehot = torch.zeros(state.n, actions, device=state.channels.device)
+    ok = drawn >= 0
+    onehot[ok, drawn[ok].long()] = 1.0
+    return replace(state, drawn=onehot)

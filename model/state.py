@@ -1,7 +1,7 @@
 """The student's per-agent state, as named tensors (never column numbers).
 
 Notation: N agents | C anchored channels | Z free latent | H memory summary | S episodic slots |
-M slot width | X expression width | A actions.
+M slot width | X expression width | A actions | R stochastic latent (agent + tick parts).
 """
 from __future__ import annotations
 
@@ -27,14 +27,22 @@ class AgentState:
     """(N, X) last broadcast expression (what neighbours attend to)."""
     decision_logits: Tensor
     """(N, A) logits of the last decision distribution."""
+    stance: Tensor
+    """(N,) last expressed stance in -1..1 (broadcast with the expression: what neighbours hear)."""
+    drawn: Tensor
+    """(N, A) one-hot of the last *drawn* decision (zeros before the first; the teacher's in
+    training, the sampled one in rollouts): agents stick with what they did, not with a distribution."""
+    agent_noise: Tensor
+    """(N, Ra) the agent's stochastic latent, drawn once per run from the prior (N(0, 1)) in
+    rollouts, inferred from the teacher's trajectory in training: heterogeneity identity cannot explain."""
 
     @classmethod
     def initial(cls, n: int, channels: int, latent: int, memory: int, slots: int, slot_dim: int,
-                expression: int, actions: int, device: torch.device | str = "cpu") -> "AgentState":
+                expression: int, actions: int, agent_noise: int = 0, device: torch.device | str = "cpu") -> "AgentState":
         z = lambda *s: torch.zeros(*s, device=device)  # noqa: E731
         return cls(channels=torch.full((n, channels), 0.5, device=device), latent=z(n, latent), memory=z(n, memory),
                    episodes=z(n, slots, slot_dim), episode_salience=z(n, slots), expression=z(n, expression),
-                   decision_logits=z(n, actions))
+                   decision_logits=z(n, actions), stance=z(n), drawn=z(n, actions), agent_noise=z(n, agent_noise))
 
     def detach(self) -> "AgentState":
         return replace(self, **{f.name: getattr(self, f.name).detach() for f in fields(self)})

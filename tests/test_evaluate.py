@@ -41,7 +41,7 @@ def test_every_baseline_is_reported(episodes):
                            numeric_dim=ep0.identity_num.shape[1])
     model = module.model.eval()
     seen = evaluate(model, [ep0], [episodes["vaccine_campaign_s1"]], mlp=model)
-    assert set(seen) == {"student", "student, edges shuffled", "identity MLP (no graph)", "marginal per tick",
+    assert set(seen) == {"student", "student, senders shuffled", "identity MLP (no graph)", "marginal per tick",
                          "repeat previous (teacher t-1)"}
     left_out = evaluate(model, [ep0], [episodes["product_adoption_s0"]])
     assert "uniform (no training marginal)" in left_out and "marginal per tick" not in left_out
@@ -60,5 +60,6 @@ def test_lsm_evaluate_end_to_end(tmp_path, monkeypatch, capsys):
     assert main(["evaluate", "runs/debug/checkpoints", val]) == 0
     out = capsys.readouterr().out
     assert "| student |" in out and "| marginal per tick |" in out and "| repeat previous (teacher t-1) |" in out
+    assert "| messages removed |" in out and "| opposite stances |" in out
     assert main(["evaluate", "runs/debug/checkpoints", str(tmp_path / "missing_*.h5")]) == 2
     assert "no trace file matches" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from torch import Tensor
 from lsm.data_gen.world.population import IdentityVocab, encode_identity
 from lsm.data_gen.store import TraceFile
 from lsm.data_gen.loop.neighbors import EdgeTyper
-from lsm.model.features import action_texts, embed_texts, event_tensors, typed_edges
+from lsm.model.features import action_texts, context_text, embed_texts, event_tensors, typed_edges
 from lsm.model.society import TickInputs
 
 @dataclass
@@ -34,7 +34,10 @@ class Episode:
     edges: list[tuple[Tensor, Tensor]]  # per tick: edge_index (2, E_t), edge_type (E_t,)
     events: list[tuple[Tensor, Tensor, Tensor, Tensor]]  # per tick: cat (Ev, 3), num (Ev, 2), emb (Ev, T), exposure (2, V)
     targets: dict[str, Tensor]  # decision_dist (T, N, A), decision (T, N), channels (T, N, C), stance, salience (T, N),
-    #                             expression_emb, reasoning_emb (T, N, T), valid (T, N)
+    #                             expression_emb, reasoning_emb (T, N, T), valid (T, N); channel_dist (T, N, C, L) when stored
+    context_emb: Tensor | None = None  # (T,) the scenario's context and question
+    shown: Tensor | None = None  # (T, N, K) the shown-neighbour table (-1 padded), for replays on the padded path
+    shown_type: Tensor | None = None  # (T, N, K) the type of each shown tie
 
     @property
     def ticks(self) -> int:
@@ -47,7 +50,8 @@ class Episode:
     def inputs(self, t: int) -> TickInputs:
         ei, et = self.edges[t]
         ec, en, ee, ex = self.events[t]
-        return TickInputs(self.identity_cat, self.identity_num, self.persona_emb, ei, et, ec, en, ee, ex, self.action_emb)
+        return TickInputs(self.identity_cat, self.identity_num, self.persona_emb, ei, et, ec, en, ee, ex, self.action_emb,
+                          context_emb=self.context_emb)
 
 
 def load_episode(path: str | Path, vocab: IdentityVocab | None = None) -> Episode:
@@ -65,6 +69,7 @@ def load_episode(path: str | Path, vocab: IdentityVocab | None = None) -> Episod
         shown, exposed = tf.array("shown_neighbors"), tf.array("exposed_events")
         edges, events = [], []
         typer = EdgeTyper(graph)
+        shown_type = np.stack([typer.table(shown[t]) for t in range(tf.n_ticks)]) if len(shown) else np.zeros_like(shown)
         for t in range(tf.n_ticks):
             edges.append(typed_edges(shown[t], graph, typer))
             a, k = np.nonzero(exposed[t] >= 0)
@@ -85,4 +90,8 @@ def load_episode(path: str | Path, vocab: IdentityVocab | None = None) -> Episod
             "reasoning_emb": torch.from_numpy(tf.array("reasoning_emb").astype(np.float32)),
             "valid": valid,
         }
-        return Episode(f"{sc.name}:{Path(path).name}", cat, num, persona, embed_texts(tuple(action_texts(sc))), edges, events, targets)
+        if "channel_dist" in tf.fields:
+            targets["channel_dist"] = torch.from_numpy(tf.array("channel_dist").astype(np.float32))
+        return Episode(f"{sc.name}:{Path(path).name}", cat, num, persona, embed_texts(tuple(action_texts(sc))), edges, events, targets,
+                       embed_texts((context_text(sc),))[0], torch.from_numpy(shown.astype(np.int64)),
+                       torch.from_numpy(shown_type.astype(np.int64)))

@@ -3,9 +3,11 @@
 Metrics over valid teacher agent-ticks of held-out episodes: decision KL(teacher ‖ prediction),
 decision accuracy (argmax vs the teacher's recorded decision), channel MAE, expression cosine.
 Predictors:
-- `student`: the trained model, free-running from its initial state;
-- `student, edges shuffled`: the same model with every tick's senders permuted at random
-  (what the graph contributes);
+- `student`: the trained model replayed one tick ahead of the teacher's history (`train.replay`:
+  the agents' own last draws and stances, the neighbours' real messages; its channels, memory
+  and distributions its own), its decision distribution averaged over draws of its latents;
+- `student, senders shuffled`: the same with every shown sender replaced by a random agent
+  (what the graph contributes; `paired_ablation_table` measures it per agent-tick);
 - `marginal per tick`: the training episodes' mean decision distribution and channels at the
   same tick (same action space; for a scenario left out of training: uniform decisions and the
   training channels' mean);
@@ -16,12 +18,11 @@ Predictors:
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lsm.train import ablations
 from lsm.train.data import Episode
 
 
@@ -40,25 +41,56 @@ def _metrics(dist: torch.Tensor, channels: torch.Tensor | None, expr: torch.Tens
 
 
 @torch.no_grad()
-def unroll(model, ep: Episode, shuffle_edges: bool = False, seed: int = 0):
-    """Yield (state, outputs) of every tick of `ep`, the student running from its initial state
-    on the inputs the teacher's agents had (senders permuted at random with `shuffle_edges`)."""
-    g = torch.Generator().manual_seed(seed)
-    state = model.initial_state(ep.n, ep.action_emb.shape[0])
+def unroll(model, ep: Episode):
+    """Yield (state, outputs) of every tick of `ep`: the student replayed one tick ahead of the
+    teacher's history (`train.replay`), its stochastic latents at their prior mean (zero)."""
+    from lsm.train.replay import padded_inputs, teacher_broadcast
+
+    state = model.eval().initial_state(ep.n, ep.action_emb.shape[0])
     for t in range(ep.ticks):
-        inp = ep.inputs(t)
-        if shuffle_edges and inp.edge_index.shape[1]:
-            senders = torch.randint(0, ep.n, (inp.edge_index.shape[1],), generator=g)
-            inp = replace(inp, edge_index=torch.stack([senders, inp.edge_index[1]]))
-        state, out = model(inp, state)
+        state, out = model(padded_inputs(ep, t), teacher_broadcast(model, ep, state, t))
         yield state, out
 
 
-def run_student(model, ep: Episode, shuffle_edges: bool = False, seed: int = 0):
-    """(T, N, A) decision probabilities, (T, N, C) channels, (T, N, TEXT_DIM) expression embeddings."""
-    outs = [out for _, out in unroll(model, ep, shuffle_edges, seed)]
-    return (torch.stack([torch.softmax(o.decision_logits, -1) for o in outs]), torch.stack([o.channels for o in outs]),
-            torch.stack([o.expression_text for o in outs]))
+def run_student(model, ep: Episode, edit: str | None = None, samples: int = 4, seed: int = 0):
+    """(T, N, A) decision probabilities (the mean over `samples` draws of the stochastic
+    latents), (T, N, C) channels, (T, N, TEXT_DIM) expression embeddings; with `edit` (a name of
+    `ABLATIONS`), under that change of what agents hear at every tick."""
+    from lsm.train.replay import replay
+
+    edits = {edit: ablations.as_edit(ABLATIONS[edit], ep.targets["stance"])} if edit else None
+    out = replay(model, ep, edits, samples=samples, seed=seed)[edit or "factual"]
+    return out["probs"].mean(0), out["channels"].mean(0), out["expression"].mean(0)
+
+
+ABLATIONS = {"messages removed": ablations.no_messages, "senders shuffled": ablations.shuffled_senders(0),
+             "opposite stances": ablations.opposite_stance}
+"""The paired ablations `lsm evaluate` reports (`train.ablations`)."""
+
+
+def paired_ablation_table(model, episodes: list[Episode], samples: int = 4) -> dict[str, dict[str, float]]:
+    """Per ablation: the student's mean TV per agent-tick (ticks >= 1, valid teacher agent-ticks)
+    between its factual and edited decision distributions, with a 95 % bootstrap interval over agents."""
+    from lsm.train.replay import replay
+
+    tvs: dict[str, list[np.ndarray]] = {k: [] for k in ABLATIONS}
+    agents: list[np.ndarray] = []
+    offset = 0
+    for ep in episodes:
+        edits = {k: ablations.as_edit(e, ep.targets["stance"]) for k, e in ABLATIONS.items()}
+        res = replay(model, ep, edits, samples=samples)
+        ok = ep.targets["valid"][1:].numpy()  # (T-1, N)
+        for k in ABLATIONS:
+            tv = ablations.paired_tv(res["factual"]["probs"].numpy(), res[k]["probs"].numpy()).mean(0)[1:]
+            tvs[k].append(tv[ok])
+        agents.append((np.broadcast_to(np.arange(ep.n), ok.shape) + offset)[ok])
+        offset += ep.n
+    ids = np.concatenate(agents)
+    out = {}
+    for k, v in tvs.items():
+        est, lo, hi = ablations.bootstrap(np.concatenate(v), ids)
+        out[k] = {"student_tv": est, "low": lo, "high": hi}
+    return out
 
 
 def _tick_means(ep: Episode, key: str, ticks: int) -> torch.Tensor:
@@ -75,7 +107,7 @@ def evaluate(model, train: list[Episode], held_out: list[Episode], mlp=None) -> 
     """Mean metrics per predictor over the held-out episodes."""
     rows: dict[str, list[dict[str, float]]] = {}
     for ep in held_out:
-        preds = {"student": run_student(model, ep), "student, edges shuffled": run_student(model, ep, shuffle_edges=True)}
+        preds = {"student": run_student(model, ep), "student, senders shuffled": run_student(model, ep, "senders shuffled")}
         if mlp is not None:
             preds["identity MLP (no graph)"] = run_student(mlp, ep)
         same = [e for e in train if e.action_emb.shape == ep.action_emb.shape and torch.equal(e.action_emb, ep.action_emb)]

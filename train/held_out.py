@@ -12,6 +12,8 @@ from lsm.config import UsageError
 class HeldOutResult:
     metrics: dict[str, dict[str, float]]
     """predictor -> metric -> mean over the held-out episodes (see `train.evaluate.evaluate`)."""
+    ablations: dict[str, dict[str, float]]
+    """paired ablation -> the student's TV per agent-tick and its interval (`paired_ablation_table`)."""
     held_out: list[str]
     train: list[str]
     text: str
@@ -31,7 +33,7 @@ def evaluate_checkpoint(checkpoint: str | Path, held_out: str | Sequence[str], m
     checkpoint's own training files), the identity-only baseline from the `mlp` checkpoint."""
     from lsm.model.checkpoint import load_checkpoint
     from lsm.train.data import load_episode
-    from lsm.train.evaluate import evaluate, format_table
+    from lsm.train.evaluate import evaluate, format_table, paired_ablation_table
 
     student = load_checkpoint(checkpoint)
     train_paths = _paths(train) if train else student.train_paths
@@ -42,4 +44,10 @@ def evaluate_checkpoint(checkpoint: str | Path, held_out: str | Sequence[str], m
     held_eps = [load_episode(p, student.vocab) for p in held_paths]
     baseline = load_checkpoint(mlp).model if mlp else None
     metrics = evaluate(student.model, train_eps, held_eps, baseline)
-    return HeldOutResult(metrics, held_paths, list(train_paths), format_table(metrics, f"held out: {', '.join(held_paths)}"))
+    abl = paired_ablation_table(student.model, held_eps)
+    text = [format_table(metrics, f"held out: {', '.join(held_paths)}"), "",
+            "Paired ablations: the student's TV per agent-tick between its factual and changed decision distributions "
+            "(ticks >= 1; 95 % bootstrap interval over agents). The teacher's own: `lsm sensitivity TRACE`.", "",
+            "| change | student TV | 95 % interval |", "|---|---|---|"]
+    text += [f"| {k} | {v['student_tv']:.4f} | [{v['low']:.4f}, {v['high']:.4f}] |" for k, v in abl.items()]
+    return HeldOutResult(metrics, abl, held_paths, list(train_paths), "\n".join(text))

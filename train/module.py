@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from torch import Tensor
 
 from lsm.data_gen.world.population import IdentityVocab
 from lsm.model.checkpoint import load_checkpoint
-from lsm.model.society import SocietyModel, StudentConfig, TickOutputs
+from lsm.model.society import LatentPosterior, SocietyModel, StudentConfig, TickOutputs, with_drawn
 from lsm.train.data import Episode
 
 
@@ -32,26 +33,52 @@ class LossWeights:
     expression: float = 0.5
     reasoning: float = 0.5
     salience: float = 0.2
-    stance: float = 0.2
+    stance: float = 10.0
+    """≈ a Gaussian log-likelihood with the planted stance noise (MSE / 2σ², σ ≈ 0.2): stance is what neighbours hear."""
     expression_code: float = 0.5
+    latent_kl: float = 0.5
+    """KL of the stochastic latents' posterior to their N(0, 1) prior (nats per agent)."""
 
 
-def tick_losses(out: TickOutputs, targets: dict[str, Tensor], t: int) -> dict[str, Tensor]:
-    """Per-term losses of one tick over the valid agents (zeros when none is valid)."""
+def tick_losses(out: TickOutputs, targets: dict[str, Tensor], t: int, channel_levels: bool = True) -> dict[str, Tensor]:
+    """Per-term losses of one tick over the valid agents (zeros when none is valid).
+
+    Channels: KL from the teacher's 11-level distribution (summed over channels, in nats like the
+    decision term) when the trace stores it, else the squared error of the means."""
     v = targets["valid"][t]
     if not v.any():
         zero = out.channels.sum() * 0
         return {k: zero for k in ("decision", "channels", "expression", "reasoning", "salience", "stance")}
     logp = torch.log_softmax(out.decision_logits[v], -1)
     p = targets["decision_dist"][t][v]
+    if channel_levels and "channel_dist" in targets:
+        q = targets["channel_dist"][t][v]  # (V, C, L)
+        q = q / q.sum(-1, keepdim=True).clamp_min(1e-8)
+        logq = torch.log_softmax(out.channel_logits[v], -1)
+        channels = (q * (torch.log(q.clamp_min(1e-8)) - logq)).sum((-1, -2)).mean()
+    else:
+        channels = F.mse_loss(out.channels[v], targets["channels"][t][v])
     return {
         "decision": F.kl_div(logp, p, reduction="batchmean"),  # KL(teacher || student); CE for one-hot targets
-        "channels": F.mse_loss(out.channels[v], targets["channels"][t][v]),
+        "channels": channels,
         "expression": (1 - F.cosine_similarity(out.expression_text[v], targets["expression_emb"][t][v], dim=-1)).mean(),
         "reasoning": (1 - F.cosine_similarity(out.reasoning_text[v], targets["reasoning_emb"][t][v], dim=-1)).mean(),
         "salience": F.mse_loss(out.salience[v], targets["salience"][t][v]),
         "stance": F.mse_loss(out.stance[v], targets["stance"][t][v]),
     }
+
+
+def drawn_decisions(targets: dict[str, Tensor], t: int) -> Tensor:
+    """(N,) the teacher's drawn decision at tick t, -1 where the agent-tick is invalid."""
+    return torch.where(targets["valid"][t], targets["decision"][t].long(), torch.full_like(targets["decision"][t].long(), -1))
+
+
+def posterior_features(ep: Episode) -> Tensor:
+    """(T, N, F) what the teacher observably did at each tick, for the latents' posterior."""
+    tg = ep.targets
+    d = tg["decision"].long().clamp(0, ep.action_emb.shape[0] - 1)  # (T, N)
+    drawn_emb = ep.action_emb[d] * tg["valid"][..., None]  # (T, N, T)
+    return LatentPosterior.features(tg["stance"], tg["salience"], tg["channels"], tg["reasoning_emb"], drawn_emb)
 
 
 class DistillModule(L.LightningModule):
@@ -68,6 +95,19 @@ class DistillModule(L.LightningModule):
         loss_weights: weight of each loss term (`LossWeights` fields; others keep their default).
         seed: seed of the model's initialisation.
         graph_attention: false trains the identity-only baseline (no attention to neighbours).
+        own_message_rate: scheduled sampling of what neighbours hear: each sender's broadcast is
+            the teacher's message and stance, replaced by the student's own with a probability
+            rising linearly from 0 (after the teacher-forcing epochs) to this rate at the last epoch.
+            Default 0: a student's own broadcast is a noisy copy of the teacher's stance, and a
+            regression on noisy inputs shrinks their coefficient (measured on the planted society:
+            rate 0.5 gave an influence slope of 0.72, rate 0 gave 0.94).
+        agent_noise, tick_noise: widths of the stochastic latents (`StudentConfig`; 0: none).
+        context: condition on the scenario's context and question.
+        cosine_lr: anneal the learning rate to a tenth over the epochs (cosine).
+        feedback, action_mlp: `StudentConfig` switches (ablations of the student's design).
+        channel_levels: train channels on the stored 11-level distributions (False: squared error of the means).
+        kl_warmup: fraction of the epochs over which the latents' KL weight rises from 0 to its
+            value (a KL annealing that keeps the posterior from collapsing before the decoder uses it).
         categorical_sizes, numeric_dim, channels: filled from the data module when left unset.
     """
 
@@ -75,13 +115,16 @@ class DistillModule(L.LightningModule):
                  slots: int = 8, slot_dim: int = 32, expression_dim: int = 32, lr: float = 3e-3, weight_decay: float = 0.01,
                  bptt: int = 4, teacher_forcing_epochs: int = 2, grad_clip: float = 1.0, expression_noise: float = 0.1,
                  loss_weights: dict[str, float] | None = None, seed: int = 0,
-                 graph_attention: bool = True,
+                 graph_attention: bool = True, own_message_rate: float = 0.0, agent_noise: int = 16, tick_noise: int = 0,
+                 context: bool = True, cosine_lr: bool = True, kl_warmup: float = 0.5, feedback: bool = True,
+                 action_mlp: bool = True, channel_levels: bool = True,
                  categorical_sizes: list[int] | None = None, numeric_dim: int = 0, channels: int = 8):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.loss_weights = LossWeights(**(loss_weights or {}))
         self.model: SocietyModel | None = None
+        self._prior_stats: list = [0, 0.0, 0.0]  # count, Σz, Σzzᵀ of this epoch's posterior samples
         if categorical_sizes is not None:
             self.build(categorical_sizes, numeric_dim, channels)
 
@@ -90,7 +133,8 @@ class DistillModule(L.LightningModule):
         return StudentConfig(dim=h.dim, heads=h.heads, layers=h.layers, latent_dim=h.latent_dim, memory_dim=h.memory_dim,
                              slots=h.slots, slot_dim=h.slot_dim, expression_dim=h.expression_dim, channels=h.channels,
                              categorical_sizes=list(h.categorical_sizes), numeric_dim=h.numeric_dim,
-                             expression_noise=h.expression_noise, graph=h.graph_attention)
+                             expression_noise=h.expression_noise, graph=h.graph_attention, agent_noise=h.agent_noise,
+                             tick_noise=h.tick_noise, context=h.context, feedback=h.feedback, action_mlp=h.action_mlp)
 
     def build(self, categorical_sizes: list[int], numeric_dim: int, channels: int) -> None:
         """Create the network once the identity vocabulary is known (from the data module)."""
@@ -106,28 +150,86 @@ class DistillModule(L.LightningModule):
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
+    def on_train_epoch_start(self) -> None:
+        self.on_train_epoch_start_prior()
+        if self.hparams.cosine_lr and self.trainer.max_epochs:
+            frac = self.current_epoch / max(self.trainer.max_epochs - 1, 1)
+            for group in self.optimizers().optimizer.param_groups:
+                group["lr"] = self.hparams.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    def on_train_epoch_start_prior(self) -> None:
+        self._prior_stats: list = [0, 0.0, 0.0]
+
+    def on_train_epoch_end(self) -> None:
+        if self.model is not None and self._prior_stats[0]:
+            self.model.fit_prior(float(self._prior_stats[0]), self._prior_stats[1], self._prior_stats[2])
+
+    def kl_scale(self) -> float:
+        """This epoch's multiplier of the latents' KL weight (KL annealing)."""
+        epochs = (self.trainer.max_epochs if self._trainer is not None else None) or 1
+        ramp = self.hparams.kl_warmup * epochs
+        return 1.0 if ramp <= 0 else min(1.0, (self.current_epoch + 1) / ramp)
+
+    def own_rate(self) -> float:
+        """This epoch's probability that a sender is heard with its own (student) broadcast."""
+        h, epochs = self.hparams, (self.trainer.max_epochs if self._trainer is not None else None) or 1
+        free = max(epochs - h.teacher_forcing_epochs, 1)
+        return h.own_message_rate * min(max(self.current_epoch - h.teacher_forcing_epochs + 1, 0) / free, 1.0)
+
     # -- unrolling -----------------------------------------------------------------------
-    def unroll(self, ep: Episode, teacher_forcing: bool, step_fn=None) -> dict[str, Tensor]:
-        """Run all ticks; `step_fn(loss)` is called at every BPTT boundary (training)."""
+    def unroll(self, ep: Episode, teacher_forcing: bool, step_fn=None, own_rate: float = 0.0,
+               generator: torch.Generator | None = None, kl_scale: float = 1.0) -> dict[str, Tensor]:
+        """Run all ticks; `step_fn(loss)` is called at every BPTT boundary (training).
+
+        What an agent did last tick is observed, as in a rollout: the teacher's drawn decision
+        and stance are fed back into the state. Neighbours hear the teacher's messages and
+        stances, each sender replaced by the student's own broadcast with probability `own_rate`.
+        With `teacher_forcing` the previous decision distribution and channels are the teacher's too.
+        The stochastic latents come from their posterior given the teacher's answers."""
         assert self.model is not None
-        state = self.model.initial_state(ep.n, ep.action_emb.shape[0], device=self.device)
+        m, tg, T = self.model, ep.targets, ep.ticks
+        state = m.initial_state(ep.n, ep.action_emb.shape[0], device=self.device)
+        feats = posterior_features(ep) if m.posterior is not None else None  # (T, N, F)
+        agent_eps = torch.randn(ep.n, m.cfg.agent_noise, generator=generator) if m.cfg.agent_noise else None
         totals: dict[str, Tensor] = {}
-        window = []
-        for t in range(ep.ticks):
-            if teacher_forcing and t > 0:
-                v = ep.targets["valid"][t - 1][:, None]
-                state.channels = torch.where(v, ep.targets["channels"][t - 1], state.channels)
-                state.decision_logits = torch.where(v, torch.log(ep.targets["decision_dist"][t - 1].clamp_min(1e-6)), state.decision_logits)
-                # neighbours hear what the teacher's agents actually said last tick
-                state.expression = torch.where(v, self.model.encode_expression(ep.targets["expression_emb"][t - 1]), state.expression)
-            state, out = self.model(ep.inputs(t), state)
-            parts = tick_losses(out, ep.targets, t)
-            parts["expression_code"] = self.expression_code_loss(state.expression, ep.targets, t)
-            loss = sum(getattr(self.loss_weights, k) * v for k, v in parts.items())
+        window: list[Tensor] = []
+        agent_kl = None
+        identity = m.identity(ep.inputs(0)) if m.posterior is not None else None  # (N, D), for the posterior
+        for t in range(T):
+            if m.cfg.agent_noise and not window:  # once per BPTT window: the same draw, a fresh graph
+                if t > 0:
+                    identity = m.identity(ep.inputs(0))  # a fresh graph for this window
+                state.agent_noise, agent_kl = m.posterior.agent(feats, tg["valid"], identity, eps=agent_eps)  # (N, Ra), (N,)
+                if t == 0 and self.training:  # the aggregate posterior, for the prior rollouts draw from
+                    z = state.agent_noise.detach()[tg["valid"].any(0)]
+                    self._prior_stats[0] += len(z)
+                    self._prior_stats[1] = self._prior_stats[1] + z.sum(0)
+                    self._prior_stats[2] = self._prior_stats[2] + z.T @ z
+            if t > 0:
+                v = tg["valid"][t - 1]
+                state = with_drawn(state, drawn_decisions(tg, t - 1), ep.action_emb.shape[0])
+                heard = v if own_rate <= 0 else v & (torch.rand(ep.n, generator=generator) >= own_rate)
+                state.expression = torch.where(heard[:, None], m.encode_expression(tg["expression_emb"][t - 1]), state.expression)
+                state.stance = torch.where(heard, tg["stance"][t - 1], state.stance)
+                if teacher_forcing:
+                    state.channels = torch.where(v[:, None], tg["channels"][t - 1], state.channels)
+                    state.decision_logits = torch.where(v[:, None], torch.log(tg["decision_dist"][t - 1].clamp_min(1e-6)), state.decision_logits)
+            inp = ep.inputs(t)
+            kl = torch.zeros(ep.n)
+            if m.cfg.tick_noise:
+                inp.tick_noise, kl = m.posterior.tick(feats[t], m.identity(inp), generator)
+            if agent_kl is not None:
+                kl = kl + agent_kl / T
+            state, out = m(inp, state)
+            parts = tick_losses(out, tg, t, self.hparams.channel_levels)
+            parts["expression_code"] = self.expression_code_loss(state.expression, tg, t)
+            v = tg["valid"][t]
+            parts["latent_kl"] = kl[v].mean() if v.any() else kl.sum() * 0
+            loss = sum(getattr(self.loss_weights, k) * v * (kl_scale if k == "latent_kl" else 1.0) for k, v in parts.items())
             window.append(loss)
-            for k, v in parts.items():
-                totals[k] = totals.get(k, 0) + v.detach() / ep.ticks
-            if step_fn is not None and (len(window) == self.hparams.bptt or t == ep.ticks - 1):
+            for k, val in parts.items():
+                totals[k] = totals.get(k, 0) + val.detach() / T
+            if step_fn is not None and (len(window) == self.hparams.bptt or t == T - 1):
                 step_fn(torch.stack(window).mean())
                 window = []
                 state = state.detach()
@@ -156,14 +258,15 @@ class DistillModule(L.LightningModule):
             self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
             opt.step()
 
+        g = torch.Generator().manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
         for ep in batch:
-            totals = self.unroll(ep, tf, step)
+            totals = self.unroll(ep, tf, step, own_rate=self.own_rate(), generator=g, kl_scale=self.kl_scale())
             self.log_dict({f"train/{k}": v for k, v in totals.items()}, batch_size=1, prog_bar=False)
         self.log("train_loss", totals["loss"], prog_bar=True, batch_size=1)
 
     def validation_step(self, batch: list[Episode], batch_idx: int) -> None:
         for ep in batch:
-            totals = self.unroll(ep, teacher_forcing=False)
+            totals = self.unroll(ep, teacher_forcing=False, generator=torch.Generator().manual_seed(batch_idx))
             self.log_dict({f"val/{k}": v for k, v in totals.items()}, batch_size=1)
             self.log("val_loss", totals["loss"], prog_bar=True, batch_size=1)
 

@@ -53,7 +53,8 @@ def subgraph_episode(ep: Episode, nodes: Tensor, seeds: Tensor) -> Episode:
     targets = {k: v[:, nodes] for k, v in ep.targets.items()}
     targets["valid"] = targets["valid"] & is_seed[nodes][None, :]
     return replace(ep, name=f"{ep.name}[{len(seeds)} seeds/{len(nodes)} agents]", identity_cat=ep.identity_cat[nodes],
-                   identity_num=ep.identity_num[nodes], persona_emb=ep.persona_emb[nodes], edges=edges, events=events, targets=targets)
+                   identity_num=ep.identity_num[nodes], persona_emb=ep.persona_emb[nodes], edges=edges, events=events, targets=targets,
+                   shown=None, shown_type=None)  # the padded tables index the whole episode
 
 
 def sample_subgraphs(ep: Episode, seeds_per_subgraph: int, hops: int, generator: torch.Generator) -> list[Episode]:

@@ -110,18 +110,23 @@ class PlantedSociety:
         return Noise(rng.normal(size=n), rng.normal(size=n), rng.normal(size=n), rng.normal(size=(n, C)),
                      rng.random(n), rng.random(n), rng.normal(size=(2, n, TEXT_DIM)))
 
+    def push(self, valence: float, credibility: float, source_type: str, framing: str) -> float:
+        """One event's push on the opinion of an agent who sees it."""
+        ev = self.cfg.events
+        return ev.valence_credibility * valence * credibility + ev.source_type.get(source_type, 0.0) + ev.framing.get(framing, 0.0)
+
     def event_push(self, p: Perception) -> np.ndarray:
         """(N,) the events term: Σ over the events each agent sees of its push."""
-        ev = self.cfg.events
-        push = np.array([ev.valence_credibility * e.event.valence * e.event.credibility + ev.source_type.get(e.event.source_type, 0.0)
-                         + ev.framing.get(e.event.framing, 0.0) for e in p.events])  # (Ev,)
+        push = np.array([self.push(e.event.valence, e.event.credibility, e.event.source_type, e.event.framing)
+                         for e in p.events])  # (Ev,)
         return p.seen.astype(np.float64) @ push if len(push) else np.zeros(p.n)
 
-    def influence(self, shown: np.ndarray, stance: np.ndarray) -> np.ndarray:
-        """(N,) the social-influence term from the shown table (N, K) and the senders' stances."""
+    def influence(self, shown: np.ndarray, stance: np.ndarray, types: np.ndarray | None = None) -> np.ndarray:
+        """(N,) the social-influence term from the shown table (N, K) and the senders' stances
+        (`types`: the tie type of each slot; default: the graph's tie between sender and receiver)."""
         K = max(self.cfg.neighbors, 1)
         mask = shown >= 0  # (N, K)
-        types = self.typer.table(shown)  # (N, K)
+        types = self.typer.table(shown) if types is None else types  # (N, K)
         s = np.where(mask, stance[np.maximum(shown, 0)], 0.0)  # (N, K)
         return self.conformity * (self.beta[types] * s).sum(axis=1) / K
 

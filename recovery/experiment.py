@@ -1,0 +1,158 @@
+"""`lsm recovery`: the known-answer distillation experiment, end to end.
+
+For each training size: a training world and one shared held-out world (other seeds); planted
+traces on both (the held-out one with two noise seeds: the second is the process's own floor),
+and the null variant (no influence); the student, the identity-only model (no graph) and a
+student of the null variant trained on the training world; then, on the held-out world,
+everything `metrics.py` measures. Every step is skipped when its output exists (resume).
+
+Layout of DIR: `worlds/`, `traces/`, `students/<name>_n<N>/last.ckpt`, `rollouts/`, `recovery.json`.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from lsm.config import resolve_config
+
+HELD_OUT_SEED, TRAIN_SEED = 2, 1
+"""World seeds: the held-out world is never trained on."""
+
+
+@dataclass
+class RecoveryConfig:
+    agents: list[int] = field(default_factory=lambda: [2000])
+    """Training-world sizes (one row of the scaling curve each)."""
+    held_out_agents: int = 2000
+    scenario: str = "vaccine_campaign"
+    planted: str = "planted"
+    """The planted configuration (a path or a shipped name); its null variant sets `dose: 0`."""
+    epochs: int = 30
+    max_agents: int = 2500
+    """Train on sampled subgraphs of at most this many seed agents (bigger worlds)."""
+    samples: int = 2
+    """Paired draws of the student's stochastic latents per replay."""
+    seed: int = 0
+    student: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the student's hyperparameters (`DistillModule` arguments), e.g. {"agent_noise": 0}."""
+
+
+class Steps:
+    """Run-or-skip steps with one progress line each."""
+
+    def __init__(self, say: Callable[[str], None]):
+        self.say = say
+
+    def __call__(self, what: str, out: Path, fn: Callable[[], Any]) -> Path:
+        if out.exists():
+            self.say(f"  [skip] {what}: {out} exists")
+            return out
+        t0 = time.perf_counter()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fn()
+        self.say(f"  {what}: {time.perf_counter() - t0:.1f} s")
+        return out
+
+
+def planted_variant(cfg_path: Path, out: Path, **changes: Any) -> Path:
+    data = yaml.safe_load(Path(cfg_path).read_text())
+    data.update(changes)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def scenario_variant(sc_path: Path, out: Path, edit: Callable[[dict], None]) -> Path:
+    data = yaml.safe_load(Path(sc_path).read_text())
+    edit(data)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def train_student(train_files: list[Path], out: Path, epochs: int, max_agents: int, seed: int, **hparams: Any) -> float:
+    """Train a student (Lightning) on planted traces and save `out` (a checkpoint with everything
+    a rollout needs). Returns seconds per epoch."""
+    import logging
+    import warnings
+
+    import lightning as L
+
+    from lsm.train.datamodule import TraceDataModule
+
+    for name in ("lightning.pytorch", "lightning.fabric"):  # one line per step is what this command prints
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="lightning")
+    from lsm.train.module import DistillModule
+
+    L.seed_everything(seed, verbose=False)
+    dm = TraceDataModule([str(p) for p in train_files], max_agents=max_agents, seed=seed)
+    module = DistillModule(**{"dim": 64, "heads": 4, "layers": 2, "teacher_forcing_epochs": 2, "seed": seed, **hparams})
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, deterministic=True, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, num_sanity_val_steps=0)
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    per_epoch = (time.perf_counter() - t0) / max(epochs, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(out)
+    return per_epoch
+
+
+def run_recovery(out_dir: str | Path, cfg: RecoveryConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Every size in `cfg.agents`; returns `{"rows": [per-size results], **the largest size's results}`."""
+    from lsm.data_gen.gen import generate
+    from lsm.data_gen.world.make import make_world
+    from lsm.recovery.metrics import measure
+
+    out = Path(out_dir)
+    step = Steps(say)
+    planted = resolve_config(cfg.planted, "teacher")
+    sc_path = resolve_config(cfg.scenario, "scenarios")
+    null = planted_variant(planted, out / "configs/planted_null.yaml", dose=0.0, name="planted_null")
+    shipped = out / "configs/planted.yaml"
+    if not shipped.exists():
+        planted_variant(planted, shipped)
+    held = out / f"worlds/held_out_n{cfg.held_out_agents}.h5"
+    step("held-out world", held, partial(make_world, agents=cfg.held_out_agents, seed=HELD_OUT_SEED, out=held))
+    traces = out / "traces"
+    held_tr = {}
+    for name, conf, llm in (("planted_s0", shipped, 0), ("planted_s1", shipped, 1), ("null_s0", null, 0)):
+        held_tr[name] = step(f"held-out trace {name}", traces / f"held_out_{name}.h5", partial(
+            generate, held, sc_path, conf, 0, traces / f"held_out_{name}.h5", llm_seed=llm, quiet=True))
+    rows = []
+    for n in cfg.agents:
+        say(f"training world: {n} agents")
+        world = out / f"worlds/train_n{n}.h5"
+        step("training world", world, partial(make_world, agents=n, seed=TRAIN_SEED, out=world))
+        tr = {}
+        for name, conf in (("planted", shipped), ("null", null)):
+            p = traces / f"train_n{n}_{name}.h5"
+            tr[name] = step(f"training trace {name}", p, partial(generate, world, sc_path, conf, 0, p, quiet=True))
+        timing: dict[str, float] = {}
+        ckpt = {}
+        for name, files, extra in (("student", [tr["planted"]], {}), ("identity_mlp", [tr["planted"]], {"graph_attention": False}),
+                                   ("null_student", [tr["null"]], {})):
+            p = out / f"students/{name}_n{n}/last.ckpt"
+
+            def fit(p=p, files=files, extra=extra, name=name):
+                timing[f"{name}_s_per_epoch"] = train_student(files, p, cfg.epochs, cfg.max_agents, cfg.seed, **{**cfg.student, **extra})
+
+            ckpt[name] = step(f"train {name} ({cfg.epochs} epochs)", p, fit)
+        t0 = time.perf_counter()
+        result = measure(ckpt, held, sc_path, held_tr, shipped, out / f"rollouts/n{n}", cfg, say)
+        result.update({"agents": n, "held_out_agents": cfg.held_out_agents, "epochs": cfg.epochs, **timing,
+                       "measure_seconds": round(time.perf_counter() - t0, 1)})
+        rows.append(result)
+        (out / f"recovery_n{n}.json").write_text(json.dumps(result, indent=1))
+    final = copy.deepcopy(rows[-1])
+    final["rows"] = rows
+    (out / "recovery.json").write_text(json.dumps(final, indent=1))
+    return final

@@ -1,0 +1,103 @@
+"""Paired ablations of what agents hear, as edits of a tick's shown-neighbour table.
+
+One definition of each change, applied to the student (`as_edit`, through `train.replay`) and to
+the planted process (`recovery.truth`), so both are asked exactly the same question:
+
+- `no_messages`: nobody hears anyone this tick;
+- `shuffled_senders`: every shown slot keeps its tie type, but its sender is a random agent;
+- `opposite_stance`: every sender is replaced by the agent whose last stance is closest to the
+  opposite of the sender's (its real message, the opposite stance);
+- `strong_neighbor(type, sign)`: in every row with a slot of that tie type, the first such slot's
+  sender is replaced by the agent with the most positive (sign +1) or negative (-1) last stance.
+
+Then `paired_tv` per agent-tick and `bootstrap` intervals with agents as the resampled unit.
+
+Notation: N agents | K shown | T ticks | A actions | B bootstrap resamples.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+import numpy as np
+import torch
+
+TableEdit = Callable[[int, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""(tick, shown (N, K), types (N, K), last stance (N,)) -> edited shown (N, K), -1 padded."""
+
+
+def no_messages(t: int, shown: np.ndarray, types: np.ndarray, stance: np.ndarray) -> np.ndarray:
+    return np.full_like(shown, -1)
+
+
+def shuffled_senders(seed: int = 0) -> TableEdit:
+    def edit(t: int, shown: np.ndarray, types: np.ndarray, stance: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng([seed, t, 31])
+        return np.where(shown >= 0, rng.integers(0, len(stance), shown.shape), -1)
+
+    return edit
+
+
+def opposite_stance(t: int, shown: np.ndarray, types: np.ndarray, stance: np.ndarray) -> np.ndarray:
+    order = np.argsort(stance, kind="stable")
+    s = stance[order]
+    target = -stance[np.maximum(shown, 0)]  # (N, K)
+    pos = np.clip(np.searchsorted(s, target), 1, len(s) - 1)
+    closer = np.where(np.abs(s[pos - 1] - target) <= np.abs(s[pos] - target), pos - 1, pos)
+    return np.where(shown >= 0, order[closer], -1)
+
+
+def strong_neighbor(edge_type: int, sign: int) -> TableEdit:
+    def edit(t: int, shown: np.ndarray, types: np.ndarray, stance: np.ndarray) -> np.ndarray:
+        extreme = int(np.argmax(stance)) if sign > 0 else int(np.argmin(stance))
+        out = shown.copy()
+        hit = (shown >= 0) & (types == edge_type)  # (N, K)
+        rows = np.nonzero(hit.any(1))[0]
+        out[rows, hit[rows].argmax(1)] = extreme
+        return out
+
+    return edit
+
+
+def rows_with_type(shown: np.ndarray, types: np.ndarray, edge_type: int) -> np.ndarray:
+    """(N,) whether a row shows at least one neighbour of the tie type (where `strong_neighbor` acts)."""
+    return ((shown >= 0) & (types == edge_type)).any(1)
+
+
+def as_edit(table_edit: TableEdit, stance: torch.Tensor):
+    """The table edit as a `train.replay` edit; `stance` (T, N): the teacher's stances, so tick t
+    uses those of t - 1 (what the senders said)."""
+    def edit(t, inp, state):
+        last = stance[t - 1].numpy() if t > 0 else np.zeros(stance.shape[1], np.float32)
+        shown = table_edit(t, inp.neighbors.numpy(), inp.neighbor_type.numpy(), last)
+        return replace(inp, neighbors=torch.from_numpy(shown.astype(np.int64))), state
+
+    return edit
+
+
+def paired_tv(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """(..., A) two distributions per row -> (...) total-variation distance ½ Σ |p - q|."""
+    return 0.5 * np.abs(np.asarray(p, np.float64) - np.asarray(q, np.float64)).sum(-1)
+
+
+def bootstrap(values: np.ndarray, agents: np.ndarray, other: np.ndarray | None = None, resamples: int = 1000,
+              seed: int = 0) -> tuple[float, float, float]:
+    """(estimate, low, high) of mean(values) -- or of mean(values) / mean(other) with `other` --
+    with a 95 % percentile interval from resampling *agents* (all of a drawn agent's rows)."""
+    values = np.asarray(values, np.float64)
+    ids, inv = np.unique(agents, return_inverse=True)
+    per_v = np.bincount(inv, weights=values, minlength=len(ids))
+    count = np.bincount(inv, minlength=len(ids)).astype(np.float64)
+    per_o = np.bincount(inv, weights=np.asarray(other, np.float64), minlength=len(ids)) if other is not None else None
+
+    def est(w: np.ndarray) -> float:
+        if per_o is not None:
+            return float((w @ per_v) / max(w @ per_o, 1e-12))
+        return float((w @ per_v) / max(w @ count, 1e-12))
+
+    point = est(np.ones(len(ids)))
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(len(ids), np.full(len(ids), 1 / len(ids)), size=resamples).astype(np.float64)  # (B, agents)
+    boot = np.array([est(w) for w in draws])
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return point, float(lo), float(hi)

@@ -1,0 +1,82 @@
+"""The student replayed along a teacher's trace: one tick ahead of the teacher's own history.
+
+At every tick the student sees what the teacher's agents saw (events, the shown neighbours on
+the padded path) and what they observably did last tick (their drawn decisions and stances;
+neighbours' messages are the teacher's). Its own channels, memory and decision distribution run
+free. The stochastic latents are drawn from the prior: `samples` paired draws, the same for
+every edit, so an edit's effect is measured with the noise held fixed (common random numbers).
+
+An *edit* changes one tick's inputs or state (`Edit(t, inp, state) -> (inp, state)`): the
+factual run continues from the factual state, and each edit is evaluated from that same
+pre-tick state, so its effect is the effect of the change at that tick alone.
+
+Notation: S samples | T ticks | N agents | K shown | A actions | C channels.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from lsm.model.society import SocietyModel, TickInputs, with_drawn
+from lsm.model.state import AgentState
+from lsm.train.data import Episode
+from lsm.train.module import drawn_decisions
+
+Edit = Callable[[int, TickInputs, AgentState], tuple[TickInputs, AgentState]]
+
+
+def padded_inputs(ep: Episode, t: int) -> TickInputs:
+    """Tick t's inputs on the padded path (the trace's shown table), as a rollout builds them."""
+    if ep.shown is None or ep.shown_type is None:
+        raise ValueError(f"{ep.name}: the episode has no shown-neighbour table (a sampled subgraph?)")
+    return replace(ep.inputs(t), neighbors=ep.shown[t], neighbor_type=ep.shown_type[t])
+
+
+def teacher_broadcast(model: SocietyModel, ep: Episode, state: AgentState, t: int) -> AgentState:
+    """The state at the start of tick t with what the teacher's agents did at t - 1 fed back:
+    drawn decisions, stances and messages (invalid agent-ticks keep the student's own)."""
+    if t == 0:
+        return state
+    tg = ep.targets
+    v = tg["valid"][t - 1]
+    state = with_drawn(state, drawn_decisions(tg, t - 1), ep.action_emb.shape[0])
+    state.expression = torch.where(v[:, None], model.encode_expression(tg["expression_emb"][t - 1]), state.expression)
+    state.stance = torch.where(v, tg["stance"][t - 1], state.stance)
+    return state
+
+
+@torch.no_grad()
+def replay(model: SocietyModel, ep: Episode, edits: dict[str, Edit] | None = None, samples: int = 4,
+           seed: int = 0) -> dict[str, dict[str, Tensor]]:
+    """`{"factual": outputs, name: outputs for each edit}`, outputs = `probs` (S, T, N, A),
+    `channels` (S, T, N, C), `stance` (S, T, N), `expression` (S, T, N, TEXT_DIM)."""
+    model = model.eval()
+    cfg = model.cfg
+    names = ["factual", *(edits or {})]
+    rows: dict[str, dict[str, list]] = {k: {"probs": [], "channels": [], "stance": [], "expression": []} for k in names}
+    for s in range(samples):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + s)
+        state = model.initial_state(ep.n, ep.action_emb.shape[0])
+        state.agent_noise = model.draw_agent_noise(ep.n, g)
+        per: dict[str, dict[str, list]] = {k: {"probs": [], "channels": [], "stance": [], "expression": []} for k in names}
+        for t in range(ep.ticks):
+            state = teacher_broadcast(model, ep, state, t)
+            inp = padded_inputs(ep, t)
+            inp.tick_noise = torch.randn(ep.n, cfg.tick_noise, generator=g)
+            for name in names:
+                i2, s2 = (inp, state) if name == "factual" else edits[name](t, replace(inp), replace(state))  # type: ignore[index]
+                new, out = model(i2, s2)
+                per[name]["probs"].append(torch.softmax(out.decision_logits, -1))
+                per[name]["channels"].append(out.channels)
+                per[name]["stance"].append(out.stance)
+                per[name]["expression"].append(out.expression_text)
+                if name == "factual":
+                    next_state = new
+            state = next_state
+        for name in names:
+            for k, v in per[name].items():
+                rows[name][k].append(torch.stack(v))
+    return {name: {k: torch.stack(v) for k, v in r.items()} for name, r in rows.items()}
