@@ -93,7 +93,8 @@ def gen(
     print(f"Written: {out} ({size_mb:.1f} MiB)")
 
 
-def sensitivity(trace: str, tick: int | None = None, agents: int = 16, seed: int = 0, write: bool = False) -> None:
+def sensitivity(trace: str, tick: int | None = None, agents: int = 16, seed: int = 0, write: bool = False,
+                json: str | None = None) -> None:
     """How far the teacher's decisions move with neighbour messages and persona (FINDINGS §4):
     re-score a sample of agents with messages removed, messages of the opposite stance, or
     another agent's persona.
@@ -104,8 +105,10 @@ def sensitivity(trace: str, tick: int | None = None, agents: int = 16, seed: int
         agents: how many agents to sample.
         seed: seed of the sample.
         write: also store the result in the trace file (attribute `sensitivity`).
+        json: also write the result here (`lsm evaluate --sensitivity` puts the student's TV for
+            the same agents and tick beside it).
     """
-    import json
+    import json as _json
 
     from lsm.data_gen.store import open_h5
     from lsm.data_gen.teacher.sensitivity import format_report, measure
@@ -114,12 +117,16 @@ def sensitivity(trace: str, tick: int | None = None, agents: int = 16, seed: int
     print(format_report(r))
     if write:
         with open_h5(trace, "a") as f:
-            f.attrs["sensitivity"] = json.dumps(r)
+            f.attrs["sensitivity"] = _json.dumps(r)
+    if json:
+        Path(json).write_text(_json.dumps(r, indent=1))
 
 
-def evaluate(checkpoint: str, held_out: str, mlp: str | None = None, train: str | None = None) -> None:
+def evaluate(checkpoint: str, held_out: str, mlp: str | None = None, train: str | None = None,
+             sensitivity: str | None = None) -> None:
     """Held-out table: the student against the per-tick marginal, repeat-previous, the same
-    student with shuffled edges and (optionally) an identity-only MLP checkpoint.
+    student with shuffled senders and (optionally) an identity-only MLP checkpoint; then the
+    student's paired ablations (messages removed, senders shuffled, opposite stances).
 
     Args:
         checkpoint: student checkpoint file or run folder (`runs/small/checkpoints`).
@@ -128,10 +135,13 @@ def evaluate(checkpoint: str, held_out: str, mlp: str | None = None, train: str 
         mlp: checkpoint of the identity-only baseline (`--config configs/train/overlay/no_graph.yaml`).
         train: comma-separated trace files the marginal baseline is computed from (default: the
             checkpoint's own training files).
+        sensitivity: a JSON from `lsm sensitivity TRACE --json S.json` on one of the held-out
+            traces: the student's paired-ablation TV for the same agents and tick is printed beside
+            the teacher's own.
     """
     from lsm.train.held_out import evaluate_checkpoint
 
-    print(evaluate_checkpoint(checkpoint, held_out, mlp, train).text)
+    print(evaluate_checkpoint(checkpoint, held_out, mlp, train, sensitivity).text)
 
 
 def rollout(
@@ -323,7 +333,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, batch_size: int = 8, verbos
 
 def recovery(out: str = "out/recovery", agents: str = "2000", held_out_agents: int = 2000, epochs: int = 30,
              planted: str = "planted", scenario: str = "vaccine_campaign", samples: int = 2, max_agents: int = 2500,
-             json: str | None = None, seed: int = 0) -> None:
+             json: str | None = None, seed: int = 0, train_variants: int = 0) -> None:
     """The known-answer experiment: train the student on a planted society whose mechanism is
     written down, then measure on a held-out world whether it recovered social influence,
     persistence and heterogeneity (paired ablations, influence by tie type, interventions,
@@ -341,6 +351,8 @@ def recovery(out: str = "out/recovery", agents: str = "2000", held_out_agents: i
         max_agents: train on subgraphs of at most this many seed agents.
         json: also write the results here (headline figures at top level, the largest size).
         seed: training seed.
+        train_variants: also train on this many copies of the scenario with its events'
+            credibilities drawn at random (otherwise a credibility is confounded with its event).
     """
     import json as _json
 
@@ -349,7 +361,7 @@ def recovery(out: str = "out/recovery", agents: str = "2000", held_out_agents: i
     from lsm.recovery.report import format_table
 
     cfg = RecoveryConfig(agents=parse_sizes(agents), held_out_agents=held_out_agents, scenario=scenario, planted=planted,
-                         epochs=epochs, max_agents=max_agents, samples=samples, seed=seed)
+                         epochs=epochs, max_agents=max_agents, samples=samples, seed=seed, train_variants=train_variants)
     result = run_recovery(out, cfg, say=print)
     print(format_table(result))
     if json:

@@ -252,10 +252,10 @@ class SocietyModel(nn.Module):
         n, cfg = state.n, self.cfg
         u = self.identity(inp)  # (N, D)
         actions = self.action_keys(inp.action_emb)  # (A, D)
-        prev = torch.cat([state.channels, state.latent, state.memory, state.stance[:, None]], -1)  # (N, C + Z + H + 1)
+        # what the agent observably did last tick: its drawn decision and its stance (ablation: nothing)
         drawn = state.drawn if cfg.feedback else torch.zeros_like(state.drawn)  # (N, A)
-        if not cfg.feedback:
-            prev = torch.cat([prev[:, :-1], torch.zeros_like(prev[:, -1:])], -1)
+        stance = state.stance if cfg.feedback else torch.zeros_like(state.stance)  # (N,)
+        prev = torch.cat([state.channels, state.latent, state.memory, stance[:, None]], -1)  # (N, C + Z + H + 1)
         h = u + self.state_proj(prev) + torch.softmax(state.decision_logits, -1) @ actions + drawn @ self.drawn_proj(actions)  # (N, D)
         if self.noise_proj is not None:
             tick = inp.tick_noise if inp.tick_noise is not None else h.new_zeros(n, cfg.tick_noise)
@@ -304,16 +304,16 @@ class SocietyModel(nn.Module):
         logits = self.head_decision(h) @ actions.T / math.sqrt(cfg.dim)  # (N, A)
         if cfg.action_mlp:
             logits = logits + self.action_bias(actions).T + self.head_persistence(h) * drawn
-        stance = torch.tanh(self.head_stance(h)).squeeze(-1)  # (N,)
+        new_stance = torch.tanh(self.head_stance(h)).squeeze(-1)  # (N,)
         new = AgentState(
             channels=channels, latent=torch.tanh(self.head_latent(h)),
             memory=self.gru(h, state.memory), episodes=episodes,
             episode_salience=torch.maximum(state.episode_salience * (1 - gate), gate) * 0.98,  # slow decay
-            expression=expression, decision_logits=logits, stance=stance,
+            expression=expression, decision_logits=logits, stance=new_stance,
             drawn=state.drawn, agent_noise=state.agent_noise,  # the caller records this tick's draw (`with_drawn`)
         )
         out = TickOutputs(decision_logits=logits, channels=channels, channel_logits=channel_logits, salience=salience,
-                          stance=stance, expression_text=self.head_expression_text(expression), reasoning_text=self.head_reasoning_text(h),
+                          stance=new_stance, expression_text=self.head_expression_text(expression), reasoning_text=self.head_reasoning_text(h),
                           attention=attention if return_attention else None, memory_read=read, write_slot=slot)
         return new, out
 

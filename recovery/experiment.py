@@ -39,6 +39,10 @@ class RecoveryConfig:
     """Train on sampled subgraphs of at most this many seed agents (bigger worlds)."""
     samples: int = 2
     """Paired draws of the student's stochastic latents per replay."""
+    train_variants: int = 0
+    """Extra training traces on copies of the scenario whose events' credibilities are drawn
+    uniformly in 0.1..1 (seeded): with one scenario, an event's credibility is one number per
+    event, confounded with its text, and its effect cannot be learned."""
     seed: int = 0
     student: dict[str, Any] = field(default_factory=dict)
     """Overrides of the student's hyperparameters (`DistillModule` arguments), e.g. {"agent_noise": 0}."""
@@ -75,6 +79,15 @@ def scenario_variant(sc_path: Path, out: Path, edit: Callable[[dict], None]) -> 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out
+
+
+def jitter_credibility(data: dict, seed: int) -> None:
+    """Draw every event's credibility uniformly in 0.1..1 (a scenario variant for training)."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, 4242])
+    for ev in data.get("events", []):
+        ev["credibility"] = round(float(rng.uniform(0.1, 1.0)), 3)
 
 
 def train_student(train_files: list[Path], out: Path, epochs: int, max_agents: int, seed: int, **hparams: Any) -> float:
@@ -124,9 +137,12 @@ def run_recovery(out_dir: str | Path, cfg: RecoveryConfig, say: Callable[[str], 
     step("held-out world", held, partial(make_world, agents=cfg.held_out_agents, seed=HELD_OUT_SEED, out=held))
     traces = out / "traces"
     held_tr = {}
-    for name, conf, llm in (("planted_s0", shipped, 0), ("planted_s1", shipped, 1), ("null_s0", null, 0)):
+    # planted_s1: the process's own noise again (same agents' random effects); population: another
+    # scenario seed, i.e. fresh random effects, exposures and neighbours (a floor for distributions)
+    for name, conf, seed, llm in (("planted_s0", shipped, 0, 0), ("planted_s1", shipped, 0, 1), ("null_s0", null, 0, 0),
+                                  ("planted_population", shipped, 1, 1)):
         held_tr[name] = step(f"held-out trace {name}", traces / f"held_out_{name}.h5", partial(
-            generate, held, sc_path, conf, 0, traces / f"held_out_{name}.h5", llm_seed=llm, quiet=True))
+            generate, held, sc_path, conf, seed, traces / f"held_out_{name}.h5", llm_seed=llm, quiet=True))
     rows = []
     for n in cfg.agents:
         say(f"training world: {n} agents")
@@ -136,16 +152,26 @@ def run_recovery(out_dir: str | Path, cfg: RecoveryConfig, say: Callable[[str], 
         for name, conf in (("planted", shipped), ("null", null)):
             p = traces / f"train_n{n}_{name}.h5"
             tr[name] = step(f"training trace {name}", p, partial(generate, world, sc_path, conf, 0, p, quiet=True))
+        variants = []
+        for k in range(1, cfg.train_variants + 1):
+            scen = scenario_variant(sc_path, out / f"configs/scenario_variant_{k}.yaml", partial(jitter_credibility, seed=k))
+            p = traces / f"train_n{n}_planted_variant{k}.h5"
+            variants.append(step(f"training trace, scenario variant {k}", p, partial(generate, world, scen, shipped, k, p, quiet=True)))
         timing: dict[str, float] = {}
         ckpt = {}
-        for name, files, extra in (("student", [tr["planted"]], {}), ("identity_mlp", [tr["planted"]], {"graph_attention": False}),
+        for name, files, extra in (("student", [tr["planted"], *variants], {}),
+                                   ("identity_mlp", [tr["planted"], *variants], {"graph_attention": False}),
                                    ("null_student", [tr["null"]], {})):
             p = out / f"students/{name}_n{n}/last.ckpt"
 
-            def fit(p=p, files=files, extra=extra, name=name):
-                timing[f"{name}_s_per_epoch"] = train_student(files, p, cfg.epochs, cfg.max_agents, cfg.seed, **{**cfg.student, **extra})
+            def fit(p=p, files=files, extra=extra):
+                per_epoch = train_student(files, p, cfg.epochs, cfg.max_agents, cfg.seed, **{**cfg.student, **extra})
+                p.with_name("seconds_per_epoch.json").write_text(json.dumps(per_epoch))
 
             ckpt[name] = step(f"train {name} ({cfg.epochs} epochs)", p, fit)
+            kept = p.with_name("seconds_per_epoch.json")
+            if kept.exists():  # measured when it was trained (a resumed run keeps the figure)
+                timing[f"{name}_s_per_epoch"] = round(float(json.loads(kept.read_text())), 3)
         t0 = time.perf_counter()
         result = measure(ckpt, held, sc_path, held_tr, shipped, out / f"rollouts/n{n}", cfg, say)
         result.update({"agents": n, "held_out_agents": cfg.held_out_agents, "epochs": cfg.epochs, **timing,

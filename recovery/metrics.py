@@ -14,7 +14,10 @@
   event's credibility, sever household ties -- the change in the run's decision shares (over
   every tick: in the planted process an event acts in the tick it is seen, so its effect on the
   final tick alone is mostly below the noise), relative error ‖Δstudent − Δtruth‖₁ / ‖Δtruth‖₁.
-- Rollout fidelity against the process's own floor (`infer.validate`), channel SD ratio.
+- Rollout fidelity against the process's own floor (`infer.validate`: the same agents' random
+  effects, another draw of the per-tick noise), and against a *population* floor (another
+  scenario seed: fresh random effects, exposures and neighbours -- what a student drawing its
+  agents' latents from a prior can at best match); channel SD ratio.
 
 Notation: S samples | T ticks | N agents | A actions.
 """
@@ -244,13 +247,16 @@ def interventions_and_fidelity(student, held: Path, sc_path: Path, held_tr: dict
         interventions[name] = {"student_delta": ds.tolist(), "truth_delta": dt.tolist(), "rel_error": rel}
     ref, rep, stu = RunView.read(held_tr["planted_s0"]), RunView.read(held_tr["planted_s1"]), RunView.read(rollouts / "student_base.h5")
     s, f = compare(ref, stu), compare(ref, rep)
-    ratio = lambda k: s[k] / f[k] if f[k] and not math.isnan(f[k]) else float("nan")  # noqa: E731
+    ratio = lambda k, f=f: s[k] / f[k] if f[k] and not math.isnan(f[k]) else float("nan")  # noqa: E731
+    pop = compare(ref, RunView.read(held_tr["planted_population"])) if "planted_population" in held_tr else None
     sd_s, sd_t = stu.channels[1:].std(1), ref.channels[1:].std(1)  # (T-1, C)
     say(f"  interventions: max relative error {max(v['rel_error'] for v in interventions.values()):.2f}")
     return {"interventions": interventions,
             "intervention_rel_error_max": max(v["rel_error"] for v in interventions.values()),
-            "fidelity": {"student": s, "floor": f},
+            "fidelity": {"student": s, "floor": f, "population_floor": pop},
             "decision_jsd_final_ratio": ratio("decision_jsd_final"), "channel_w1_ratio": ratio("channel_w1_mean"),
+            "channel_w1_ratio_population_floor": ratio("channel_w1_mean", pop) if pop else float("nan"),
+            "decision_jsd_final_ratio_population_floor": ratio("decision_jsd_final", pop) if pop else float("nan"),
             "channel_sd_ratio": float((sd_s / np.maximum(sd_t, 1e-9)).mean()),
             "tail_survival_min": s["tail_survival_min"]}
 

@@ -14,14 +14,18 @@ GOALS: dict[str, Goal] = {
     "intervention_rel_error_max": ("≤ 0.2", lambda v, r: v <= 0.2),
     "decision_jsd_final_ratio": ("≤ 1.2", lambda v, r: v <= 1.2),
     "channel_w1_ratio": ("≤ 1.2", lambda v, r: v <= 1.2),
+    "decision_jsd_final_ratio_population_floor": ("–", lambda v, r: True),
+    "channel_w1_ratio_population_floor": ("–", lambda v, r: True),
     "channel_sd_ratio": ("0.9–1.1", lambda v, r: 0.9 <= v <= 1.1),
     "tail_survival_min": ("≥ 0.9", lambda v, r: v >= 0.9),
-    "student_kl": ("closer to truth_kl than to identity_mlp_kl",
-                   lambda v, r: abs(v - r["truth_kl"]) < abs(v - r["identity_mlp_kl"])),
+    "student_kl": ("≤ truth_kl, or closer to it than to identity_mlp_kl",
+                   lambda v, r: v <= r["truth_kl"] or abs(v - r["truth_kl"]) < abs(v - r["identity_mlp_kl"])),
     "identity_mlp_kl": ("–", lambda v, r: True),
     "truth_kl": ("–", lambda v, r: True),
 }
-"""The issue's goals at 10,000 training agents; `met` is reported for every size."""
+"""The issue's goals at 10,000 training agents; `met` is reported for every size. `truth_kl` scores
+the process against another draw of its own per-tick noise, so a student predicting the
+distribution given what is observable can be *below* it: that counts as met."""
 
 
 def _fmt(v: Any) -> str:

@@ -1,6 +1,7 @@
 """Held-out evaluation: metrics on known answers, every baseline present, the CLI end to end."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -61,5 +62,12 @@ def test_lsm_evaluate_end_to_end(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "| student |" in out and "| marginal per tick |" in out and "| repeat previous (teacher t-1) |" in out
     assert "| messages removed |" in out and "| opposite stances |" in out
+    # the teacher's own effect (an `lsm sensitivity --json` result) beside the student's, same agents and tick
+    sens = tmp_path / "sens.json"
+    sens.write_text(json.dumps({"trace": val, "tick": 3, "agent_ids": [0, 4, 7], "variants": {
+        "no_messages": {"mean_tv": 0.25}, "opposite_messages": {"mean_tv": 0.17}}}))
+    assert main(["evaluate", "runs/debug/checkpoints", val, "--sensitivity", str(sens)]) == 0
+    out = capsys.readouterr().out
+    assert "| no messages | 0.2500 |" in out and "| opposite messages | 0.1700 |" in out and "tick 3, 3 agents" in out
     assert main(["evaluate", "runs/debug/checkpoints", str(tmp_path / "missing_*.h5")]) == 2
     assert "no trace file matches" in capsys.readouterr().err

@@ -125,7 +125,7 @@ def test_small_recovery_finds_the_planted_influence_and_not_the_null(tmp_path, c
     from lsm.cli import main
 
     out = tmp_path / "rec"
-    assert main(["recovery", "--out", str(out), "--agents", "1500", "--held_out_agents", "400", "--epochs", "12",
+    assert main(["recovery", "--out", str(out), "--agents", "1500", "--held_out_agents", "400", "--epochs", "40",
                  "--json", str(tmp_path / "r.json")]) == 0
     text = capsys.readouterr().out
     assert "| ablation_tv_ratio |" in text and "| intervention |" in text
@@ -138,3 +138,20 @@ def test_small_recovery_finds_the_planted_influence_and_not_the_null(tmp_path, c
                 "student_kl", "truth_kl"):
         assert key in r
     assert r["student_kl"] < r["identity_mlp_kl"]  # the graph pays on a society with planted influence
+
+
+def test_training_variants_draw_credibilities_seeded(tmp_path):
+    from functools import partial
+
+    from lsm.config import resolve_config
+    from lsm.data_gen.scenario import load_scenario
+    from lsm.recovery.experiment import jitter_credibility, scenario_variant
+
+    base = resolve_config("vaccine_campaign", "scenarios")
+    a = load_scenario(scenario_variant(base, tmp_path / "a.yaml", partial(jitter_credibility, seed=1)))
+    b = load_scenario(scenario_variant(base, tmp_path / "b.yaml", partial(jitter_credibility, seed=1)))
+    c = load_scenario(scenario_variant(base, tmp_path / "c.yaml", partial(jitter_credibility, seed=2)))
+    orig = [e.credibility for e in load_scenario(base).events]
+    ca, cb, cc = ([e.credibility for e in s.events] for s in (a, b, c))
+    assert ca == cb and ca != cc and ca != orig and all(0.1 <= x <= 1.0 for x in ca)
+    assert [e.text for e in a.events] == [e.text for e in load_scenario(base).events]  # only credibility changes

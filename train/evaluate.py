@@ -132,7 +132,13 @@ def evaluate(model, train: list[Episode], held_out: list[Episode], mlp=None) -> 
         preds["repeat previous (teacher t-1)"] = (prev_d, prev_c, None)
         for name, (d, c, x) in preds.items():
             rows.setdefault(name, []).append(_metrics(d, c, x, ep))
-    return {name: {k: float(np.nanmean([r[k] for r in rs])) for k in rs[0]} for name, rs in rows.items()}
+    return {name: {k: _nanmean([r[k] for r in rs]) for k in rs[0]} for name, rs in rows.items()}
+
+
+def _nanmean(values: list[float]) -> float:
+    """Mean of the values that are numbers; nan (without a warning) when none is."""
+    ok = [v for v in values if not np.isnan(v)]
+    return float(np.mean(ok)) if ok else float("nan")
 
 
 def format_table(results: dict[str, dict[str, float]], title: str) -> str:

@@ -26,8 +26,39 @@ def _paths(files: str | Sequence[str]) -> list[str]:
     return expand_patterns(files.split(",") if isinstance(files, str) else list(files))
 
 
+def beside_sensitivity(model, held_paths: list[str], held_eps: list, sensitivity: str | Path) -> str:
+    """The teacher's own TV (`lsm sensitivity --json`) beside the student's for the same agents and tick."""
+    import json
+
+    import numpy as np
+
+    from lsm.train import ablations
+    from lsm.train.replay import replay
+
+    try:
+        r = json.loads(Path(sensitivity).read_text())
+        tick, ids = int(r["tick"]), [int(i) for i in r["agent_ids"]]
+    except (OSError, ValueError, KeyError) as err:
+        raise UsageError(f"--sensitivity {sensitivity}: not a JSON from `lsm sensitivity TRACE --json FILE` "
+                         f"with its tick and agent_ids ({err})") from None
+    match = [k for k, p in enumerate(held_paths) if Path(p).resolve() == Path(r["trace"]).resolve()]
+    if not match:
+        raise UsageError(f"--sensitivity {sensitivity} measured {r['trace']}, which is not among the held-out files")
+    ep = held_eps[match[0]]
+    pairs = {"no_messages": ablations.no_messages, "opposite_messages": ablations.opposite_stance}
+    res = replay(model, ep, {k: ablations.as_edit(e, ep.targets["stance"]) for k, e in pairs.items()}, samples=8)
+    rows = ["| change | teacher TV (lsm sensitivity) | student TV, same agents and tick | student 95 % interval |", "|---|---|---|---|"]
+    for name in pairs:
+        tv = ablations.paired_tv(res["factual"]["probs"].numpy(), res[name]["probs"].numpy()).mean(0)[tick, ids]  # (agents,)
+        est, lo, hi = ablations.bootstrap(tv, np.arange(len(ids)))
+        rows.append(f"| {name.replace('_', ' ')} | {r['variants'][name]['mean_tv']:.4f} | {est:.4f} | [{lo:.4f}, {hi:.4f}] |")
+    return "\n".join([f"The teacher's own neighbour effect beside the student's: {r['trace']}, tick {tick}, {len(ids)} agents "
+                      "(the teacher's opposite messages are the pool's most opposite, the student's each sender's nearest opposite).",
+                      "", *rows])
+
+
 def evaluate_checkpoint(checkpoint: str | Path, held_out: str | Sequence[str], mlp: str | Path | None = None,
-                        train: str | Sequence[str] | None = None) -> HeldOutResult:
+                        train: str | Sequence[str] | None = None, sensitivity: str | Path | None = None) -> HeldOutResult:
     """Evaluate a checkpoint (file or run folder) on held-out trace files (a list, or one string
     of comma-separated files and globs); the marginal baseline comes from `train` (default: the
     checkpoint's own training files), the identity-only baseline from the `mlp` checkpoint."""
@@ -50,4 +81,6 @@ def evaluate_checkpoint(checkpoint: str | Path, held_out: str | Sequence[str], m
             "(ticks >= 1; 95 % bootstrap interval over agents). The teacher's own: `lsm sensitivity TRACE`.", "",
             "| change | student TV | 95 % interval |", "|---|---|---|"]
     text += [f"| {k} | {v['student_tv']:.4f} | [{v['low']:.4f}, {v['high']:.4f}] |" for k, v in abl.items()]
+    if sensitivity:
+        text += ["", beside_sensitivity(student.model, held_paths, held_eps, sensitivity)]
     return HeldOutResult(metrics, abl, held_paths, list(train_paths), "\n".join(text))

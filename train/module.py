@@ -1,11 +1,14 @@
 """Distillation of teacher traces into the society transformer (DESIGN §7), with Lightning.
 
 Each training sample is an episode (one trace file: all ticks of one world × scenario × seed).
-The student unrolls over the ticks from its initial state. For the first
-`teacher_forcing_epochs` epochs, the previous decision and channels in the state are replaced
-by the teacher's (teacher forcing); afterwards the student runs on its own states so its errors
-do not compound. Backpropagation is truncated every `bptt` ticks (manual optimisation).
-Invalid teacher records are masked out of every loss.
+The student unrolls over the ticks from its initial state. What each agent observably did last
+tick -- its drawn decision and stance -- is fed back (the teacher's here, its own samples in a
+rollout), and neighbours hear the teacher's messages and stances (`own_message_rate` mixes in
+the student's own). For the first `teacher_forcing_epochs` epochs the previous decision
+distribution and channels are the teacher's too; afterwards the student's own, so its errors
+do not compound. The per-agent stochastic latent comes from its posterior given the teacher's
+trajectory (a conditional VAE; `LatentPosterior`). Backpropagation is truncated every `bptt`
+ticks (manual optimisation). Invalid teacher records are masked out of every loss.
 """
 from __future__ import annotations
 
@@ -151,16 +154,14 @@ class DistillModule(L.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     def on_train_epoch_start(self) -> None:
-        self.on_train_epoch_start_prior()
+        self._prior_stats = [0, 0.0, 0.0]
         if self.hparams.cosine_lr and self.trainer.max_epochs:
             frac = self.current_epoch / max(self.trainer.max_epochs - 1, 1)
             for group in self.optimizers().optimizer.param_groups:
                 group["lr"] = self.hparams.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
-    def on_train_epoch_start_prior(self) -> None:
-        self._prior_stats: list = [0, 0.0, 0.0]
-
     def on_train_epoch_end(self) -> None:
+        """Refit the prior rollouts draw agent latents from to this epoch's posterior samples."""
         if self.model is not None and self._prior_stats[0]:
             self.model.fit_prior(float(self._prior_stats[0]), self._prior_stats[1], self._prior_stats[2])
 

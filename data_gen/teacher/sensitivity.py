@@ -106,7 +106,8 @@ def measure(trace: str, tick: int | None = None, agents: int = 16, seed: int = 0
         bins = sc.actions.bin_of(np.arange(int(sc.actions.min), int(sc.actions.max) + 1))
         probs = [np.bincount(bins, weights=p, minlength=A) for p in probs]
     P = np.array(probs).reshape(len(sample), len(VARIANTS), A) if len(sample) else np.zeros((0, len(VARIANTS), A))
-    out: dict[str, Any] = {"trace": str(trace), "tick": tick, "agents": int(len(sample)), "labels": sc.actions.labels, "variants": {}}
+    out: dict[str, Any] = {"trace": str(trace), "tick": tick, "agents": int(len(sample)), "agent_ids": [int(i) for i in sample],
+                           "labels": sc.actions.labels, "variants": {}}
     for k, v in enumerate(VARIANTS[1:], start=1):
         tv = 0.5 * np.abs(P[:, k] - P[:, 0]).sum(-1)
         out["variants"][v] = {"mean_tv": float(tv.mean()) if len(tv) else float("nan"),
