@@ -331,13 +331,15 @@ def serve(host: str = "127.0.0.1", port: int = 8000, batch_size: int = 8, verbos
     run_server(EmbeddedBackend(EmbeddedConfig(batch_size=batch_size)), host, port, verbose)
 
 
-def recovery(out: str = "out/recovery", agents: str = "2000", held_out_agents: int = 2000, epochs: int = 30,
-             planted: str = "planted", scenario: str = "vaccine_campaign", samples: int = 2, max_agents: int = 2500,
+def recovery(out: str = "out/recovery", agents: str = "2000", held_out_agents: int = 2000, epochs: int = 60,
+             planted: str = "planted", scenario: str = "vaccine_campaign", samples: int = 2, max_agents: int = 10000,
              json: str | None = None, seed: int = 0, train_variants: int = 0) -> None:
-    """The known-answer experiment: train the student on a planted society whose mechanism is
-    written down, then measure on a held-out world whether it recovered social influence,
-    persistence and heterogeneity (paired ablations, influence by tie type, interventions,
-    rollout fidelity), beside the identity-only model and the process's own noise floor.
+    """The known-answer experiment: does the student recover a planted society's mechanism?
+
+    Trains the student on a planted society whose mechanism is written down, then measures on a
+    held-out world whether it recovered social influence, persistence and heterogeneity (paired
+    ablations, influence by tie type, interventions, rollout fidelity), beside the identity-only
+    model and the process's own noise floor.
 
     Args:
         out: experiment folder (every step is skipped when its output exists: a killed run resumes).

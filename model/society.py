@@ -54,8 +54,9 @@ class StudentConfig:
     """Ra: width of the per-agent stochastic latent (drawn once per run; 0: a deterministic student)."""
     tick_noise: int = 0
     """Rt: width of a per-agent-tick stochastic latent (the teacher's own sampled reasoning). Off by
-    default: inferred from the same tick's answer, it became a shortcut for the opinion itself and
-    the student stopped using its neighbours (messages-removed TV 0.23 of the truth's instead of ~1)."""
+    default: inferred from the same tick's answer, it becomes a shortcut for the opinion itself and
+    the student listens less to its neighbours (planted society, 2,000 agents: messages-removed TV
+    0.77 of the truth's instead of 0.96; 0.23 in a run with shorter BPTT windows)."""
     rating_levels: int = RATING_LEVELS
     """L: channels are predicted as distributions over the teacher's rating levels."""
     context: bool = True
@@ -157,6 +158,9 @@ class Block(nn.Module):
 
 class SocietyModel(nn.Module):
     """One tick for all agents: `new_state, outputs = model(inputs, state)`."""
+
+    prior_mean: Tensor  # (Ra,) buffer: mean of the agent latent's fitted prior
+    prior_scale: Tensor  # (Ra, Ra) buffer: its lower-triangular Cholesky factor
 
     def __init__(self, cfg: StudentConfig):
         super().__init__()
@@ -327,7 +331,7 @@ class LatentPosterior(nn.Module):
     learns what the teacher's sampled reasoning and unobserved traits do; a KL term to the N(0, 1)
     prior lets rollouts draw them from the prior (a conditional VAE). Without the identity the
     posterior encodes identity-explained variation too, and prior draws lose its covariance with
-    identity (measured: channel spread across agents 0.33 of the truth's instead of 0.55).
+    identity (planted society: channel spread across agents 0.33 of the truth's instead of 0.56).
     """
 
     def __init__(self, cfg: StudentConfig):

@@ -34,8 +34,8 @@ class RecoveryConfig:
     scenario: str = "vaccine_campaign"
     planted: str = "planted"
     """The planted configuration (a path or a shipped name); its null variant sets `dose: 0`."""
-    epochs: int = 30
-    max_agents: int = 2500
+    epochs: int = 60
+    max_agents: int = 10000
     """Train on sampled subgraphs of at most this many seed agents (bigger worlds)."""
     samples: int = 2
     """Paired draws of the student's stochastic latents per replay."""

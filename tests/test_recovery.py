@@ -2,6 +2,7 @@
 re-evaluated exactly, seeded feedback of drawn decisions, and a small recovery end to end."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -112,6 +113,10 @@ def test_drawn_decisions_feed_back_seeded_and_deterministic(planted_pair):
     a, state_a = run(4)
     b, _ = run(4)
     c, _ = run(5)
+    # the student reads the scenario's context: an edited context changes every agent's distribution
+    edited = dataclasses.replace(sc, context="A rumour says the vaccine was rushed and nobody trusts the clinics.")
+    e = list(Rollout(student, w, edited, RolloutConfig(seed=4, vary_neighbors=True), persona).ticks())
+    assert not np.allclose(e[0].data["decision_dist"], a[0].data["decision_dist"])
     assert all(np.array_equal(x.data["decision"], y.data["decision"]) for x, y in zip(a, b))
     assert not all(np.array_equal(x.data["decision"], y.data["decision"]) for x, y in zip(a, c))
     last = a[-1].data["decision"].astype(np.int64)
