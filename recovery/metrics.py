@@ -50,15 +50,18 @@ def _ci(x: tuple[float, float, float]) -> dict[str, float]:
     return {"value": x[0], "low": x[1], "high": x[2]}
 
 
-def _student_edits(types_present: list[int], stance: torch.Tensor) -> dict[str, Callable]:
-    edits: dict[str, Callable] = {
-        "no_messages": ab.as_edit(ab.no_messages, stance),
-        "shuffled": ab.as_edit(ab.shuffled_senders(0), stance),
-        "opposite": ab.as_edit(ab.opposite_stance, stance),
-    }
+def table_edits(types_present: list[int]) -> dict[str, ab.TableEdit]:
+    """Every shown-table edit measured, by name (the same edits for the student and the truth)."""
+    edits: dict[str, ab.TableEdit] = {"no_messages": ab.no_messages, "shuffled": ab.shuffled_senders(0),
+                                      "opposite": ab.opposite_stance}
     for ty in types_present:
         for sign in (1, -1):
-            edits[f"strong_{ty}_{sign}"] = ab.as_edit(ab.strong_neighbor(ty, sign), stance)
+            edits[f"strong_{ty}_{sign}"] = ab.strong_neighbor(ty, sign)
+    return edits
+
+
+def _student_edits(tables: dict[str, ab.TableEdit], stance: torch.Tensor) -> dict[str, Callable]:
+    edits: dict[str, Callable] = {k: ab.as_edit(e, stance) for k, e in tables.items()}
 
     def forget(t, inp, state):
         state.drawn = torch.zeros_like(state.drawn)
@@ -68,18 +71,13 @@ def _student_edits(types_present: list[int], stance: torch.Tensor) -> dict[str, 
     return edits
 
 
-def _truth(tr: PlantedTrace, name: str) -> np.ndarray:
-    """(T, N, A) the process under the named edit."""
-    if name == "factual":
-        return np.stack([tr.probabilities(t) for t in range(tr.ticks)])
-    if name == "forget_draw":
-        return np.stack([tr.probabilities(t, forget_draw=True) for t in range(tr.ticks)])
-    if name.startswith("strong_"):
-        _, ty, sign = name.split("_")
-        edit = ab.strong_neighbor(int(ty), int(sign))
-    else:
-        edit = {"no_messages": ab.no_messages, "shuffled": ab.shuffled_senders(0), "opposite": ab.opposite_stance}[name]
-    return np.stack([tr.probabilities(t, edit) for t in range(tr.ticks)])
+def _truth(tr: PlantedTrace, tables: dict[str, ab.TableEdit]) -> dict[str, np.ndarray]:
+    """(T, N, A) the process, factual, under every table edit and with the last draw forgotten."""
+    ticks = range(tr.ticks)
+    out = {"factual": np.stack([tr.probabilities(t) for t in ticks]),
+           "forget_draw": np.stack([tr.probabilities(t, forget_draw=True) for t in ticks])}
+    out.update({k: np.stack([tr.probabilities(t, e) for t in ticks]) for k, e in tables.items()})
+    return out
 
 
 def paired_ablations(student, ep, tr: PlantedTrace, samples: int) -> dict[str, Any]:
@@ -89,9 +87,10 @@ def paired_ablations(student, ep, tr: PlantedTrace, samples: int) -> dict[str, A
     T, N = tr.shown.shape[:2]
     counts = {ty: int(sum(ab.rows_with_type(tr.shown[t], tr.types[t], ty).sum() for t in range(1, T))) for ty in range(len(EDGE_TYPES))}
     types_present = [ty for ty, c in counts.items() if c >= MIN_ROWS]
-    res = replay(student, ep, _student_edits(types_present, ep.targets["stance"]), samples=samples)
+    tables = table_edits(types_present)
+    res = replay(student, ep, _student_edits(tables, ep.targets["stance"]), samples=samples)
     probs = {k: v["probs"].numpy() for k, v in res.items()}  # (S, T, N, A)
-    truth = {k: _truth(tr, k) for k in probs}
+    truth = _truth(tr, tables)
     agents = np.broadcast_to(np.arange(N), (T - 1, N)).ravel()
     out: dict[str, Any] = {"ablations": {}}
     stu_tv = {}
