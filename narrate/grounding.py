@@ -2,9 +2,13 @@
 
 Every tick, decision and number the text names must match the record:
 - **ticks**: "tick 3", "round 3", "week 3" must be ticks of the record (the narrated range);
-- **decisions**: a sentence that cites exactly one tick and names an action (its label or an
-  inflection: vaccinate / vaccinated / vaccinating) must name the decision taken at that
-  tick, unless the sentence is negated ("did not", "didn't", "never", "no longer", "instead of");
+- **decisions**: in a sentence that cites exactly one tick, an action it names (its label or an
+  inflection: vaccinate / vaccinated / vaccinating) is *asserted* unless a negation ("not",
+  "didn't", "never", "no longer", "instead of", "rather than", "without") comes before it in
+  the same clause (clauses end at , ; : and at because / but / so / and / while / although),
+  in which case it is *denied*. Asserting another action than the decision taken at that tick
+  is flagged, and so is denying the decision taken without asserting it elsewhere in the
+  sentence ("In tick 2, I did not vaccinate" when the agent vaccinated);
 - **numbers**: every other number must be one the record holds: a tick, a probability as a
   percentage (±1) or a fraction (±0.01), a channel, stance or salience on the 0–1 (±0.01),
   0–10 (±0.5) or 0–100 (±1) scale, a count of events or neighbours, a number stated in an
@@ -19,7 +23,8 @@ from dataclasses import dataclass
 
 TICK_RX = re.compile(r"\b(?:tick|round|week)s?\s*#?\s*(\d+)", re.IGNORECASE)
 NUMBER_RX = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(\s*%)?")
-NEGATION_RX = re.compile(r"\b(not|n't|never|no longer|instead of|rather than|without)\b", re.IGNORECASE)
+NEGATION_RX = re.compile(r"\b(?:not|never|no longer|instead of|rather than|without)\b|n't\b", re.IGNORECASE)
+CLAUSE_RX = re.compile(r"[,;:]|\b(?:because|but|so|and|while|although|though)\b", re.IGNORECASE)
 SENTENCE_RX = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
@@ -57,6 +62,21 @@ def allowed_numbers(record) -> list[tuple[float, float]]:
     return vals
 
 
+def _mentions(sentence: str, forms: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+    """(asserted, denied) action labels of a sentence: a mention after a negation in its clause is denied."""
+    asserted: list[str] = []
+    denied: list[str] = []
+    for clause in CLAUSE_RX.split(sentence):
+        negation = NEGATION_RX.search(clause)
+        for label, fs in forms.items():
+            for f in fs:
+                for m in re.finditer(rf"\b{re.escape(f)}\b", clause, re.IGNORECASE):
+                    side = denied if negation and negation.start() < m.start() else asserted
+                    if label not in side:
+                        side.append(label)
+    return asserted, denied
+
+
 def check_grounding(text: str, record) -> list[GroundingIssue]:
     issues: list[GroundingIssue] = []
     ticks = {t.tick: t for t in record.ticks}
@@ -67,14 +87,15 @@ def check_grounding(text: str, record) -> list[GroundingIssue]:
         for t in cited:
             if t not in ticks:
                 issues.append(GroundingIssue("tick", sentence, f"tick {t} is not in the record (ticks {sorted(ticks)})"))
-        named = [label for label, fs in forms.items()
-                 if any(re.search(rf"\b{re.escape(f)}\b", sentence, re.IGNORECASE) for f in fs)]
         in_record = [t for t in set(cited) if t in ticks]
-        if len(in_record) == 1 and named and not NEGATION_RX.search(sentence):
-            actual = ticks[in_record[0]].decision
-            if actual not in named:
+        if len(in_record) == 1:
+            asserted, denied = _mentions(sentence, forms)
+            t, actual = in_record[0], ticks[in_record[0]].decision
+            if asserted and actual not in asserted:
                 issues.append(GroundingIssue("decision", sentence,
-                                             f"names {', '.join(named)} at tick {in_record[0]}, where the decision was {actual}"))
+                                             f"names {', '.join(asserted)} at tick {t}, where the decision was {actual}"))
+            elif actual in denied and actual not in asserted:
+                issues.append(GroundingIssue("decision", sentence, f"denies {actual} at tick {t}, where it was the decision"))
         tick_spans = [m.span(1) for m in TICK_RX.finditer(sentence)]
         for m in NUMBER_RX.finditer(sentence):
             if any(a <= m.start(1) < b for a, b in tick_spans):

@@ -30,12 +30,21 @@ def test_probes_recover_a_planted_linear_signal():
 
 
 def test_probes_stay_at_chance_on_unrelated_labels():
-    x, agents, _, rng = _planted(seed=1)
-    y = rng.normal(size=len(x))
-    r = fit_probe(x, y, agents, "regression", "noise", "latent")
-    assert r.score < 0.1
-    c = fit_probe(x, rng.integers(0, 2, len(x)), agents, "classification", "noise", "latent")
-    assert abs(c.score - 0.5) < 0.15
+    """Labels unrelated to the state: the probe and its shuffled-label twin score at chance (the
+    held-out majority share; R² = 0) within a tolerance set by the 360 test rows, and on a real
+    signal the shuffled twin still scores R² = 0."""
+    x, agents, w, rng = _planted(seed=1, n_agents=300)  # 1,200 rows; 90 held-out agents = 360 test rows
+    c = fit_probe(x, (rng.random(len(x)) < 0.7).astype(int), agents, "classification", "noise", "latent")
+    tol = 3 * np.sqrt(0.7 * 0.3 / c.n_test)  # three standard errors of an accuracy near 0.7: 0.072
+    assert c.n_test == 360 and abs(c.chance - 0.7) < tol  # chance: the training majority's share of the test rows
+    assert abs(c.score - c.chance) < tol and abs(c.shuffled - c.chance) < tol
+    # an unrelated ridge loses about p / n_train + 1 / n_test = 12 / 840 + 1 / 360 ≈ 0.02 of R²
+    r = fit_probe(x, rng.normal(size=len(x)), agents, "regression", "noise", "latent")
+    assert abs(r.score) < 0.05 and abs(r.shuffled) < 0.05
+    # on a planted signal, a shuffled-label ridge points in a random direction of the 12 dims:
+    # its chance alignment with the signal is of order 1 / 12 of R² before cross-validated shrinkage
+    s = fit_probe(x, x @ w + 0.1 * rng.normal(size=len(x)), agents, "regression", "planted", "latent")
+    assert s.score > 0.99 and abs(s.shuffled) < 0.08
 
 
 def test_text_features_follow_the_documented_rules():
@@ -72,6 +81,47 @@ def test_grounding_catches_wrong_narratives(wrong, kind):
     assert [i.kind for i in issues] == [kind], issues
 
 
+@pytest.mark.parametrize("negated, plain", [
+    ("In tick 1, I decided not to vaccinate.", "In tick 1, I decided to vaccinate."),  # waited at tick 1
+    ("In tick 0, I did not vaccinate.", "In tick 0, I vaccinated."),  # waited at tick 0
+    ("In tick 2, I never refused.", "In tick 2, I refused."),  # vaccinated at tick 2
+    ("In tick 0, I held off instead of vaccinating.", "In tick 0, I held off by vaccinating."),
+])
+def test_grounding_exempts_negated_actions_from_the_decision_check(negated, plain):
+    """A negation ("not", "never", "instead of") says the named action was *not* taken, so it need
+    not be the decision; the same sentence without it contradicts the record."""
+    assert check_grounding(negated, _record()) == []
+    assert [i.kind for i in check_grounding(plain, _record())] == ["decision"]
+
+
+@pytest.mark.parametrize("negated, kind", [
+    ("In tick 5, I did not vaccinate.", "tick"),  # negated, yet the tick is outside the record
+    ("In tick 2, I did not refuse, and I was 93% sure.", "number"),  # negated, yet the number is invented
+])
+def test_negated_sentences_still_have_their_ticks_and_numbers_checked(negated, kind):
+    assert [i.kind for i in check_grounding(negated, _record())] == [kind]
+
+
+def test_grounding_reads_contractions_as_negations():
+    """"didn't" is a negation like "did not" (waited at tick 0)."""
+    assert check_grounding("In tick 0, I didn't vaccinate.", _record()) == check_grounding(
+        "In tick 0, I did not vaccinate.", _record()) == []
+
+
+@pytest.mark.parametrize("negated", ["In tick 2, I did not vaccinate.", "In tick 1, I decided not to wait.",
+                                     "In tick 1, I didn't wait.", "In tick 1, I refused rather than wait."])
+def test_grounding_flags_a_negated_claim_that_denies_the_recorded_decision(negated):
+    """Vaccinated at tick 2 and waited at tick 1: denying either, or asserting another action
+    beside a negation, contradicts the record."""
+    assert [i.kind for i in check_grounding(negated, _record())] == ["decision"]
+
+
+def test_a_negation_reaches_only_its_own_clause():
+    """"not" in the reason does not deny the decision stated before it (waited at tick 1)."""
+    assert check_grounding("In tick 1, I decided to wait because I was not sure I should vaccinate.", _record()) == []
+    assert check_grounding("In tick 1, I was not sure, so I waited.", _record()) == []
+
+
 def test_narration_and_interview_with_the_embedded_llm(trained, tmp_path, capsys):
     from lsm.cli import main
 
@@ -82,8 +132,19 @@ def test_narration_and_interview_with_the_embedded_llm(trained, tmp_path, capsys
     capsys.readouterr()
     assert main(["narrate", "--rollout", str(out), "--agent", "4", "--teacher", "debug", "--out", str(tmp_path / "n.md")]) == 0
     text = (tmp_path / "n.md").read_text()
-    assert "agent 4" in text and "In tick 0, I decided to" in text and "In tick 1, I decided to" in text
-    assert "Grounding: passed" in text or "Grounding: FAILED" in text  # checked either way, never silent
+    # the scaffold states the rollout's own decisions, tick by tick
+    from lsm.data_gen.store import TraceFile
+    from lsm.model.checkpoint import load_checkpoint
+    from lsm.probes.readout import agent_readout
+
+    with TraceFile(out) as tf:
+        labels, decided = tf.scenario.actions.labels, tf.array("decision")[:, 4]
+    for t in (0, 1):
+        assert f"In tick {t}, I decided to {labels[decided[t]]} because" in text
+    # the printed verdict is the checker's verdict on the printed narrative, and the seeded run passes
+    body = text.split("\n\n")[1]
+    assert check_grounding(body, agent_readout(load_checkpoint(ckpt), out, 4, range(2))) == []
+    assert "*Grounding: passed (attempt " in text
     assert main(["narrate", "--rollout", str(out), "--agent", "4", "--teacher", "debug", "--ticks", "1:1",
                  "--ask", "Who did you listen to?"]) == 0
     assert "asked: *Who did you listen to?*" in capsys.readouterr().out
