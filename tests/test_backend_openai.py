@@ -1,11 +1,17 @@
 """The `openai` backend against a real OpenAI-compatible server process on loopback
-(`lsm serve`: the embedded SmolLM2 behind /v1/chat/completions), and the vLLM backend's skip."""
+(`lsm serve`: the embedded SmolLM2 behind /v1/chat/completions), its retries against a
+deliberately failing loopback server, and the vLLM backend's skip."""
 from __future__ import annotations
 
+import itertools
 import json
+import queue
 import socket
 import subprocess
 import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
@@ -18,16 +24,65 @@ from lsm.data_gen.teacher.config import OpenAIConfig
 from lsm.data_gen.world import build_world, save_world
 
 
+SERVE_TIMEOUT_S = 300
+
+
+def _start_server(cmd: list[str], timeout: float) -> tuple[subprocess.Popen, str]:
+    """Start `cmd` and wait up to `timeout` s for its "serving ... on URL" line; return (process,
+    URL). A server that exits or stays silent fails the test with everything it printed. A thread
+    keeps draining its output afterwards, so a chatty server never blocks on a full pipe."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def drain():
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)  # EOF: the server exited
+
+    threading.Thread(target=drain, daemon=True).start()
+    seen: list[str] = []
+    line: str | None = ""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        seen.append(line)
+        if line.startswith("serving") and " on " in line:
+            return proc, line.split(" on ")[1].strip()
+    proc.kill()
+    proc.wait(timeout=30)
+    why = f"exited with code {proc.returncode}" if line is None else f"did not start within {timeout:g} s"
+    pytest.fail(f"{' '.join(cmd)} {why}; its output:\n{''.join(seen)}")
+
+
 @pytest.fixture(scope="module")
 def server():
-    proc = subprocess.Popen([sys.executable, "-m", "lsm", "serve", "--port", "0"], stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()  # "serving <model> on http://127.0.0.1:PORT/v1" once the model is loaded
-    if "serving" not in line:
-        proc.kill()
-        pytest.fail(f"lsm serve did not start: {line!r}")
-    yield line.split(" on ")[1].strip()
+    proc, url = _start_server([sys.executable, "-m", "lsm", "serve", "--port", "0"], SERVE_TIMEOUT_S)
+    yield url
     proc.terminate()
     proc.wait(timeout=30)
+
+
+def test_a_hung_or_dead_server_fails_the_fixture_with_its_output():
+    """The fixture's start-up wait has a deadline: a server that never says "serving" fails
+    (with what it printed) instead of stalling the suite; one that exits fails at once."""
+    hung = [sys.executable, "-c", "print('loading weights', flush=True); import time; time.sleep(120)"]
+    t0 = time.monotonic()
+    with pytest.raises(pytest.fail.Exception, match=r"(?s)did not start within 1 s.*loading weights"):
+        _start_server(hung, timeout=1)
+    assert time.monotonic() - t0 < 30
+    with pytest.raises(pytest.fail.Exception, match=r"(?s)exited with code 3.*boom"):
+        _start_server([sys.executable, "-c", "print('boom'); raise SystemExit(3)"], timeout=60)
+    ok = [sys.executable, "-c",
+          "print('warming up'); print('serving m on http://127.0.0.1:9/v1', flush=True); import time; time.sleep(120)"]
+    proc, url = _start_server(ok, timeout=60)
+    proc.kill()
+    proc.wait()
+    assert url == "http://127.0.0.1:9/v1"
 
 
 def _free_port() -> int:
@@ -40,6 +95,110 @@ def test_down_server_is_a_clear_error():
     cfg = OpenAIConfig(base_url=f"http://127.0.0.1:{_free_port()}/v1", model="m", max_retries=1, backoff_s=0.01)
     with pytest.raises(BackendError, match="cannot reach the server.*after 2 tries"):
         OpenAIBackend(cfg)
+
+
+class _Flaky:
+    """A loopback OpenAI-compatible server that answers the first requests to each path with the
+    HTTP errors listed in `fail[path]` (OpenAI-shaped error bodies), then correctly. `hits`
+    records (path, monotonic time) of every request."""
+
+    CHAT = "/v1/chat/completions"
+    MODELS = "/v1/models"
+
+    def __init__(self):
+        self.fail: dict[str, list[int]] = {}
+        self.hits: list[tuple[str, float]] = []
+        self.lock = threading.Lock()
+        flaky = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_):
+                pass
+
+            def _send(self, status, body):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _answer(self, ok_body):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with flaky.lock:
+                    flaky.hits.append((self.path, time.monotonic()))
+                    todo = flaky.fail.get(self.path, [])
+                    code = todo.pop(0) if todo else None
+                if code is None:
+                    self._send(200, ok_body)
+                else:
+                    self._send(code, {"error": {"message": f"deliberate {code}", "type": "server_error"}})
+
+            def do_GET(self):
+                self._answer({"object": "list", "data": [{"id": "m", "object": "model"}]})
+
+            def do_POST(self):
+                self._answer({"choices": [{"message": {"role": "assistant", "content": '{"ok": 1}'}, "finish_reason": "stop"}],
+                              "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def times(self, path: str) -> list[float]:
+        return [t for p, t in self.hits if p == path]
+
+
+@pytest.fixture
+def flaky():
+    srv = _Flaky()
+    thread = threading.Thread(target=srv.httpd.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.httpd.shutdown()
+    srv.httpd.server_close()
+    thread.join(timeout=10)
+
+
+HELLO = [[{"role": "user", "content": "hello"}]]
+
+
+@pytest.mark.parametrize("codes", [[429], [503], [500, 502, 503, 429]], ids=["429", "503", "500-502-503-429"])
+def test_429_and_5xx_are_retried_with_exponential_backoff(flaky, codes):
+    """Each 429/5xx costs one more attempt; attempt k+1 waits at least backoff_s * 2**k."""
+    flaky.fail[flaky.CHAT] = list(codes)
+    cfg = OpenAIConfig(base_url=flaky.url, model="m", max_retries=4, backoff_s=0.02)
+    g = OpenAIBackend(cfg).generate(HELLO)[0]
+    assert (g.text, g.prompt_tokens, g.completion_tokens) == ('{"ok": 1}', 3, 2)
+    t = flaky.times(flaky.CHAT)
+    assert len(t) == len(codes) + 1
+    gaps = [b - a for a, b in itertools.pairwise(t)]
+    assert all(gap >= cfg.backoff_s * 2**k for k, gap in enumerate(gaps)), gaps
+
+
+def test_start_up_check_is_retried_too(flaky):
+    """GET /models (the start-up check) goes through the same retries."""
+    flaky.fail[flaky.MODELS] = [503, 429]
+    OpenAIBackend(OpenAIConfig(base_url=flaky.url, model="m", max_retries=2, backoff_s=0.01))
+    assert len(flaky.times(flaky.MODELS)) == 3
+
+
+def test_more_failures_than_the_retry_limit_is_a_clear_error(flaky):
+    """max_retries=2 means 3 attempts, then an error naming the request, the last HTTP status,
+    the server's message and the number of tries."""
+    b = OpenAIBackend(OpenAIConfig(base_url=flaky.url, model="m", max_retries=2, backoff_s=0.01))
+    flaky.fail[flaky.CHAT] = [503, 429, 503, 500]
+    with pytest.raises(BackendError, match=rf"^POST {flaky.url}/chat/completions: HTTP 503: deliberate 503 after 3 tries; "):
+        b.generate(HELLO)
+    assert len(flaky.times(flaky.CHAT)) == 3
+
+
+def test_4xx_is_not_retried(flaky):
+    """A client error (here 400) is final: one attempt, and the server's message in the error."""
+    b = OpenAIBackend(OpenAIConfig(base_url=flaky.url, model="m", max_retries=4, backoff_s=0.01))
+    flaky.fail[flaky.CHAT] = [400]
+    with pytest.raises(BackendError, match=rf"^POST {flaky.url}/chat/completions: HTTP 400: deliberate 400$"):
+        b.generate(HELLO)
+    assert len(flaky.times(flaky.CHAT)) == 1
 
 
 def test_wrong_model_name_is_a_clear_error(server):

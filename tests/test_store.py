@@ -4,8 +4,10 @@ import h5py
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from lsm.config import shipped, to_yaml
+from lsm.data_gen import store
 from lsm.data_gen.loop.events import EventSchedule
 from lsm.data_gen.scenario import load_scenario
 from lsm.data_gen.store import StoreError, TraceFile, TraceWriter
@@ -119,6 +121,38 @@ def test_unknown_schema_version_is_refused(trace):
         TraceFile(path)
 
 
+def test_newer_minor_schema_version_is_refused_older_and_equal_are_read(trace, monkeypatch):
+    """Within our major version a file of an older or equal minor version reads; a newer minor
+    (written by a newer lsm) is refused with a message naming the versions (README: file formats)."""
+    path, writer, ticks, _ = trace
+    writer.append_tick(ticks[0])
+    writer.close()
+    monkeypatch.setattr(store, "SCHEMA_VERSION", "1.3")  # pretend we are at 1.3, so 1.2 is an older minor
+
+    def reopen(version):
+        with h5py.File(path, "a") as f:
+            f.attrs["schema_version"] = version
+        return TraceFile(path)
+
+    for version in ("1.0", "1.2", "1.3"):
+        with reopen(version) as tf:
+            assert tf.n_ticks == 1
+    with pytest.raises(StoreError, match=r"trace\.h5: schema_version 1\.4 is not readable by this LSM \(reads 1\.0-1\.3\); upgrade lsm"):
+        reopen("1.4")
+
+
+def test_newer_minor_than_the_shipped_schema_is_refused(trace):
+    """The same rule at the real SCHEMA_VERSION: one minor version ahead is refused."""
+    path, writer, ticks, _ = trace
+    writer.append_tick(ticks[0])
+    writer.close()
+    major, minor = (int(x) for x in store.SCHEMA_VERSION.split("."))
+    with h5py.File(path, "a") as f:
+        f.attrs["schema_version"] = f"{major}.{minor + 1}"
+    with pytest.raises(StoreError, match=rf"schema_version {major}\.{minor + 1} is not readable .*reads {major}\.0-{major}\.{minor}\)"):
+        TraceFile(path)
+
+
 def test_missing_dataset_is_reported(trace):
     path, writer, ticks, _ = trace
     writer.append_tick(ticks[0])
@@ -146,21 +180,40 @@ def test_truncated_and_foreign_files_are_reported(tmp_path, world_file):
 
 
 def test_rollout_scale_streaming_writes_one_tick_at_a_time(tmp_path, world_file):
-    """Chunks hold one tick, so appending tick t never rewrites earlier ticks."""
+    """Chunks hold one tick, so appending tick 1 leaves tick 0's stored chunk (its bytes and its
+    place in the file) exactly as it was; each tick reads back its own values, and the embedded
+    scenario is the one written."""
     sc_path = shipped("scenarios", "guessing_game.yaml")
     w = load_world(world_file)
+    n = w.n
     path = tmp_path / "rollout.h5"
+
+    def tick(t):
+        rng = np.random.default_rng(t)
+        return {
+            "channels": rng.random((n, 8), dtype=np.float32), "decision": rng.integers(0, 10, n).astype(np.int16),
+            "decision_value": np.full(n, 42.0 + t, np.float32), "stance": rng.uniform(-1, 1, n).astype(np.float32),
+            "salience": rng.random(n, dtype=np.float32), "exposed_events": np.full((n, 1), t, np.int32),
+            "valid": rng.random(n) > 0.5, "latent": rng.standard_normal((n, 4)).astype(np.float16),
+        }
+
+    ticks = [tick(0), tick(1)]
+
+    def chunk0(ds):
+        origin = (0,) * ds.ndim
+        return ds.id.get_chunk_info_by_coord(origin).byte_offset, ds.id.read_direct_chunk(origin)
+
     with TraceWriter(path, "student_rollout", world_file, sc_path.read_text(),
-                     dims={"N": w.n, "C": 8, "A": 10, "E": 1, "Z": 4}, fields=["decision_value", "latent"]) as wr:
-        assert wr.f["channels"].chunks[0] == 1
-        for t in range(2):
-            wr.append_tick({
-                "channels": np.zeros((w.n, 8), np.float32), "decision": np.zeros(w.n, np.int16),
-                "decision_value": np.full(w.n, 42.0, np.float32), "stance": np.zeros(w.n, np.float32),
-                "salience": np.zeros(w.n, np.float32), "exposed_events": np.zeros((w.n, 1), np.int32),
-                "valid": np.ones(w.n, bool), "latent": np.ones((w.n, 4), np.float16),
-            })
+                     dims={"N": n, "C": 8, "A": 10, "E": 1, "Z": 4}, fields=["decision_value", "latent"]) as wr:
+        assert wr.f["channels"].chunks == (1, n, 8)
+        wr.append_tick(ticks[0])
+        before = {name: chunk0(wr.f[name]) for name in wr.fields}
+        wr.append_tick(ticks[1])
+        for name in wr.fields:
+            assert chunk0(wr.f[name]) == before[name], f"appending tick 1 rewrote tick 0 of '{name}'"
     with TraceFile(path) as tf:
         assert tf.kind == "student_rollout" and tf.n_ticks == 2
-        assert float(tf.tensors(["decision_value"])["decision_value"].mean()) == 42.0
-        assert to_yaml(tf.scenario)  # the embedded scenario re-validates
+        for t, data in enumerate(ticks):
+            for name, values in data.items():
+                np.testing.assert_array_equal(tf.array(name)[t], values, err_msg=f"{name} at tick {t}")
+        assert yaml.safe_load(to_yaml(tf.scenario)) == yaml.safe_load(to_yaml(load_scenario(sc_path)))
