@@ -1,8 +1,11 @@
 """The `lsm` command line: real subprocesses for exit codes, in-process for speed elsewhere."""
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -10,6 +13,10 @@ from lsm.cli import main
 from lsm.config import shipped
 from lsm.data_gen.store import TraceFile  # noqa: F401  (import check)
 from lsm.data_gen.world import load_world
+
+CORPUS = Path(__file__).resolve().parents[1] / "data_gen/corpus/n20"
+SUBCOMMANDS = ["world", "scenario", "gen", "sensitivity", "evaluate", "rollout", "validate", "bench", "demo", "probe",
+               "narrate", "serve", "recovery", "info"]
 
 
 def test_world_command_writes_world_and_prints_summary(tmp_path, capsys):
@@ -49,6 +56,55 @@ def test_info_and_bad_file(world_file, tmp_path, capsys):
     assert "not an HDF5 file" in capsys.readouterr().err
 
 
-def test_console_script_help():
-    proc = subprocess.run([sys.executable, "-m", "lsm", "--help"], capture_output=True, text=True)
-    assert proc.returncode == 0 and "world" in proc.stdout and "scenario" in proc.stdout
+def test_console_script_help(tmp_path):
+    """The installed `lsm` entry point (not `python -m lsm`), run outside the repository, lists
+    every subcommand."""
+    proc = subprocess.run([str(Path(sys.executable).parent / "lsm"), "--help"], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: lsm ")
+    assert re.search(r"\{([\w,]+)\}", proc.stdout).group(1).split(",") == SUBCOMMANDS
+
+
+def _info(file, capsys) -> tuple[list[str], dict, dict[str, str]]:
+    """`lsm info FILE`: (header lines, dims, {field: shape})."""
+    assert main(["info", str(file)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    m = re.fullmatch(r"  agents: (\d+), ticks: (\d+), dims: (\{.*\})", lines[4])
+    dims = {"agents": int(m.group(1)), "ticks": int(m.group(2)), **json.loads(m.group(3))}
+    fields = dict(re.match(r"  (\w+) +(\([\d, ]+\))", line).groups() for line in lines[5:])
+    return lines[:4], dims, fields
+
+
+def test_info_on_a_teacher_trace(capsys):
+    """The shipped 20-agent, 8-tick vaccine-campaign trace, teacher and LLM seed 0."""
+    path = CORPUS / "vaccine_campaign_s0.h5"
+    head, dims, fields = _info(path, capsys)
+    assert head[0] == f"{path}: teacher_trace, schema 1.0, complete: True"
+    assert json.loads(head[1].removeprefix("  seeds: ")) == {"world_seed": 0, "teacher": 0, "llm": 0}
+    assert head[2] == "  configs: graph, population, scenario, teacher"
+    assert dims == {"agents": 20, "ticks": 8, "N": 20, "A": 3, "C": 8, "R": 11, "D": 384, "K": 4, "E": 4}
+    assert fields["decision"] == "(8, 20)" and fields["decision_dist"] == "(8, 20, 3)"
+    assert fields["channels"] == "(8, 20, 8)" and fields["channel_dist"] == "(8, 20, 8, 11)"
+    assert fields["expression_emb"] == fields["reasoning_emb"] == "(8, 20, 384)"
+    assert fields["shown_neighbors"] == "(8, 20, 4)" and fields["exposed_events"] == "(8, 20, 4)"
+    assert len(fields) == 19 and all(shape.startswith("(8, 20") for shape in fields.values())
+
+
+def test_info_on_a_student_rollout(trained, tmp_path, capsys):
+    """A 2-tick rollout of the debug student on the unseen 60-agent world (world seed 7, seed 0)."""
+    _, ckpt, world = trained
+    out = tmp_path / "R.h5"
+    assert main(["rollout", "--ckpt", str(ckpt), "--world", str(world), "--scenario", "vaccine_campaign",
+                 "--out", str(out), "--ticks", "2", "--quiet", "true"]) == 0
+    capsys.readouterr()
+    head, dims, fields = _info(out, capsys)
+    assert head[0] == f"{out}: student_rollout, schema 1.0, complete: True"
+    assert json.loads(head[1].removeprefix("  seeds: ")) == {"world_seed": 7, "seed": 0}
+    assert head[2] == "  configs: graph, population, rollout, scenario, student"
+    # Z and H: the debug student's latent_dim 8 and memory_dim 16 (configs/train/debug.yaml)
+    assert dims == {"agents": 60, "ticks": 2, "N": 60, "A": 3, "C": 8, "R": 11, "D": 384, "K": 4, "E": 4,
+                    "Z": 8, "H": 16}
+    assert fields["decision"] == "(2, 60)" and fields["channels"] == "(2, 60, 8)"
+    assert fields["latent"] == "(2, 60, 8)" and fields["memory"] == "(2, 60, 16)"
+    assert len(fields) == 12 and all(shape.startswith("(2, 60") for shape in fields.values())

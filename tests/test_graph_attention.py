@@ -34,6 +34,42 @@ def test_attention_is_zero_outside_the_graph_and_rows_sum_to_one():
     assert (dense[~mask] == 0).all()
 
 
+def _by_hand(layer, x, m, u, edges, types):
+    """The update rule of the class docstring from the layer's raw parameters, one receiver at a
+    time, with plain tensor ops (shares no code with the layer): (output (N, D), weights (E, H))."""
+    H, Dh, D = layer.heads, layer.head_dim, layer.dim
+    P = dict(layer.named_parameters())
+    ln = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-5)  # LayerNorm, eps 1e-5
+    ln = ln * P["norm.weight"] + P["norm.bias"]
+    film = u @ P["film.weight"].T + P["film.bias"]  # (N, 2D): [γ - 1 | β]
+    h = (1 + film[:, :D]) * ln + film[:, D:]
+    q = h @ P["q.weight"].T
+    out = torch.zeros(len(x), D)
+    alpha = torch.zeros(edges.shape[1], H)
+    for i in range(len(x)):
+        into = [e for e in range(edges.shape[1]) if edges[1, e] == i]  # in-edges j -> i
+        for hd in range(H):
+            cols = slice(hd * Dh, (hd + 1) * Dh)
+            keys = [m[edges[0, e]] @ P["k.weight"][cols].T + P["type_key.weight"][types[e], cols] for e in into]
+            vals = [m[edges[0, e]] @ P["v.weight"][cols].T + P["type_value.weight"][types[e], cols] for e in into]
+            s = torch.stack([q[i, cols] @ k / Dh ** 0.5 + P["type_bias.weight"][types[e], hd] for e, k in zip(into, keys)])
+            w = torch.exp(s - s.max()) / torch.exp(s - s.max()).sum()
+            alpha[into, hd] = w
+            out[i, cols] = sum(wi * v for wi, v in zip(w, vals))
+    return out @ P["o.weight"].T + P["o.bias"], alpha
+
+
+def test_matches_the_update_rule_computed_by_hand():
+    """Norm, FiLM, typed keys/values/biases, softmax over in-edges and output projection, each
+    checked against the formula rather than against the layer's own modules."""
+    layer, x, m, u = _setup(6)
+    y, alpha = layer(x, m, EDGES, TYPES, u, return_attention_weights=True)
+    ref, ref_alpha = _by_hand(layer, x, m, u, EDGES, TYPES)
+    assert_close(alpha, ref_alpha)
+    assert_close(y, ref)
+    assert_close(dense_reference(layer, x, m, EDGES, TYPES, u)[0], ref)
+
+
 def test_agrees_with_dense_reference():
     layer, x, m, u = _setup(1)
     y, alpha = layer(x, m, EDGES, TYPES, u, return_attention_weights=True)
