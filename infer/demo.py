@@ -83,18 +83,25 @@ def run_demo(cfg: DemoConfig, extra_steps=None) -> dict[str, Path]:
         _step(cfg, f"teacher (LLM seed {llm_seed})", art[key], gen)
 
     def train():
+        # Checkpoints go to a `.partial` folder renamed when training ends: a run killed mid-training
+        # continues from its last epoch (`--ckpt_path`) instead of keeping a half-trained student.
+        partial = art["checkpoint"].with_name(art["checkpoint"].name + ".partial")
         overlay = out / "train_overlay.yaml"  # the preset, with this folder's data and output places
         overlay.write_text(yaml.safe_dump({
             "trainer": {"default_root_dir": str(out / "runs"),
                         "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                                    "init_args": {"save_dir": str(out / "runs"), "name": "tensorboard"}},
                         "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                                       "init_args": {"dirpath": str(art["checkpoint"]), "filename": "student-{epoch}",
+                                       "init_args": {"dirpath": str(partial), "filename": "student-{epoch}",
                                                      "save_last": True}}],
                         **({"max_epochs": cfg.epochs} if cfg.epochs is not None else {})},
             "data": {"train_files": [str(art["teacher_a"])], "val_files": [str(art["teacher_b"])]},
         }, sort_keys=False))
-        train_main(["fit", "--config", str(CONFIG_ROOT / f"train/{cfg.preset}.yaml"), "--config", str(overlay)])
+        resume = ["--ckpt_path", str(partial / "last.ckpt")] if (partial / "last.ckpt").exists() else []
+        if resume:
+            print(f"[demo] train: continuing from {partial / 'last.ckpt'}", flush=True)
+        train_main(["fit", "--config", str(CONFIG_ROOT / f"train/{cfg.preset}.yaml"), "--config", str(overlay), *resume])
+        partial.rename(art["checkpoint"])
 
     _step(cfg, f"train ({cfg.preset})", art["checkpoint"] / "last.ckpt", train)
     _step(cfg, "evaluate", out / "evaluate.txt", lambda: _keep(

@@ -56,6 +56,23 @@ def trained(tmp_path_factory):
     return tmp, tmp / "runs/debug/checkpoints", world
 
 
+@pytest.fixture(scope="session")
+def recovered(tmp_path_factory):
+    """(folder, printed text): a small known-answer recovery (`lsm recovery`, 1500 training agents,
+    400 held out, 40 epochs, ~2.5 min): its students respond to the planted influence and events."""
+    import contextlib
+    import io
+
+    from lsm.cli import main
+
+    out = tmp_path_factory.mktemp("recovery")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["recovery", "--out", str(out / "rec"), "--agents", "1500", "--held_out_agents", "400", "--epochs", "40",
+                     "--json", str(out / "r.json")]) == 0
+    return out, printed.getvalue()
+
+
 @pytest.fixture
 def kill_after_tick():
     """`kill(args, out, tick, timeout)`: start `lsm ARGS --out OUT`, kill -9 it as soon as it has

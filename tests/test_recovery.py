@@ -126,15 +126,10 @@ def test_drawn_decisions_feed_back_seeded_and_deterministic(planted_pair):
 # -- a small recovery case, end to end -----------------------------------------------------------
 
 
-def test_small_recovery_finds_the_planted_influence_and_not_the_null(tmp_path, capsys):
-    from lsm.cli import main
-
-    out = tmp_path / "rec"
-    assert main(["recovery", "--out", str(out), "--agents", "1500", "--held_out_agents", "400", "--epochs", "40",
-                 "--json", str(tmp_path / "r.json")]) == 0
-    text = capsys.readouterr().out
+def test_small_recovery_finds_the_planted_influence_and_not_the_null(recovered):
+    out, text = recovered
     assert "| ablation_tv_ratio |" in text and "| intervention |" in text
-    r = json.loads((tmp_path / "r.json").read_text())
+    r = json.loads((out / "r.json").read_text())
     removed = r["ablations"]["no_messages"]
     assert removed["student_tv"]["value"] >= 0.5 * removed["truth_tv"]["value"] > 0
     assert r["null_ablation_tv"] < 0.02

@@ -86,6 +86,51 @@ def test_report_counterfactual_and_sweep_via_the_cli(trained, tmp_path):
     assert (rep / "sweep/sweep.png").is_file()
 
 
+def test_a_real_counterfactual_edit_changes_decisions_and_narrate_picks_the_flipped(recovered, tmp_path, capsys):
+    """Event 0 turned into a hostile, low-credibility message: with the same seed the exposures are
+    the same, so every difference is the edit's; the per-agent table equals the two files'
+    final ticks, and `lsm narrate --flipped/--cluster` chooses exactly those agents. The student is
+    the known-answer one (`recovered`): the 1-epoch `trained` student barely hears events (no agent
+    flips under this edit)."""
+    import csv
+
+    import yaml
+
+    from lsm.cli import main
+
+    rec = recovered[0] / "rec"
+    ckpt, world = rec / "students/student_n1500/last.ckpt", rec / "worlds/held_out_n400.h5"
+    data = yaml.safe_load((CONFIG_ROOT / "scenarios/vaccine_campaign.yaml").read_text())
+    data["events"][0].update(valence=-0.9, credibility=0.1, framing="fear", source_type="influencer",
+                             text="The new vaccine is dangerous and untested. Do not take it.")
+    edited = tmp_path / "hostile.yaml"
+    edited.write_text(yaml.safe_dump(data))
+    out = tmp_path / "r.h5"
+    assert main(["rollout", "--ckpt", str(ckpt), "--world", str(world), "--scenario", "vaccine_campaign", "--out", str(out),
+                 "--quiet", "true", "--counterfactual", str(edited)]) == 0
+    with TraceFile(out) as fa, TraceFile(tmp_path / "r_cf.h5") as fb:
+        np.testing.assert_array_equal(fa.array("exposed_events")[0] >= 0, fb.array("exposed_events")[0] >= 0)
+        d0, d1 = fa.array("decision")[-1], fb.array("decision")[-1]
+        delta = fb.array("channels")[-1].astype(np.float64) - fa.array("channels")[-1]
+        assert not np.array_equal(fa.array("decision_dist")[0], fb.array("decision_dist")[0])  # the edit reaches tick 0
+    with open(tmp_path / "r_report/counterfactual/counterfactual_agents.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    flipped = [int(r["agent"]) for r in rows if r["flipped"] == "1"]
+    assert flipped == np.nonzero(d0 != d1)[0].tolist() and len(flipped) >= 1
+    deltas = np.array([[float(r[k]) for k in r if k.startswith("delta_")] for r in rows])
+    np.testing.assert_allclose(deltas, delta, atol=1e-3)
+    assert np.abs(deltas).max() > 0
+    capsys.readouterr()
+    assert main(["narrate", "--rollout", str(out), "--flipped", str(tmp_path / "r_cf.h5"), "--limit", "1", "--ticks", "1:1",
+                 "--teacher", "debug", "--attempts", "1"]) == 0
+    assert f"(agent {flipped[0]})" in capsys.readouterr().out
+    from lsm.narrate.run import choose_agents  # --cluster K: the report folder beside the rollout is found by default
+
+    cluster = int(rows[-1]["cluster"])
+    members = [int(r["agent"]) for r in rows if int(r["cluster"]) == cluster]
+    assert choose_agents(out, cluster=cluster, limit=2) == members[:2]
+
+
 def test_rollout_errors_name_the_problem(trained, tmp_path, capsys):
     from lsm.cli import main
 
