@@ -2,6 +2,8 @@
 against its written mechanism, and its null variant."""
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -236,6 +238,8 @@ def test_student_rollout_killed_mid_run_resumes_to_an_identical_file(trained, tm
     assert not cut.exists() and (journal / "state_0001.json").exists()
     done = len(list(journal.glob("state_*.json")))
     assert done < load_scenario(shipped("scenarios", "vaccine_campaign.yaml")).ticks
+    fresh = tmp_path / "fresh.h5"  # the same partial journal, for `--restart true` below
+    shutil.copytree(journal, str(fresh) + ".journal")
     r = subprocess.run(lsm + args + ["--out", str(cut)], check=True, capture_output=True, text=True)
     assert not journal.exists()
     with TraceFile(ref) as a, TraceFile(cut) as b:
@@ -244,21 +248,40 @@ def test_student_rollout_killed_mid_run_resumes_to_an_identical_file(trained, tm
         for name in a.fields:
             np.testing.assert_array_equal(a.array(name), b.array(name), err_msg=name)
     assert "rollout:" in r.stdout
+    # --restart true discards a journal of this very run: it starts at tick 0 and ends the same
+    from lsm.cli import main
+
+    assert main([*args, "--out", str(fresh), "--restart", "true"]) == 0
+    with TraceFile(ref) as a, TraceFile(fresh) as b:
+        assert json.loads(b.f.attrs["summary"])["resumed_from_tick"] == 0
+        for name in a.fields:
+            np.testing.assert_array_equal(a.array(name), b.array(name), err_msg=name)
 
 
-def test_a_journal_from_other_inputs_is_refused(tmp_path):
+def test_a_journal_from_other_inputs_is_refused_and_gen_restart_discards_it(tmp_path, capsys):
+    """`lsm gen` refuses a foreign journal (exit 2, the flag named); `--restart true` discards it
+    and the run equals one that never met a journal."""
+    from lsm.cli import main
     from lsm.data_gen.gen import generate
-    from lsm.data_gen.loop.journal import JournalMismatch
 
     w = _world(tmp_path, 200)
     sc = shipped("scenarios", "vaccine_campaign.yaml")
+    generate(w, sc, PLANTED, seed=0, out=tmp_path / "ref.h5", quiet=True)
     journal = tmp_path / "o.h5.journal"
     journal.mkdir()
     (journal / "run.json").write_text('{"fingerprint": "someone-else"}')
-    with pytest.raises(JournalMismatch, match="--restart"):
-        generate(w, sc, PLANTED, seed=0, out=tmp_path / "o.h5", quiet=True)
-    generate(w, sc, PLANTED, seed=0, out=tmp_path / "o.h5", quiet=True, restart=True)
-    assert not journal.exists() and TraceFile(tmp_path / "o.h5").n_ticks == 8
+    (journal / "tick_0000.npz").write_bytes(b"not a tick of this run")
+    args = ["gen", "--world", str(w), "--scenario", str(sc), "--teacher", str(PLANTED), "--seed", "0", "--quiet", "true",
+            "--out", str(tmp_path / "o.h5")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--restart true" in err and "Traceback" not in err and (journal / "tick_0000.npz").exists()
+    assert main([*args, "--restart", "true"]) == 0
+    assert not journal.exists()
+    with TraceFile(tmp_path / "ref.h5") as a, TraceFile(tmp_path / "o.h5") as b:
+        assert b.n_ticks == 8 and json.loads(b.f.attrs["summary"])["resumed_from_tick"] == 0
+        for name in a.fields:
+            np.testing.assert_array_equal(a.array(name), b.array(name), err_msg=name)
 
 
 def test_planted_config_refuses_unknown_world_attributes(anes_world):

@@ -96,6 +96,15 @@ def test_gen_guessing_game_end_to_end(tiny, backend):
         assert f"{mean * 0.6666667:.1f}" in announced[0]["text"] and f"{mean:.1f}" in announced[0]["text"]
         # Agents exposed at tick 1 saw it, and their prompt-visible neighbours are real in-neighbours.
         assert (tf.array("exposed_events")[1] == announced[0]["uid"]).any(axis=1).all()
+        shown, (_, graph) = tf.array("shown_neighbors"), tf.world()
+        assert (shown[0] == -1).all()  # tick 0: nobody has spoken yet
+        senders = {i: set(graph.edge_index[0][graph.edge_index[1] == i].tolist()) - {i} for i in range(5)}
+        k = yaml.safe_load(DEBUG.read_text())["neighbors"]
+        for i in range(5):
+            js = [int(j) for j in shown[1, i] if j >= 0]
+            spoke = {j for j in senders[i] if tf.array("expression")[0][j]}  # in-neighbours with a message
+            assert set(js) <= spoke and len(set(js)) == len(js) and len(js) == min(k, len(spoke)), (i, js, spoke)
+        assert (shown[1] >= 0).any()
         ds = tf.to_dataset()
         assert len(ds) == 10 and "reasoning" in ds.column_names
 
@@ -210,15 +219,49 @@ def test_llm_backstories_extend_personas(backend):
     assert again.texts == b.texts  # seeded
 
 
-def test_sensitivity_report_rebuilds_prompts_from_the_trace(tiny, backend):
-    from lsm.data_gen.teacher.sensitivity import VARIANTS, format_report, measure
+def test_sensitivity_report_rebuilds_prompts_from_the_trace(tiny, backend, tmp_path, capsys):
+    """The prompt rebuilt from the trace, continued with the recorded reasoning and calibrated by
+    the content-free prompt (divide, renormalise), re-scores to the recorded decision distribution;
+    `lsm sensitivity --write` stores in the trace what it reports, and its no-messages TV is the
+    TV between the rebuilt prompt's scores with and without the messages."""
+    from lsm.cli import main
+    from lsm.data_gen.teacher.sensitivity import VARIANTS, TracePrompts
 
     out = tiny / "sens.h5"
     generate(tiny / "w.h5", tiny / "vaccine_campaign.yaml", DEBUG, seed=2, out=out, backend=backend, quiet=True)
-    r = measure(str(out), tick=1, agents=3, backend=backend)
-    assert r["tick"] == 1 and 1 <= r["agents"] <= 3
-    assert set(r["variants"]) == set(VARIANTS[1:])
-    for v in r["variants"].values():
-        assert 0 <= v["mean_tv"] <= 1
-    assert abs(sum(r["unchanged_mean"].values()) - 1) < 1e-3
-    assert "no_messages" in format_report(r)
+    with TraceFile(out) as tf:
+        rebuilt, sc = TracePrompts(tf), tf.scenario
+        valid, reasoning, dist = tf.array("valid"), tf.array("reasoning"), tf.array("decision_dist")
+        rows = [(t, i) for t in range(2) for i in range(5) if valid[t, i]]
+        users = {(t, i): rebuilt.user(i, t) for t, i in rows}
+        assert any(rebuilt.parts(i, 1).messages for t, i in rows if t == 1)  # the messages are part of what is checked
+    opts = ag.decision_options(sc)
+    raw = np.array(backend.score_options([ag.conversation(rebuilt.system, users[r]) + [
+        {"role": "assistant", "content": ag.decision_prefix(str(reasoning[r]))}] for r in rows], [opts] * len(rows)))
+    content_free = ag.conversation(rebuilt.system, ag.user_prompt(sc, 0, "N/A", "N/A", ag.Memory(), 0, [], [])) + [
+        {"role": "assistant", "content": ag.decision_prefix("N/A")}]
+    cal = raw / np.array(backend.score_options([content_free], [opts])[0])
+    cal /= cal.sum(1, keepdims=True)
+    np.testing.assert_allclose(dist[tuple(np.array(rows).T)], cal, atol=2e-3)
+    assert np.abs(cal - raw).max() > 0.02  # calibration moves these distributions: dropping it fails the check
+
+    js = tmp_path / "s.json"
+    assert main(["sensitivity", str(out), "--tick", "1", "--agents", "3", "--write", "true", "--json", str(js)]) == 0
+    assert "no_messages" in capsys.readouterr().out
+    r = json.loads(js.read_text())
+    with TraceFile(out) as tf:
+        assert json.loads(tf.f.attrs["sensitivity"]) == r
+        np.testing.assert_array_equal(tf.array("decision_dist"), dist)  # the trace itself is untouched
+    assert r["tick"] == 1 and r["agents"] == len(r["agent_ids"]) >= 1 and set(r["variants"]) == set(VARIANTS[1:])
+    prefix = [{"role": "assistant", "content": '{"decision": "'}]
+    tv = []
+    with TraceFile(out) as tf:
+        rebuilt = TracePrompts(tf)
+        parts_of = {i: rebuilt.parts(i, 1) for i in r["agent_ids"]}
+    for i, parts in parts_of.items():
+        with_msgs = ag.user_prompt(sc, 1, rebuilt.pop.names[i], parts.persona, parts.memory, rebuilt.cfg.memories, parts.events,
+                                   parts.messages)
+        without = ag.user_prompt(sc, 1, rebuilt.pop.names[i], parts.persona, parts.memory, rebuilt.cfg.memories, parts.events, [])
+        p, q = backend.score_options([ag.conversation(rebuilt.system, u) + prefix for u in (with_msgs, without)], [opts] * 2)
+        tv.append(0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum())
+    assert r["variants"]["no_messages"]["mean_tv"] == pytest.approx(float(np.mean(tv)), abs=2e-3)

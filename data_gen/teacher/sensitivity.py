@@ -17,7 +17,7 @@ agent's reasoning (which already reflects the unchanged prompt).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,14 +25,6 @@ from lsm.data_gen.store import TraceFile
 from lsm.data_gen.teacher import prompts as ag
 
 VARIANTS = ("unchanged", "no_messages", "opposite_messages", "other_persona")
-
-
-@dataclass
-class _Ctx:
-    sc: Any
-    pop: Any
-    system: str
-    events: dict[int, dict[str, Any]]
 
 
 def _memory_at(tf: TraceFile, sc, i: int, tick: int, capacity: int) -> ag.Memory:
@@ -50,55 +42,87 @@ def _memory_at(tf: TraceFile, sc, i: int, tick: int, capacity: int) -> ag.Memory
     return m
 
 
+@dataclass
+class RecordedPrompt:
+    """What agent i's user prompt at a tick was built from, read back from the trace."""
+    persona: str
+    memory: ag.Memory
+    events: list[str]
+    messages: list[tuple[str, str, str]]
+    """(neighbour name, relation word, message text) of the shown neighbours, in order."""
+    shown: list[int]
+
+
+class TracePrompts:
+    """Rebuilds the teacher's prompts from a trace alone (recorded events, shown neighbours and
+    their messages of the previous tick, memory replayed from earlier ticks); the tests check the
+    rebuilt prompt re-scores to the recorded decision distribution."""
+
+    def __init__(self, tf: TraceFile):
+        from lsm.config import from_dict
+        from lsm.data_gen.loop.neighbors import EdgeTyper
+        from lsm.data_gen.teacher.config import TeacherConfig
+
+        self.tf, self.sc = tf, tf.scenario
+        self.cfg = from_dict(TeacherConfig, tf.configs["teacher"], source=f"{tf.path}:config.teacher")
+        self.mode = str(tf.f.attrs.get("answer_mode", "texts"))
+        self.pop, graph = tf.world()
+        self.rel = EdgeTyper(graph)
+        self.events = {e["uid"]: e for e in tf.events()}
+        self.system = ag.system_prompt(self.sc, self.mode)
+        self.expression = tf.array("expression")
+
+    def parts(self, i: int, tick: int) -> RecordedPrompt:
+        tf, pop = self.tf, self.pop
+        seen = [self.events[int(u)] for u in tf.f["exposed_events"][tick, i] if u >= 0]
+        js = [int(j) for j in tf.f["shown_neighbors"][tick, i] if j >= 0]
+        msgs = [(pop.names[j], ag.relation_words(self.rel.relation(int(i), j)), self.expression[tick - 1][j]) for j in js]
+        return RecordedPrompt(pop.persona[i], _memory_at(tf, self.sc, int(i), tick, self.cfg.memory_capacity),
+                              [f"{e['source'] + ': ' if e['source'] else ''}{e['text']}" for e in seen], msgs, js)
+
+    def user(self, i: int, tick: int, parts: RecordedPrompt | None = None) -> str:
+        p = parts or self.parts(i, tick)
+        return ag.user_prompt(self.sc, tick, self.pop.names[i], p.persona, p.memory, self.cfg.memories, p.events, p.messages)
+
+
 def measure(trace: str, tick: int | None = None, agents: int = 16, seed: int = 0, backend=None) -> dict[str, Any]:
-    from lsm.config import from_dict
-    from lsm.data_gen.teacher.config import TeacherConfig, make_backend
+    from lsm.data_gen.teacher.config import make_backend
 
     with TraceFile(trace) as tf:
-        sc = tf.scenario
-        cfg = from_dict(TeacherConfig, tf.configs["teacher"], source=f"{trace}:config.teacher")
-        mode = str(tf.f.attrs.get("answer_mode", "texts"))
-        pop, graph = tf.world()
+        rebuilt = TracePrompts(tf)
+        sc, pop, cfg = rebuilt.sc, rebuilt.pop, rebuilt.cfg
         tick = tf.n_ticks - 1 if tick is None else tick
         if not 1 <= tick < tf.n_ticks:
             raise ValueError(f"tick must be in 1..{tf.n_ticks - 1} (tick 0 has no neighbour messages)")
-        events = {e["uid"]: e for e in tf.events()}
         valid = tf.array("valid")
         shown = tf.array("shown_neighbors")[tick]
-        prev_msg = tf.array("expression")[tick - 1]
+        prev_msg = rebuilt.expression[tick - 1]
         prev_stance = tf.array("stance")[tick - 1]
         prev_valid = valid[tick - 1]
         rng = np.random.default_rng([seed, tick])
         candidates = np.nonzero(valid[tick] & ((shown >= 0).sum(1) > 0))[0]
         sample = rng.choice(candidates, size=min(agents, len(candidates)), replace=False) if len(candidates) else candidates
         backend = backend or make_backend(cfg)
-        system = ag.system_prompt(sc, mode)
-        from lsm.data_gen.loop.neighbors import EdgeTyper
-
-        rel = EdgeTyper(graph)
         convs, opts = [], []
         dec_opts = ag.decision_options(sc)
         prefix = ('{"decision": ' if sc.actions.type == "numeric" else '{"decision": "')
         for i in sample:
-            mem = _memory_at(tf, sc, int(i), tick, cfg.memory_capacity)
-            seen = [events[int(u)] for u in tf.f["exposed_events"][tick, i] if u >= 0]
-            ev_texts = [f"{e['source'] + ': ' if e['source'] else ''}{e['text']}" for e in seen]
-            js = [int(j) for j in shown[i] if j >= 0]
-            msgs = [(pop.names[j], ag.relation_words(rel.relation(int(i), j)), prev_msg[j]) for j in js]
+            parts = rebuilt.parts(int(i), tick)
+            js = parts.shown
             stance_i = float(np.nanmean([prev_stance[j] for j in js])) if js else 0.0
             stance_i = stance_i if np.isfinite(stance_i) else 0.0
             pool = np.nonzero(prev_valid)[0]
             opposite = pool[np.argsort(prev_stance[pool] * np.sign(stance_i or 1.0))][: len(js)]  # most opposite first
-            opp_msgs = [(pop.names[j], ag.relation_words(rel.relation(int(i), int(j))) if j in js else "an acquaintance", prev_msg[j]) for j in opposite]
+            opp_msgs = [(pop.names[j], ag.relation_words(rebuilt.rel.relation(int(i), int(j))) if j in js else "an acquaintance",
+                         prev_msg[j]) for j in opposite]
             other = int(rng.choice([k for k in range(pop.n) if k != i]))
             variants = {
-                "unchanged": (pop.persona[i], msgs), "no_messages": (pop.persona[i], []),
-                "opposite_messages": (pop.persona[i], opp_msgs), "other_persona": (pop.persona[other], msgs),
+                "unchanged": parts, "no_messages": replace(parts, messages=[]),
+                "opposite_messages": replace(parts, messages=opp_msgs), "other_persona": replace(parts, persona=pop.persona[other]),
             }
             for v in VARIANTS:
-                persona, m = variants[v]
-                user = ag.user_prompt(sc, tick, pop.names[i], persona, mem, cfg.memories, ev_texts, m)
-                convs.append(ag.conversation(system, user) + [{"role": "assistant", "content": prefix}])
+                convs.append(ag.conversation(rebuilt.system, rebuilt.user(int(i), tick, variants[v])) +
+                             [{"role": "assistant", "content": prefix}])
                 opts.append(dec_opts)
     probs = backend.score_options(convs, opts) if convs else []
     A = sc.actions.n
