@@ -30,6 +30,29 @@ def test_world_command_writes_world_and_prints_summary(tmp_path, capsys):
     assert load_world(out).n == 400
 
 
+def test_world_backstories_from_the_cli(tmp_path, capsys):
+    """`lsm world --backstories true`: the LLM extends every persona it can (a written one starts
+    with the template persona of the same seed), records what it did, and reports the counts."""
+    import h5py
+
+    from lsm.data_gen.world import build_world
+    from lsm.data_gen.world.backstory import META_PROMPTS
+
+    out = tmp_path / "b.h5"
+    assert main(["world", "--population", "anes96", "--graph", "default", "--agents", "3", "--seed", "5", "--out", str(out),
+                 "--backstories", "true", "--teacher", "debug"]) == 0
+    printed = capsys.readouterr().out
+    template = build_world(shipped("population", "anes96.yaml"), shipped("graph", "default.yaml"), agents=3, seed=5).population.persona
+    with h5py.File(out) as f:
+        failed = json.loads(f["population"].attrs["backstories"])["failed"]
+        prompts = f["population/backstory_prompt"][()]
+    assert f"Backstories: {3 - len(failed)} written, {len(failed)} left out" in printed and len(failed) < 3
+    assert set(prompts.tolist()) <= set(range(len(META_PROMPTS)))
+    personas = load_world(out).population.persona
+    for i, (p, t) in enumerate(zip(personas, template)):
+        assert p == t if i in failed else (p.startswith(t + " ") and len(p) > len(t) + 10), (i, p, t)
+
+
 def test_scenario_command_prints_timeline_and_exposure(world_file, capsys):
     assert main(["scenario", "vaccine_campaign", "--world", str(world_file)]) == 0
     text = capsys.readouterr().out
