@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import torch
 
@@ -35,19 +37,91 @@ def test_metrics_of_the_teacher_against_itself(episodes):
     assert kl_uniform == pytest.approx(float((p * torch.log(p.clamp_min(1e-8) * 3)).sum(-1).mean()), rel=1e-4)
 
 
+def _raw(name):
+    """valid (T, N), decision (T, N), decision_dist (T, N, A), channels (T, N, C) straight from the trace file."""
+    with h5py.File(CORPUS / f"{name}.h5", "r") as f:
+        return (f["valid"][:].astype(bool), f["decision"][:].astype(np.int64), f["decision_dist"][:].astype(np.float64),
+                np.nan_to_num(f["channels"][:].astype(np.float64)))
+
+
+def _row_by_hand(q, q_ch, held_out):
+    """decision KL(p || q), accuracy of argmax q, channel MAE over the valid teacher agent-ticks of `held_out`."""
+    v, d, p, ch = _raw(held_out)
+    p, q = p[v], np.broadcast_to(q, p.shape)[v]
+    return {"decision_kl": float((p * np.log(p / q)).sum(-1).mean()),  # no zeros in p on valid ticks
+            "decision_acc": float((q.argmax(-1) == d[v]).mean()),
+            "channel_mae": float(np.abs(np.broadcast_to(q_ch, ch.shape)[v] - ch[v]).mean())}
+
+
+def _previous(fallback, fallback_ch, held_out):
+    """Each agent's own teacher distribution and channels of t-1; at tick 0 or after an invalid t-1, the fallback's of tick t."""
+    v, _, p, ch = _raw(held_out)
+    prev, prev_ch = np.repeat(fallback, v.shape[1], 1), np.repeat(fallback_ch, v.shape[1], 1)  # (T, N, ·)
+    for t in range(1, len(v)):
+        for i in np.nonzero(v[t - 1])[0]:
+            prev[t, i], prev_ch[t, i] = p[t - 1, i], ch[t - 1, i]
+    return prev, prev_ch
+
+
+def _assert_row(row, want):
+    for k, x in want.items():
+        assert row[k] == pytest.approx(x, rel=1e-5, abs=1e-7), k
+
+
 def test_every_baseline_is_reported(episodes):
     ep0 = episodes["vaccine_campaign_s0"]
+    sizes = {"categorical_sizes": [int(c) + 1 for c in ep0.identity_cat.max(0).values],
+             "numeric_dim": ep0.identity_num.shape[1]}
     torch.manual_seed(0)
-    module = DistillModule(dim=16, heads=2, layers=1, categorical_sizes=[int(c) + 1 for c in ep0.identity_cat.max(0).values],
-                           numeric_dim=ep0.identity_num.shape[1])
+    module = DistillModule(dim=16, heads=2, layers=1, **sizes)
     model = module.model.eval()
-    seen = evaluate(model, [ep0], [episodes["vaccine_campaign_s1"]], mlp=model)
+    # the real identity-only baseline (configs/train/overlay/no_graph.yaml: graph_attention false), trained a few steps
+    no_graph = DistillModule(dim=16, heads=2, layers=1, graph_attention=False, teacher_forcing_epochs=0, **sizes)
+    assert not no_graph.model.cfg.graph and all(b.graph is None for b in no_graph.model.blocks)
+    opt = torch.optim.Adam(no_graph.parameters(), lr=3e-3)
+
+    def step(loss):
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    torch.manual_seed(0)
+    first = no_graph.unroll(ep0, False)["loss"].item()
+    for _ in range(15):
+        no_graph.unroll(ep0, False, step)
+    assert no_graph.unroll(ep0, False)["loss"].item() < first  # trained
+    mlp = no_graph.model.eval()
+
+    seen = evaluate(model, [ep0], [episodes["vaccine_campaign_s1"]], mlp=mlp)
     assert set(seen) == {"student", "student, senders shuffled", "identity MLP (no graph)", "marginal per tick",
                          "repeat previous (teacher t-1)"}
+    # the no-graph row is that model's own evaluation; it never hears anyone, so shuffling the senders changes nothing
+    alone = evaluate(mlp, [ep0], [episodes["vaccine_campaign_s1"]])
+    assert seen["identity MLP (no graph)"] == alone["student"] == alone["student, senders shuffled"]
+    assert seen["identity MLP (no graph)"] != seen["student"]
+    assert seen["student"] != seen["student, senders shuffled"]  # the graph student does hear its senders
+
+    # marginal per tick: the training file's mean decision distribution and channels over its valid agents at each tick
+    v0, _, p0, ch0 = _raw("vaccine_campaign_s0")
+    marg = np.stack([p0[t][v0[t]].mean(0) for t in range(len(v0))])[:, None]  # (T, 1, A)
+    marg_ch = np.stack([ch0[t][v0[t]].mean(0) for t in range(len(v0))])[:, None]  # (T, 1, C)
+    _assert_row(seen["marginal per tick"], _row_by_hand(marg, marg_ch, "vaccine_campaign_s1"))
+    # repeat previous: each agent's own teacher distribution and channels of t-1; tick 0 or invalid t-1: the marginal
+    prev = _previous(marg, marg_ch, "vaccine_campaign_s1")
+    _assert_row(seen["repeat previous (teacher t-1)"], _row_by_hand(*prev, "vaccine_campaign_s1"))
+
+    # a scenario left out of training: uniform decisions (KL(p || uniform) = Σ p log(p A)) and the training channels' mean
     left_out = evaluate(model, [ep0], [episodes["product_adoption_s0"]])
-    assert "uniform (no training marginal)" in left_out and "marginal per tick" not in left_out
-    for row in (*seen.values(), *left_out.values()):
-        assert row["decision_kl"] >= 0 and 0 <= row["decision_acc"] <= 1
+    assert set(left_out) == {"student", "student, senders shuffled", "uniform (no training marginal)",
+                             "repeat previous (teacher t-1)"}
+    A = p0.shape[-1]
+    uniform = np.full((len(v0), 1, A), 1 / A)
+    _assert_row(left_out["uniform (no training marginal)"], _row_by_hand(uniform, marg_ch, "product_adoption_s0"))
+    prev = _previous(uniform, marg_ch, "product_adoption_s0")
+    _assert_row(left_out["repeat previous (teacher t-1)"], _row_by_hand(*prev, "product_adoption_s0"))
+    v2, _, p2, _ = _raw("product_adoption_s0")
+    assert left_out["uniform (no training marginal)"]["decision_kl"] == pytest.approx(
+        float((p2[v2] * np.log(p2[v2] * A)).sum(-1).mean()), rel=1e-5)
 
 
 def test_lsm_evaluate_end_to_end(tmp_path, monkeypatch, capsys):

@@ -131,6 +131,23 @@ def test_a_real_counterfactual_edit_changes_decisions_and_narrate_picks_the_flip
     assert choose_agents(out, cluster=cluster, limit=2) == members[:2]
 
 
+def test_rollout_seed_from_the_cli(trained, tmp_path):
+    """`lsm rollout --seed S`: the same seed gives the same file, another seed other draws."""
+    from lsm.cli import main
+
+    _, ckpt, world = trained
+    decisions = {}
+    for name, seed in (("a", 1), ("b", 2), ("c", 1)):
+        out = tmp_path / f"{name}.h5"
+        assert main(["rollout", "--ckpt", str(ckpt), "--world", str(world), "--scenario", "vaccine_campaign", "--out", str(out),
+                     "--quiet", "true", "--seed", str(seed), "--ticks", "3", "--clusters", "2"]) == 0
+        with TraceFile(out) as f:
+            decisions[name] = (f.array("decision"), f.array("shown_neighbors"))
+    np.testing.assert_array_equal(decisions["a"][0], decisions["c"][0])
+    np.testing.assert_array_equal(decisions["a"][1], decisions["c"][1])
+    assert (decisions["a"][0] != decisions["b"][0]).any() and (decisions["a"][1] != decisions["b"][1]).any()
+
+
 def test_rollout_errors_name_the_problem(trained, tmp_path, capsys):
     from lsm.cli import main
 

@@ -244,6 +244,14 @@ def test_sensitivity_report_rebuilds_prompts_from_the_trace(tiny, backend, tmp_p
     cal /= cal.sum(1, keepdims=True)
     np.testing.assert_allclose(dist[tuple(np.array(rows).T)], cal, atol=2e-3)
     assert np.abs(cal - raw).max() > 0.02  # calibration moves these distributions: dropping it fails the check
+    # every channel's 11-level distribution is the rating continuation of *that* channel's name
+    two = rows[:2]
+    ratings = backend.score_options([ag.conversation(rebuilt.system, users[r]) + [
+        {"role": "assistant", "content": ag.rating_prefix(str(reasoning[r]), c)}] for r in two for c in sc.channel_names],
+        [ag.RATING_OPTIONS] * (len(two) * len(sc.channel_names)))
+    with TraceFile(out) as tf:
+        recorded = tf.array("channel_dist")[tuple(np.array(two).T)].astype(np.float32)  # (2, C, 11)
+    np.testing.assert_allclose(recorded, np.array(ratings).reshape(recorded.shape), atol=3e-3)
 
     js = tmp_path / "s.json"
     assert main(["sensitivity", str(out), "--tick", "1", "--agents", "3", "--write", "true", "--json", str(js)]) == 0

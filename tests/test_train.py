@@ -115,17 +115,81 @@ def test_sampled_subgraphs_cover_every_agent_once_and_keep_the_seeds_receptive_f
     assert not torch.allclose(cut.decision_logits, full.decision_logits[seeds])
 
 
+def _agent_ids(item, ep) -> torch.Tensor:
+    """(n,) the episode agent behind each row of a subgraph item (matched by persona embedding, unique per agent)."""
+    match = (item.persona_emb[:, None] == ep.persona_emb[None]).all(-1)  # (n, N)
+    assert (match.sum(1) == 1).all()
+    return match.float().argmax(1)
+
+
+def _check_subgraph_epoch(items, ep, max_agents: int) -> list[tuple[int, ...]]:
+    """One epoch of 1-hop subgraph items of `ep`, checked against the episode by hand; returns the seed sets."""
+    N, T = ep.n, ep.ticks
+    in_edges = torch.cat([ei for ei, _ in ep.edges], 1)  # (2, ΣE) sender j -> receiver i, over all ticks
+    assert len(items) == -(-N // max_agents)
+    covered = torch.zeros(T, N, dtype=torch.long)
+    seed_sets = []
+    for it in items:
+        ids = _agent_ids(it, ep)
+        assert bool((ids[1:] > ids[:-1]).all())  # sorted node ids, no repeats
+        is_seed = it.targets["valid"].any(0)  # losses on the seeds only
+        seeds = ids[is_seed]
+        assert 1 <= len(seeds) <= max_agents and f"[{len(seeds)} seeds/{it.n} agents]" in it.name
+        # the kept nodes are exactly the seeds and their senders (in-neighbours, one hop, any tick)
+        senders = in_edges[0][torch.isin(in_edges[1], seeds)]
+        assert ids.tolist() == sorted(set(seeds.tolist()) | set(senders.tolist()))
+        for t in range(T):  # every edge among the kept nodes, relabelled, and no other
+            ei, et = ep.edges[t]
+            keep = torch.isin(ei, ids).all(0)
+            want = sorted(zip(ei[0, keep].tolist(), ei[1, keep].tolist(), et[keep].tolist()))
+            sub_ei, sub_et = it.edges[t]
+            assert sorted(zip(ids[sub_ei[0]].tolist(), ids[sub_ei[1]].tolist(), sub_et.tolist())) == want
+        for k, v in ep.targets.items():  # the kept agents' own targets; valid only on the seeds
+            want = v[:, ids] & is_seed[None] if k == "valid" else v[:, ids]
+            assert torch.equal(it.targets[k], want), k
+        covered[:, ids] += it.targets["valid"].long()
+        seed_sets.append(tuple(seeds.tolist()))
+    assert sorted(sum(seed_sets, ())) == list(range(N))  # the seed sets partition the agents
+    assert torch.equal(covered, ep.targets["valid"].long())  # each valid agent-tick trained exactly once
+    assert min(it.n for it in items) < N  # a real subgraph, not the whole episode under another name
+    return sorted(seed_sets)
+
+
 def test_datamodule_trains_on_subgraphs_of_large_episodes():
     dm = TraceDataModule([TRAIN], max_agents=8, hops=1, seed=3)
     dm.setup()
-    full_valid = int(dm.train_episodes[0].targets["valid"].sum())
+    ep = dm.train_episodes[0]
+    assert ep.n == 20 and bool(ep.targets["valid"].any(0).all())  # every agent valid at some tick: its seed rows show
     loader = dm.train_dataloader()  # Lightning iterates the same loader every epoch
-    epochs = [[b[0] for b in loader] for _ in range(2)]
-    for items in epochs:
-        assert len(items) == 3 and all(it.n < 20 or it.n == 20 for it in items)
-        assert sum(int(it.targets["valid"].sum()) for it in items) == full_valid  # each agent-tick trained once
-    assert [it.name for it in epochs[0]] != [it.name for it in epochs[1]] or any(
-        not torch.equal(a.persona_emb, b.persona_emb) for a, b in zip(*epochs))  # resampled each epoch
+    epochs = [_check_subgraph_epoch([b[0] for b in loader], ep, 8) for _ in range(2)]
+    assert epochs[0] != epochs[1]  # resampled each epoch
+    # with DataLoader workers: each epoch still yields every subgraph once, resampled, the same as without
+    workers = TraceDataModule([TRAIN], max_agents=8, hops=1, seed=3, num_workers=2)
+    workers.setup()
+    wl = workers.train_dataloader()
+    assert [_check_subgraph_epoch([b[0] for b in wl], ep, 8) for _ in range(2)] == epochs
+    # two seeds a subgraph: neighbourhoods small enough that senders and receivers differ (8 seeds reach most agents)
+    small = TraceDataModule([TRAIN], max_agents=2, hops=1, seed=3)
+    small.setup()
+    _check_subgraph_epoch([b[0] for b in small.train_dataloader()], ep, 2)
     whole = TraceDataModule([TRAIN])
     whole.setup()
     assert [b[0].n for b in whole.train_dataloader()] == [20]
+
+    # a student trained on those subgraph batches learns: its loss on the whole episode falls, its weights move
+    import lightning as L
+
+    m = DistillModule(dim=16, heads=2, layers=1, latent_dim=4, memory_dim=8, slots=2, slot_dim=8, expression_dim=8,
+                      bptt=8, teacher_forcing_epochs=0, expression_noise=0.0, agent_noise=0, lr=1e-2,
+                      categorical_sizes=dm.categorical_sizes, numeric_dim=dm.numeric_dim, channels=dm.channels)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    loss0 = m.unroll(ep, False)["loss"].item()
+    trainer = L.Trainer(max_epochs=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(m, datamodule=dm)
+    assert trainer.global_step == 4 * 3  # one optimiser step per subgraph item (bptt covers the 8 ticks)
+    loss1 = m.unroll(ep, False)["loss"].item()
+    assert loss1 < loss0 / 2, (loss0, loss1)
+    moved = [k for k, v in m.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
+    graph = [k for k in before if ".graph." in k]
+    assert graph and set(graph) <= set(moved), sorted(set(graph) - set(moved))  # the graph layers train on the subgraphs too

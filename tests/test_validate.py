@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -60,6 +61,39 @@ def test_compare_on_hand_made_runs():
         compare(ref, _run([[0, 0, 1, 1]] * 2, [[0.1] * 4] * 2, actions=("x", "y")))
 
 
+def _read(path):
+    """(T, N) decision, (T, N) valid, (T, N, C) channels straight from the HDF5 file (NaN -> 0, as RunView)."""
+    with h5py.File(path, "r") as f:
+        return f["decision"][:].astype(np.int64), f["valid"][:].astype(bool), np.nan_to_num(f["channels"][:].astype(np.float64))
+
+
+def _w1_by_hand(x, y):
+    """Wasserstein-1 of two 1-D samples: the integral of |F_x - F_y| between consecutive pooled points."""
+    pts = np.sort(np.concatenate([x, y]))
+    fx = np.searchsorted(np.sort(x), pts[:-1], side="right") / len(x)
+    fy = np.searchsorted(np.sort(y), pts[:-1], side="right") / len(y)
+    return float((np.abs(fx - fy) * np.diff(pts)).sum())
+
+
+def _metrics_by_hand(a, b, actions=3):
+    """The documented definitions (module docstring of `lsm.infer.validate`), recomputed with numpy/scipy."""
+    from scipy.spatial.distance import jensenshannon
+
+    (da, va, ca), (db, vb, cb) = a, b
+    T = min(len(da), len(db))
+
+    def share(d, v):  # decision shares among the valid agents of one tick
+        return np.bincount(d[v], minlength=actions) / v.sum()
+
+    per_tick = [jensenshannon(share(da[t], va[t]), share(db[t], vb[t])) ** 2 for t in range(T)]  # natural log
+    both = va[:T] & vb[:T]
+    return {"decision_jsd_mean": np.mean(per_tick), "decision_jsd_final": per_tick[-1],
+            "agent_decision_agreement": (da[:T] == db[:T])[both].mean(),
+            "channel_mae": np.abs(ca[:T] - cb[:T])[both].mean(),
+            "channel_w1_mean": np.mean([_w1_by_hand(ca[t][va[t], c], cb[t][vb[t], c])
+                                        for t in range(T) for c in range(ca.shape[2])])}
+
+
 def test_lsm_validate_on_the_reference_corpus(tmp_path, capsys):
     from lsm.cli import main
 
@@ -72,8 +106,38 @@ def test_lsm_validate_on_the_reference_corpus(tmp_path, capsys):
     assert set(res) == set(METRICS)
     for k in ("decision_jsd_mean", "decision_jsd_final", "channel_w1_mean", "agent_decision_agreement", "channel_mae"):
         assert res[k]["student"] == pytest.approx(res[k]["floor"]) and res[k]["ratio"] == pytest.approx(1.0)
-    assert res["decision_jsd_mean"]["floor"] > 0  # the teacher is not deterministic
     assert "| decision_jsd_mean | lower |" in capsys.readouterr().out
     assert main(["validate", "--teacher", str(CORPUS / "vaccine_campaign_s0.h5"), "--teacher-repeat",
                  str(CORPUS / "vaccine_campaign_s1.h5"), "--student", str(CORPUS / "product_adoption_s0.h5")]) == 2
     assert "share the scenario" in capsys.readouterr().err
+
+
+def test_lsm_validate_values_of_a_student_that_differs_from_the_repeat(tmp_path):
+    """A "student" = the teacher's repeat with the decisions of ticks 5-7 rotated and channel 0 raised
+    by 0.05 (valid agent-ticks only): every reported value equals a numpy computation from the files."""
+    import shutil
+
+    from lsm.cli import main
+
+    teacher, repeat = CORPUS / "vaccine_campaign_s0.h5", CORPUS / "vaccine_campaign_s1.h5"
+    student = tmp_path / "student.h5"
+    shutil.copy(repeat, student)
+    with h5py.File(student, "r+") as f:
+        d, v, ch = f["decision"][:], f["valid"][:], f["channels"][:]
+        d[5:] = np.where(v[5:], (d[5:] + 1) % 3, d[5:])
+        ch[..., 0] = np.where(v, ch[..., 0] + 0.05, ch[..., 0])
+        f["decision"][...], f["channels"][...] = d, ch
+    out = tmp_path / "v.json"
+    assert main(["validate", "--teacher", str(teacher), "--teacher-repeat", str(repeat), "--student", str(student),
+                 "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    ref = _read(teacher)
+    want_student, want_floor = _metrics_by_hand(ref, _read(student)), _metrics_by_hand(ref, _read(repeat))
+    for k in want_student:
+        assert res[k]["student"] == pytest.approx(want_student[k], rel=1e-5, abs=1e-9), k
+        assert res[k]["floor"] == pytest.approx(want_floor[k], rel=1e-5, abs=1e-9), k
+        assert res[k]["ratio"] == pytest.approx(want_student[k] / want_floor[k], rel=1e-5), k
+    # the edits moved the student away from the repeat: the check compares different numbers
+    for k in want_student:
+        assert abs(want_student[k] - want_floor[k]) > 1e-3, k
+    assert want_floor["decision_jsd_mean"] > 0  # the teacher is not deterministic

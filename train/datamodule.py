@@ -5,7 +5,7 @@ import glob
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lsm.data_gen.world.population import IdentityVocab
 from lsm.data_gen.store import TraceFile
@@ -29,16 +29,30 @@ class EpisodeStream(IterableDataset):
 
     def __init__(self, episodes: list[Episode], max_agents: int | None, hops: int, seed: int):
         self.episodes, self.max_agents, self.hops, self.seed, self.epoch = episodes, max_agents, hops, seed, 0
+        """`epoch` is set by `EpochLoader` in the main process: DataLoader workers iterate copies."""
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        self.epoch += 1
         items: list[Episode] = []
         for ep in self.episodes:
             big = self.max_agents is not None and ep.n > self.max_agents
             items += sample_subgraphs(ep, self.max_agents, self.hops, g) if big else [ep]
-        for k in torch.randperm(len(items), generator=g).tolist():
+        order = torch.randperm(len(items), generator=g).tolist()
+        worker = get_worker_info()  # with workers, each yields its share of the one epoch-wide order
+        for k in order if worker is None else order[worker.id :: worker.num_workers]:
             yield items[k]
+
+
+class EpochLoader(DataLoader):
+    """A DataLoader that advances its `EpisodeStream`'s epoch in the main process before each pass,
+    so every pass draws new subgraphs with or without workers (workers get a copy of the stream)."""
+
+    passes = 0
+
+    def __iter__(self):
+        self.dataset.epoch = self.passes  # type: ignore[attr-defined]
+        self.passes += 1
+        return super().__iter__()
 
 
 class TraceDataModule(L.LightningDataModule):
@@ -75,7 +89,7 @@ class TraceDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         stream = EpisodeStream(self.train_episodes, self.max_agents, self.hops, self.seed)
-        return DataLoader(stream, batch_size=1, collate_fn=list, num_workers=self.num_workers)
+        return EpochLoader(stream, batch_size=1, collate_fn=list, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_episodes, batch_size=1, shuffle=False, collate_fn=list, num_workers=self.num_workers)
