@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(LSM) demo --out $(OUT)
 
 test: typecheck
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=12
 
 typecheck: $(STAMP)
 	# mypy over the modules [tool.mypy] lists in pyproject.toml (the loop, the store, the model).
