@@ -145,6 +145,7 @@ def test_planted_tick_matches_its_written_mechanism(tmp_path):
         sc = tf.scenario
         shown, exposed = tf.array("shown_neighbors"), tf.array("exposed_events")
         stance, decision, dist = tf.array("stance"), tf.array("decision"), tf.array("decision_dist")
+        channel_dist = tf.array("channel_dist").astype(np.float64)
         events = {e["uid"]: e for e in tf.events()}
         assert tf.f.attrs["teacher_backend"] == "planted:planted"
     society = PlantedSociety(cfg, sc, pop, graph, seed=2, llm_seed=9)
@@ -176,6 +177,11 @@ def test_planted_tick_matches_its_written_mechanism(tmp_path):
         p = np.exp(u - u.max())
         np.testing.assert_allclose(dist[t, i], p / p.sum(), rtol=2e-5, atol=1e-6, err_msg=f"agent {i}")
         assert stance[t, i] == pytest.approx(np.clip(np.tanh(o) + cfg.stance_sd * noise.stance[i], -1, 1), abs=1e-5)
+        for c, name in enumerate(sc.channel_names):  # loadings and biases looked up by the channel's name
+            z = (cfg.channel_bias.get(name, 0.0) + cfg.channel_loading.get(name, cfg.default_loading) * o
+                 + society.channel_effect[i, c] + cfg.channel_noise_sd * noise.channels[i, c])
+            q = np.exp(-((np.arange(11) - 10 / (1 + np.exp(-z))) ** 2) / (2 * cfg.channel_spread**2))
+            np.testing.assert_allclose(channel_dist[t, i, c], q / q.sum(), atol=1e-3, err_msg=f"agent {i}, {name}")
     # the decision is the seeded draw from that distribution
     draw = np.minimum((dist[t].astype(np.float64).cumsum(1) < noise.draw[:, None]).sum(1), len(labels) - 1)
     assert (draw == decision[t]).mean() > 0.99

@@ -110,7 +110,7 @@ def test_a_real_counterfactual_edit_changes_decisions_and_narrate_picks_the_flip
                  "--quiet", "true", "--counterfactual", str(edited)]) == 0
     with TraceFile(out) as fa, TraceFile(tmp_path / "r_cf.h5") as fb:
         np.testing.assert_array_equal(fa.array("exposed_events")[0] >= 0, fb.array("exposed_events")[0] >= 0)
-        d0, d1 = fa.array("decision")[-1], fb.array("decision")[-1]
+        d0, d1, channels = fa.array("decision")[-1], fb.array("decision")[-1], fa.array("channels")
         delta = fb.array("channels")[-1].astype(np.float64) - fa.array("channels")[-1]
         assert not np.array_equal(fa.array("decision_dist")[0], fb.array("decision_dist")[0])  # the edit reaches tick 0
     with open(tmp_path / "r_report/counterfactual/counterfactual_agents.csv") as fh:
@@ -120,6 +120,11 @@ def test_a_real_counterfactual_edit_changes_decisions_and_narrate_picks_the_flip
     deltas = np.array([[float(r[k]) for k in r if k.startswith("delta_")] for r in rows])
     np.testing.assert_allclose(deltas, delta, atol=1e-3)
     assert np.abs(deltas).max() > 0
+    # each channel is the channel of its name: per-channel means match the planted truth's on this world
+    # (they differ by up to 0.13 between channels, so swapping two that differ by > 0.06 fails)
+    with TraceFile(rec / "traces/held_out_planted_s0.h5") as truth:
+        want = truth.array("channels").mean((0, 1))
+    assert np.abs(channels.mean((0, 1)) - want).max() < 0.03 and np.ptp(want) > 0.1
     capsys.readouterr()
     assert main(["narrate", "--rollout", str(out), "--flipped", str(tmp_path / "r_cf.h5"), "--limit", "1", "--ticks", "1:1",
                  "--teacher", "debug", "--attempts", "1"]) == 0
