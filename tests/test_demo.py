@@ -54,8 +54,8 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert not (out / "teacher_llm_seed1.h5").exists() and not (out / "rollout.h5").exists()
     assert main(["demo", "--out", str(out), *ARGS]) == 0
     printed = capsys.readouterr().out
-    for step in ("world", "scenario", "teacher (LLM seed 0)"):
-        assert f"[demo] {step}: " in printed and f"[demo] {step}: {out}" in printed.replace(" exists, kept", ""), step
+    for step, name in (("world", "world.h5"), ("scenario", "scenario.yaml"), ("teacher (LLM seed 0)", "teacher_llm_seed0.h5")):
+        assert f"[demo] {step}: {out / name} exists, kept" in printed, step
     assert printed.count("exists, kept") == 3 and "[demo] teacher (LLM seed 1) ..." in printed
     assert {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in finished} == finished
     for name in ("world.h5", "scenario.yaml", "teacher_llm_seed0.h5", "teacher_llm_seed1.h5", "runs/checkpoints/last.ckpt",
