@@ -382,6 +382,9 @@ def info(file: str) -> None:
     print("\n".join(describe(file)))
 
 
+DESCRIPTION = ("LSM, a Large Societal Model. Also: `lsm train {fit,validate,test} --config configs/train/PRESET.yaml` "
+               "trains the student (LightningCLI; `lsm train fit --help`).")
+
 COMMANDS = {"world": world, "scenario": scenario, "gen": gen, "sensitivity": sensitivity, "evaluate": evaluate,
             "rollout": rollout, "validate": validate, "bench": bench, "demo": demo,
             "probe": probe, "narrate": narrate, "serve": serve, "recovery": recovery, "info": info}
@@ -414,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     # `--teacher-repeat` and `--teacher_repeat` are the same option (names are Python parameters)
     args = [_underscore_option(a) for a in args]
     try:
-        auto_cli(COMMANDS, args=args, as_positional=True)
+        auto_cli(COMMANDS, args=args, as_positional=True, description=DESCRIPTION)
     except (ConfigError, StoreError, UsageError, BackendError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

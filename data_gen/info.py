@@ -9,7 +9,8 @@ from lsm.data_gen.store import TRACE_FIELDS, TraceFile, check_header, open_h5
 
 def describe(file: str | Path) -> list[str]:
     """The lines `lsm info FILE` prints: kind, schema, completeness, seeds, configs and package
-    versions; then agents and edges of a world, or agents, ticks, dims and every field of a trace.
+    versions; then agents and edges of a world, or agents, ticks, dims, the scenario and every field
+    of a trace.
     A file that is not an LSM file raises `StoreError`."""
     with open_h5(file) as f:
         kind = check_header(f)
@@ -22,6 +23,7 @@ def describe(file: str | Path) -> list[str]:
             return lines
     with TraceFile(file, allow_partial=True) as tf:
         lines.append(f"  agents: {tf.n_agents:,}, ticks: {tf.n_ticks}, dims: {json.dumps(tf.dims)}")
+        lines.append(f"  scenario: {tf.scenario.name}, actions: {', '.join(tf.scenario.actions.labels)}")
         for name in tf.fields:
             lines.append(f"  {name:<18} {str(tf.f[name].shape):<22} {TRACE_FIELDS[name].doc}")
     return lines

@@ -87,6 +87,7 @@ def test_console_script_help(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: lsm ")
     assert re.search(r"\{([\w,]+)\}", proc.stdout).group(1).split(",") == SUBCOMMANDS
+    assert "`lsm train {fit,validate,test}" in proc.stdout  # LightningCLI's own parser, named in the help
 
 
 def _info(file, capsys) -> tuple[list[str], dict, dict[str, str]]:
@@ -95,8 +96,8 @@ def _info(file, capsys) -> tuple[list[str], dict, dict[str, str]]:
     lines = capsys.readouterr().out.splitlines()
     m = re.fullmatch(r"  agents: (\d+), ticks: (\d+), dims: (\{.*\})", lines[4])
     dims = {"agents": int(m.group(1)), "ticks": int(m.group(2)), **json.loads(m.group(3))}
-    fields = dict(re.match(r"  (\w+) +(\([\d, ]+\))", line).groups() for line in lines[5:])
-    return lines[:4], dims, fields
+    fields = dict(re.match(r"  (\w+) +(\([\d, ]+\))", line).groups() for line in lines[6:])
+    return [*lines[:4], lines[5]], dims, fields
 
 
 def test_info_on_a_teacher_trace(capsys):
@@ -106,6 +107,7 @@ def test_info_on_a_teacher_trace(capsys):
     assert head[0] == f"{path}: teacher_trace, schema 1.0, complete: True"
     assert json.loads(head[1].removeprefix("  seeds: ")) == {"world_seed": 0, "teacher": 0, "llm": 0}
     assert head[2] == "  configs: graph, population, scenario, teacher"
+    assert head[4] == "  scenario: vaccine_campaign, actions: vaccinate, wait, refuse"
     assert dims == {"agents": 20, "ticks": 8, "N": 20, "A": 3, "C": 8, "R": 11, "D": 384, "K": 4, "E": 4}
     assert fields["decision"] == "(8, 20)" and fields["decision_dist"] == "(8, 20, 3)"
     assert fields["channels"] == "(8, 20, 8)" and fields["channel_dist"] == "(8, 20, 8, 11)"
@@ -125,6 +127,7 @@ def test_info_on_a_student_rollout(trained, tmp_path, capsys):
     assert head[0] == f"{out}: student_rollout, schema 1.0, complete: True"
     assert json.loads(head[1].removeprefix("  seeds: ")) == {"world_seed": 7, "seed": 0}
     assert head[2] == "  configs: graph, population, rollout, scenario, student"
+    assert head[4] == "  scenario: vaccine_campaign, actions: vaccinate, wait, refuse"
     # Z and H: the debug student's latent_dim 8 and memory_dim 16 (configs/train/debug.yaml)
     assert dims == {"agents": 60, "ticks": 2, "N": 60, "A": 3, "C": 8, "R": 11, "D": 384, "K": 4, "E": 4,
                     "Z": 8, "H": 16}
