@@ -107,6 +107,7 @@ class _Flaky:
 
     def __init__(self):
         self.fail: dict[str, list[int]] = {}
+        self.retry_after: str | None = None  # a Retry-After header sent with every deliberate error
         self.hits: list[tuple[str, float]] = []
         self.lock = threading.Lock()
         flaky = self
@@ -119,6 +120,8 @@ class _Flaky:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                if status != 200 and flaky.retry_after is not None:
+                    self.send_header("Retry-After", flaky.retry_after)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -173,6 +176,22 @@ def test_429_and_5xx_are_retried_with_exponential_backoff(flaky, codes):
     assert len(t) == len(codes) + 1
     gaps = [b - a for a, b in itertools.pairwise(t)]
     assert all(gap >= cfg.backoff_s * 2**k for k, gap in enumerate(gaps)), gaps
+
+
+def test_retry_after_is_honoured_and_capped(flaky):
+    """A 429 that asks for 1 s is retried after at least 1 s, however short the backoff; the
+    header's forms (seconds, HTTP date, junk) are read and capped."""
+    from email.utils import formatdate
+
+    from lsm.data_gen.teacher.backends.openai_http import RETRY_AFTER_CAP_S, retry_after_s
+
+    flaky.fail[flaky.CHAT], flaky.retry_after = [429], "1"
+    OpenAIBackend(OpenAIConfig(base_url=flaky.url, model="m", max_retries=2, backoff_s=0.01)).generate(HELLO)
+    t = flaky.times(flaky.CHAT)
+    assert len(t) == 2 and t[1] - t[0] >= 1.0
+    assert retry_after_s(None) == retry_after_s("soon") == retry_after_s("-3") == 0.0
+    assert retry_after_s("2.5") == 2.5 and retry_after_s("86400") == RETRY_AFTER_CAP_S
+    assert 8 <= retry_after_s(formatdate(time.time() + 10, usegmt=True)) <= 10
 
 
 def test_start_up_check_is_retried_too(flaky):

@@ -2,7 +2,8 @@
 
 Works with `vllm serve`, llama.cpp's server, `lsm serve` and hosted APIs. Standard library
 HTTP only (urllib); requests run `concurrency` at a time in threads; each has a timeout and is
-retried on connection errors, 429 and 5xx with exponential backoff. At start-up `GET /models`
+retried on connection errors, 429 and 5xx with exponential backoff, waiting at least what a
+`Retry-After` header asks (capped at `RETRY_AFTER_CAP_S`). At start-up `GET /models`
 checks that the server is up and serves the configured model, so a wrong URL or model name is
 one clear error instead of a thousand failed agent-ticks.
 
@@ -28,6 +29,28 @@ import numpy as np
 
 from lsm.data_gen.teacher.backends.base import Conversation, Generation, LLMBackend
 
+
+
+RETRY_AFTER_CAP_S = 60.0
+"""The longest wait a server's `Retry-After` header can impose on one retry."""
+
+
+def retry_after_s(value: str | None) -> float:
+    """Seconds a `Retry-After` header asks for (delta-seconds or an HTTP date; 0 if absent or
+    unreadable), capped at `RETRY_AFTER_CAP_S`."""
+    if not value:
+        return 0.0
+    try:
+        wait = float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return 0.0
+        wait = when.timestamp() - time.time()
+    return min(max(wait, 0.0), RETRY_AFTER_CAP_S)
 
 class BackendError(RuntimeError):
     """The server cannot be used: down, wrong model, or it refused a request."""
@@ -55,7 +78,7 @@ class OpenAIBackend(LLMBackend):
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         cfg = self.config
         data = json.dumps(body).encode() if body is not None else None
-        last = ""
+        last, asked = "", 0.0
         for attempt in range(cfg.max_retries + 1):
             req = urllib.request.Request(self.base + path, data=data, method=method, headers=self.headers)
             try:
@@ -68,14 +91,15 @@ class OpenAIBackend(LLMBackend):
                 except (ValueError, KeyError, TypeError):
                     pass
                 if err.code == 429 or err.code >= 500:
-                    last = f"HTTP {err.code}: {detail}"
+                    last, asked = f"HTTP {err.code}: {detail}", retry_after_s(err.headers.get("Retry-After"))
                 else:
                     raise BackendError(f"{method} {self.base}{path}: HTTP {err.code}: {detail}") from None
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as err:
                 reason = getattr(err, "reason", err)
                 last = f"cannot reach the server ({reason})"
             if attempt < cfg.max_retries:
-                time.sleep(cfg.backoff_s * 2**attempt)
+                time.sleep(max(cfg.backoff_s * 2**attempt, asked))
+                asked = 0.0
         raise BackendError(f"{method} {self.base}{path}: {last} after {cfg.max_retries + 1} tries; "
                            "is the server running (e.g. `lsm serve` or `vllm serve`) and is openai.base_url right?")
 
