@@ -117,7 +117,7 @@ class Teacher:
         the neighbours it is shown."""
         users = []
         for i in range(self.pop.n):
-            texts = [f"{e.event.source + ': ' if e.event.source else ''}{e.text}" for e in p.events_of(i)]
+            texts = [ag.event_line(e.event.source, e.text) for e in p.events_of(i)]
             msgs = [(self.pop.names[j], ag.relation_words(self.ties.relation(i, j)), self.state.last_message[j])
                     for j in p.shown[i] if j >= 0]
             users.append(ag.user_prompt(self.sc, p.tick, self.pop.names[i], self.pop.persona[i], self.state.memories[i],

@@ -32,6 +32,11 @@ EDGE_WORDS = {"household": "someone you live with", "friend": "a friend", "profe
               "weak_tie": "an acquaintance", "media": "an outlet you follow"}
 
 
+def event_line(source: str, text: str) -> str:
+    """How a prompt shows an event the agent saw: "Source: text" (the text alone without a source)."""
+    return f"{source + ': ' if source else ''}{text}"
+
+
 def relation_words(edge_type: str | None) -> str:
     """How a prompt names the tie to a shown neighbour (`None`: no tie in the graph)."""
     return EDGE_WORDS[edge_type] if edge_type is not None else "someone"

@@ -78,7 +78,7 @@ class TracePrompts:
         js = [int(j) for j in tf.f["shown_neighbors"][tick, i] if j >= 0]
         msgs = [(pop.names[j], ag.relation_words(self.rel.relation(int(i), j)), self.expression[tick - 1][j]) for j in js]
         return RecordedPrompt(pop.persona[i], _memory_at(tf, self.sc, int(i), tick, self.cfg.memory_capacity),
-                              [f"{e['source'] + ': ' if e['source'] else ''}{e['text']}" for e in seen], msgs, js)
+                              [ag.event_line(e["source"], e["text"]) for e in seen], msgs, js)
 
     def user(self, i: int, tick: int, parts: RecordedPrompt | None = None) -> str:
         p = parts or self.parts(i, tick)
