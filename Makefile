@@ -6,7 +6,7 @@ LSM    := $(VENV)/bin/lsm
 STAMP  := $(VENV)/.installed
 OUT    ?= out/demo
 
-.PHONY: install demo test typecheck clean
+.PHONY: install demo test fuzz typecheck clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: $(STAMP)
 
 test: typecheck
 	$(PY) -m pytest -q --durations=12
+
+fuzz: $(STAMP)
+	# Property-based fuzzing of every config family's loader, 1,000 examples each (CI runs 200).
+	LSM_FUZZ_EXAMPLES=1000 $(PY) -m pytest -q -s tests/test_fuzz.py
 
 typecheck: $(STAMP)
 	# mypy over the modules [tool.mypy] lists in pyproject.toml (the loop, the store, the model).

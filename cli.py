@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from lsm.config import ConfigError, UsageError, resolve_config
+from lsm.paths import check_output_file
 
 
 def world(
@@ -86,6 +87,7 @@ def gen(
 
     if world is None or scenario is None:
         raise UsageError("lsm gen needs --world WORLD.h5 and --scenario SCENARIO (see lsm gen --help)")
+    check_output_file(out)
     summary = generate(world, resolve_config(scenario, "scenarios"), resolve_config(teacher, "teacher"), seed, out,
                        quiet=quiet, restart=restart, llm_seed=llm_seed)
     size_mb = Path(out).stat().st_size / 2**20
@@ -196,6 +198,7 @@ def rollout(
 
     if ckpt is None or world is None or scenario is None:
         raise UsageError("lsm rollout needs --ckpt DIR --world WORLD.h5 --scenario SCENARIO (see lsm rollout --help)")
+    check_output_file(out)
     run_rollout(ckpt, world, scenario, out, ticks, seed, report, by, clusters, counterfactual, sweep, sweep2, sweep_action,
                 teacher, agent_chunk, store_text, device, quiet, restart, echo=print)
 
@@ -421,6 +424,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StoreError, UsageError, BackendError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk, a permission, a folder where a file was expected
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        print(f"error: {err.strerror or err}{where}. Nothing was left looking complete: rerun the same command "
+              "once the cause is fixed (finished work is kept where the command journals it).", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:  # Ctrl-C: a run that saved its state says how to resume (Interrupted)
+        print(f"interrupted: {err}" if str(err) else "interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, TypeVar, Union
 
 import yaml
+from lsm.limits import MAX_TEXT_CHARS, number_problem, text_problem
 
 T = TypeVar("T")
 
@@ -46,26 +47,42 @@ class Problem:
     expected: str
 
     def __str__(self) -> str:
-        where = f"field '{self.path}'" if self.path else "the document"
+        where = f"field '{_printable(self.path)}'" if self.path else "the document"
         return f"{where} = {_show(self.value)}: expected {self.expected}"
+
+
+MAX_LISTED_PROBLEMS = 10
+"""A `ConfigError` lists this many problems and counts the rest (a paragraph, not a page)."""
 
 
 class ConfigError(ValueError):
     """A config file (or dict) does not match its schema. `str()` is one readable paragraph."""
 
     def __init__(self, source: str | Path | None, problems: list[Problem], kind: str = "config"):
-        self.source = str(source) if source is not None else "<dict>"
+        self.source = _printable(str(source)) if source is not None else "<dict>"
         self.problems = list(problems)
         self.kind = kind
         n = len(self.problems)
         head = f"Invalid {kind} {self.source}: {n} problem{'s' if n != 1 else ''}."
-        body = " ".join(f"({i + 1}) {p}." for i, p in enumerate(self.problems))
-        super().__init__(f"{head} {body}")
+        body = " ".join(f"({i + 1}) {p}." for i, p in enumerate(self.problems[:MAX_LISTED_PROBLEMS]))
+        more = f" ... and {n - MAX_LISTED_PROBLEMS} more of the kind above." if n > MAX_LISTED_PROBLEMS else ""
+        super().__init__(f"{head} {body}{more}")
 
 
 class UsageError(ValueError):
     """A command was called without what it needs (a missing option, an id out of range). The
     command line prints it as one paragraph, exit status 2; library callers get a ValueError."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C (SIGINT) after saving what it had: `str()` says what was kept and
+    how to resume. The command line prints it and exits with status 130 (the shell's 128 + SIGINT)."""
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """A file name or other user text as it may be printed: escaped where not printable, truncated."""
+    shown = text if text.isprintable() else repr(text)[1:-1]
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 def _show(value: Any, limit: int = 60) -> str:
@@ -89,8 +106,12 @@ class Checked:
     """Mixin for config dataclasses with rules beyond types.
 
     `check()` yields `(relative_field, value, expected)` for every violation; the loader
-    prefixes the field path. Keep it side-effect free.
+    prefixes the field path. Keep it side-effect free. `text_limits` names the string fields
+    whose length bound is not `lsm.limits.MAX_TEXT_CHARS` (every string is checked for
+    control and bidirectional-override characters by the loader).
     """
+
+    text_limits: typing.ClassVar[dict[str, int]] = {}
 
     def check(self) -> Iterable[tuple[str, Any, str]]:
         return ()
@@ -117,8 +138,9 @@ def _type_name(tp: Any) -> str:
     )
 
 
-def _convert(tp: Any, value: Any, path: str, problems: list[Problem]) -> Any:
-    """Convert a YAML value to `tp`, appending to `problems` (and returning None) on mismatch."""
+def _convert(tp: Any, value: Any, path: str, problems: list[Problem], text_limit: int = MAX_TEXT_CHARS) -> Any:
+    """Convert a YAML value to `tp`, appending to `problems` (and returning None) on mismatch.
+    A string must be printable text of at most `text_limit` characters (`lsm.limits`)."""
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
@@ -135,13 +157,13 @@ def _convert(tp: Any, value: Any, path: str, problems: list[Problem]) -> Any:
             if arg is type(None):
                 continue
             trial: list[Problem] = []
-            out = _convert(arg, value, path, trial)
+            out = _convert(arg, value, path, trial, text_limit)
             if not trial:
                 return out
         # Report the most specific failure when only one non-null alternative exists.
         non_null = [a for a in args if a is not type(None)]
         if len(non_null) == 1:
-            return _convert(non_null[0], value, path, problems)
+            return _convert(non_null[0], value, path, problems, text_limit)
         problems.append(Problem(path, value, _type_name(tp)))
         return None
     if origin is Literal:
@@ -169,20 +191,29 @@ def _convert(tp: Any, value: Any, path: str, problems: list[Problem]) -> Any:
             for k, v in value.items()
         }
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path, problems)
+        return _build(typing.cast(type, tp), value, path, problems)
     if tp is bool:
         if isinstance(value, bool):
             return value
     elif tp is int:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and (bad := number_problem(value)):
+            problems.append(Problem(path, value, f"an integer ({bad})"))
+            return None
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if bad := number_problem(value):
+                problems.append(Problem(path, value, bad))
+                return None
             return float(value)
     elif tp is str:
         if isinstance(value, str):
+            if bad := text_problem(value, text_limit):
+                problems.append(Problem(path, value, bad))
+                return None
             return value
     else:  # pragma: no cover - a schema bug, not a user error
         raise TypeError(f"unsupported config type {tp!r} at {path}")
@@ -195,7 +226,8 @@ def _build(cls: type[T], data: Any, path: str, problems: list[Problem]) -> T | N
         problems.append(Problem(path, data, _type_name(cls)))
         return None
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(typing.cast(Any, cls)) if f.init}
+    text_limits: dict[str, int] = getattr(cls, "text_limits", {})
     before = len(problems)
     for key in data:
         if key not in fields:
@@ -207,7 +239,8 @@ def _build(cls: type[T], data: Any, path: str, problems: list[Problem]) -> T | N
     kwargs = {}
     for name, f in fields.items():
         if name in data:
-            kwargs[name] = _convert(hints[name], data[name], join(path, name), problems)
+            kwargs[name] = _convert(hints[name], data[name], join(path, name), problems,
+                                    text_limits.get(name, MAX_TEXT_CHARS))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             problems.append(Problem(join(path, name), _MISSING, f"a value ({_type_name(hints[name])})"))
     if len(problems) > before:
@@ -230,17 +263,11 @@ def from_dict(cls: type[T], data: Any, source: str | Path | None = None, kind: s
 
 
 def read_yaml(path: str | Path, kind: str = "config") -> Any:
-    """Read a YAML file; a missing file or a syntax error becomes a `ConfigError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(path, [Problem("", str(path), "an existing YAML file")], kind)
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        reason = getattr(err, "problem", None) or str(err)
-        raise ConfigError(path, [Problem("", f"YAML syntax error at {where}", f"valid YAML ({reason})")], kind) from None
+    """Read a YAML (or `.json`) file through the one safe loader (`lsm.documents`): a missing,
+    oversized, binary or malformed file, deep nesting or an alias bomb becomes a `ConfigError`."""
+    from lsm.documents import read_document
+
+    return read_document(path, kind)
 
 
 def load_config(cls: type[T], path: str | Path, kind: str = "config") -> T:

@@ -12,11 +12,14 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, get_args
+from typing import Any, ClassVar, Iterable, Literal, get_args
 
 import numpy as np
 
 from lsm.config import Checked, ConfigError, Problem, from_dict, load_config
+from lsm.limits import (MAX_CHANNELS, MAX_CONTEXT_CHARS, MAX_EVENT_TEXT_CHARS, MAX_EVENTS, MAX_EVENTS_PER_TICK,
+                        MAX_LABEL_CHARS, MAX_OPTIONS, MAX_QUESTION_CHARS, MAX_TICKS, MAX_TRIGGERS, name_problem,
+                        text_problem)
 
 SourceType = Literal["government", "media", "scientist", "corporation", "influencer", "peer", "ngo", "religious_leader", "other"]
 MediaChannel = Literal["tv", "newspaper", "radio", "social_media", "online_news", "word_of_mouth", "official_letter", "billboard", "email", "other"]
@@ -52,6 +55,7 @@ class ActionOption:
     """Short identifier (the label the teacher scores), e.g. `vaccinate`."""
     description: str = ""
     """What choosing it means, shown to the agent."""
+    text_limits: ClassVar[dict[str, int]] = {"description": MAX_LABEL_CHARS}
 
 
 @dataclass
@@ -68,16 +72,20 @@ class ActionSpace(Checked):
     integer: bool = True
     """numeric: answers are whole numbers."""
     unit: str = ""
+    text_limits: ClassVar[dict[str, int]] = {"unit": MAX_LABEL_CHARS}
 
     def check(self) -> Iterable[tuple[str, Any, str]]:
         if self.type == "categorical":
             if not self.options or len(self.options) < 2:
                 yield "options", self.options, "at least two options"
+            elif len(self.options) > MAX_OPTIONS:
+                yield "options", f"{len(self.options)} options", f"at most {MAX_OPTIONS} options"
             else:
                 names = [o.name for o in self.options]
                 for i, name in enumerate(names):
-                    if not name or not name.replace("_", "").replace("-", "").isalnum():
-                        yield f"options[{i}].name", name, "a short identifier (letters, digits, _ or -)"
+                    if not name or not name.replace("_", "").replace("-", "").isalnum() or not name.isascii() \
+                            or len(name) > 64:
+                        yield f"options[{i}].name", name, "a short identifier (1 to 64 ASCII letters, digits, _ or -)"
                     if names.index(name) != i:
                         yield f"options[{i}].name", name, "a name not used by another option"
             for f in ("min", "max", "bins"):
@@ -125,9 +133,14 @@ class ActionSpace(Checked):
 
 
 @dataclass
-class Channel:
+class Channel(Checked):
     name: str
     description: str = ""
+    text_limits: ClassVar[dict[str, int]] = {"description": MAX_LABEL_CHARS}
+
+    def check(self) -> Iterable[tuple[str, Any, str]]:
+        if not self.name.replace("_", "").isalnum() or not self.name.isascii() or len(self.name) > 64:
+            yield "name", self.name, "a short identifier (1 to 64 ASCII letters, digits or _)"
 
 
 @dataclass
@@ -156,6 +169,15 @@ class Exposure(Checked):
     def check(self) -> Iterable[tuple[str, Any, str]]:
         if not 0 <= self.fraction <= 1:
             yield "fraction", self.fraction, "a share in [0, 1]"
+        for attr, rule in self.where.items():
+            if bad := name_problem(attr):
+                yield f"where.{attr}", attr, bad
+            for j, cat in enumerate(rule if isinstance(rule, list) else []):
+                if bad := text_problem(cat, MAX_LABEL_CHARS):
+                    yield f"where.{attr}[{j}]", cat, bad
+        for j, outlet in enumerate(self.followers_of):
+            if bad := name_problem(outlet, MAX_LABEL_CHARS):
+                yield f"followers_of[{j}]", outlet, bad
 
 
 @dataclass
@@ -176,6 +198,7 @@ class Event(Checked):
     source: str = ""
     """Named source, e.g. 'State Health Department'."""
     exposure: Exposure = field(default_factory=Exposure)
+    text_limits: ClassVar[dict[str, int]] = {"text": MAX_EVENT_TEXT_CHARS, "source": MAX_LABEL_CHARS}
 
     def check(self) -> Iterable[tuple[str, Any, str]]:
         if not -1 <= self.valence <= 1:
@@ -238,6 +261,11 @@ class Trigger(Checked):
     """Evaluate from this tick on."""
 
     def check(self) -> Iterable[tuple[str, Any, str]]:
+        if bad := name_problem(self.name):
+            yield "name", self.name, bad
+        for key in self.compute:
+            if not key.isidentifier() or len(key) > 64:
+                yield f"compute.{key}", key, "a placeholder name (a Python identifier of at most 64 characters)"
         if self.event.tick is not None:
             yield "event.tick", self.event.tick, "no tick (a triggered event happens at the next tick)"
         allowed = set(self.compute) | {"tick", "round", "next_tick"}
@@ -267,12 +295,32 @@ class Scenario(Checked):
     """The anchored channels; `default` is the 8-channel set of DESIGN §3."""
     events: list[Event] = field(default_factory=list)
     triggers: list[Trigger] = field(default_factory=list)
+    text_limits: ClassVar[dict[str, int]] = {"tick_length": MAX_LABEL_CHARS, "context": MAX_CONTEXT_CHARS,
+                                             "description": MAX_CONTEXT_CHARS, "question": MAX_QUESTION_CHARS}
 
     def check(self) -> Iterable[tuple[str, Any, str]]:
-        if self.ticks < 1:
-            yield "ticks", self.ticks, "a positive number of ticks"
+        if not 1 <= self.ticks <= MAX_TICKS:
+            yield "ticks", self.ticks, f"a number of ticks from 1 to {MAX_TICKS:,}"
+        if bad := name_problem(self.name):
+            yield "name", self.name, bad
         if not self.tick_length.strip():
             yield "tick_length", self.tick_length, "a duration such as '1 week'"
+        if len(self.events) > MAX_EVENTS:
+            yield "events", f"{len(self.events):,} events", f"at most {MAX_EVENTS:,} scheduled events"
+            return
+        if len(self.triggers) > MAX_TRIGGERS:
+            yield "triggers", f"{len(self.triggers):,} triggers", f"at most {MAX_TRIGGERS} triggers"
+            return
+        if len(self.channel_list) > MAX_CHANNELS:
+            yield "channels", f"{len(self.channel_list)} channels", f"at most {MAX_CHANNELS} channels"
+        per_tick: dict[int, int] = {}
+        for ev in self.events:
+            if ev.tick is not None:
+                per_tick[ev.tick] = per_tick.get(ev.tick, 0) + 1
+        for t, n in sorted(per_tick.items()):
+            if n > MAX_EVENTS_PER_TICK:
+                yield "events", f"{n} events at tick {t}", f"at most {MAX_EVENTS_PER_TICK} scheduled events per tick"
+                break
         for i, ev in enumerate(self.events):
             if ev.tick is None:
                 yield f"events[{i}].tick", None, "the tick the event happens at"

@@ -78,7 +78,7 @@ def test_yaml_syntax_error_and_missing_file(tmp_path):
     f.write_text("name: x\nticks: [1, 2\n")
     with pytest.raises(ScenarioError, match=r"syntax\.yaml.*YAML syntax error at line"):
         load_scenario(f)
-    with pytest.raises(ScenarioError, match="an existing YAML file"):
+    with pytest.raises(ScenarioError, match="expected an existing scenario file"):
         load_scenario(tmp_path / "nope.yaml")
 
 

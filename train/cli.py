@@ -31,7 +31,22 @@ class SaveConfigEverywhere(SaveConfigCallback):
                 self.parser.save(self.config, str(Path(cb.dirpath) / self.config_filename), overwrite=True, multifile=False)
 
 
+def config_files(args: list[str]) -> list[str]:
+    """The files given to `--config` (`--config F` or `--config=F`)."""
+    out = []
+    for i, a in enumerate(args):
+        if a == "--config" and i + 1 < len(args):
+            out.append(args[i + 1])
+        elif a.startswith("--config="):
+            out.append(a.split("=", 1)[1])
+    return out
+
+
 def main(args: list[str] | None = None) -> None:
+    from lsm.documents import read_document
+
+    for path in config_files(list(args or [])):  # size, encoding, nesting and aliases bounded before jsonargparse reads it
+        read_document(path, kind="training config")
     LightningCLI(DistillModule, TraceDataModule, args=args, save_config_callback=SaveConfigEverywhere,
                  save_config_kwargs={"overwrite": True}, parser_kwargs={"default_env": False})
 

@@ -9,6 +9,7 @@ from lsm.data_gen.teacher.backends.base import LLMBackend
 from lsm.data_gen.teacher.backends.embedded import EmbeddedConfig
 from lsm.data_gen.loop.neighbors import NeighborRule, check_neighbor_rule, default_neighbor_weights
 from lsm.config import Checked
+from lsm.limits import MAX_COUNT, MAX_NEIGHBORS_SHOWN
 
 
 @dataclass
@@ -37,8 +38,16 @@ class OpenAIConfig(Checked):
     def check(self) -> Iterable[tuple[str, Any, str]]:
         if not self.model:
             yield "model", self.model, "the model name the server serves"
-        if self.concurrency < 1:
-            yield "concurrency", self.concurrency, "at least 1"
+        if not 1 <= self.concurrency <= 1024:
+            yield "concurrency", self.concurrency, "1 to 1,024 requests in flight"
+        if not 0 < self.timeout_s <= 3600:
+            yield "timeout_s", self.timeout_s, "a timeout in seconds in (0, 3600]"
+        if not 0 <= self.max_retries <= 20:
+            yield "max_retries", self.max_retries, "0 to 20 retries"
+        if not 0 <= self.backoff_s <= 60:
+            yield "backoff_s", self.backoff_s, "a first backoff from 0 to 60 s"
+        if not 1 <= self.top_logprobs <= 100:
+            yield "top_logprobs", self.top_logprobs, "1 to 100 alternatives"
 
 
 @dataclass
@@ -112,6 +121,14 @@ class TeacherConfig(Checked):
             yield "memories", self.memories, "a non-negative count"
         if self.chunk < 1:
             yield "chunk", self.chunk, "at least 1"
+        if self.neighbors > MAX_NEIGHBORS_SHOWN:
+            yield "neighbors", self.neighbors, f"at most {MAX_NEIGHBORS_SHOWN} messages per prompt"
+        for f in ("max_tokens", "chunk", "memories", "memory_capacity", "max_attempts"):
+            if getattr(self, f) > MAX_COUNT:
+                yield f, getattr(self, f), f"at most {MAX_COUNT:,}"
+        for f in ("reasoning", "message", "memory"):
+            if not 1 <= getattr(self.limits, f) <= MAX_COUNT:
+                yield f"limits.{f}", getattr(self.limits, f), f"a number of characters from 1 to {MAX_COUNT:,}"
 
     def neighbor_rule(self) -> NeighborRule:
         return NeighborRule(self.neighbors, dict(self.neighbor_weights), self.vary_neighbors)

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable
 
 import numpy as np
 
 from lsm.config import Checked, ConfigError, Problem, load_config
+from lsm.limits import MAX_CONTEXT_CHARS, MAX_DEGREE, MAX_MEAN_DEGREE, name_problem
 
 EDGE_TYPES = ("household", "friend", "professional", "weak_tie", "media")
 HOUSEHOLD, FRIEND, PROFESSIONAL, WEAK_TIE, MEDIA = range(5)
@@ -40,6 +41,13 @@ def _check_homophily(h: dict[str, float], prefix: str = "homophily") -> Iterable
             yield f"{prefix}.{attr}", p, "a probability in [0, 1]"
     if sum(h.values()) > 1 + 1e-9:
         yield prefix, h, "probabilities summing to at most 1 (the rest are uniform draws)"
+
+
+def _check_degrees(mean_degree: float, max_degree: int) -> Iterable[tuple[str, Any, str]]:
+    if not 0 <= mean_degree <= MAX_MEAN_DEGREE:
+        yield "mean_degree", mean_degree, f"a number from 0 to {MAX_MEAN_DEGREE:,}"
+    if not 1 <= max_degree <= MAX_DEGREE:
+        yield "max_degree", max_degree, f"a number from 1 to {MAX_DEGREE:,}"
 
 
 @dataclass
@@ -84,8 +92,7 @@ class TieSpec(Checked):
     weight: float = 1.0
 
     def check(self) -> Iterable[tuple[str, Any, str]]:
-        if self.mean_degree < 0:
-            yield "mean_degree", self.mean_degree, "a number >= 0"
+        yield from _check_degrees(self.mean_degree, self.max_degree)
         if self.dispersion <= 0:
             yield "dispersion", self.dispersion, "a positive number"
         if not 0 <= self.triadic_closure < 1:
@@ -103,8 +110,7 @@ class WeakTieSpec(Checked):
     weight: float = 0.3
 
     def check(self) -> Iterable[tuple[str, Any, str]]:
-        if self.mean_degree < 0:
-            yield "mean_degree", self.mean_degree, "a number >= 0"
+        yield from _check_degrees(self.mean_degree, self.max_degree)
         if self.exponent <= 2:
             yield "exponent", self.exponent, "a number > 2 (a finite mean degree)"
         yield from _check_homophily(self.homophily)
@@ -118,8 +124,11 @@ class OutletSpec(Checked):
     description: str = ""
     audience: dict[str, dict[str, float]] = field(default_factory=dict)
     """attribute -> category -> relative propensity to follow (unlisted categories: 1)."""
+    text_limits: ClassVar[dict[str, int]] = {"description": MAX_CONTEXT_CHARS}
 
     def check(self) -> Iterable[tuple[str, Any, str]]:
+        if bad := name_problem(self.name):
+            yield "name", self.name, bad
         if not 0 <= self.reach <= 1:
             yield "reach", self.reach, "a share in [0, 1]"
         for attr, row in self.audience.items():
@@ -142,8 +151,8 @@ class MediaSpec(Checked):
     def check(self) -> Iterable[tuple[str, Any, str]]:
         if not 0 <= self.leader_share <= 1:
             yield "leader_share", self.leader_share, "a share in [0, 1]"
-        if self.follows_mean < 0:
-            yield "follows_mean", self.follows_mean, "a number >= 0"
+        if not 0 <= self.follows_mean <= MAX_MEAN_DEGREE:
+            yield "follows_mean", self.follows_mean, f"a number from 0 to {MAX_MEAN_DEGREE:,}"
         if self.exponent <= 1:
             yield "exponent", self.exponent, "a number > 1"
         yield from _check_homophily(self.homophily)
@@ -164,6 +173,13 @@ class GraphConfig(Checked):
     media: MediaSpec = field(default_factory=MediaSpec)
     quantile_bins: int = 8
     """Numeric attributes used for homophily are cut into this many quantile bins."""
+    text_limits: ClassVar[dict[str, int]] = {"description": MAX_CONTEXT_CHARS}
+
+    def check(self) -> Iterable[tuple[str, Any, str]]:
+        if bad := name_problem(self.name):
+            yield "name", self.name, bad
+        if not 1 <= self.quantile_bins <= 100:
+            yield "quantile_bins", self.quantile_bins, "a number of bins from 1 to 100"
 
 
 def load_graph_config(path: str | Path) -> GraphConfig:

@@ -5,7 +5,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lsm.config import resolve_config
+from lsm.config import UsageError, resolve_config
+from lsm.limits import MAX_AGENTS
+from lsm.paths import check_output_file
 from lsm.data_gen.world import World, build_world, save_world, world_summary
 from lsm.transcript import Echo, Transcript
 
@@ -27,6 +29,9 @@ def make_world(population: str | Path = "anes96", graph: str | Path = "default",
     `echo` receives each part of the text as soon as it is ready (the backstories take a while).
     """
     say = Transcript(echo)
+    if not 1 <= agents <= MAX_AGENTS:
+        raise UsageError(f"--agents {agents}: expected a number of agents from 1 to {MAX_AGENTS:,} (lsm.limits.MAX_AGENTS)")
+    check_output_file(out)
     w = build_world(resolve_config(population, "population"), resolve_config(graph, "graph"), agents, seed)
     if backstories:
         from lsm.config import load_config

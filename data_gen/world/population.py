@@ -17,12 +17,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, ClassVar, Iterable, Literal
 
 import numpy as np
 from scipy import special, stats
 
 from lsm.config import Checked, ConfigError, Problem, load_config
+from lsm.limits import MAX_ATTRIBUTES, MAX_CATEGORIES, MAX_CONTEXT_CHARS, MAX_LABEL_CHARS, MAX_NAME_CHARS, name_problem
 
 
 # --------------------------------------------------------------------------- config schema
@@ -72,7 +73,17 @@ class AttributeSpec(Checked):
             return np.array(list(self.categories.values()), dtype=np.float64)
         return np.ones(len(self.category_names))
 
+    text_limits: ClassVar[dict[str, int]] = {"description": MAX_LABEL_CHARS, "given": MAX_NAME_CHARS}
+
     def check(self) -> Iterable[tuple[str, Any, str]]:
+        if len(self.category_names) > MAX_CATEGORIES:
+            yield "categories", f"{len(self.category_names):,} categories", f"at most {MAX_CATEGORIES:,} categories"
+            return
+        for cat in self.category_names:
+            if not isinstance(cat, str):
+                yield f"categories.{cat}", cat, "a category name (a string; quote numbers)"
+            elif bad := name_problem(cat, MAX_LABEL_CHARS):
+                yield f"categories.{cat}", cat, bad
         if self.type == "categorical":
             if not self.categories:
                 yield "categories", self.categories, "a non-empty mapping of category -> proportion"
@@ -146,8 +157,17 @@ class PopulationConfig(Checked):
     """Attribute name -> marginal. With `source: anes96`, the synthetic complements."""
     correlations: list[Correlation] = field(default_factory=list)
     """Pairwise latent correlations (may involve survey attributes)."""
+    text_limits: ClassVar[dict[str, int]] = {"description": MAX_CONTEXT_CHARS}
 
     def check(self) -> Iterable[tuple[str, Any, str]]:
+        if bad := name_problem(self.name):
+            yield "name", self.name, bad
+        if len(self.attributes) > MAX_ATTRIBUTES:
+            yield "attributes", f"{len(self.attributes)} attributes", f"at most {MAX_ATTRIBUTES} attributes"
+            return
+        for name in self.attributes:
+            if bad := name_problem(name):
+                yield f"attributes.{name}", name, bad
         known = set(self.attributes)
         parents = {a: s.category_names for a, s in self.attributes.items() if s.type == "categorical"}
         if self.source == "anes96":

@@ -1,0 +1,53 @@
+"""Hostile input files through the real command line (issue 14): every one is refused with one
+printable paragraph naming the file, exit status 2, no traceback — none hangs or is accepted.
+
+The same files (tests/hostile.py) measured the before/after table of the issue's closing note:
+`python tests/hostile.py FOLDER WORLD.h5` runs each in its own process under a time and memory limit.
+"""
+from __future__ import annotations
+
+import pytest
+
+from lsm.cli import main
+from lsm.documents import MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_NODES, parse_document
+from lsm.config import ConfigError, shipped
+from tests.hostile import SHIPPED, command, hostile_files
+
+
+@pytest.mark.parametrize("family", list(SHIPPED))
+def test_every_hostile_file_is_refused_in_one_paragraph(family, tmp_path, world_file, capsys):
+    for name, path in hostile_files(tmp_path, family).items():
+        rc = main(command(family, path, tmp_path, str(world_file)))
+        err = capsys.readouterr().err
+        assert rc == 2, f"{family}/{name}: exit {rc}, stderr {err[:300]!r}"
+        assert "Traceback" not in err, f"{family}/{name}: {err}"
+        assert err.startswith("error: ") and err.count("\n") == 1, f"{family}/{name}: not one paragraph: {err[:400]!r}"
+        assert str(path) in err, f"{family}/{name}: the message does not name the file: {err[:300]}"
+        assert err[:-1].isprintable(), f"{family}/{name}: a control character reached the terminal: {err[:300]!r}"
+        assert len(err) < 4000, f"{family}/{name}: a {len(err)}-character message"
+
+
+def test_the_loader_bounds_each_at_its_documented_constant():
+    at_depth = "x: " + "[" * (MAX_DEPTH - 1) + "1" + "]" * (MAX_DEPTH - 1)
+    assert parse_document(at_depth) is not None
+    with pytest.raises(ConfigError, match=f"nested at most {MAX_DEPTH} deep"):
+        parse_document("x: " + "[" * MAX_DEPTH + "1" + "]" * MAX_DEPTH)
+    # `a: &r [99 values]` and `b: [*r x m]` expand to 104 + 100 m values: m = 1,998 is the most allowed
+    row = "[" + ", ".join(["1"] * 99) + "]"
+    m = (MAX_NODES - 104) // 100
+    assert len(parse_document(f"a: &r {row}\nb: [{', '.join(['*r'] * m)}]\n")["b"]) == m
+    with pytest.raises(ConfigError, match="after expanding aliases"):
+        parse_document(f"a: &r {row}\nb: [{', '.join(['*r'] * (m + 1))}]\n")
+    with pytest.raises(ConfigError, match="repeated"):
+        parse_document("a: 1\nb: 2\na: 3\n")
+    with pytest.raises(ConfigError, match=f"at most {MAX_DOCUMENT_BYTES:,} bytes"):
+        parse_document("# " + "x" * MAX_DOCUMENT_BYTES)
+
+
+def test_a_name_that_would_rewrite_the_terminal_is_escaped_in_the_message(tmp_path, capsys):
+    p = tmp_path / "sc.yaml"
+    p.write_text(shipped("scenarios", "guessing_game.yaml").read_text()
+                 .replace("name: guessing_game", 'name: "\\e[2J\\u202Eevil"'))
+    assert main(["scenario", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "'\\x1b[2J\\u202eevil'" in err and "\x1b" not in err and "\u202e" not in err
