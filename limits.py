@@ -53,6 +53,8 @@ MAX_CONTEXT_CHARS = 4_000
 """A scenario's context, description and any other long text field."""
 MAX_QUESTION_CHARS = 500
 """The decision question."""
+MAX_SWEEP_VALUES = 101
+"""Values of one `--sweep` axis (each is a whole rollout; two axes make a grid of their product)."""
 MAX_TEXT_CHARS = 20_000
 """Any string at all in a config, before the field's own bound."""
 

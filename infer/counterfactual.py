@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lsm.infer.report import RunView, _csv, _table, shares
+from lsm.limits import MAX_SWEEP_VALUES, number_problem
 
 
 # ----------------------------------------------------------------------------- counterfactual
@@ -83,13 +84,22 @@ class SweepAxis:
         try:
             if ":" in vals:
                 lo, hi, count = vals.split(":")
+                if not 1 <= int(count) <= MAX_SWEEP_VALUES:
+                    raise ValueError(f"--sweep {spec!r}: a count of 1 to {MAX_SWEEP_VALUES} values (lsm.limits.MAX_SWEEP_VALUES)")
                 values = np.linspace(float(lo), float(hi), int(count)).round(6).tolist()
             else:
-                values = [float(v) for v in vals.split(",") if v.strip()]
-        except ValueError:
+                values = [float(v) for v in vals.split(",")[: MAX_SWEEP_VALUES + 1] if v.strip()]
+        except ValueError as err:
+            if str(err).startswith("--sweep"):
+                raise
             raise ValueError(f"--sweep {spec!r}: values must be numbers 'a,b,c' or 'start:stop:count'") from None
         if not values:
             raise ValueError(f"--sweep {spec!r}: no values")
+        if len(values) > MAX_SWEEP_VALUES:
+            raise ValueError(f"--sweep {spec!r}: at most {MAX_SWEEP_VALUES} values (lsm.limits.MAX_SWEEP_VALUES)")
+        bad = [v for v in values if number_problem(v)]
+        if bad:
+            raise ValueError(f"--sweep {spec!r}: {bad[0]} is not {number_problem(bad[0])}")
         return cls(keys, values)
 
     def apply(self, data: dict, value: float) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import yaml
 
-from lsm.config import resolve_config
+from lsm.config import read_yaml, resolve_config
 
 HELD_OUT_SEED, TRAIN_SEED = 2, 1
 """World seeds: the held-out world is never trained on."""
@@ -66,7 +66,7 @@ class Steps:
 
 
 def planted_variant(cfg_path: Path, out: Path, **changes: Any) -> Path:
-    data = yaml.safe_load(Path(cfg_path).read_text())
+    data = read_yaml(cfg_path, kind="planted society config")
     data.update(changes)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -74,7 +74,7 @@ def planted_variant(cfg_path: Path, out: Path, **changes: Any) -> Path:
 
 
 def scenario_variant(sc_path: Path, out: Path, edit: Callable[[dict], None]) -> Path:
-    data = yaml.safe_load(Path(sc_path).read_text())
+    data = read_yaml(sc_path, kind="scenario")
     edit(data)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import yaml
+from lsm.config import read_yaml
 
 from lsm.data_gen.world.graph import EDGE_TYPES
 from lsm.recovery.truth import PlantedTrace
@@ -201,7 +201,7 @@ def interventions_and_fidelity(student, held: Path, sc_path: Path, held_tr: dict
     from lsm.infer.validate import compare
     from lsm.recovery.experiment import planted_variant, scenario_variant
 
-    pc = yaml.safe_load(planted_cfg.read_text())
+    pc = read_yaml(planted_cfg, kind="planted society config")
     weights = dict(pc.get("neighbor_weights") or {}) or None
     rollouts.mkdir(parents=True, exist_ok=True)
     world = load_world(held)

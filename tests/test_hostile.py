@@ -51,3 +51,17 @@ def test_a_name_that_would_rewrite_the_terminal_is_escaped_in_the_message(tmp_pa
     assert main(["scenario", str(p)]) == 2
     err = capsys.readouterr().err
     assert "'\\x1b[2J\\u202eevil'" in err and "\x1b" not in err and "\u202e" not in err
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("events.0.credibility=0:1:1000000000", "a count of 1 to 101 values"),
+    ("events.0.credibility=" + ",".join(["0.5"] * 102), "at most 101 values"),
+    ("events.0.credibility=nan,0.5", "nan is not a finite number"),
+    ("events.0.credibility=0:inf:3", "is not a finite number"),
+])
+def test_a_sweep_specification_is_bounded(spec, message):
+    from lsm.infer.counterfactual import SweepAxis
+
+    with pytest.raises(ValueError, match=message):
+        SweepAxis.parse(spec)
+    assert len(SweepAxis.parse("events.0.credibility=0:1:101").values) == 101
