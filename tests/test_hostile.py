@@ -65,3 +65,21 @@ def test_a_sweep_specification_is_bounded(spec, message):
     with pytest.raises(ValueError, match=message):
         SweepAxis.parse(spec)
     assert len(SweepAxis.parse("events.0.credibility=0:1:101").values) == 101
+
+
+def test_training_presets_go_through_the_same_loader(tmp_path, capsys):
+    from tests.hostile import syntax_cases
+
+    for name, content in syntax_cases(tmp_path).items():
+        p = tmp_path / f"{name}.yaml"
+        if content is None:
+            p.mkdir()
+        elif isinstance(content, bytes):
+            p.write_bytes(content)
+        else:
+            p.write_text(content)
+        if name in ("empty", "top_level_list"):
+            continue  # valid YAML that LightningCLI itself refuses (its own usage message, exit 2)
+        rc = main(["train", "fit", "--config", str(p)])
+        err = capsys.readouterr().err
+        assert rc == 2 and "Traceback" not in err and str(p) in err, f"{name}: exit {rc}: {err[:300]}"
