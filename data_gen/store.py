@@ -96,6 +96,8 @@ def package_versions() -> dict[str, str]:
 def open_h5(path: str | Path, mode: str = "r") -> h5py.File:
     """Open an HDF5 file, turning h5py's low-level errors into a `StoreError` a user can act on."""
     path = Path(path)
+    if mode == "r" and path.is_dir():
+        raise StoreError(f"{path}: is a directory; expected an LSM HDF5 file")
     if mode == "r" and not path.is_file():
         raise StoreError(f"{path}: no such file")
     try:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from lsm.config import UsageError
+from lsm.config import ConfigError, UsageError
 
 
 @dataclass
@@ -28,17 +28,20 @@ def _paths(files: str | Sequence[str]) -> list[str]:
 
 def beside_sensitivity(model, held_paths: list[str], held_eps: list, sensitivity: str | Path) -> str:
     """The teacher's own TV (`lsm sensitivity --json`) beside the student's for the same agents and tick."""
-    import json
-
     import numpy as np
 
     from lsm.train import ablations
     from lsm.train.replay import replay
 
+    from lsm.documents import read_document
+
     try:
-        r = json.loads(Path(sensitivity).read_text())
+        r = read_document(sensitivity, kind="sensitivity JSON")  # a ConfigError (its own paragraph) if unreadable
         tick, ids = int(r["tick"]), [int(i) for i in r["agent_ids"]]
-    except (OSError, ValueError, KeyError) as err:
+        str(r["trace"])
+    except (ValueError, KeyError, TypeError) as err:
+        if isinstance(err, ConfigError):
+            raise
         raise UsageError(f"--sensitivity {sensitivity}: not a JSON from `lsm sensitivity TRACE --json FILE` "
                          f"with its tick and agent_ids ({err})") from None
     match = [k for k, p in enumerate(held_paths) if Path(p).resolve() == Path(r["trace"]).resolve()]

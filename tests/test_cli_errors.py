@@ -1,0 +1,64 @@
+"""Every command that reads an HDF5 file or writes one refuses a wrong one in one paragraph
+(exit status 2, no traceback), naming the path: missing, a directory, a text file, a truncated
+file, a file of the wrong kind, an output path that cannot be written (issue 14)."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from lsm.cli import main
+from lsm.config import shipped
+
+TRACE = shipped().parent.parent / "data_gen" / "corpus" / "n20" / "vaccine_campaign_s0.h5"
+TRACE2 = TRACE.with_name("vaccine_campaign_s1.h5")
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory, world_file):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "notes.txt").write_text("hello\n")
+    (d / "adir").mkdir()
+    (d / "trunc.h5").write_bytes(world_file.read_bytes()[:5000])
+    shutil.copy(world_file, d / "w.h5")
+    return {"missing": (d / "nope.h5", "no such file"), "directory": (d / "adir", "is a directory"),
+            "text": (d / "notes.txt", "not an HDF5 file"), "truncated": (d / "trunc.h5", "truncated"),
+            "world": (d / "w.h5", "is a 'world' file")}
+
+
+TRACE_READERS = {
+    "sensitivity": lambda p: ["sensitivity", str(p)],
+    "validate": lambda p: ["validate", "--teacher", str(p), "--teacher_repeat", str(TRACE2), "--student", str(TRACE2)],
+    "narrate": lambda p: ["narrate", "--rollout", str(p), "--agent", "0"],
+    "info": lambda p: ["info", str(p)],
+    "scenario --world": lambda p: ["scenario", "vaccine_campaign", "--world", str(p)],
+}
+
+
+@pytest.mark.parametrize("command", list(TRACE_READERS))
+def test_a_wrong_input_file_is_one_paragraph(command, bad, capsys):
+    for case, (path, expected) in bad.items():
+        if case == "world" and command in ("info", "scenario --world"):
+            continue  # a world is a right input there
+        rc = main(TRACE_READERS[command](path))
+        err = capsys.readouterr().err
+        assert rc == 2, f"{command} on {case}: exit {rc}: {err[:300]}"
+        assert "Traceback" not in err and err.count("\n") == 1 and str(path) in err, f"{command} on {case}: {err[:300]}"
+        assert expected in err, f"{command} on {case}: expected {expected!r} in {err[:300]}"
+
+
+@pytest.mark.parametrize("out, expected", [("adir", "is a directory"), ("notes.txt/w.h5", "is a file, so the folder")])
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(out, expected, bad, capsys):
+    folder = bad["text"][0].parent
+    rc = main(["world", "--agents", "10", "--out", str(folder / out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and expected in err and "Traceback" not in err, err
+    rc = main(["gen", "--world", str(bad["world"][0]), "--scenario", "guessing_game", "--teacher", "debug",
+               "--out", str(folder / out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and expected in err and "Traceback" not in err, err
+
+
+def test_too_many_agents_is_refused_with_the_constant(capsys, tmp_path):
+    assert main(["world", "--agents", "100000000000", "--out", str(tmp_path / "w.h5")]) == 2
+    assert "MAX_AGENTS" in capsys.readouterr().err
