@@ -236,7 +236,8 @@ class SocietyModel(nn.Module):
     def identity(self, inp: TickInputs) -> Tensor:
         u = self.persona_proj(inp.persona_emb)  # (N, D)
         for k, emb in enumerate(self.cat_emb):
-            u = u + emb(inp.identity_cat[:, k])
+            code = inp.identity_cat[:, k]  # (N,), UNKNOWN_CODE (-1) where the category is unknown: adds nothing
+            u = u + emb(code.clamp(min=0)) * (code >= 0).unsqueeze(-1).to(u.dtype)
         if self.num_proj is not None:
             u = u + self.num_proj(inp.identity_num)
         if self.context_proj is not None and inp.context_emb is not None:

@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch.cli import LightningCLI
 
 from lsm.config import CONFIG_ROOT
+from lsm.data_gen.store import StoreError
 from lsm.train.datamodule import TraceDataModule
 from lsm.train.module import DistillModule, load_student
 
@@ -78,7 +79,7 @@ def test_checkpoint_folder_is_self_contained(tmp_path, monkeypatch):
     assert "model:" in (folder / "config.yaml").read_text()
     s = load_checkpoint(folder)
     assert s.train_paths == [TRAIN] and s.vocab is not None and s.vocab.cardinalities == s.config.categorical_sizes
-    with pytest.raises(FileNotFoundError, match="no last.ckpt"):
+    with pytest.raises(StoreError, match="no last.ckpt"):
         load_checkpoint(tmp_path)
 
 

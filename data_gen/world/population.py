@@ -438,11 +438,63 @@ class IdentityVocab:
         )
 
 
-def encode_identity(pop: Population, vocab: IdentityVocab | None = None):
+UNKNOWN_CODE = -1
+"""Identity code of a category the vocabulary lacks (or of an attribute the world lacks): the
+student adds nothing for it (`SocietyModel.identity` masks it), as for a value never seen."""
+UNKNOWN_NUMERIC = 0.5
+"""Normalised value of a numeric attribute the world lacks: the middle of the training range."""
+
+
+@dataclass
+class IdentityMismatch:
+    """How a population differs from a vocabulary (a checkpoint's training world)."""
+
+    missing: list[str]
+    """Vocabulary attributes the population lacks."""
+    unseen: dict[str, list[str]]
+    """attribute -> the population's categories the vocabulary never saw."""
+    shared: int
+    """Vocabulary attributes the population has."""
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unseen)
+
+    def describe(self) -> str:
+        parts = []
+        if self.missing:
+            parts.append(f"lacks {', '.join(self.missing)}")
+        if self.unseen:
+            parts.append("has categories the checkpoint never saw: " +
+                         "; ".join(f"{a}={', '.join(c[:5])}{' ...' if len(c) > 5 else ''}" for a, c in self.unseen.items()))
+        return " and ".join(parts) + " (encoded as unknown; the persona text still carries them)"
+
+
+def identity_mismatch(pop: Population, vocab: IdentityVocab) -> IdentityMismatch:
+    """The one rule comparing a population with a vocabulary: by attribute and category name."""
+    missing, unseen, shared = [], {}, 0
+    for attr, cats in vocab.categorical:
+        if attr not in pop.categorical:
+            missing.append(attr)
+            continue
+        shared += 1
+        new = [c for c in pop.categories[attr] if c not in set(cats)]
+        if new:
+            unseen[attr] = new
+    for attr, _, _ in vocab.numeric:
+        if attr in pop.numeric:
+            shared += 1
+        else:
+            missing.append(attr)
+    return IdentityMismatch(missing, unseen, shared)
+
+
+def encode_identity(pop: Population, vocab: IdentityVocab | None = None, unknown: bool = False):
     """Identity tensors: (codes LongTensor [N, n_cat], numeric FloatTensor [N, n_num] in [0,1]).
 
     With a `vocab` from another population (e.g. the training world's), categories are
-    re-mapped by name; a category the vocab does not know raises a clear error.
+    re-mapped by name. A category or attribute the vocab does not know raises a clear error,
+    or with `unknown=True` (rollouts of a checkpoint on another world; see `identity_mismatch`)
+    is encoded as `UNKNOWN_CODE` / `UNKNOWN_NUMERIC`.
     """
     import torch
 
@@ -450,18 +502,24 @@ def encode_identity(pop: Population, vocab: IdentityVocab | None = None):
     cols = []
     for attr, cats in vocab.categorical:
         if attr not in pop.categorical:
-            raise KeyError(f"identity attribute '{attr}' is missing from this population (has {pop.attributes})")
+            if not unknown:
+                raise KeyError(f"identity attribute '{attr}' is missing from this population (has {pop.attributes})")
+            cols.append(np.full(pop.n, UNKNOWN_CODE, dtype=np.int64))
+            continue
         lookup = {c: i for i, c in enumerate(cats)}
-        try:
-            remap = np.array([lookup[c] for c in pop.categories[attr]], dtype=np.int64)
-        except KeyError as err:
-            raise KeyError(f"category {err.args[0]!r} of '{attr}' is not in the vocabulary {cats}") from None
+        if not unknown and any(c not in lookup for c in pop.categories[attr]):
+            bad = next(c for c in pop.categories[attr] if c not in lookup)
+            raise KeyError(f"category {bad!r} of '{attr}' is not in the vocabulary {cats}")
+        remap = np.array([lookup.get(c, UNKNOWN_CODE) for c in pop.categories[attr]], dtype=np.int64)
         cols.append(remap[pop.categorical[attr]])
     codes = torch.from_numpy(np.stack(cols, axis=1)) if cols else torch.zeros(pop.n, 0, dtype=torch.long)
     nums = []
     for attr, lo, hi in vocab.numeric:
         if attr not in pop.numeric:
-            raise KeyError(f"identity attribute '{attr}' is missing from this population (has {pop.attributes})")
+            if not unknown:
+                raise KeyError(f"identity attribute '{attr}' is missing from this population (has {pop.attributes})")
+            nums.append(np.full(pop.n, UNKNOWN_NUMERIC))
+            continue
         nums.append(np.clip((pop.numeric[attr] - lo) / (hi - lo), 0.0, 1.0))
     numeric = (
         torch.from_numpy(np.stack(nums, axis=1).astype(np.float32)) if nums else torch.zeros(pop.n, 0)
