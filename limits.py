@@ -6,7 +6,7 @@ so that no file can make a command hang or exhaust memory (ticks: 10^11 would pr
 for ever), or put unbounded text into every LLM prompt, a file path or a terminal.
 
 Text budgets follow the teacher's prompt: SmolLM2's context is 8,192 tokens and a prompt holds
-the context, the question, the options, up to `MAX_EVENTS_PER_TICK` events and K neighbour
+the context, the question, the options, up to `MAX_SCHEDULED_PER_TICK` events and K neighbour
 messages (~4 characters per token): context 4,000 + question 500 + 8 events x 1,000 + options
 (64 x 200) stays well inside it.
 """
@@ -17,9 +17,9 @@ import unicodedata
 
 MAX_TICKS = 1_000
 """Ticks of a scenario (a tick is a week, a round, ...; the shipped ones use 8)."""
-MAX_EVENTS = 1_000
+MAX_SCHEDULED_EVENTS = 1_000
 """Scheduled events of a scenario."""
-MAX_EVENTS_PER_TICK = 8
+MAX_SCHEDULED_PER_TICK = 8
 """Scheduled events at one tick (each is shown in every exposed agent's prompt)."""
 MAX_TRIGGERS = 64
 """Triggers of a scenario."""

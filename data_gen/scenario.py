@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Iterable, Literal, get_args
 import numpy as np
 
 from lsm.config import Checked, ConfigError, Problem, from_dict, load_config
-from lsm.limits import (MAX_CHANNELS, MAX_CONTEXT_CHARS, MAX_EVENT_TEXT_CHARS, MAX_EVENTS, MAX_EVENTS_PER_TICK,
+from lsm.limits import (MAX_CHANNELS, MAX_CONTEXT_CHARS, MAX_EVENT_TEXT_CHARS, MAX_SCHEDULED_EVENTS, MAX_SCHEDULED_PER_TICK,
                         MAX_LABEL_CHARS, MAX_OPTIONS, MAX_QUESTION_CHARS, MAX_TICKS, MAX_TRIGGERS, name_problem,
                         text_problem)
 
@@ -305,8 +305,8 @@ class Scenario(Checked):
             yield "name", self.name, bad
         if not self.tick_length.strip():
             yield "tick_length", self.tick_length, "a duration such as '1 week'"
-        if len(self.events) > MAX_EVENTS:
-            yield "events", f"{len(self.events):,} events", f"at most {MAX_EVENTS:,} scheduled events"
+        if len(self.events) > MAX_SCHEDULED_EVENTS:
+            yield "events", f"{len(self.events):,} events", f"at most {MAX_SCHEDULED_EVENTS:,} scheduled events"
             return
         if len(self.triggers) > MAX_TRIGGERS:
             yield "triggers", f"{len(self.triggers):,} triggers", f"at most {MAX_TRIGGERS} triggers"
@@ -318,8 +318,8 @@ class Scenario(Checked):
             if ev.tick is not None:
                 per_tick[ev.tick] = per_tick.get(ev.tick, 0) + 1
         for t, n in sorted(per_tick.items()):
-            if n > MAX_EVENTS_PER_TICK:
-                yield "events", f"{n} events at tick {t}", f"at most {MAX_EVENTS_PER_TICK} scheduled events per tick"
+            if n > MAX_SCHEDULED_PER_TICK:
+                yield "events", f"{n} events at tick {t}", f"at most {MAX_SCHEDULED_PER_TICK} scheduled events per tick"
                 break
         for i, ev in enumerate(self.events):
             if ev.tick is None:

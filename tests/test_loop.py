@@ -3,9 +3,12 @@ against its written mechanism, and its null variant."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -224,9 +227,10 @@ def test_planted_society_has_a_rare_action_and_is_deterministic(tmp_path):
         assert set(np.unique(counts).tolist()) == {0, 1, 2, 3, 4}  # varied neighbourhoods
 
 
-def test_student_rollout_killed_mid_run_resumes_to_an_identical_file(trained, tmp_path, kill_after_tick):
-    """kill -9 `lsm rollout` once it has journaled a tick; the same command finishes the run and
-    the file equals an uninterrupted run's."""
+def test_student_rollout_interrupted_and_killed_mid_run_resumes_to_an_identical_file(trained, tmp_path, kill_after_tick,
+                                                                                    capsys):
+    """A second writer of the same output is refused; Ctrl-C, then kill -9, `lsm rollout` once it
+    has journaled a tick; the same command finishes the run and the file equals an uninterrupted run's."""
     from lsm.data_gen.embed import persona_cache, persona_key
     from lsm.data_gen.world import load_world
 
@@ -240,8 +244,31 @@ def test_student_rollout_killed_mid_run_resumes_to_an_identical_file(trained, tm
             "--quiet", "true", "--clusters", "2"]
     ref, cut = tmp_path / "ref.h5", tmp_path / "cut.h5"
     subprocess.run(lsm + args + ["--out", str(ref)], check=True, capture_output=True)
-    journal = kill_after_tick(args, cut, tick=1, timeout=300)
-    assert not cut.exists() and (journal / "state_0001.json").exists()
+    # another process writing the same output: refused at once, nothing changed (issue 14)
+    from lsm.cli import main
+    from lsm.data_gen.loop.journal import OutputLock
+
+    lock = OutputLock(cut)
+    try:
+        assert main([*args, "--out", str(cut)]) == 2
+    finally:
+        lock.release()
+    assert f"another lsm process (pid {os.getpid()}) is writing it" in capsys.readouterr().err
+    assert not cut.exists() and not Path(str(cut) + ".journal").exists()
+    # Ctrl-C once a tick is journaled: exit 130, the output not written, the message says how to resume
+    proc = subprocess.Popen(lsm + args + ["--out", str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    journal = Path(str(cut) + ".journal")
+    while not (journal / "state_0000.json").exists() and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    kept = len(list(journal.glob("state_*.json")))
+    assert proc.returncode == 130 and not cut.exists(), err
+    assert f"{kept} of 8 ticks are journaled" in err and "Run the same command again to resume" in err and "Traceback" not in err, err
+    # then kill -9 later in the resumed run: the same command still finishes it
+    journal = kill_after_tick(args, cut, tick=kept + 1, timeout=300)
+    assert not cut.exists() and (journal / f"state_{kept + 1:04d}.json").exists()
     done = len(list(journal.glob("state_*.json")))
     assert done < load_scenario(shipped("scenarios", "vaccine_campaign.yaml")).ticks
     fresh = tmp_path / "fresh.h5"  # the same partial journal, for `--restart true` below
@@ -255,8 +282,6 @@ def test_student_rollout_killed_mid_run_resumes_to_an_identical_file(trained, tm
             np.testing.assert_array_equal(a.array(name), b.array(name), err_msg=name)
     assert "rollout:" in r.stdout
     # --restart true discards a journal of this very run: it starts at tick 0 and ends the same
-    from lsm.cli import main
-
     assert main([*args, "--out", str(fresh), "--restart", "true"]) == 0
     with TraceFile(ref) as a, TraceFile(fresh) as b:
         assert json.loads(b.f.attrs["summary"])["resumed_from_tick"] == 0

@@ -9,6 +9,7 @@ is refused unless the run is restarted.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -22,6 +23,42 @@ from lsm.data_gen.store import StoreError
 
 class JournalMismatch(StoreError):
     """`<out>.journal/` holds a run with other inputs."""
+
+
+class OutputLocked(StoreError):
+    """Another process is writing the same output."""
+
+
+class OutputLock:
+    """An exclusive lock on an output for the life of a run: `<out>.lock` (flock; it holds the
+    writer's pid). A second `lsm gen` / `lsm rollout` on the same output refuses at once and
+    changes nothing; the OS releases the lock when the process ends, so kill -9 leaves no stale lock.
+    The small `.lock` file stays beside the output (removing it could let two writers race)."""
+
+    def __init__(self, out: str | Path):
+        out = Path(out)
+        self.path = out.with_name(out.name + ".lock")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh: Any = open(self.path, "a+")
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._fh.seek(0)
+            pid = self._fh.read().strip() or "unknown"
+            self._fh.close()
+            raise OutputLocked(f"{out}: another lsm process (pid {pid}) is writing it; wait for it to finish or stop it "
+                               "(nothing was changed)") from None
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._fh.write(str(os.getpid()))
+        self._fh.flush()
+
+    def release(self) -> None:
+        if self._fh is not None and not self._fh.closed:
+            self._fh.seek(0)
+            self._fh.truncate()
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
 
 
 def atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
@@ -62,7 +99,15 @@ class Journal:
 
     def __init__(self, out: str | Path, fp: str, meta: dict[str, Any], restart: bool = False):
         out = Path(out)
+        self.lock = OutputLock(out)  # first: nothing below may touch another process's run
         self.dir = out.with_name(out.name + ".journal")
+        try:
+            self._open(fp, meta, restart)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _open(self, fp: str, meta: dict[str, Any], restart: bool) -> None:
         if self.dir.exists():
             run = self.dir / "run.json"
             prev = json.loads(run.read_text()).get("fingerprint") if run.is_file() else None
@@ -111,3 +156,7 @@ class Journal:
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def release(self) -> None:
+        """Let another process write this output (the journal stays unless `remove()`d)."""
+        self.lock.release()

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
+from lsm.config import Interrupted
 from lsm.data_gen.embed import TEXT_DIM
 from lsm.data_gen.loop.events import EventSchedule, PopulationState, ScheduledEvent
 from lsm.data_gen.loop.journal import Journal, fingerprint
@@ -215,16 +216,28 @@ class SocietyLoop:
         """Run every tick, journaled, and write `out` (resuming a journaled run of the same inputs).
 
         `inputs` are further files whose bytes the run depends on (a checkpoint); `on_tick` sees
-        every tick computed by this process. Returns the policy's summary.
+        every tick computed by this process. Returns the policy's summary. Ctrl-C raises
+        `Interrupted` saying how many ticks are kept and how to resume.
         """
-        from tqdm import tqdm
-
         out = Path(out)
         configs = self.policy.configs()
         texts = [scenario_yaml, repr(sorted(seeds.items())), repr(self.n_ticks), repr(self.rule)]
         texts += [f"{k}={v}" for k, v in sorted(configs.items())]
         fp = fingerprint([world_file, *inputs], texts)
         journal = Journal(out, fp, {"world": str(world_file), "seeds": seeds, "kind": self.policy.kind}, restart)
+        try:
+            return self._run(out, journal, world_file, scenario_yaml, seeds, configs, quiet, desc, on_tick)
+        except KeyboardInterrupt:  # Ctrl-C: every finished tick is journaled; `out` is not written
+            done = journal.finished(self.n_ticks)
+            raise Interrupted(f"{out} was not written: {done} of {self.n_ticks} ticks are journaled in {journal.dir}. "
+                              f"Run the same command again to resume from tick {done}, or add --restart true to start over.") from None
+        finally:
+            journal.release()
+
+    def _run(self, out: Path, journal: Journal, world_file: str | Path, scenario_yaml: str, seeds: dict[str, Any],
+             configs: dict[str, Any], quiet: bool, desc: str, on_tick: Callable[[TickRecord], None] | None) -> dict[str, Any]:
+        from tqdm import tqdm
+
         resumed = journal.finished(self.n_ticks)
         stats: list[dict[str, Any]] = []
         if resumed:
