@@ -374,15 +374,20 @@ def recovery(out: str = "out/recovery", agents: str = "2000", held_out_agents: i
         print(f"Written: {json}")
 
 
-def info(file: str) -> None:
+def info(file: str, verify: bool = False) -> None:
     """Describe any LSM HDF5 file (world, teacher trace or student rollout).
 
     Args:
         file: the HDF5 file.
+        verify: recompute the content checksum of every dataset and compare it with the one
+            stored when the file was written (exit status 2 and the changed dataset on a mismatch).
     """
     from lsm.data_gen.info import describe
+    from lsm.data_gen.store import verify_checksums
 
     print("\n".join(describe(file)))
+    if verify:
+        print(verify_checksums(file))
 
 
 DESCRIPTION = ("LSM, a Large Societal Model. Also: `lsm train {fit,validate,test} --config configs/train/PRESET.yaml` "

@@ -92,6 +92,80 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+# --------------------------------------------------------------------------- content checksums
+CHECKSUM_ALGO = "sha256"
+"""The hash of `content_checksums`: SHA-256 hashes 1.4 GB/s on these cores, BLAKE2b 0.53 GB/s
+(measured on 200 MB; CPUs with SHA extensions). Per dataset the first 32 hex digits are kept."""
+_HASH_BLOCK_BYTES = 1 << 26
+"""Rows of a dataset are read and hashed 64 MiB at a time: a multi-GB rollout is never loaded whole."""
+
+
+def _dataset_digest(ds: h5py.Dataset) -> str:
+    """SHA-256 of a dataset's path, dtype, shape and values, row block by row block. Strings are
+    hashed as their UTF-8 bytes, each followed by a NUL (their in-memory form holds pointers)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(f"{ds.name}\0{ds.dtype.str}\0{ds.shape}\0".encode())
+    strings = h5py.check_string_dtype(ds.dtype) is not None or ds.dtype == object
+    if ds.shape == ():
+        rows: Iterable[np.ndarray] = [np.asarray(ds[()])]
+    else:
+        row = int(np.prod(ds.shape[1:], dtype=np.int64)) * (64 if strings else ds.dtype.itemsize)
+        step = max(1, _HASH_BLOCK_BYTES // max(row, 1))
+        rows = (ds[i:i + step] for i in range(0, ds.shape[0], step))
+    for block in rows:
+        if strings:
+            for v in np.asarray(block, dtype=object).ravel():
+                h.update((v if isinstance(v, bytes) else str(v).encode()) + b"\0")
+        else:
+            h.update(np.ascontiguousarray(block).tobytes())
+    return h.hexdigest()[:32]
+
+
+def content_checksums(f: h5py.File) -> tuple[str, dict[str, str]]:
+    """(whole-file digest, {dataset path: digest}) over every dataset in sorted path order.
+
+    Attributes are not covered: they are metadata (a summary, a sensitivity result added later by
+    `lsm sensitivity --write`), and adding one must not invalidate the content."""
+    import hashlib
+
+    names: list[str] = []
+    f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    per = {name: _dataset_digest(f[name]) for name in sorted(names)}
+    whole = hashlib.sha256()
+    for name, d in per.items():
+        whole.update(f"{name}\0{d}\0".encode())
+    return whole.hexdigest(), per
+
+
+def write_checksums(f: h5py.File) -> None:
+    """Store `content_checksum` ("sha256:HEX") and `dataset_checksums` (JSON) as root attributes."""
+    whole, per = content_checksums(f)
+    f.attrs["content_checksum"] = f"{CHECKSUM_ALGO}:{whole}"
+    f.attrs["dataset_checksums"] = json.dumps(per)
+
+
+def verify_checksums(path: str | Path) -> str:
+    """Recompute a file's checksums: the line `lsm info --verify` prints, or `StoreError` naming the
+    first dataset whose content changed. A file written before checksums existed says so."""
+    with open_h5(path) as f:
+        stored = str(f.attrs.get("content_checksum", ""))
+        if not stored:
+            return "checksum: none stored (the file was written before lsm stored checksums); nothing to verify"
+        algo, _, want = stored.partition(":")
+        if algo != CHECKSUM_ALGO:
+            raise StoreError(f"{path}: checksum algorithm {algo!r} is not known to this lsm ({CHECKSUM_ALGO})")
+        whole, per = content_checksums(f)
+        if whole == want:
+            return f"checksum: OK ({CHECKSUM_ALGO} {whole[:16]})"
+        recorded = json.loads(str(f.attrs.get("dataset_checksums", "{}")))
+        changed = [n for n in sorted(set(per) | set(recorded)) if per.get(n) != recorded.get(n)]
+        where = f"; first changed dataset: {changed[0]}" if changed else ""
+        raise StoreError(f"{path}: content checksum mismatch: stored {CHECKSUM_ALGO} {want[:16]}, computed {whole[:16]}"
+                         f"{where} (the file was modified or corrupted after it was written)")
+
+
 # --------------------------------------------------------------------------- opening files
 def open_h5(path: str | Path, mode: str = "r") -> h5py.File:
     """Open an HDF5 file, turning h5py's low-level errors into a `StoreError` a user can act on."""
@@ -357,6 +431,8 @@ class TraceWriter:
     def close(self, complete: bool = True, summary: dict[str, Any] | None = None) -> None:
         if summary is not None:
             self.f.attrs["summary"] = json.dumps(summary)
+        if complete:
+            write_checksums(self.f)
         self.f.attrs["complete"] = bool(complete)
         self.f.close()
 

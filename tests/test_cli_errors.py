@@ -8,10 +8,9 @@ import shutil
 import pytest
 
 from lsm.cli import main
-from lsm.config import shipped
+from lsm.config import CONFIG_ROOT
 
-TRACE = shipped().parent.parent / "data_gen" / "corpus" / "n20" / "vaccine_campaign_s0.h5"
-TRACE2 = TRACE.with_name("vaccine_campaign_s1.h5")
+TRACE2 = CONFIG_ROOT.parent / "data_gen" / "corpus" / "n20" / "vaccine_campaign_s1.h5"
 
 
 @pytest.fixture(scope="module")

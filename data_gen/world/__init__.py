@@ -11,7 +11,8 @@ from lsm.config import to_dict
 from lsm.data_gen.world.graph import (EDGE_TYPES, GraphConfig, SocialGraph, build_graph, degree_stats, homophily_attributes,
                                 homophily_stats, load_graph_config, peak_rss_gb)
 from lsm.data_gen.world.population import Population, PopulationConfig, load_population_config, marginals_table, sample_population
-from lsm.data_gen.store import _write_header, check_header, open_h5, read_configs, read_world_groups, write_world_groups
+from lsm.data_gen.store import (_write_header, check_header, open_h5, read_configs, read_world_groups, write_checksums,
+                                write_world_groups)
 
 if TYPE_CHECKING:
     from torch_geometric.data import HeteroData
@@ -93,6 +94,7 @@ def save_world(world: World, path: str | Path) -> None:
             f["population"].attrs["backstories"] = json.dumps({"meta_prompts": list(META_PROMPTS), "failed": b.failed})
             f["population"].create_dataset("backstory_prompt", data=b.prompt_index.astype("int8"))
             f["population"].create_dataset("backstory_temperature", data=b.temperature.astype("float32"))
+        write_checksums(f)
         f.attrs["complete"] = True
     tmp.replace(path)  # never leave a half-written world under the final name
 
