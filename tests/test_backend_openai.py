@@ -13,13 +13,13 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
 import yaml
 
 from lsm.config import shipped
 from lsm.data_gen.teacher.backends.openai_http import BackendError, OpenAIBackend
 from lsm.data_gen.store import TraceFile
-from lsm.data_gen.gen import generate
 from lsm.data_gen.teacher.config import OpenAIConfig
 from lsm.data_gen.world import build_world, save_world
 
@@ -240,23 +240,63 @@ def test_generate_with_json_schema_and_score_options(server):
     assert abs(p.sum() - 1) < 1e-9 and p[0] > 0.9
 
 
-def test_gen_through_the_server(server, tmp_path):
-    """`lsm gen` with the openai backend (answers fully generated under the JSON schema)."""
+def test_gen_through_the_server_and_a_server_that_dies_mid_run(tmp_path):
+    """`lsm gen` with the openai backend (answers fully generated under the JSON schema). Then kill
+    `lsm serve` while `lsm gen` runs through it: gen ends with one paragraph naming the URL (exit
+    2), the journal keeps the finished tick, and after a restart the same command completes a file
+    equal to the uninterrupted run's (issue 14)."""
+    import os
+    import signal
+
+    from lsm.cli import main
+    from lsm.data_gen.world import build_world, save_world
+
+    port = _free_port()
+    serve = [sys.executable, "-m", "lsm", "serve", "--port", str(port)]
+    proc, url = _start_server(serve, SERVE_TIMEOUT_S)
     save_world(build_world(shipped("population", "anes96.yaml"), shipped("graph", "default.yaml"), agents=3, seed=5), tmp_path / "w.h5")
     sc = yaml.safe_load(shipped("scenarios", "vaccine_campaign.yaml").read_text())
     sc["ticks"], sc["events"] = 2, [e for e in sc["events"] if e["tick"] < 2]
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(sc))
     (tmp_path / "t.yaml").write_text(yaml.safe_dump({
         "backend": "openai", "answer": "full", "max_tokens": 300, "chunk": 3,
-        "openai": {"base_url": server, "model": "smollm2-135m-instruct", "concurrency": 2},
+        "openai": {"base_url": url, "model": "smollm2-135m-instruct", "concurrency": 1, "max_retries": 1, "backoff_s": 0.05},
         "limits": {"reasoning": 80, "message": 60, "memory": 40}}))
-    s = generate(tmp_path / "w.h5", tmp_path / "s.yaml", tmp_path / "t.yaml", seed=0, out=tmp_path / "o.h5", quiet=True)
-    assert s["agent_ticks"] == 6
-    with TraceFile(tmp_path / "o.h5") as tf:
-        v = tf.array("valid")
-        assert v.any() and "channel_dist" not in tf.fields
-        d = tf.array("decision_dist")[v]
-        assert ((d == 0) | (d == 1)).all() and (d.sum(-1) == 1).all()  # one sample per agent-tick
+    args = ["gen", "--world", str(tmp_path / "w.h5"), "--scenario", str(tmp_path / "s.yaml"), "--teacher", str(tmp_path / "t.yaml"),
+            "--quiet", "true"]
+    try:
+        assert main([*args, "--out", str(tmp_path / "ref.h5")]) == 0
+        with TraceFile(tmp_path / "ref.h5") as tf:
+            v = tf.array("valid")
+            assert tf.n_ticks == 2 and v.any() and "channel_dist" not in tf.fields
+            d = tf.array("decision_dist")[v]
+            assert ((d == 0) | (d == 1)).all() and (d.sum(-1) == 1).all()  # one sample per agent-tick
+        cut = tmp_path / "cut.h5"
+        gen = subprocess.Popen([sys.executable, "-m", "lsm", *args, "--out", str(cut)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+        journal = tmp_path / "cut.h5.journal"
+        while not (journal / "state_0000.json").exists() and gen.poll() is None:
+            time.sleep(0.02)
+        assert gen.poll() is None, "gen finished before the server could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        _, err = gen.communicate(timeout=300)
+        last = err.strip().splitlines()[-1]  # (before it: the sentence encoder's loading bar)
+        assert gen.returncode == 2 and last.startswith("error: ") and url in last and "Traceback" not in err, err[-1500:]
+        assert (journal / "state_0000.json").exists() and not cut.exists()
+        proc, url2 = _start_server(serve, SERVE_TIMEOUT_S)
+        assert url2 == url
+        assert main([*args, "--out", str(cut)]) == 0
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    with TraceFile(tmp_path / "ref.h5") as a, TraceFile(cut) as b:
+        assert json.loads(b.f.attrs["summary"])["resumed_from_tick"] == 1
+        for name in a.fields:
+            if name == "latency_s":  # wall-clock timings differ run to run (so do the files' checksums)
+                continue
+            x, y = a.array(name), b.array(name)
+            assert (x.tolist() == y.tolist()) if x.dtype == object else np.array_equal(x, y, equal_nan=True), name
 
 
 def test_vllm_backend_needs_a_gpu():
