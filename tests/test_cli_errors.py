@@ -61,3 +61,14 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(out, e
 def test_too_many_agents_is_refused_with_the_constant(capsys, tmp_path):
     assert main(["world", "--agents", "100000000000", "--out", str(tmp_path / "w.h5")]) == 2
     assert "MAX_AGENTS" in capsys.readouterr().err
+
+
+def test_a_trace_given_as_the_world_of_a_run_is_refused(tmp_path, capsys):
+    """A trace embeds its world, but a run is written from a world file: before, `lsm gen` ran the
+    whole teacher and then failed writing (`name already exists`)."""
+    trace = TRACE2.with_name("vaccine_campaign_s0.h5")
+    rc = main(["gen", "--world", str(trace), "--scenario", "vaccine_campaign", "--teacher", "planted",
+               "--out", str(tmp_path / "o.h5")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is a 'teacher_trace' file; --world needs a world file" in err and "Traceback" not in err, err
+    assert not (tmp_path / "o.h5.journal").exists()

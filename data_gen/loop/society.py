@@ -40,7 +40,7 @@ from lsm.data_gen.loop.events import EventSchedule, PopulationState, ScheduledEv
 from lsm.data_gen.loop.journal import Journal, fingerprint
 from lsm.data_gen.loop.neighbors import NeighborIndex, NeighborRule
 from lsm.data_gen.scenario import Scenario, check_against_world
-from lsm.data_gen.store import TraceWriter
+from lsm.data_gen.store import StoreError, TraceWriter, check_header, open_h5
 
 MAX_EVENTS = 4
 """E: at most this many events per agent-tick (the first ones in schedule order)."""
@@ -220,6 +220,11 @@ class SocietyLoop:
         `Interrupted` saying how many ticks are kept and how to resume.
         """
         out = Path(out)
+        with open_h5(world_file) as wf:  # a trace also embeds its world, but a run is written from a world file
+            kind = check_header(wf)
+        if kind != "world":
+            raise StoreError(f"{world_file}: is a '{kind}' file; --world needs a world file (from `lsm world`), "
+                             "such as the one this run was made from")
         configs = self.policy.configs()
         texts = [scenario_yaml, repr(sorted(seeds.items())), repr(self.n_ticks), repr(self.rule)]
         texts += [f"{k}={v}" for k, v in sorted(configs.items())]
