@@ -225,7 +225,10 @@ def _write_header(f: h5py.File, kind: str, configs: dict[str, Any], seeds: dict[
 
 
 def read_configs(f: h5py.File) -> dict[str, Any]:
-    return {k.split(".", 1)[1]: yaml.safe_load(v) for k, v in f.attrs.items() if k.startswith("config.")}
+    from lsm.documents import parse_document  # bounded: a file's attributes are input like any config
+
+    return {k.split(".", 1)[1]: parse_document(str(v), f"{f.file.filename}:{k}") for k, v in f.attrs.items()
+            if k.startswith("config.")}
 
 
 # --------------------------------------------------------------------------- world groups
@@ -491,7 +494,10 @@ class TraceFile:
     def scenario(self):
         from lsm.data_gen.scenario import scenario_from_dict
 
-        return scenario_from_dict(yaml.safe_load(self.f["scenario"].attrs["yaml"]), source=f"{self.path}:scenario")
+        from lsm.documents import parse_document
+
+        source = f"{self.path}:scenario"
+        return scenario_from_dict(parse_document(str(self.f["scenario"].attrs["yaml"]), source, "scenario"), source=source)
 
     def world(self):
         """(Population, SocialGraph) stored in the file."""

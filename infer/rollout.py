@@ -107,7 +107,6 @@ class StudentPolicy:
 
     def fresh_state(self) -> AgentState:
         """The initial state, with every agent's stochastic latent drawn from its prior (seeded)."""
-        c = self.model.cfg
         state = self.model.initial_state(self.world.n, self.sc.actions.n, device=self.cfg.device)
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + 7)
         state.agent_noise = self.model.draw_agent_noise(self.world.n, g).to(self.cfg.device)
@@ -276,15 +275,13 @@ class Rollout:
 def rollout_from_file(student: Student, path: str | Path, device: str = "cpu") -> Rollout:
     """The Rollout that wrote `path` (same world, scenario and rollout config), to replay it
     with readouts; `replay_matches(...)` checks the replay reproduces the file."""
-    import yaml
-    from lsm.data_gen.scenario import scenario_from_dict
     from lsm.data_gen.store import TraceFile, read_configs
     from lsm.data_gen.world import load_world
 
     with TraceFile(path) as tf:
         if tf.kind != "student_rollout":
             raise ValueError(f"{path} is a {tf.kind}, not a student rollout")
-        sc = scenario_from_dict(yaml.safe_load(tf.f["scenario"].attrs["yaml"]), source=f"{path}:scenario")
+        sc = tf.scenario
         cfg_dict = read_configs(tf.f)["rollout"]  # JSON is YAML: a dict
     cfg = RolloutConfig(**{**cfg_dict, "device": device})
     return Rollout(student, load_world(path), sc, cfg)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from lsm.config import UsageError, resolve_config
+from lsm.config import UsageError, read_yaml, resolve_config
 from lsm.transcript import Echo, Transcript
 
 
@@ -39,7 +39,6 @@ def run_rollout(ckpt: str | Path, world: str | Path, scenario: str | Path, out: 
 
     import numpy as np
     import torch
-    import yaml
     from lsm.data_gen.embed import persona_embeddings
     from lsm.data_gen.gen import neighbor_rule_of
     from lsm.data_gen.scenario import load_scenario
@@ -82,7 +81,7 @@ def run_rollout(ckpt: str | Path, world: str | Path, scenario: str | Path, out: 
     if sweep:
         try:
             axes = [SweepAxis.parse(s) for s in (sweep, sweep2) if s]
-            data = yaml.safe_load(Path(sc_path).read_text())
+            data = read_yaml(sc_path, kind="scenario")
             for axis in axes:
                 axis.apply(copy.deepcopy(data), axis.values[0])
         except ValueError as err:
