@@ -72,3 +72,18 @@ def test_a_trace_given_as_the_world_of_a_run_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "is a 'teacher_trace' file; --world needs a world file" in err and "Traceback" not in err, err
     assert not (tmp_path / "o.h5.journal").exists()
+
+
+def test_a_hostile_config_inside_an_hdf5_file_is_refused(bad, tmp_path, capsys):
+    """The YAML copies inside a file go through the same bounded loader as a config file."""
+    import h5py
+
+    from tests.hostile import syntax_cases
+
+    world = tmp_path / "w.h5"
+    shutil.copy(bad["world"][0], world)
+    with h5py.File(world, "a") as f:
+        f.attrs["config.population"] = syntax_cases(tmp_path)["billion_laughs"]
+    rc = main(["scenario", "vaccine_campaign", "--world", str(world)])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{world}:config.population" in err and "after expanding aliases" in err, err
