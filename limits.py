@@ -82,15 +82,28 @@ def text_problem(value: str, limit: int = MAX_TEXT_CHARS) -> str | None:
 
 
 def name_problem(value: str, limit: int = MAX_NAME_CHARS) -> str | None:
-    """What is wrong with a name, or None: a name is 1..limit printable characters without
-    line breaks, tabs, leading or trailing spaces, path separators or shell-special quotes."""
+    """What is wrong with a name, or None: a name is 1..limit printable characters without line
+    breaks, tabs, surrounding spaces or path separators (an attribute name is an HDF5 key)."""
     if not value or len(value) > limit:
         return f"a name of 1 to {limit} characters"
     bad = text_problem(value, limit)
     if bad:
         return bad
-    if any(ch in "\n\t/\\`\"'" for ch in value) or value != value.strip() or value in (".", ".."):
-        return "a name without line breaks, tabs, slashes, quotes or surrounding spaces"
+    if any(ch in "\n\t/\\" for ch in value) or value != value.strip() or value in (".", ".."):
+        return "a name without line breaks, tabs, slashes or surrounding spaces"
+    return None
+
+
+def label_problem(value: str, limit: int = MAX_LABEL_CHARS) -> str | None:
+    """What is wrong with a short label (a category, an outlet), or None: 1..limit printable
+    characters on one line."""
+    if not value.strip() or len(value) > limit:
+        return f"a label of 1 to {limit} characters"
+    bad = text_problem(value, limit)
+    if bad:
+        return bad
+    if "\n" in value or "\t" in value:
+        return "a label on one line (no line breaks or tabs)"
     return None
 
 

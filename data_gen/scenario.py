@@ -18,8 +18,8 @@ import numpy as np
 
 from lsm.config import Checked, ConfigError, Problem, from_dict, load_config
 from lsm.limits import (MAX_CHANNELS, MAX_CONTEXT_CHARS, MAX_EVENT_TEXT_CHARS, MAX_SCHEDULED_EVENTS, MAX_SCHEDULED_PER_TICK,
-                        MAX_LABEL_CHARS, MAX_OPTIONS, MAX_QUESTION_CHARS, MAX_TICKS, MAX_TRIGGERS, name_problem,
-                        text_problem)
+                        MAX_LABEL_CHARS, MAX_OPTIONS, MAX_QUESTION_CHARS, MAX_TICKS, MAX_TRIGGERS, label_problem,
+                        name_problem)
 
 SourceType = Literal["government", "media", "scientist", "corporation", "influencer", "peer", "ngo", "religious_leader", "other"]
 MediaChannel = Literal["tv", "newspaper", "radio", "social_media", "online_news", "word_of_mouth", "official_letter", "billboard", "email", "other"]
@@ -173,10 +173,10 @@ class Exposure(Checked):
             if bad := name_problem(attr):
                 yield f"where.{attr}", attr, bad
             for j, cat in enumerate(rule if isinstance(rule, list) else []):
-                if bad := text_problem(cat, MAX_LABEL_CHARS):
+                if bad := label_problem(cat):
                     yield f"where.{attr}[{j}]", cat, bad
         for j, outlet in enumerate(self.followers_of):
-            if bad := name_problem(outlet, MAX_LABEL_CHARS):
+            if bad := label_problem(outlet):
                 yield f"followers_of[{j}]", outlet, bad
 
 

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Iterable
 import numpy as np
 
 from lsm.config import Checked, ConfigError, Problem, load_config
-from lsm.limits import MAX_CONTEXT_CHARS, MAX_DEGREE, MAX_MEAN_DEGREE, name_problem
+from lsm.limits import MAX_CONTEXT_CHARS, MAX_DEGREE, MAX_MEAN_DEGREE, label_problem, name_problem
 
 EDGE_TYPES = ("household", "friend", "professional", "weak_tie", "media")
 HOUSEHOLD, FRIEND, PROFESSIONAL, WEAK_TIE, MEDIA = range(5)
@@ -127,7 +127,7 @@ class OutletSpec(Checked):
     text_limits: ClassVar[dict[str, int]] = {"description": MAX_CONTEXT_CHARS}
 
     def check(self) -> Iterable[tuple[str, Any, str]]:
-        if bad := name_problem(self.name):
+        if bad := label_problem(self.name):
             yield "name", self.name, bad
         if not 0 <= self.reach <= 1:
             yield "reach", self.reach, "a share in [0, 1]"

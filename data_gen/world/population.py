@@ -23,7 +23,7 @@ import numpy as np
 from scipy import special, stats
 
 from lsm.config import Checked, ConfigError, Problem, load_config
-from lsm.limits import MAX_ATTRIBUTES, MAX_CATEGORIES, MAX_CONTEXT_CHARS, MAX_LABEL_CHARS, MAX_NAME_CHARS, name_problem
+from lsm.limits import MAX_ATTRIBUTES, MAX_CATEGORIES, MAX_CONTEXT_CHARS, MAX_LABEL_CHARS, MAX_NAME_CHARS, label_problem, name_problem
 
 
 # --------------------------------------------------------------------------- config schema
@@ -82,7 +82,7 @@ class AttributeSpec(Checked):
         for cat in self.category_names:
             if not isinstance(cat, str):
                 yield f"categories.{cat}", cat, "a category name (a string; quote numbers)"
-            elif bad := name_problem(cat, MAX_LABEL_CHARS):
+            elif bad := label_problem(cat, MAX_LABEL_CHARS):
                 yield f"categories.{cat}", cat, bad
         if self.type == "categorical":
             if not self.categories:
