@@ -431,8 +431,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as err:  # a full disk, a permission, a folder where a file was expected
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""
-        print(f"error: {err.strerror or err}{where}. Nothing was left looking complete: rerun the same command "
-              "once the cause is fixed (finished work is kept where the command journals it).", file=sys.stderr)
+        print(f"error: {err.strerror or err}{where}. Outputs are written under temporary names and renamed when "
+              "complete, so no partial file looks finished; rerun the same command once the cause is fixed "
+              "(gen and rollout resume from their journal).", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # Ctrl-C: a run that saved its state says how to resume (Interrupted)
         print(f"interrupted: {err}" if str(err) else "interrupted", file=sys.stderr)
