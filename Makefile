@@ -30,7 +30,7 @@ test: typecheck
 	$(PY) -m pytest -q --durations=12
 
 fuzz: $(STAMP)
-	# Property-based fuzzing of every config family's loader, 1,000 examples each (CI runs 200).
+	# Property-based fuzzing of every config family's loader, 1,000 examples each (CI runs 300).
 	LSM_FUZZ_EXAMPLES=1000 $(PY) -m pytest -q -s tests/test_fuzz.py
 
 typecheck: $(STAMP)

@@ -254,12 +254,12 @@ def test_gen_through_the_server_and_a_server_that_dies_mid_run(tmp_path):
     port = _free_port()
     serve = [sys.executable, "-m", "lsm", "serve", "--port", str(port)]
     proc, url = _start_server(serve, SERVE_TIMEOUT_S)
-    save_world(build_world(shipped("population", "anes96.yaml"), shipped("graph", "default.yaml"), agents=3, seed=5), tmp_path / "w.h5")
+    save_world(build_world(shipped("population", "anes96.yaml"), shipped("graph", "default.yaml"), agents=2, seed=5), tmp_path / "w.h5")
     sc = yaml.safe_load(shipped("scenarios", "vaccine_campaign.yaml").read_text())
     sc["ticks"], sc["events"] = 2, [e for e in sc["events"] if e["tick"] < 2]
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(sc))
     (tmp_path / "t.yaml").write_text(yaml.safe_dump({
-        "backend": "openai", "answer": "full", "max_tokens": 300, "chunk": 3,
+        "backend": "openai", "answer": "full", "max_tokens": 300, "chunk": 2,
         "openai": {"base_url": url, "model": "smollm2-135m-instruct", "concurrency": 1, "max_retries": 1, "backoff_s": 0.05},
         "limits": {"reasoning": 80, "message": 60, "memory": 40}}))
     args = ["gen", "--world", str(tmp_path / "w.h5"), "--scenario", str(tmp_path / "s.yaml"), "--teacher", str(tmp_path / "t.yaml"),
