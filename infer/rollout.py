@@ -12,7 +12,6 @@ Notation: N agents | K shown neighbours | A actions | C channels | Ev events | T
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,9 +33,8 @@ from lsm.data_gen.loop.society import (
     TickRecord,
 )
 from lsm.data_gen.scenario import Scenario
-from lsm.data_gen.store import StoreError, TraceWriter
+from lsm.data_gen.store import TraceWriter
 from lsm.data_gen.world import World
-from lsm.data_gen.world.population import encode_identity, identity_mismatch
 from lsm.model.checkpoint import Student
 from lsm.model.features import action_texts, context_text, embed_texts, event_tensors
 from lsm.model.society import TickInputs, with_drawn
@@ -85,16 +83,8 @@ class StudentPolicy:
         self.model = student.model.to(cfg.device).eval()
         self.model.agent_chunk = cfg.agent_chunk if cfg.agent_chunk is not None else auto_chunk(world.n)
         pop = world.population
-        if student.vocab is not None:
-            gap = identity_mismatch(pop, student.vocab)
-            if gap.shared == 0 and (student.vocab.categorical or student.vocab.numeric):
-                raise StoreError(f"{student.path} was trained on a population with attributes "
-                                 f"{', '.join([a for a, _ in student.vocab.categorical] + [a for a, _, _ in student.vocab.numeric])}; "
-                                 f"this world has none of them ({', '.join(pop.attributes)}): build the world from the "
-                                 "checkpoint's population config (`lsm info` on a training trace names it)")
-            if gap:
-                print(f"warning: this world {gap.describe()}", file=sys.stderr, flush=True)
-        self.cat, self.num = encode_identity(pop, student.vocab, unknown=True)  # by category name: an unseen world works
+        # by attribute and category name: a world from another population works, unknown where it differs
+        self.cat, self.num = student.identity(pop)  # (N, n_cat), (N, n_num)
         self.persona = persona_emb if persona_emb is not None else \
             torch.from_numpy(persona_embeddings(None, list(pop.persona)).astype(np.float32))  # (N, T)
         self.action_emb = embed_texts(tuple(action_texts(scenario)))  # (A, T)

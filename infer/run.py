@@ -56,6 +56,7 @@ def run_rollout(ckpt: str | Path, world: str | Path, scenario: str | Path, out: 
     cfg = RolloutConfig(ticks=ticks, seed=seed, neighbors=rule.k, neighbor_weights=rule.weights, vary_neighbors=rule.vary,
                         agent_chunk=agent_chunk, store_text=store_text, device=device)
     w = load_world(world)
+    student.check_world(w.population, str(world))  # nothing in common: refused before any work; else one warning
     sc_path = resolve_config(scenario, "scenarios")
     sc = load_scenario(sc_path)
     out = str(out)

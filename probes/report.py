@@ -30,7 +30,7 @@ def replay_trace(student, trace: str | Path) -> dict[str, np.ndarray]:
     from lsm.train.data import load_episode
     from lsm.train.evaluate import unroll
 
-    states = [state for state, _ in unroll(student.model.eval(), load_episode(trace, student.vocab))]
+    states = [state for state, _ in unroll(student.model.eval(), load_episode(trace, identity=student.identity))]
     return {k: np.stack([getattr(st, k).numpy() for st in states]).astype(np.float32) for k in SOURCES}
 
 

@@ -2,11 +2,17 @@
 identical on CPU, and every file carries a content checksum that `lsm info --verify` checks."""
 from __future__ import annotations
 
+import json
+import shutil
+
 import h5py
 import numpy as np
+import pytest
 
 from lsm.cli import main
-from lsm.data_gen.store import content_checksums
+from lsm.config import CONFIG_ROOT, shipped
+from lsm.data_gen import store
+from lsm.data_gen.store import TRACE_FIELDS, TraceWriter, content_checksums
 
 
 def _datasets(path):
@@ -20,6 +26,11 @@ def _rollout(trained, out, seed):
     _, ckpt, world = trained
     assert main(["rollout", "--ckpt", str(ckpt), "--world", str(world), "--scenario", "vaccine_campaign", "--ticks", "3",
                  "--seed", str(seed), "--out", str(out), "--quiet", "true", "--clusters", "2"]) == 0
+
+
+def _stored(path):
+    with h5py.File(path) as f:
+        return str(f.attrs["content_checksum"])
 
 
 def test_two_rollouts_with_one_seed_are_bitwise_identical(trained, tmp_path):
@@ -36,30 +47,105 @@ def test_two_rollouts_with_one_seed_are_bitwise_identical(trained, tmp_path):
             assert x.tolist() == y.tolist(), name
         else:  # bytes, so -0.0 vs 0.0 and NaN payloads count too
             assert x.tobytes() == y.tobytes(), name
-    with h5py.File(a) as fa, h5py.File(b) as fb, h5py.File(c) as fc:
-        assert fa.attrs["content_checksum"] == fb.attrs["content_checksum"] != fc.attrs["content_checksum"]
+    assert _stored(a) == _stored(b) != _stored(c)
+    with h5py.File(a) as fa:  # the digests hashed while writing are those of the bytes read back
         assert fa.attrs["content_checksum"] == "sha256:" + content_checksums(fa)[0]
 
 
-def test_info_verify_names_the_dataset_that_changed(trained, tmp_path, capsys):
+def _every_field_tick(rng, dims, t):
+    """One tick of every TRACE_FIELDS field, with the awkward values: NaN, -0.0, non-ASCII and
+    empty strings."""
+    out = {}
+    for name, spec in TRACE_FIELDS.items():
+        shape = tuple(dims[d] for d in spec.dims)
+        if spec.dtype == "str":
+            out[name] = np.array([["", f"tick {t} é ✓ 🙂", "x" * 300][i % 3] for i in range(shape[0])], dtype=object)
+        elif spec.dtype == "bool":
+            out[name] = rng.random(shape) > 0.5
+        else:
+            v = (rng.standard_normal(shape) * 50).astype(spec.dtype)
+            if v.dtype.kind == "f":
+                v.flat[:3] = [np.nan, -0.0, np.inf]
+            out[name] = v
+    return out
+
+
+def test_checksums_hashed_while_writing_equal_those_read_back(world_file, tmp_path, monkeypatch):
+    """TraceWriter hashes each tick as it appends it; the digests equal those of the file read back
+    block by block (also with tiny blocks: rows split along axis 1), for every field type, and
+    after an append that failed half-way (the file is then read back)."""
+    n = int(h5py.File(world_file)["population"].attrs["n"])
+    dims = {"N": n, "C": 3, "R": 11, "A": 4, "D": 8, "K": 2, "E": 2, "Z": 4, "H": 5}
+    sc = shipped("scenarios", "vaccine_campaign.yaml").read_text()
+    rng = np.random.default_rng(0)
+    paths = {}
+    for case in ("clean", "failed_append"):
+        paths[case] = path = tmp_path / f"{case}.h5"
+        w = TraceWriter(path, "teacher_trace", world_file, sc, dims, list(TRACE_FIELDS))
+        for t in range(3):
+            w.append_tick(_every_field_tick(rng, dims, t))
+        if case == "failed_append":  # h5py refuses the NUL after the numeric fields of tick 3 were written
+            bad = _every_field_tick(rng, dims, 3)
+            bad["reasoning"][0] = "a\0b"
+            with pytest.raises(ValueError, match="NUL"):
+                w.append_tick(bad)
+            assert w._hashes is None
+        w.close()
+    for path in paths.values():
+        with h5py.File(path) as f:
+            stored, per = f.attrs["content_checksum"], json.loads(f.attrs["dataset_checksums"])
+            assert stored == "sha256:" + content_checksums(f)[0], path
+            monkeypatch.setattr(store, "_HASH_BLOCK_BYTES", 4096)
+            assert (stored, per) == ("sha256:" + content_checksums(f)[0], content_checksums(f)[1]), path
+            monkeypatch.undo()
+            assert set(per) >= set(TRACE_FIELDS) | {"population/names", "graph/edge_index", "events/uid"}
+    assert main(["info", str(paths["failed_append"]), "--verify", "true"]) == 0
+
+
+def test_info_verify_on_world_trace_and_rollout_names_the_dataset_that_changed(trained, tmp_path, capsys):
+    _, _, world = trained
+    rollout, trace = tmp_path / "r.h5", tmp_path / "t.h5"
+    _rollout(trained, rollout, 0)
+    assert main(["gen", "--world", str(world), "--scenario", "vaccine_campaign", "--teacher", "planted", "--seed", "0",
+                 "--quiet", "true", "--out", str(trace)]) == 0
+    capsys.readouterr()
+    for path in (world, trace, rollout):
+        assert main(["info", str(path), "--verify", "true"]) == 0
+        assert "checksum: OK (sha256 " in capsys.readouterr().out, path
+    with h5py.File(rollout, "a") as f:  # an attribute is metadata (`lsm sensitivity --write` adds one): still OK
+        f.attrs["note"] = "added later"
+    assert main(["info", str(rollout), "--verify", "true"]) == 0
+    capsys.readouterr()
+    world = shutil.copy(world, tmp_path / "w.h5")  # the session's world stays intact
+    for path, name in ((rollout, "stance"), (trace, "decision"), (world, "population/numeric/age")):
+        with h5py.File(path, "a") as f:  # one element changed through h5py
+            f[name][(0,) * f[name].ndim] += 1
+        assert main(["info", str(path), "--verify", "true"]) == 2, path
+        err = capsys.readouterr().err
+        assert "content checksum mismatch" in err and f"first changed dataset: {name} " in err, err
+        assert str(path) in err and "Traceback" not in err, err
+
+
+def test_info_verify_on_a_byte_flipped_on_disk(trained, tmp_path, capsys):
+    """One byte of a stored (gzip'd) chunk flipped on disk: exit 2 naming the dataset, no traceback."""
     out = tmp_path / "r.h5"
     _rollout(trained, out, 0)
-    _, _, world = trained
-    for path in (world, out):
-        assert main(["info", str(path), "--verify", "true"]) == 0
-        assert "checksum: OK (sha256 " in capsys.readouterr().out
-    with h5py.File(out, "a") as f:  # an attribute is metadata: still OK
-        f.attrs["note"] = "added later"
-    assert main(["info", str(out), "--verify", "true"]) == 0
-    with h5py.File(out, "a") as f:
-        f["stance"][1, 3] += np.float16(0.25)
+    with h5py.File(out) as f:
+        info = f["channels"].id.get_chunk_info_by_coord((0, 0, 0))
+    with open(out, "r+b") as fh:
+        fh.seek(info.byte_offset + info.size // 2)
+        b = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([b[0] ^ 0xFF]))
     capsys.readouterr()
     assert main(["info", str(out), "--verify", "true"]) == 2
     err = capsys.readouterr().err
-    assert "content checksum mismatch" in err and "first changed dataset: stance" in err and "Traceback" not in err, err
-    # a file from before checksums (the committed corpus) is described and says so
-    from lsm.config import CONFIG_ROOT
+    assert "channels" in err and str(out) in err and "Traceback" not in err, err
 
-    corpus = CONFIG_ROOT.parent / "data_gen/corpus/n20/world.h5"
-    assert main(["info", str(corpus), "--verify", "true"]) == 0
-    assert "none stored" in capsys.readouterr().out
+
+def test_info_verify_on_files_without_a_checksum(capsys):
+    """The committed corpus predates checksums: described, 'unverifiable', exit 0 (the files are valid)."""
+    corpus = CONFIG_ROOT.parent / "data_gen/corpus/n20"
+    for path in (corpus / "world.h5", corpus / "vaccine_campaign_s0.h5"):
+        assert main(["info", str(path), "--verify", "true"]) == 0
+        assert "checksum: none stored (the file was written before lsm stored checksums); unverifiable" in capsys.readouterr().out

@@ -9,6 +9,7 @@ Notation: T ticks | N agents | A actions | C channels | Ev events | V exposures 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lsm.data_gen.world.population import IdentityVocab, encode_identity
-from lsm.data_gen.store import TraceFile
+from lsm.data_gen.world.population import IdentityVocab, Population, encode_identity
+from lsm.data_gen.store import StoreError, TraceFile
 from lsm.data_gen.loop.neighbors import EdgeTyper
 from lsm.model.features import action_texts, context_text, embed_texts, event_tensors, typed_edges
 from lsm.model.society import TickInputs
@@ -54,12 +55,24 @@ class Episode:
                           context_emb=self.context_emb)
 
 
-def load_episode(path: str | Path, vocab: IdentityVocab | None = None) -> Episode:
+def load_episode(path: str | Path, vocab: IdentityVocab | None = None,
+                 identity: Callable[[Population, str], tuple[Tensor, Tensor]] | None = None) -> Episode:
+    """The trace at `path` as an episode. Identities are encoded by `identity(pop, path)` when
+    given (a checkpoint's `Student.identity`: unknown where the trace's world differs from its
+    training world, with one warning), else strictly in `vocab` (training: the first training
+    trace's), a trace whose attributes or categories it lacks being refused with `StoreError`."""
     with TraceFile(path) as tf:
         sc = tf.scenario
         pop, graph = tf.world()
-        vocab = vocab or IdentityVocab.of(pop)
-        cat, num = encode_identity(pop, vocab)
+        if identity is not None:
+            cat, num = identity(pop, str(path))  # (N, n_cat), (N, n_num)
+        else:
+            try:
+                cat, num = encode_identity(pop, vocab or IdentityVocab.of(pop))  # (N, n_cat), (N, n_num)
+            except KeyError as err:
+                raise StoreError(f"{path}: its population does not fit the identity vocabulary it is read with "
+                                 f"({err.args[0]}); the traces of one training run must come from worlds built from one "
+                                 "population config") from None
         persona = torch.from_numpy(tf.f["population/persona_emb"][()].astype(np.float32)) if "persona_emb" in tf.f["population"] \
             else embed_texts(tuple(pop.persona))
         rows = tf.events()

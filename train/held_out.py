@@ -74,8 +74,8 @@ def evaluate_checkpoint(checkpoint: str | Path, held_out: str | Sequence[str], m
     if not train_paths:
         raise UsageError(f"{checkpoint} does not record its training files; pass --train")
     held_paths = _paths(held_out)
-    train_eps = [load_episode(p, student.vocab) for p in train_paths]
-    held_eps = [load_episode(p, student.vocab) for p in held_paths]
+    train_eps = [load_episode(p, identity=student.identity) for p in train_paths]
+    held_eps = [load_episode(p, identity=student.identity) for p in held_paths]
     baseline = load_checkpoint(mlp).model if mlp else None
     metrics = evaluate(student.model, train_eps, held_eps, baseline)
     abl = paired_ablation_table(student.model, held_eps)

@@ -442,7 +442,9 @@ UNKNOWN_CODE = -1
 """Identity code of a category the vocabulary lacks (or of an attribute the world lacks): the
 student adds nothing for it (`SocietyModel.identity` masks it), as for a value never seen."""
 UNKNOWN_NUMERIC = 0.5
-"""Normalised value of a numeric attribute the world lacks: the middle of the training range."""
+"""Normalised value of a numeric attribute the world lacks: the middle of the training range.
+The vocabulary keeps each range, not the training mean, and the numeric projection has no mask,
+so the neutral value is the one in the middle of what the student saw ([0, 1] after scaling)."""
 
 
 @dataclass
@@ -455,29 +457,46 @@ class IdentityMismatch:
     """attribute -> the population's categories the vocabulary never saw."""
     shared: int
     """Vocabulary attributes the population has."""
+    attributes: list[str] = field(default_factory=list)
+    """The vocabulary's attributes (categorical then numeric, column order)."""
 
     def __bool__(self) -> bool:
         return bool(self.missing or self.unseen)
 
-    def describe(self) -> str:
-        parts = []
-        if self.missing:
-            parts.append(f"lacks {', '.join(self.missing)}")
+    @property
+    def disjoint(self) -> bool:
+        """The vocabulary has attributes and the population none of them: nothing of an agent's
+        identity would reach the student but its persona text (refused, not warned about)."""
+        return self.shared == 0 and bool(self.attributes)
+
+    @property
+    def key(self) -> tuple:
+        """What the mismatch is, whatever file it came from (a warning is printed once per key)."""
+        return tuple(self.missing), tuple((a, tuple(c)) for a, c in self.unseen.items())
+
+    def describe(self, source: str = "this world") -> str:
+        """One line, e.g. `w.h5 lacks party_id, ideology and has categories the checkpoint never
+        saw (region: Mars); they are encoded as unknown (the persona text still carries them)`."""
+        parts = [f"lacks {', '.join(self.missing)}"] if self.missing else []
         if self.unseen:
-            parts.append("has categories the checkpoint never saw: " +
-                         "; ".join(f"{a}={', '.join(c[:5])}{' ...' if len(c) > 5 else ''}" for a, c in self.unseen.items()))
-        return " and ".join(parts) + " (encoded as unknown; the persona text still carries them)"
+            parts.append("has categories the checkpoint never saw (" + "; ".join(
+                f"{a}: {', '.join(c[:5])}{f' and {len(c) - 5} more' if len(c) > 5 else ''}" for a, c in self.unseen.items()) + ")")
+        return f"{source} {' and '.join(parts)}; they are encoded as unknown (the persona text still carries them)"
 
 
 def identity_mismatch(pop: Population, vocab: IdentityVocab) -> IdentityMismatch:
-    """The one rule comparing a population with a vocabulary: by attribute and category name."""
+    """The one rule comparing a population with a vocabulary, by attribute and category name:
+    which of the vocabulary's attributes the population lacks, which of its categories the
+    vocabulary never saw, and how many attributes they share. Every reader that encodes a world
+    for a checkpoint goes through it (`lsm.model.checkpoint.Student.identity`)."""
     missing, unseen, shared = [], {}, 0
     for attr, cats in vocab.categorical:
         if attr not in pop.categorical:
             missing.append(attr)
             continue
         shared += 1
-        new = [c for c in pop.categories[attr] if c not in set(cats)]
+        known = set(cats)
+        new = [c for c in pop.categories[attr] if c not in known]
         if new:
             unseen[attr] = new
     for attr, _, _ in vocab.numeric:
@@ -485,7 +504,7 @@ def identity_mismatch(pop: Population, vocab: IdentityVocab) -> IdentityMismatch
             shared += 1
         else:
             missing.append(attr)
-    return IdentityMismatch(missing, unseen, shared)
+    return IdentityMismatch(missing, unseen, shared, [a for a, _ in vocab.categorical] + [a for a, _, _ in vocab.numeric])
 
 
 def encode_identity(pop: Population, vocab: IdentityVocab | None = None, unknown: bool = False):
@@ -493,8 +512,9 @@ def encode_identity(pop: Population, vocab: IdentityVocab | None = None, unknown
 
     With a `vocab` from another population (e.g. the training world's), categories are
     re-mapped by name. A category or attribute the vocab does not know raises a clear error,
-    or with `unknown=True` (rollouts of a checkpoint on another world; see `identity_mismatch`)
-    is encoded as `UNKNOWN_CODE` / `UNKNOWN_NUMERIC`.
+    or with `unknown=True` is encoded as `UNKNOWN_CODE` / `UNKNOWN_NUMERIC`. A checkpoint's
+    readers (rollout, evaluate, probe, narrate) call it through `Student.identity`, which applies
+    `identity_mismatch` first (refusal when nothing overlaps, one warning otherwise).
     """
     import torch
 
@@ -550,6 +570,8 @@ __all__ = [
     "IdentityVocab",
     "sample_population",
     "load_population_config",
+    "IdentityMismatch",
+    "identity_mismatch",
     "encode_identity",
     "marginals_table",
 ]
