@@ -39,3 +39,21 @@ def test_vectorised_top_k_equals_the_loop():
             got = idx.sample(k, has, np.random.default_rng(seed))
             np.testing.assert_array_equal(got, loop_reference(idx, keys, k))
             assert (got >= 0).sum() > 0
+
+
+def test_top_k_breaks_ties_by_the_lower_sender_and_skips_receivers_without_candidates():
+    rng = np.random.default_rng(1)
+    n, e = 200, 3000
+    recv = np.sort(rng.integers(0, n, e))
+    sender = rng.integers(0, n, e)
+    recv[recv == 7] = 8  # receiver 7 has no in-edges at all
+    recv = np.sort(recv)
+    log_w = np.zeros(e)
+    idx = NeighborIndex(np.searchsorted(recv, np.arange(n + 1)), sender, np.zeros(e, dtype=np.int64), log_w)
+    for k in (1, 4):
+        keys = np.zeros(e)  # every key equal: the k lowest distinct sender ids, self excluded
+        got = idx.top_k(keys, k)
+        for i in range(n):
+            want = sorted({int(s) for s in sender[idx.ptr[i]:idx.ptr[i + 1]] if s != i})[:k]
+            assert got[i, :len(want)].tolist() == want and (got[i, len(want):] == -1).all(), i
+        assert (got[7] == -1).all()

@@ -125,24 +125,39 @@ class NeighborIndex:
         starts = np.nonzero(first)[0]
         return order, starts, r[starts], s[starts]
 
+    @cached_property
+    def _segments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pairs grouped by receiver, computed once: (first pair of each receiver that has
+        one (R,), that receiver (R,), the group of each pair (P,))."""
+        _, _, pair_r, _ = self._pairs
+        heads = np.ones(len(pair_r), dtype=bool)
+        heads[1:] = pair_r[1:] != pair_r[:-1]
+        seg_start = np.nonzero(heads)[0]
+        return seg_start, pair_r[seg_start], np.cumsum(heads) - 1
+
     def top_k(self, keys: np.ndarray, k: int) -> np.ndarray:
         """(N, k): per receiver, the senders of its k largest finite keys, self excluded and each
         sender once (a repeated sender counts with its largest key; equal keys: the lower id
-        first); vectorised, O(E log E) with the pairs found once per graph."""
+        first). Vectorised and O(k·E): k rounds of a per-receiver maximum (`reduceat` over the
+        receiver-sorted pairs, found once per graph); a full sort of 2·10^7 keys took 12 s a tick."""
         n = self.n
         out = np.full((n, k), -1, dtype=np.int32)
-        order, starts, pair_r, pair_s = self._pairs
+        order, starts, _, pair_s = self._pairs
         if not len(order):
             return out
-        pair_key = np.maximum.reduceat(keys[order], starts)  # (P,) the best edge of each pair
-        ok = np.isfinite(pair_key)
-        r, s, key = pair_r[ok], pair_s[ok], pair_key[ok]
-        o = np.lexsort((-key, r))  # by receiver, key descending (stable: ties by sender)
-        r, s = r[o], s[o]
-        first = np.searchsorted(r, np.arange(n))
-        rank = np.arange(len(r)) - first[r]  # position within the receiver's list
-        keep = rank < k
-        out[r[keep], rank[keep]] = s[keep]
+        seg_start, seg_recv, seg_of = self._segments
+        key = np.maximum.reduceat(keys[order], starts)  # (P,) the best edge of each pair
+        for j in range(k):
+            best = np.maximum.reduceat(key, seg_start)  # (R,) each receiver's largest key left
+            hit = np.nonzero((key == best[seg_of]) & np.isfinite(key))[0]  # pairs at their receiver's maximum
+            g = seg_of[hit]
+            first = np.ones(len(hit), dtype=bool)
+            first[1:] = g[1:] != g[:-1]  # ties: the first, i.e. the lower sender id
+            hit = hit[first]
+            if not len(hit):
+                break
+            out[seg_recv[seg_of[hit]], j] = pair_s[hit]
+            key[hit] = -np.inf
         return out
 
 
