@@ -24,6 +24,7 @@ def world(
     out: str = "world.h5",
     backstories: bool = False,
     teacher: str = "embedded",
+    quiet: bool = False,
 ) -> None:
     """Build a world (population + typed social graph), write it to HDF5 and print a summary.
 
@@ -36,10 +37,11 @@ def world(
         backstories: have the LLM write a short backstory per agent from its attributes
             (meta-prompt, temperature and seed varied per agent), appended to its persona.
         teacher: teacher YAML whose backend writes the backstories.
+        quiet: no progress bar (steps, backstories written and embedded, per second).
     """
     from lsm.data_gen.world.make import make_world
 
-    make_world(population, graph, agents, seed, out, backstories, teacher, echo=print)
+    make_world(population, graph, agents, seed, out, backstories, teacher, echo=print, quiet=quiet)
 
 
 def scenario(file: str, world: str | None = None, seed: int = 0) -> None:
@@ -162,7 +164,7 @@ def rollout(
     sweep_action: str | None = None,
     teacher: str = "embedded",
     agent_chunk: int | None = None,
-    store_text: bool = True,
+    store: str = "",
     device: str = "cpu",
     quiet: bool = False,
     restart: bool = False,
@@ -188,8 +190,13 @@ def rollout(
         sweep2: a second axis: the grid is sweep x sweep2 and the plot a heatmap.
         sweep_action: the action whose final share the sweep plot shows (default: the first).
         teacher: teacher config whose neighbour rule (K, edge-type weights) the rollout uses.
-        agent_chunk: receivers per attention chunk (0: all at once; default: chunks of 2^17 beyond 2^17 agents).
-        store_text: store predicted expression/reasoning embeddings (384 float16 each per agent-tick).
+        agent_chunk: agents per forward pass (0: all at once; default: 16,384 on a CPU, all on a GPU);
+            the result does not depend on it, the speed and memory do.
+        store: optional per-tick fields, comma-separated: `latent` (free latent, for `lsm probe`),
+            `memory` (memory summary, for `lsm probe`), `text` (predicted expression and reasoning
+            embeddings, 2 x 384 float16 per agent-tick), or `all`. By default a rollout stores
+            decisions and their distributions, channels, stance, salience, shown neighbours and
+            exposures: what the report, `lsm validate` and `lsm narrate` read.
         device: `cpu` or `cuda`.
         quiet: no progress bar.
         restart: discard an interrupted run's journal (`<out>.journal/`) instead of resuming it.
@@ -200,7 +207,7 @@ def rollout(
         raise UsageError("lsm rollout needs --ckpt DIR --world WORLD.h5 --scenario SCENARIO (see lsm rollout --help)")
     check_output_file(out)
     run_rollout(ckpt, world, scenario, out, ticks, seed, report, by, clusters, counterfactual, sweep, sweep2, sweep_action,
-                teacher, agent_chunk, store_text, device, quiet, restart, echo=print)
+                teacher, agent_chunk, store, device, quiet, restart, echo=print)
 
 
 def validate(teacher: str | None = None, teacher_repeat: str | None = None, student: str | None = None,

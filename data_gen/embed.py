@@ -7,7 +7,6 @@ Outputs are float16 for storage; cosine similarity = dot product.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from functools import lru_cache
 from pathlib import Path
@@ -47,12 +46,18 @@ class SentenceEncoder:
         self.batch_size, self.max_length, self.device = batch_size, max_length, device
         self._torch = torch
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def encode(self, texts: Sequence[str], desc: str | None = None) -> np.ndarray:
+        """With `desc`, a progress bar (texts/s) on stderr."""
+        import sys
+
+        from tqdm import tqdm
+
         torch = self._torch
         out = np.zeros((len(texts), TEXT_DIM), dtype=np.float16)
         # Sort by length so each batch pads little; results go back to the caller's order.
         order = np.argsort([len(t) for t in texts], kind="stable")
-        with torch.inference_mode():
+        bar = tqdm(total=len(texts), desc=desc, unit="text", disable=desc is None, file=sys.stderr, dynamic_ncols=True)
+        with torch.inference_mode(), bar:
             for start in range(0, len(texts), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 batch = self.tokenizer([texts[i] or " " for i in idx], padding=True, truncation=True,
@@ -62,6 +67,7 @@ class SentenceEncoder:
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # mean over real tokens
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
                 out[idx] = pooled.cpu().numpy().astype(np.float16)
+                bar.update(len(idx))
         return out
 
 
@@ -71,42 +77,46 @@ def shared_encoder() -> SentenceEncoder:
     return SentenceEncoder()
 
 
-def persona_key(personas: list[str]) -> str:
-    """The cache key of a list of persona texts."""
-    return hashlib.sha1("\x1f".join(personas).encode()).hexdigest()
+def persona_features(pop, desc: str | None = None) -> np.ndarray:
+    """(N, TEXT_DIM) float16: the student's persona input (`TickInputs.persona_emb`).
 
-
-def persona_cache(world_file: str | Path) -> Path:
-    """Where the persona embeddings of a world are cached: `<world>.persona_emb.npz` (key, emb)."""
-    return Path(world_file).with_name(Path(world_file).name + ".persona_emb.npz")
-
-
-def persona_embeddings(world_file: str | Path | None, personas: list[str]) -> np.ndarray:
-    """(N, TEXT_DIM) float16 sentence embeddings of the personas (as traces store them).
-
-    With `world_file`, cached beside it (`<world>.persona_emb.npz`, keyed by a hash of the
-    persona texts), so a large world is encoded once (MiniLM on a CPU: minutes per 10^5
-    personas), not at every run. Cached or not, the values are the same.
+    It is the sentence embedding of what an agent's persona says beyond its attributes: its
+    LLM-written backstory (`Population.backstory`), zeros where there is none. A templated
+    persona ("Maria G., aged 34, female, ...") is a function of the attributes the identity
+    encoding already gives the student and of a random name, so it is not embedded: that cost
+    14 minutes per 10^5 agents here and told the student nothing new. `lsm world` embeds the
+    backstories once, with a progress bar (`desc`), and stores them (`population/backstory_emb`,
+    read back into `Population.backstory_emb`); otherwise they are embedded here, each distinct
+    text once. One rule for teacher traces, training and rollouts.
     """
-    key = persona_key(personas)
-    cache = persona_cache(world_file) if world_file is not None else None
-    if cache is not None and cache.exists():
-        with np.load(cache) as z:
-            if str(z["key"]) == key and z["emb"].shape[0] == len(personas):
-                return z["emb"].astype(np.float16)
-    emb = shared_encoder().encode(list(personas))
-    if cache is not None:
-        try:
-            tmp = cache.with_name(cache.name + ".tmp.npz")
-            np.savez(tmp, key=np.array(key), emb=emb)
-            tmp.replace(cache)
-        except OSError:  # a read-only folder: no cache, same values
-            pass
-    return emb
+    n = pop.n
+    if getattr(pop, "backstory_emb", None) is not None:
+        return np.asarray(pop.backstory_emb, dtype=np.float16)
+    out = np.zeros((n, TEXT_DIM), dtype=np.float16)
+    texts = getattr(pop, "backstory", None)
+    if not texts:
+        return out
+    distinct = sorted({t for t in texts if t.strip()})
+    if distinct:
+        emb = shared_encoder().encode(distinct, desc=desc)  # (U, T)
+        row = {t: i for i, t in enumerate(distinct)}
+        idx = np.array([row.get(t, -1) for t in texts])  # (N,) -1: no backstory
+        out[idx >= 0] = emb[idx[idx >= 0]]
+    return out
 
 
-def write_static_embeddings(writer, persona_emb: np.ndarray, encoder) -> None:
-    """`population/persona_emb` (N, T) and `events/text_emb` (the event texts, embedded once)."""
-    writer.f["population"].create_dataset("persona_emb", data=persona_emb, compression="gzip")
+def persona_tensor(pop, desc: str | None = None):
+    """`persona_features` as the float32 torch tensor a rollout feeds the student, (N, T). Without
+    backstories every row is zero: one row expanded (no memory; `SocietyModel.identity`
+    projects it once), where 10^6 materialised rows would take 1.5 GB and a 49-GFLOP matmul per tick."""
+    import torch
+
+    if getattr(pop, "backstory_emb", None) is None and not getattr(pop, "backstory", None):
+        return torch.zeros(1, TEXT_DIM).expand(pop.n, TEXT_DIM)
+    return torch.from_numpy(persona_features(pop, desc).astype(np.float32))
+
+
+def write_event_embeddings(writer, encoder) -> None:
+    """`events/text_emb` (n_events, T): the event texts, embedded once."""
     texts = [str(t.decode() if isinstance(t, bytes) else t) for t in writer.f["events/text"][()]]
     writer.f["events"].create_dataset("text_emb", data=encoder.encode(texts) if texts else np.zeros((0, TEXT_DIM), np.float16))

@@ -132,7 +132,8 @@ def exposed_share(scenario, world, seed: int, event_index: int) -> float:
 
 def run_sweep(make_rollout, scenario_data: dict, source: str, axes: list[SweepAxis], world, seed: int,
               out_dir: str | Path, action: str | None = None) -> dict:
-    """Run a rollout per grid point. `make_rollout(scenario) -> summary` runs one.
+    """Run a rollout per grid point. `make_rollout(scenario, desc) -> summary` runs one (`desc`
+    names the point for its progress bar: "sweep 3/5: events.0.credibility=0.5").
     Writes `sweep.csv`, `sweep.json` and `sweep.png`; returns the grid."""
     import matplotlib
 
@@ -148,14 +149,15 @@ def run_sweep(make_rollout, scenario_data: dict, source: str, axes: list[SweepAx
     shape = [len(a.values) for a in axes]
     grid_shares, grid_exposed, actions = None, np.full(shape, np.nan), None
     rows = []
-    for idx in itertools.product(*[range(s) for s in shape]):
+    points = int(np.prod(shape))
+    for point, idx in enumerate(itertools.product(*[range(s) for s in shape])):
         data = scenario_data
         label = []
         for axis, k in zip(axes, idx):
             data = set_in(data, axis, axis.values[k])
             label.append(f"{axis.name}={axis.values[k]:g}")
         sc = scenario_from_dict(data, source=f"{source} with {', '.join(label)}")
-        summary = make_rollout(sc)
+        summary = make_rollout(sc, f"sweep {point + 1}/{points}: {', '.join(label)}")
         actions = summary["actions"]
         final = np.asarray(summary["decision_shares"][-1])
         if grid_shares is None:

@@ -108,7 +108,8 @@ def run_demo(cfg: DemoConfig, extra_steps=None) -> dict[str, Path]:
         out / "evaluate.txt", evaluate_checkpoint(art["checkpoint"], [str(art["teacher_b"])]).text))
     _step(cfg, "rollout", art["rollout"], lambda: run_rollout(
         ckpt=art["checkpoint"], world=str(art["world"]), scenario=art["scenario"], out=str(art["rollout"]), seed=cfg.seed,
-        report=art["report"], counterfactual=art["counterfactual_scenario"], teacher=cfg.teacher, quiet=True, echo=print))
+        report=art["report"], counterfactual=art["counterfactual_scenario"], teacher=cfg.teacher, quiet=True,
+        store="latent,memory", echo=print))  # the probe report reads the student's latent and memory
     _step(cfg, "validate", art["validate"], lambda: print(run_validation(
         teacher=art["teacher_a"], teacher_repeat=art["teacher_b"], student=art["rollout"], json_out=art["validate"]).text))
     _step(cfg, "probe report", out / "probe_report" / "report.md", lambda: _keep(

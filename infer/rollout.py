@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from lsm.data_gen.embed import persona_embeddings
+from lsm.data_gen.embed import persona_tensor
 from lsm.data_gen.loop.neighbors import (
     EdgeTyper,
     NeighborRule,
@@ -35,6 +35,7 @@ from lsm.data_gen.loop.society import (
 from lsm.data_gen.scenario import Scenario
 from lsm.data_gen.store import TraceWriter
 from lsm.data_gen.world import World
+from lsm.infer.bench import auto_chunk, forward_chunk
 from lsm.model.checkpoint import Student
 from lsm.model.features import action_texts, context_text, embed_texts, event_tensors
 from lsm.model.society import TickInputs, with_drawn
@@ -55,9 +56,13 @@ class RolloutConfig:
     vary_neighbors: bool = False
     """Draw the number shown per agent-tick in 0..K (as a teacher run with `vary_neighbors`)."""
     agent_chunk: int | None = None
-    """Receivers per attention chunk (0: all at once; None: all up to 2^17 agents, chunks of 2^17 beyond)."""
-    store_text: bool = True
-    """Store the predicted expression and reasoning embeddings (N × T float16 per field and tick)."""
+    """Agents per forward pass (`SocietyModel.forward_in_chunks`; 0: all at once; None:
+    `bench.forward_chunk(device)`). The result does not depend on it."""
+    store: list[str] = field(default_factory=list)
+    """Optional per-tick fields to store beside the default ones (`DEFAULT_FIELDS`), among
+    `OPTIONAL_FIELDS`: `latent` (N × Z), `memory` (N × H), `text` (the predicted expression and
+    reasoning embeddings, N × T each). They hold 96% of a full rollout's bytes (1.1 of 1.2 GB at
+    10^5 agents x 8 ticks); the report, `lsm validate` and `lsm narrate` need none of them."""
     device: str = "cpu"
 
     def neighbor_rule(self) -> NeighborRule:
@@ -70,6 +75,36 @@ def event_rows(events) -> list[dict]:
              "valence": e.event.valence, "credibility": e.event.credibility, "text": e.text} for e in events]
 
 
+DEFAULT_FIELDS = ("channels", "decision", "decision_dist", "stance", "salience", "valid")
+"""What every rollout stores (with `shown_neighbors` and `exposed_events`, and `decision_value`
+for numeric actions): what the report, `lsm validate`, `lsm narrate` and the trace readers use."""
+OPTIONAL_FIELDS = {"latent": ("latent",), "memory": ("memory",), "text": ("expression_emb", "reasoning_emb")}
+"""`RolloutConfig.store` name -> the fields it adds (`lsm rollout --store latent,memory,text`, or `all`)."""
+
+
+def parse_store(store: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """`"latent,memory"` / `"all"` / a list -> the checked list of optional field groups (ValueError otherwise)."""
+    names = [s.strip() for s in store.split(",")] if isinstance(store, str) else list(store or [])
+    names = [s for s in names if s]
+    if names == ["all"]:
+        return list(OPTIONAL_FIELDS)
+    unknown = [s for s in names if s not in OPTIONAL_FIELDS]
+    if unknown:
+        raise ValueError(f"--store {','.join(names)}: {', '.join(map(repr, unknown))} is not a field group; expected a "
+                         f"comma-separated subset of {', '.join(OPTIONAL_FIELDS)}, or all")
+    return list(dict.fromkeys(names))
+
+
+def missing_fields(fields, need: dict[str, str], path: str | Path, what: str) -> str | None:
+    """The message asking for optional rollout fields `path` lacks (`need`: field -> its --store
+    group), or None when it has them all; `what` names what needs them."""
+    groups = sorted({g for f, g in need.items() if f not in fields})
+    if not groups:
+        return None
+    return (f"{path} has no {', '.join(f for f, g in need.items() if g in groups)}, which {what} needs: rollouts store "
+            f"them only on request; rerun lsm rollout with --store {','.join(groups)}")
+
+
 class StudentPolicy:
     """The trained student answering for every agent, one forward pass per tick."""
 
@@ -77,16 +112,14 @@ class StudentPolicy:
 
     def __init__(self, student: Student, world: World, scenario: Scenario, cfg: RolloutConfig,
                  persona_emb: torch.Tensor | None = None):
-        from lsm.infer.bench import auto_chunk
-
         self.student, self.world, self.sc, self.cfg = student, world, scenario, cfg
         self.model = student.model.to(cfg.device).eval()
-        self.model.agent_chunk = cfg.agent_chunk if cfg.agent_chunk is not None else auto_chunk(world.n)
+        self.chunk = cfg.agent_chunk if cfg.agent_chunk is not None else forward_chunk(cfg.device)
         pop = world.population
         # by attribute and category name: a world from another population works, unknown where it differs
         self.cat, self.num = student.identity(pop)  # (N, n_cat), (N, n_num)
         self.persona = persona_emb if persona_emb is not None else \
-            torch.from_numpy(persona_embeddings(None, list(pop.persona)).astype(np.float32))  # (N, T)
+            persona_tensor(pop)  # (N, T)
         self.action_emb = embed_texts(tuple(action_texts(scenario)))  # (A, T)
         self.typer = EdgeTyper(world.graph)
         self.numeric = scenario.actions.type == "numeric"
@@ -108,9 +141,7 @@ class StudentPolicy:
         return {"C": c.channels, "Z": c.latent_dim, "H": c.memory_dim}
 
     def fields(self) -> list[str]:
-        f = ["channels", "decision", "decision_dist", "stance", "salience", "valid", "latent", "memory"]
-        if self.cfg.store_text:
-            f += ["expression_emb", "reasoning_emb"]
+        f = list(DEFAULT_FIELDS) + [name for group in self.cfg.store for name in OPTIONAL_FIELDS[group]]
         if self.numeric:
             f.append("decision_value")
         return f
@@ -133,6 +164,19 @@ class StudentPolicy:
             self._text_cache[texts] = embed_texts(texts)
         return self._text_cache[texts]
 
+    def forward(self, inp: TickInputs, capture: bool):
+        """One tick of the model with this rollout's settings (chunking, text decoding); with
+        `capture` (attention weights, readouts of a few agents' runs) in one pass."""
+        self.model.decode_text = "text" in self.cfg.store
+        try:
+            if capture:
+                self.model.agent_chunk = auto_chunk(self.world.n)
+                return self.model(inp, self.state, return_attention=True)
+            self.model.agent_chunk = 0 if self.chunk else auto_chunk(self.world.n)
+            return self.model.forward_in_chunks(inp, self.state, self.chunk)
+        finally:
+            self.model.decode_text = True  # the model is shared (training, replays): leave its default
+
     def inputs(self, p: Perception) -> TickInputs:
         """The student's inputs for one tick: identities, this tick's events and who sees them,
         and the shown-neighbour table typed by the graph (the padded fast path)."""
@@ -154,7 +198,7 @@ class StudentPolicy:
         cfg, n, t = self.cfg, p.n, p.tick
         inp = self.inputs(p)
         t0 = time.perf_counter()
-        self.state, out = self.model(inp, self.state, return_attention=capture)
+        self.state, out = self.forward(inp, capture)
         if cfg.device != "cpu":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
@@ -168,9 +212,13 @@ class StudentPolicy:
             "channels": out.channels.float().cpu().numpy(), "decision": decision.astype(np.int16),
             "decision_dist": probs.cpu().numpy(), "stance": out.stance.float().cpu().numpy(),
             "salience": out.salience.float().cpu().numpy(), "valid": np.ones(n, dtype=bool),
-            "latent": state.latent.cpu().numpy().astype(np.float16), "memory": state.memory.cpu().numpy().astype(np.float16),
         }
-        if cfg.store_text:
+        if "latent" in cfg.store:
+            data["latent"] = state.latent.cpu().numpy().astype(np.float16)
+        if "memory" in cfg.store:
+            data["memory"] = state.memory.cpu().numpy().astype(np.float16)
+        if "text" in cfg.store:
+            assert out.expression_text is not None and out.reasoning_text is not None
             data["expression_emb"] = out.expression_text.cpu().numpy().astype(np.float16)
             data["reasoning_emb"] = out.reasoning_text.cpu().numpy().astype(np.float16)
         if self.numeric:
@@ -240,22 +288,32 @@ class Rollout:
             yield TickResult.of(rec)
 
     def run(self, out: str | Path | None, world_file: str | Path | None = None, scenario_yaml: str = "",
-            keep: bool = False, quiet: bool = True, restart: bool = False) -> dict[str, Any]:
+            keep: bool = False, quiet: bool = True, restart: bool = False, desc: str | None = None) -> dict[str, Any]:
         """Run every tick; with `out`, journaled (a killed run resumes) and written to `out`.
-        Returns a summary (and `ticks_data`, the results computed by this process, with `keep`)."""
+        Returns a summary (and `ticks_data`, the results computed by this process, with `keep`).
+        Unless `quiet`, a progress bar (agents/s) on stderr, titled `desc`."""
         kept: list[TickResult] = []
         self.loop = self._loop()
+        desc = desc or f"rollout {self.sc.name}"
         if out is None:
+            import sys
+
+            from tqdm import tqdm
+
             stats, wall = [], time.perf_counter()
-            for rec in self.loop.ticks():
-                stats.append(rec.stats)
-                if keep:
-                    kept.append(TickResult.of(rec))
+            with tqdm(total=self.n_ticks * self.n, unit="agent", unit_scale=True, disable=quiet, file=sys.stderr, desc=desc,
+                      dynamic_ncols=True) as bar:
+                for rec in self.loop.ticks():
+                    stats.append(rec.stats)
+                    bar.update(self.n)
+                    bar.set_postfix_str(f"tick {rec.tick + 1}/{self.n_ticks}, {rec.stats['forward_s']:.2f} s forward")
+                    if keep:
+                        kept.append(TickResult.of(rec))
             summary = self.policy.summary(stats, time.perf_counter() - wall, 0)
         else:
             assert world_file is not None, "a rollout file needs the world file (its population and graph are copied)"
             summary = self.loop.run(out, world_file, scenario_yaml, {"seed": self.cfg.seed}, inputs=[self.student.path],
-                                    restart=restart, quiet=quiet, desc=f"rollout {self.sc.name}",
+                                    restart=restart, quiet=quiet, desc=desc,
                                     on_tick=(lambda rec: kept.append(TickResult.of(rec))) if keep else None)
         if keep:
             summary["ticks_data"] = kept
@@ -273,5 +331,7 @@ def rollout_from_file(student: Student, path: str | Path, device: str = "cpu") -
             raise ValueError(f"{path} is a {tf.kind}, not a student rollout")
         sc = tf.scenario
         cfg_dict = read_configs(tf.f)["rollout"]  # JSON is YAML: a dict
+    if "store_text" in cfg_dict:  # written before `store`: latent and memory always, text unless store_text was false
+        cfg_dict["store"] = ["latent", "memory"] + (["text"] if cfg_dict.pop("store_text") else [])
     cfg = RolloutConfig(**{**cfg_dict, "device": device})
     return Rollout(student, load_world(path), sc, cfg)

@@ -28,7 +28,7 @@ def run_rollout(ckpt: str | Path, world: str | Path, scenario: str | Path, out: 
                 seed: int = 0, report: str | Path | None = None, by: str | Sequence[str] | None = None, clusters: int = 4,
                 counterfactual: str | Path | None = None, sweep: str | None = None, sweep2: str | None = None,
                 sweep_action: str | None = None, teacher: str | Path = "embedded", agent_chunk: int | None = None,
-                store_text: bool = True, device: str = "cpu", quiet: bool = False, restart: bool = False,
+                store: str | Sequence[str] = (), device: str = "cpu", quiet: bool = False, restart: bool = False,
                 echo: Echo = None) -> RolloutRun:
     """Run a student checkpoint on a world and scenario (paths or shipped names), write the
     rollout to `out` and a report folder (default `<out without .h5>_report`); optionally a
@@ -36,25 +36,38 @@ def run_rollout(ckpt: str | Path, world: str | Path, scenario: str | Path, out: 
     parameters (`PATH=VALUES`). The arguments are those of `lsm rollout` (see its `--help`);
     every option is checked before any work, a bad one raises `UsageError`."""
     import copy
+    import time
 
+    t_start = time.perf_counter()
     import numpy as np
-    import torch
-    from lsm.data_gen.embed import persona_embeddings
+    from lsm.data_gen.embed import persona_tensor
     from lsm.data_gen.gen import neighbor_rule_of
     from lsm.data_gen.scenario import load_scenario
     from lsm.data_gen.world import load_world
     from lsm.infer.counterfactual import SweepAxis, compare_runs, run_sweep
     from lsm.infer.report import RunView, write_report
-    from lsm.infer.rollout import Rollout, RolloutConfig
+    from lsm.infer.rollout import Rollout, RolloutConfig, parse_store
     from lsm.model.checkpoint import load_checkpoint
 
     say = Transcript(echo)
+    phases: dict[str, float] = {}
+    lap = [t_start]
+
+    def phase(name: str) -> None:  # the time since the previous phase ended
+        now = time.perf_counter()
+        phases[name] = phases.get(name, 0.0) + now - lap[0]
+        lap[0] = now
+
     student = load_checkpoint(ckpt)
     if student.vocab is None:
         raise UsageError(f"{student.path} has no identity vocabulary (trained before it was stored); retrain it")
     rule = neighbor_rule_of(resolve_config(teacher, "teacher"))
+    try:
+        extras = parse_store(store)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     cfg = RolloutConfig(ticks=ticks, seed=seed, neighbors=rule.k, neighbor_weights=rule.weights, vary_neighbors=rule.vary,
-                        agent_chunk=agent_chunk, store_text=store_text, device=device)
+                        agent_chunk=agent_chunk, store=extras, device=device)
     w = load_world(world)
     student.check_world(w.population, str(world))  # nothing in common: refused before any work; else one warning
     sc_path = resolve_config(scenario, "scenarios")
@@ -87,18 +100,27 @@ def run_rollout(ckpt: str | Path, world: str | Path, scenario: str | Path, out: 
                 axis.apply(copy.deepcopy(data), axis.values[0])
         except ValueError as err:
             raise UsageError(str(err)) from None
-    persona = torch.from_numpy(persona_embeddings(world, w.population.persona).astype(np.float32))  # (N, T)
+    phase("start (imports, checkpoint, world, scenario)")
+    persona = persona_tensor(w.population, desc=None if quiet else "embedding backstories")  # (N, T)
+    phase("persona features")
     r = Rollout(student, w, sc, cfg, persona_emb=persona, scenario_source=str(sc_path))
     summary = r.run(out, world, Path(sc_path).read_text(), quiet=quiet, restart=restart)
+    forward = summary["forward_seconds_per_tick"] * summary["ticks"]
+    phase("rollout")
+    phases["rollout"] -= summary["write_seconds"]
+    phases["writing the file"] = summary["write_seconds"]
     say(f"rollout: {r.n:,} agents x {r.n_ticks} ticks, {summary['forward_seconds_per_tick']:.3f} s forward per tick "
         f"({r.n / max(summary['forward_seconds_per_tick'], 1e-9):,.0f} agent-ticks/s), {summary['wall_seconds']:.1f} s wall")
+    if echo is not None and not quiet:
+        echo(f"report: reading {out} and writing {report_dir}/ ...")
     say(write_report(out, report_dir, by_attrs, clusters, seed))
-    say(f"Written: {out}, report {report_dir}/")
+    say(f"Written: {out} ({Path(out).stat().st_size / 2**20:,.0f} MiB), report {report_dir}/")
+    phase("report")
     result = RolloutRun(Path(out), report_dir, summary)
     if cf_sc is not None:
         cf_out = f"{stem}_cf.h5"
         cf = Rollout(student, w, cf_sc, cfg, persona_emb=r.persona, scenario_source=str(cf_path))
-        cf.run(cf_out, world, Path(cf_path).read_text())
+        cf.run(cf_out, world, Path(cf_path).read_text(), quiet=quiet, restart=restart)
         base = RunView.read(out)
         labels = np.load(report_dir / "cluster_labels.npy")
         text = compare_runs(base, RunView.read(cf_out), labels, by_attrs or list(base.groups)[:2], report_dir / "counterfactual")
@@ -106,13 +128,19 @@ def run_rollout(ckpt: str | Path, world: str | Path, scenario: str | Path, out: 
         say(text)
         say(f"Written: {cf_out}, {report_dir / 'counterfactual'}/")
         result.counterfactual = Path(cf_out)
+        phase("counterfactual")
     if axes:
-        def one(scn):
-            return Rollout(student, w, scn, cfg, persona_emb=r.persona).run(None)
+        def one(scn, desc):
+            return Rollout(student, w, scn, cfg, persona_emb=r.persona).run(None, quiet=quiet, desc=desc)
 
         result.sweep = run_sweep(one, data, str(sc_path), axes, w, seed, report_dir / "sweep", sweep_action)
         say(f"sweep over {' x '.join(a['path'] for a in result.sweep['axes'])}: {report_dir / 'sweep'}/ "
             "(sweep.csv, sweep.json, sweep.png)")
+        phase("sweep")
+    total = time.perf_counter() - t_start
+    summary["phase_seconds"] = {k: round(v, 2) for k, v in phases.items()}
+    say(f"Phase timings ({total:.1f} s in all): " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
+        + f"; of the rollout, {forward:.1f} s forward")
     result.text = str(say)
     return result
 

@@ -78,7 +78,7 @@ class TickInputs:
 
     identity_cat: Tensor  # (N, n_cat) long
     identity_num: Tensor  # (N, n_num) float in 0..1
-    persona_emb: Tensor  # (N, T)
+    persona_emb: Tensor  # (N, T) embedding of the persona beyond its attributes (a backstory; zeros if templated: embed.persona_features)
     edge_index: Tensor  # (2, E) row 0 sender j, row 1 receiver i (self loops added by the model)
     edge_type: Tensor  # (E,) long
     event_cat: Tensor  # (Ev, 3) long: source_type, channel, framing
@@ -103,15 +103,17 @@ class TickOutputs:
     channel_logits: Tensor  # (N, C, L) the predicted distribution over rating levels
     salience: Tensor  # (N,) in 0..1
     stance: Tensor  # (N,) in -1..1
-    expression_text: Tensor  # (N, T) predicted sentence embedding of the public message
-    reasoning_text: Tensor  # (N, T) predicted sentence embedding of the private reasoning
+    expression_text: Tensor | None  # (N, T) predicted sentence embedding of the public message (None: `decode_text` off)
+    reasoning_text: Tensor | None  # (N, T) predicted sentence embedding of the private reasoning (None: `decode_text` off)
     attention: list[Tensor] | None = None  # per layer (E + N, H), or (N, K + 1, H) on the padded path
     memory_read: Tensor | None = None  # (N, S) weights of the episodic read (readouts)
     write_slot: Tensor | None = None  # (N,) slot written this tick (its gate is `salience`)
 
 
 class EventAttention(nn.Module):
-    """Cross-attention of each agent to the events it is exposed to this tick (zero if none)."""
+    """Cross-attention of each agent to the events it is exposed to this tick; an agent exposed to
+    none gets the output projection of zero (its bias), whether or not anyone else saw an event
+    (it used to be exactly zero when nobody did: an agent's output depended on the others')."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -124,7 +126,7 @@ class EventAttention(nn.Module):
         n, H, Dh = h.shape[0], self.heads, self.head_dim
         out = torch.zeros_like(h).view(n, H, Dh)  # (N, H, Dh)
         if exposure.shape[1] == 0:
-            return out.view(n, -1)
+            return self.o(out.view(n, -1))
         a, e = exposure[0].long(), exposure[1].long()  # (V,), (V,)
         q = self.q(self.norm(h)).view(n, H, Dh)[a]  # (V, H, Dh)
         k = self.k(events).view(-1, H, Dh)[e]  # (V, H, Dh)
@@ -167,6 +169,10 @@ class SocietyModel(nn.Module):
         self.cfg = cfg
         self.agent_chunk = 0
         """Receivers per chunk in the padded attention path (0: all at once); set by rollouts."""
+        self.decode_text = True
+        """Decode the predicted message and reasoning embeddings (`TickOutputs.expression_text`,
+        `reasoning_text`); a rollout that stores neither turns it off: at 10^6 agents they are
+        3 GB of outputs and ~60 GFLOP per tick nothing reads."""
         D, T = cfg.dim, cfg.text_dim
         self.cat_emb = nn.ModuleList(nn.Embedding(k, D) for k in cfg.categorical_sizes)
         self.num_proj = nn.Linear(cfg.numeric_dim, D) if cfg.numeric_dim else None
@@ -234,7 +240,11 @@ class SocietyModel(nn.Module):
         return torch.tanh(self.expression_in(text_emb))
 
     def identity(self, inp: TickInputs) -> Tensor:
-        u = self.persona_proj(inp.persona_emb)  # (N, D)
+        pe = inp.persona_emb  # (N, T)
+        if pe.shape[0] > 1 and pe.stride(0) == 0:  # one row for all (templated personas: zeros): projected once, exactly
+            u = self.persona_proj(pe[:1]).expand(pe.shape[0], -1)  # (N, D)
+        else:
+            u = self.persona_proj(pe)  # (N, D)
         for k, emb in enumerate(self.cat_emb):
             code = inp.identity_cat[:, k]  # (N,), UNKNOWN_CODE (-1) where the category is unknown: adds nothing
             u = u + emb(code.clamp(min=0)) * (code >= 0).unsqueeze(-1).to(u.dtype)
@@ -253,7 +263,11 @@ class SocietyModel(nn.Module):
         return self.action_key(torch.cat([action_emb, place], -1))
 
     def forward(self, inp: TickInputs, state: AgentState, return_attention: bool = False,
-                generator: torch.Generator | None = None) -> tuple[AgentState, TickOutputs]:
+                generator: torch.Generator | None = None, senders: Tensor | None = None,
+                first: int = 0) -> tuple[AgentState, TickOutputs]:
+        """One tick. `senders` (N_all, X + 1) and `first`: the receivers are agents `first ..
+        first + N - 1` of a larger population whose broadcasts are `senders` (`forward_in_chunks`;
+        padded neighbour tables only, holding ids into `senders`)."""
         n, cfg = state.n, self.cfg
         u = self.identity(inp)  # (N, D)
         actions = self.action_keys(inp.action_emb)  # (A, D)
@@ -265,13 +279,14 @@ class SocietyModel(nn.Module):
         if self.noise_proj is not None:
             tick = inp.tick_noise if inp.tick_noise is not None else h.new_zeros(n, cfg.tick_noise)
             h = h + self.noise_proj(torch.cat([state.agent_noise, tick], -1))
-        broadcast = torch.cat([state.expression, state.stance[:, None]], -1)  # (N, X + 1): what neighbours hear
+        broadcast = torch.cat([state.expression, state.stance[:, None]], -1) if senders is None else senders  # (N, X + 1): what neighbours hear
+        assert senders is None or inp.neighbors is not None, "senders of another population need a padded neighbour table"
         events = self.ev_text(inp.event_emb) + self.ev_num(inp.event_num)  # (Ev, D)
         for k, emb in enumerate(self.ev_cat):
             events = events + emb(inp.event_cat[:, k])
         if inp.neighbors is not None:  # padded table + a self-loop column: dense gathers, no scatter
             assert inp.neighbor_type is not None, "TickInputs.neighbors needs neighbor_type"
-            loops = torch.arange(n, device=h.device)[:, None]  # (N, 1)
+            loops = torch.arange(first, first + n, device=h.device)[:, None]  # (N, 1) the receivers' own ids
             edges = ("padded", torch.cat([inp.neighbors.long(), loops], 1),  # (N, K + 1)
                      torch.cat([inp.neighbor_type.long(), torch.full_like(loops, SELF_LOOP_TYPE)], 1))  # (N, K + 1)
             msg: Any = (broadcast, self.msg_proj)  # the projection is folded into the attention
@@ -318,9 +333,56 @@ class SocietyModel(nn.Module):
             drawn=state.drawn, agent_noise=state.agent_noise,  # the caller records this tick's draw (`with_drawn`)
         )
         out = TickOutputs(decision_logits=logits, channels=channels, channel_logits=channel_logits, salience=salience,
-                          stance=new_stance, expression_text=self.head_expression_text(expression), reasoning_text=self.head_reasoning_text(h),
+                          stance=new_stance, expression_text=self.head_expression_text(expression) if self.decode_text else None,
+                          reasoning_text=self.head_reasoning_text(h) if self.decode_text else None,
                           attention=attention if return_attention else None, memory_read=read, write_slot=slot)
         return new, out
+
+
+    @torch.inference_mode()
+    def forward_in_chunks(self, inp: TickInputs, state: AgentState, chunk: int) -> tuple[AgentState, TickOutputs]:
+        """`forward` for `chunk` receivers at a time (inference on a padded neighbour table; no
+        attention weights). Every layer reads the senders' broadcasts of the previous state, never
+        another agent's activations of this tick, so agents are independent given the state and
+        the result equals one pass (tested). Activations take memory in proportion to the chunk,
+        and their blocks are small enough for malloc to reuse: at 10^6 agents a whole-population
+        pass allocates and frees blocks of up to 1 GB, which the kernel maps and zeroes afresh."""
+        n = state.n
+        if chunk <= 0 or n <= chunk:
+            return self(inp, state)
+        assert inp.neighbors is not None and inp.neighbor_type is not None, "chunks need the padded neighbour table"
+        senders = torch.cat([state.expression, state.stance[:, None]], -1)  # (N, X + 1)
+        exposure = inp.exposure
+        if exposure.shape[1] > 1 and not bool((exposure[0, 1:] >= exposure[0, :-1]).all()):
+            exposure = exposure[:, torch.argsort(exposure[0], stable=True)]  # by agent, so each chunk is a slice
+        starts = torch.arange(0, n + chunk, chunk).clamp(max=n)  # (chunks + 1,)
+        bounds = torch.searchsorted(exposure[0].contiguous(), starts.to(exposure.device)).tolist()
+        new_parts: dict[str, Tensor] = {}
+        out_parts: dict[str, Tensor] = {}
+
+        def put(parts: dict[str, Tensor], name: str, value: Tensor, s: int, e: int) -> None:
+            if name not in parts:
+                parts[name] = value.new_empty((n, *value.shape[1:]))
+            parts[name][s:e] = value
+
+        for c, s in enumerate(range(0, n, chunk)):
+            e = min(s + chunk, n)
+            part = exposure[:, bounds[c]:bounds[c + 1]].clone()  # (2, V_c)
+            part[0] -= s
+            sub = replace(inp, identity_cat=inp.identity_cat[s:e], identity_num=inp.identity_num[s:e],
+                          persona_emb=inp.persona_emb[s:e], exposure=part, neighbors=inp.neighbors[s:e],
+                          neighbor_type=inp.neighbor_type[s:e],
+                          tick_noise=inp.tick_noise[s:e] if inp.tick_noise is not None else None)
+            new, out = self(sub, AgentState(**{f.name: getattr(state, f.name)[s:e] for f in fields(state)}),
+                            senders=senders, first=s)
+            for f in fields(new):
+                put(new_parts, f.name, getattr(new, f.name), s, e)
+            for f in fields(out):
+                value = getattr(out, f.name)
+                if isinstance(value, Tensor):
+                    put(out_parts, f.name, value, s, e)
+        outputs = {f.name: out_parts.get(f.name) for f in fields(TickOutputs)}
+        return AgentState(**new_parts), TickOutputs(**outputs)  # type: ignore[arg-type]
 
 
 class LatentPosterior(nn.Module):

@@ -49,7 +49,13 @@ def identity_targets(pop, ticks: int) -> dict[str, tuple[str, np.ndarray]]:
 
 def axis_recovery(student, rollout: str | Path, teacher: str | Path | None = None, seed: int = 0) -> list[ProbeResult]:
     results: list[ProbeResult] = []
+    from lsm.config import UsageError
+    from lsm.infer.rollout import missing_fields
+
     with TraceFile(rollout) as tf:
+        ask = missing_fields(tf.fields, {"latent": "latent", "memory": "memory"}, rollout, "lsm probe")
+        if ask:
+            raise UsageError(ask)
         pop, _ = tf.world()
         feats = {k: tf.array(k).astype(np.float32) for k in SOURCES}
         T, N = tf.n_ticks, tf.n_agents

@@ -134,7 +134,7 @@ def run_recovery(out_dir: str | Path, cfg: RecoveryConfig, say: Callable[[str], 
     if not shipped.exists():
         planted_variant(planted, shipped)
     held = out / f"worlds/held_out_n{cfg.held_out_agents}.h5"
-    step("held-out world", held, partial(make_world, agents=cfg.held_out_agents, seed=HELD_OUT_SEED, out=held))
+    step("held-out world", held, partial(make_world, agents=cfg.held_out_agents, seed=HELD_OUT_SEED, out=held, quiet=True))
     traces = out / "traces"
     held_tr = {}
     # planted_s1: the process's own noise again (same agents' random effects); population: another
@@ -147,7 +147,7 @@ def run_recovery(out_dir: str | Path, cfg: RecoveryConfig, say: Callable[[str], 
     for n in cfg.agents:
         say(f"training world: {n} agents")
         world = out / f"worlds/train_n{n}.h5"
-        step("training world", world, partial(make_world, agents=n, seed=TRAIN_SEED, out=world))
+        step("training world", world, partial(make_world, agents=n, seed=TRAIN_SEED, out=world, quiet=True))
         tr = {}
         for name, conf in (("planted", shipped), ("null", null)):
             p = traces / f"train_n{n}_{name}.h5"

@@ -192,7 +192,7 @@ def measure(ckpt: dict[str, Path], held: Path, sc_path: Path, held_tr: dict[str,
 
 def interventions_and_fidelity(student, held: Path, sc_path: Path, held_tr: dict[str, Path], planted_cfg: Path, rollouts: Path,
                                say: Callable[[str], None]) -> dict[str, Any]:
-    from lsm.data_gen.embed import persona_embeddings
+    from lsm.data_gen.embed import persona_tensor
     from lsm.data_gen.gen import generate
     from lsm.data_gen.scenario import load_scenario
     from lsm.data_gen.world import load_world
@@ -205,7 +205,7 @@ def interventions_and_fidelity(student, held: Path, sc_path: Path, held_tr: dict
     weights = dict(pc.get("neighbor_weights") or {}) or None
     rollouts.mkdir(parents=True, exist_ok=True)
     world = load_world(held)
-    persona = torch.from_numpy(persona_embeddings(held, list(world.population.persona)).astype(np.float32))  # cached beside the world
+    persona = persona_tensor(world.population)  # (N, T)
 
     def rollout(name: str, scenario: Path, sever: bool = False) -> Path:
         p = rollouts / f"student_{name}.h5"

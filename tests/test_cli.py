@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from lsm.cli import main
@@ -48,9 +49,19 @@ def test_world_backstories_from_the_cli(tmp_path, capsys):
         prompts = f["population/backstory_prompt"][()]
     assert f"Backstories: {3 - len(failed)} written, {len(failed)} left out" in printed and len(failed) < 3
     assert set(prompts.tolist()) <= set(range(len(META_PROMPTS)))
-    personas = load_world(out).population.persona
-    for i, (p, t) in enumerate(zip(personas, template)):
+    pop = load_world(out).population
+    for i, (p, t) in enumerate(zip(pop.persona, template)):
         assert p == t if i in failed else (p.startswith(t + " ") and len(p) > len(t) + 10), (i, p, t)
+        assert pop.backstory is not None and p == f"{t} {pop.backstory[i]}".strip()
+    # the student's persona input is embedded once, at `lsm world`, and stored with the world:
+    # equal to a fresh embedding of each backstory within float16 rounding; zeros where none
+    from lsm.data_gen.embed import persona_features, shared_encoder
+
+    stored = persona_features(pop)
+    assert pop.backstory_emb is not None and stored.shape == (3, 384) and "Backstories embedded:" in printed
+    for i, text in enumerate(pop.backstory):
+        fresh = shared_encoder().encode([text])[0] if text else np.zeros(384, np.float16)
+        np.testing.assert_allclose(stored[i].astype(np.float32), fresh.astype(np.float32), atol=2e-3)
 
 
 def test_scenario_command_prints_timeline_and_exposure(world_file, capsys):
@@ -117,11 +128,12 @@ def test_info_on_a_teacher_trace(capsys):
 
 
 def test_info_on_a_student_rollout(trained, tmp_path, capsys):
-    """A 2-tick rollout of the debug student on the unseen 60-agent world (world seed 7, seed 0)."""
+    """A 2-tick rollout of the debug student on the unseen 60-agent world (world seed 7, seed 0),
+    with the optional latent and memory fields."""
     _, ckpt, world = trained
     out = tmp_path / "R.h5"
     assert main(["rollout", "--ckpt", str(ckpt), "--world", str(world), "--scenario", "vaccine_campaign",
-                 "--out", str(out), "--ticks", "2", "--quiet", "true"]) == 0
+                 "--out", str(out), "--ticks", "2", "--quiet", "true", "--store", "latent,memory"]) == 0
     capsys.readouterr()
     head, dims, fields = _info(out, capsys)
     assert head[0] == f"{out}: student_rollout, schema 1.0, complete: True"
@@ -133,4 +145,5 @@ def test_info_on_a_student_rollout(trained, tmp_path, capsys):
                     "Z": 8, "H": 16}
     assert fields["decision"] == "(2, 60)" and fields["channels"] == "(2, 60, 8)"
     assert fields["latent"] == "(2, 60, 8)" and fields["memory"] == "(2, 60, 16)"
-    assert len(fields) == 12 and all(shape.startswith("(2, 60") for shape in fields.values())
+    assert len(fields) == 10 and all(shape.startswith("(2, 60") for shape in fields.values())
+    assert "expression_emb" not in fields and "reasoning_emb" not in fields  # not asked for

@@ -231,14 +231,8 @@ def test_student_rollout_interrupted_and_killed_mid_run_resumes_to_an_identical_
                                                                                     capsys):
     """A second writer of the same output is refused; Ctrl-C, then kill -9, `lsm rollout` once it
     has journaled a tick; the same command finishes the run and the file equals an uninterrupted run's."""
-    from lsm.data_gen.embed import persona_cache, persona_key
-    from lsm.data_gen.world import load_world
-
     _, ckpt, _ = trained
-    world = _world(tmp_path, 20000, 2)
-    personas = list(load_world(world).population.persona)  # cached embeddings: MiniLM on 20,000 personas takes minutes
-    emb = np.random.default_rng(0).normal(size=(len(personas), 384)).astype(np.float16)
-    np.savez(persona_cache(world), key=np.array(persona_key(personas)), emb=emb)
+    world = _world(tmp_path, 20000, 2)  # templated personas: nothing to embed
     lsm = [sys.executable, "-m", "lsm"]
     args = ["rollout", "--ckpt", str(ckpt), "--world", str(world), "--scenario", "vaccine_campaign", "--seed", "3",
             "--quiet", "true", "--clusters", "2"]

@@ -182,25 +182,41 @@ def test_bench_runs_at_tiny_sizes(trained, tmp_path, capsys):
     assert "| 1,000 |" in capsys.readouterr().out
 
 
-def test_persona_embeddings_are_cached_beside_the_world(trained, tmp_path):
-    import shutil
+def test_persona_features_embed_backstories_only_each_distinct_text_once(tmp_path, monkeypatch):
+    """The student's persona input: zeros for templated personas, without loading the encoder
+    (10^6 of them cost nothing); the backstory's embedding otherwise, each distinct text encoded
+    once, stored with the world and read back bit for bit."""
+    from lsm.config import shipped
+    from lsm.data_gen import embed
+    from lsm.data_gen.world import build_world, load_world, save_world
 
-    from lsm.data_gen.world import load_world
-    from lsm.data_gen.embed import persona_embeddings
+    w = build_world(shipped("population", "anes96.yaml"), shipped("graph", "default.yaml"), agents=6, seed=2)
+    real = embed.shared_encoder()
+    monkeypatch.setattr(embed, "shared_encoder", lambda: (_ for _ in ()).throw(AssertionError("encoder loaded")))
+    assert not embed.persona_features(w.population).any()  # templated: zeros, encoder never asked
+    calls: list[list[str]] = []
 
-    _, _, world = trained
-    copy = tmp_path / "w.h5"
-    shutil.copy(world, copy)
-    personas = list(load_world(copy).population.persona)
-    first = persona_embeddings(copy, personas)
-    cache = tmp_path / "w.h5.persona_emb.npz"
-    assert cache.is_file() and first.shape == (60, 384)
-    stamp = cache.stat().st_mtime_ns
-    np.testing.assert_array_equal(persona_embeddings(copy, personas), first)
-    assert cache.stat().st_mtime_ns == stamp  # read, not recomputed
-    np.testing.assert_array_equal(persona_embeddings(None, personas), first)  # same values uncached
-    changed = persona_embeddings(copy, personas[::-1])  # other personas: the key differs, recomputed
-    np.testing.assert_array_equal(changed, first[::-1])
+    class Counting:
+        def encode(self, texts, desc=None):
+            calls.append(list(texts))
+            return real.encode(texts)
+
+    monkeypatch.setattr(embed, "shared_encoder", lambda: Counting())
+    texts = ["I teach maths and worry about my mother.", "", "I teach maths and worry about my mother.",
+             "Weekends are for the garden.", "", "I drive a bus at night."]
+    w.population.backstory = texts
+    feats = embed.persona_features(w.population)  # (6, 384)
+    assert len(calls) == 1 and sorted(calls[0]) == sorted(set(texts) - {""})  # distinct texts, once each
+    assert not feats[[1, 4]].any() and (feats[0] == feats[2]).all()
+    for i in (0, 3, 5):
+        np.testing.assert_allclose(feats[i].astype(np.float32), real.encode([texts[i]])[0].astype(np.float32), atol=2e-3)
+    w.population.backstory_emb = feats
+    save_world(w, tmp_path / "w.h5")
+    calls.clear()
+    back = load_world(tmp_path / "w.h5").population
+    assert back.backstory == texts
+    np.testing.assert_array_equal(embed.persona_features(back), feats)  # stored: read, not recomputed
+    assert calls == []
 
 
 def test_rollout_event_inputs_equal_the_training_episodes():
@@ -222,3 +238,54 @@ def test_rollout_event_inputs_equal_the_training_episodes():
     torch.testing.assert_close(cat, ep_cat)
     torch.testing.assert_close(num, ep_num)
     torch.testing.assert_close(emb, ep_emb)
+
+
+def test_a_default_rollout_stores_what_analyses_read_and_asks_for_the_rest(recovered, tmp_path, capsys):
+    """By default a rollout stores decisions, distributions, channels, stance, salience and who saw
+    what: `lsm validate` works on it; `lsm probe` needs the latent and memory and says how to get
+    them; `--store` adds exactly the groups asked for and is checked before any work."""
+    from lsm.cli import main
+
+    rec = recovered[0] / "rec"
+    ckpt, world = rec / "students/student_n1500/last.ckpt", rec / "worlds/held_out_n400.h5"
+    out = tmp_path / "r.h5"
+    common = ["rollout", "--ckpt", str(ckpt), "--world", str(world), "--scenario", "vaccine_campaign", "--quiet", "true"]
+    assert main(common + ["--out", str(out)]) == 0
+    with TraceFile(out) as tf:
+        assert set(tf.fields) == {"channels", "decision", "decision_dist", "stance", "salience", "valid", "shown_neighbors",
+                                  "exposed_events"}
+    capsys.readouterr()
+    traces = rec / "traces"
+    assert main(["validate", "--teacher", str(traces / "held_out_planted_s0.h5"), "--teacher_repeat",
+                 str(traces / "held_out_planted_s1.h5"), "--student", str(out)]) == 0
+    assert "decision_jsd_mean" in capsys.readouterr().out
+    assert main(["probe", "--ckpt", str(ckpt), "--rollout", str(out), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert "has no latent, memory, which lsm probe needs" in err and "--store latent,memory" in err
+    assert not (tmp_path / "p").exists()
+    assert main(common + ["--out", str(tmp_path / "x.h5"), "--store", "latent,words"]) == 2
+    assert "'words' is not a field group" in capsys.readouterr().err and not (tmp_path / "x.h5").exists()
+    full = tmp_path / "full.h5"
+    assert main(common + ["--out", str(full), "--ticks", "2", "--store", "all"]) == 0
+    with TraceFile(full) as tf, TraceFile(out) as default:
+        assert set(tf.fields) - set(default.fields) == {"latent", "memory", "expression_emb", "reasoning_emb"}
+        np.testing.assert_array_equal(tf.array("decision"), default.array("decision")[:2])  # extra fields change nothing
+
+
+def test_a_forward_in_chunks_equals_one_pass(trained):
+    """Agents are independent given the previous state (every layer reads the senders' last
+    broadcasts), so a rollout in chunks of 7 agents equals one pass over all 60, tick by tick,
+    exposures and shown neighbours crossing chunk borders included."""
+    _, ckpt, world = trained
+    whole = _rollout(ckpt, world, seed=4, agent_chunk=0)[0].run(None, keep=True)["ticks_data"]
+    parts = _rollout(ckpt, world, seed=4, agent_chunk=7)[0].run(None, keep=True)["ticks_data"]
+    assert len(whole) == len(parts) >= 3
+    crossing = 0
+    for a, b in zip(whole, parts):
+        for name in ("decision_dist", "channels", "stance", "salience"):
+            np.testing.assert_allclose(a.data[name], b.data[name], atol=1e-5, err_msg=f"tick {a.tick} {name}")
+        np.testing.assert_array_equal(a.data["decision"], b.data["decision"])
+        shown = a.data["shown_neighbors"]
+        crossing += int(((shown >= 0) & (shown // 7 != np.arange(len(shown))[:, None] // 7)).sum())
+    assert crossing > 0  # senders from other chunks were heard
+    assert (np.abs(whole[-1].data["decision_dist"] - whole[0].data["decision_dist"]) > 1e-3).any()  # the run moves

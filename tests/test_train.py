@@ -61,6 +61,7 @@ def test_lsm_train_fit_debug_writes_a_checkpoint_that_reloads(tmp_path, monkeypa
     module.load_state_dict(full["state_dict"])
     dm = TraceDataModule([TRAIN])
     dm.setup()
+    _tag_agents(dm)
     ep = dm.train_episodes[0]
     state = student.initial_state(ep.n, ep.action_emb.shape[0])
     _, a = student(ep.inputs(0), state)
@@ -91,6 +92,7 @@ def test_sampled_subgraphs_cover_every_agent_once_and_keep_the_seeds_receptive_f
 
     dm = TraceDataModule([TRAIN])
     dm.setup()
+    _tag_agents(dm)
     ep = dm.train_episodes[0]
     subs = sample_subgraphs(ep, 6, hops=2, generator=torch.Generator().manual_seed(0))
     assert len(subs) == -(-ep.n // 6)  # every agent is a seed exactly once per epoch
@@ -116,8 +118,16 @@ def test_sampled_subgraphs_cover_every_agent_once_and_keep_the_seeds_receptive_f
     assert not torch.allclose(cut.decision_logits, full.decision_logits[seeds])
 
 
+def _tag_agents(*dms) -> None:
+    """Give every agent a unique persona input (templated personas have none: zeros), so that
+    `_agent_ids` can tell which episode agent is behind each row of a subgraph item."""
+    for dm in dms:
+        for ep in dm.train_episodes:
+            ep.persona_emb.copy_(torch.randn(ep.persona_emb.shape, generator=torch.Generator().manual_seed(0)))
+
+
 def _agent_ids(item, ep) -> torch.Tensor:
-    """(n,) the episode agent behind each row of a subgraph item (matched by persona embedding, unique per agent)."""
+    """(n,) the episode agent behind each row of a subgraph item (matched by the persona input `_tag_agents` made unique)."""
     match = (item.persona_emb[:, None] == ep.persona_emb[None]).all(-1)  # (n, N)
     assert (match.sum(1) == 1).all()
     return match.float().argmax(1)
@@ -159,6 +169,7 @@ def _check_subgraph_epoch(items, ep, max_agents: int) -> list[tuple[int, ...]]:
 def test_datamodule_trains_on_subgraphs_of_large_episodes():
     dm = TraceDataModule([TRAIN], max_agents=8, hops=1, seed=3)
     dm.setup()
+    _tag_agents(dm)
     ep = dm.train_episodes[0]
     assert ep.n == 20 and bool(ep.targets["valid"].any(0).all())  # every agent valid at some tick: its seed rows show
     loader = dm.train_dataloader()  # Lightning iterates the same loader every epoch
@@ -167,11 +178,13 @@ def test_datamodule_trains_on_subgraphs_of_large_episodes():
     # with DataLoader workers: each epoch still yields every subgraph once, resampled, the same as without
     workers = TraceDataModule([TRAIN], max_agents=8, hops=1, seed=3, num_workers=2)
     workers.setup()
+    _tag_agents(workers)
     wl = workers.train_dataloader()
     assert [_check_subgraph_epoch([b[0] for b in wl], ep, 8) for _ in range(2)] == epochs
     # two seeds a subgraph: neighbourhoods small enough that senders and receivers differ (8 seeds reach most agents)
     small = TraceDataModule([TRAIN], max_agents=2, hops=1, seed=3)
     small.setup()
+    _tag_agents(small)
     _check_subgraph_epoch([b[0] for b in small.train_dataloader()], ep, 2)
     whole = TraceDataModule([TRAIN])
     whole.setup()

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from lsm.data_gen.world.population import IdentityVocab, Population, encode_identity
+from lsm.data_gen.embed import persona_features
 from lsm.data_gen.store import StoreError, TraceFile
 from lsm.data_gen.loop.neighbors import EdgeTyper
 from lsm.model.features import action_texts, context_text, embed_texts, event_tensors, typed_edges
@@ -73,8 +74,7 @@ def load_episode(path: str | Path, vocab: IdentityVocab | None = None,
                 raise StoreError(f"{path}: its population does not fit the identity vocabulary it is read with "
                                  f"({err.args[0]}); the traces of one training run must come from worlds built from one "
                                  "population config") from None
-        persona = torch.from_numpy(tf.f["population/persona_emb"][()].astype(np.float32)) if "persona_emb" in tf.f["population"] \
-            else embed_texts(tuple(pop.persona))
+        persona = torch.from_numpy(persona_features(pop).astype(np.float32))  # (N, T) backstories; zeros for templated personas
         rows = tf.events()
         uid_row = {r["uid"]: k for k, r in enumerate(rows)}
         stored = torch.from_numpy(tf.f["events/text_emb"][()].astype(np.float32)) if "text_emb" in tf.f["events"] else None

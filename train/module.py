@@ -61,6 +61,7 @@ def tick_losses(out: TickOutputs, targets: dict[str, Tensor], t: int, channel_le
         channels = (q * (torch.log(q.clamp_min(1e-8)) - logq)).sum((-1, -2)).mean()
     else:
         channels = F.mse_loss(out.channels[v], targets["channels"][t][v])
+    assert out.expression_text is not None and out.reasoning_text is not None, "training needs SocietyModel.decode_text"
     return {
         "decision": F.kl_div(logp, p, reduction="batchmean"),  # KL(teacher || student); CE for one-hot targets
         "channels": channels,

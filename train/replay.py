@@ -72,6 +72,7 @@ def replay(model: SocietyModel, ep: Episode, edits: dict[str, Edit] | None = Non
                 per[name]["probs"].append(torch.softmax(out.decision_logits, -1))
                 per[name]["channels"].append(out.channels)
                 per[name]["stance"].append(out.stance)
+                assert out.expression_text is not None, "replays need SocietyModel.decode_text"
                 per[name]["expression"].append(out.expression_text)
                 if name == "factual":
                     next_state = new

@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 from lsm.data_gen.embed import (
     TEXT_DIM,
-    persona_embeddings,
     shared_encoder,
-    write_static_embeddings,
+    write_event_embeddings,
 )
 from lsm.data_gen.loop.neighbors import EdgeTyper
 from lsm.data_gen.loop.society import Perception, Progress, TickOutput, decision_shares
@@ -177,8 +176,7 @@ class PlantedSociety:
     def finalize(self, writer: TraceWriter) -> None:
         writer.f.attrs["teacher_backend"] = f"planted:{self.cfg.name}"
         writer.f.attrs["answer_mode"] = "planted"
-        # personas carry nothing of the process, but the student reads them: cached beside the world
-        write_static_embeddings(writer, persona_embeddings(self.world_file, list(self.pop.persona)), shared_encoder())
+        write_event_embeddings(writer, shared_encoder())
 
     def act(self, p: Perception, progress: Progress | None = None, capture: bool = False) -> TickOutput:
         t0 = time.perf_counter()

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from lsm.config import to_yaml
-from lsm.data_gen.embed import TEXT_DIM, write_static_embeddings
+from lsm.data_gen.embed import TEXT_DIM, write_event_embeddings
 from lsm.data_gen.loop.neighbors import EdgeTyper
 from lsm.data_gen.loop.society import Perception, Progress, TickOutput, decision_shares
 from lsm.data_gen.scenario import Scenario
@@ -106,10 +106,10 @@ class Teacher:
         self.state = RunState.from_json(state)
 
     def finalize(self, writer: TraceWriter) -> None:
-        """Backend and answer mode; static texts embedded once: personas and event texts."""
+        """Backend and answer mode; the event texts embedded once."""
         writer.f.attrs["teacher_backend"] = getattr(self.backend, "model_name", self.backend.name)
         writer.f.attrs["answer_mode"] = self.mode
-        write_static_embeddings(writer, self.encoder.encode(self.pop.persona), self.encoder)
+        write_event_embeddings(writer, self.encoder)
 
     # -- prompts --------------------------------------------------------------------------
     def prompts(self, p: Perception) -> list[str]:

@@ -5,10 +5,10 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from lsm.config import to_dict
-from lsm.data_gen.world.graph import (EDGE_TYPES, GraphConfig, SocialGraph, build_graph, degree_stats, homophily_attributes,
+from lsm.data_gen.world.graph import (EDGE_TYPES, GRAPH_STEPS, GraphConfig, SocialGraph, build_graph, degree_stats, homophily_attributes,
                                 homophily_stats, load_graph_config, peak_rss_gb)
 from lsm.data_gen.world.population import Population, PopulationConfig, load_population_config, marginals_table, sample_population
 from lsm.data_gen.store import (_write_header, check_header, open_h5, read_configs, read_world_groups, write_checksums,
@@ -65,16 +65,24 @@ class World:
         return data
 
 
-def build_world(population: str | Path | PopulationConfig, graph: str | Path | GraphConfig, agents: int, seed: int) -> World:
-    """Sample a population of `agents` and its social graph (deterministic for `seed`)."""
+WORLD_STEPS = ("population",) + GRAPH_STEPS
+"""The steps of `build_world`, in order (`step` is called with each name as it starts)."""
+
+
+def build_world(population: str | Path | PopulationConfig, graph: str | Path | GraphConfig, agents: int, seed: int,
+                step: Callable[[str], None] | None = None) -> World:
+    """Sample a population of `agents` and its social graph (deterministic for `seed`); `step(name)`
+    is told each of `WORLD_STEPS` as it starts (a progress bar)."""
     pop_src = str(population) if not isinstance(population, PopulationConfig) else None
     graph_src = str(graph) if not isinstance(graph, GraphConfig) else None
     pop_cfg = population if isinstance(population, PopulationConfig) else load_population_config(population)
     graph_cfg = graph if isinstance(graph, GraphConfig) else load_graph_config(graph)
     t0 = time.perf_counter()
+    if step is not None:
+        step(WORLD_STEPS[0])
     pop = sample_population(pop_cfg, agents, seed, source_file=pop_src)
     t1 = time.perf_counter()
-    g = build_graph(graph_cfg, pop, seed, source=graph_src)
+    g = build_graph(graph_cfg, pop, seed, source=graph_src, step=step)
     t2 = time.perf_counter()
     return World(pop, g, pop_cfg, graph_cfg, seed, timings={"population_s": t1 - t0, "graph_s": t2 - t1})
 

@@ -37,13 +37,19 @@ def _clean(text: str) -> str:
 
 
 def write_backstories(personas: list[str], backend, seed: int = 0, temperatures: tuple[float, float] = (0.6, 1.0),
-                      levels: int = 4, max_tokens: int = 80) -> Backstories:
+                      levels: int = 4, max_tokens: int = 80, desc: str | None = None) -> Backstories:
+    """One backstory per persona (module docstring); with `desc`, a progress bar (agents/s) on stderr."""
+    import sys
+
+    from tqdm import tqdm
+
     rng = np.random.default_rng([seed, 4242])
     n = len(personas)
     prompt_index = rng.integers(0, len(META_PROMPTS), n)
     grid = np.linspace(temperatures[0], temperatures[1], levels)
     temperature = grid[rng.integers(0, levels, n)]  # a few levels so each level is one batched call
     texts = [""] * n
+    bar = tqdm(total=n, desc=desc, unit="agent", disable=desc is None, file=sys.stderr, dynamic_ncols=True)
     for attempt in range(2):
         todo = [i for i in range(n) if not re.search(r"[A-Za-z]{3,}", texts[i])]
         for level, temp in enumerate(grid):
@@ -55,6 +61,9 @@ def write_backstories(personas: list[str], backend, seed: int = 0, temperatures:
                                     max_tokens=max_tokens)
             for i, g in zip(idx, gens):
                 texts[i] = _clean(g.text)
+            bar.update(len(idx) if attempt == 0 else 0)
+            bar.set_postfix_str(f"temperature {temp:.2f}" + (", retrying empty ones" if attempt else ""))
+    bar.close()
     failed = [i for i in range(n) if not re.search(r"[A-Za-z]{3,}", texts[i])]
     for i in failed:
         texts[i] = ""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 import numpy as np
 
@@ -454,23 +454,36 @@ def _media(spec: MediaSpec, pop, keys: _GroupKeys, rng: np.random.Generator, sou
     return src, dst, leaders.astype(np.int32), outlet_follow
 
 
-def build_graph(config: GraphConfig, pop, seed: int, source: str | None = None) -> SocialGraph:
-    """Sample the typed social graph for population `pop` (deterministic for `seed`)."""
+GRAPH_STEPS = ("households", "friends", "professional ties", "weak ties", "media", "merging edges")
+"""The steps of `build_graph`, in order (`step` is called with each name as it starts)."""
+
+
+def build_graph(config: GraphConfig, pop, seed: int, source: str | None = None,
+                step: Callable[[str], None] | None = None) -> SocialGraph:
+    """Sample the typed social graph for population `pop` (deterministic for `seed`); `step(name)`
+    is told each of `GRAPH_STEPS` as it starts (a progress bar)."""
+    step = step or (lambda name: None)
     n = pop.n
     rng = np.random.default_rng([seed, 0x51ED])
     keys = _GroupKeys(pop, config.quantile_bins, source)
     parts = []  # (src, dst, type, weight, symmetric)
 
+    step(GRAPH_STEPS[0])
     h_src, h_dst, household = _households(config.household, pop, keys, rng, source)
     parts.append((h_src, h_dst, HOUSEHOLD, config.household.weight, False))  # already both ways
+    step(GRAPH_STEPS[1])
     f_src, f_dst = _ties(config.friend, pop, keys, rng, source, "friend")
     parts.append((f_src, f_dst, FRIEND, config.friend.weight, True))
+    step(GRAPH_STEPS[2])
     p_src, p_dst = _ties(config.professional, pop, keys, rng, source, "professional")
     parts.append((p_src, p_dst, PROFESSIONAL, config.professional.weight, True))
+    step(GRAPH_STEPS[3])
     w_src, w_dst = _weak_ties(config.weak_tie, pop, keys, rng)
     parts.append((w_src, w_dst, WEAK_TIE, config.weak_tie.weight, True))
+    step(GRAPH_STEPS[4])
     m_src, m_dst, leaders, outlet_follow = _media(config.media, pop, keys, rng, source)
     parts.append((m_src, m_dst, MEDIA, config.media.weight, False))
+    step(GRAPH_STEPS[5])
 
     # One int64 key per edge sorts by (receiver, type, sender) and removes duplicates
     # within a type; self-loops are dropped.

@@ -215,6 +215,11 @@ class Population:
     synthetic: list[str] = field(default_factory=list)
     """Attributes sampled from marginals although the source is a survey."""
     source: str = "marginals"
+    backstory: list[str] | None = None
+    """LLM-written backstories (`lsm world --backstories`; "" where none was usable), already
+    appended to `persona`; None for a templated population."""
+    backstory_emb: np.ndarray | None = None
+    """(N, T) float16 embeddings of `backstory` (`embed.persona_features`), stored with the world."""
 
     @property
     def n(self) -> int:
