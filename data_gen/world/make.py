@@ -44,9 +44,10 @@ def make_world(population: str | Path = "anes96", graph: str | Path = "default",
             bars.append(tqdm(total=len(WORLD_STEPS) + 1, unit="step", desc=f"world of {agents:,} agents", disable=quiet,
                              file=sys.stderr, dynamic_ncols=True,
                              bar_format="{desc}: {n_fmt}/{total_fmt} steps [{elapsed}]{postfix}"))
-        else:  # the previous step is done
+            bars[0].set_postfix_str(name)
+        else:  # the previous step is done: one refresh shows the count and the new step
+            bars[0].set_postfix_str(name, refresh=False)
             bars[0].update(1)
-        bars[0].set_postfix_str(name, refresh=True)
 
     try:
         w = build_world(resolve_config(population, "population"), resolve_config(graph, "graph"), agents, seed, step=step)
