@@ -6,7 +6,7 @@ LSM    := $(VENV)/bin/lsm
 STAMP  := $(VENV)/.installed
 OUT    ?= out/demo
 
-.PHONY: install demo test fuzz typecheck clean
+.PHONY: install demo test fuzz typecheck gpu-smoke clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,6 +32,11 @@ test: typecheck
 fuzz: $(STAMP)
 	# Property-based fuzzing of every config family's loader, 1,000 examples each (CI runs 300).
 	LSM_FUZZ_EXAMPLES=1000 $(PY) -m pytest -q -s tests/test_fuzz.py
+
+gpu-smoke: $(STAMP)
+	# The vLLM teacher path against the embedded backend on a CUDA GPU (needs `pip install 'lsm[vllm]'`);
+	# skips, saying why, where there is no GPU or no vLLM.
+	$(PY) -m pytest -q -rs -s tests/test_gpu_smoke.py
 
 typecheck: $(STAMP)
 	# mypy over the modules [tool.mypy] lists in pyproject.toml (the loop, the store, the model).

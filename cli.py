@@ -326,8 +326,10 @@ def narrate(rollout: str | None = None, agent: str | None = None, ticks: str | N
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, batch_size: int = 8, verbose: bool = False) -> None:
-    """Serve the embedded model over an OpenAI-compatible HTTP API (chat completions with JSON
-    schemas and logprobs), for the `openai` backend or any OpenAI client.
+    """Serve the embedded model over an OpenAI-compatible HTTP API, for the `openai` backend or
+    any OpenAI client: chat completions with JSON schemas and logprobs, completions with
+    token-id prompts and `prompt_logprobs`, and `/tokenize`, as vLLM's server speaks them (so
+    the openai backend scores options exactly against it).
 
     Args:
         host: interface to bind (loopback by default).

@@ -88,6 +88,8 @@ def format_summary(summary: dict[str, Any]) -> str:
                      f"({summary['agent_ticks_per_second']:,.0f} agent-ticks/s)")
     if summary["resumed_from_tick"]:
         lines[-1] += f"  resumed at tick {summary['resumed_from_tick']}"
+    if "scoring" in summary:
+        lines.append(f"option scoring: {summary['scoring']}; approximate scores: {summary['approximate_scores']:,}")
     lines.append("decision shares per tick:")
     for t, s in enumerate(summary["decision_shares"]):
         extra = f"  mean {summary['mean_decision_value'][t]}" if "mean_decision_value" in summary else ""

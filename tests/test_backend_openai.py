@@ -1,6 +1,6 @@
 """The `openai` backend against a real OpenAI-compatible server process on loopback
 (`lsm serve`: the embedded SmolLM2 behind /v1/chat/completions), its retries against a
-deliberately failing loopback server, and the vLLM backend's skip."""
+deliberately failing loopback server (the vLLM path: tests/test_gpu_smoke.py)."""
 from __future__ import annotations
 
 import itertools
@@ -297,18 +297,3 @@ def test_gen_through_the_server_and_a_server_that_dies_mid_run(tmp_path):
                 continue
             x, y = a.array(name), b.array(name)
             assert (x.tolist() == y.tolist()) if x.dtype == object else np.array_equal(x, y, equal_nan=True), name
-
-
-def test_vllm_backend_needs_a_gpu():
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("vLLM needs a CUDA GPU; none on this machine")
-    pytest.importorskip("vllm", reason="vLLM is not installed (pip install 'lsm[vllm]')")
-    from lsm.data_gen.teacher.backends.vllm_engine import VLLMBackend
-    from lsm.data_gen.teacher.config import VLLMConfig
-
-    b = VLLMBackend(VLLMConfig(model="HuggingFaceTB/SmolLM2-135M-Instruct", max_model_len=2048, gpu_memory_utilization=0.3))
-    g = b.generate([[{"role": "user", "content": "Say hi in JSON."}]], schema={"type": "object", "properties": {"hi": {"type": "string"}}})
-    assert "hi" in json.loads(g[0].text)
-    p = b.score_options([[{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "It is"}]], [[" Paris", " Rome"]])
-    assert p[0][0] > 0.5

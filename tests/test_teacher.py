@@ -61,7 +61,7 @@ def test_tree_scoring_equals_separate_scoring(backend):
     opts = [[" get vaccinated", " wait and see", " refuse", " 1", " 10"]] * 3
     tree = backend.option_logprobs(convs, opts)
     for conv, o, got in zip(convs, opts, tree):
-        prefix = backend._ids(backend.render(conv))
+        prefix = backend.prompt_ids(conv)
         want = []
         for op in o:
             ids = prefix + backend._ids(op)

@@ -32,8 +32,14 @@ class OpenAIConfig(Checked):
     json_schema: bool = True
     """Send `response_format: json_schema` (turn off for servers without structured outputs)."""
     continue_final_message: bool = True
-    """Scoring sends the answer prefix as a final assistant message to continue
-    (`continue_final_message`, a vLLM / lsm-serve extension)."""
+    """Where token-id prompts are unavailable, a final assistant message (an answer prefix) is
+    sent to be continued (`continue_final_message`, a vLLM / lsm-serve extension)."""
+    scoring: Literal["auto", "exact", "walk"] = "auto"
+    """Option scoring. `exact`: the server renders and tokenises (`/tokenize`) and returns prompt
+    log-probabilities over token ids (`/v1/completions` with `prompt_logprobs`: vLLM, `lsm
+    serve`), summed as the embedded backend sums them; refused at start-up if the server cannot.
+    `walk`: read the top `top_logprobs` next tokens after the prefix and walk each option's text
+    (approximate; every score counted in the run summary). `auto`: exact where the server can."""
 
     def check(self) -> Iterable[tuple[str, Any, str]]:
         if not self.model:
@@ -58,6 +64,7 @@ class VLLMConfig(Checked):
     """Hugging Face id or local path, e.g. Qwen/Qwen2.5-7B-Instruct."""
     tensor_parallel_size: int = 1
     data_parallel_size: int = 1
+    """Must be 1: vLLM's offline engine cannot run data parallel in one process (see `check`)."""
     max_num_seqs: int = 256
     gpu_memory_utilization: float = 0.9
     dtype: str = "auto"
@@ -70,6 +77,14 @@ class VLLMConfig(Checked):
             yield "model", self.model, "a model id or path"
         if not 0 < self.gpu_memory_utilization <= 1:
             yield "gpu_memory_utilization", self.gpu_memory_utilization, "a fraction in (0, 1]"
+        if self.tensor_parallel_size < 1:
+            yield "tensor_parallel_size", self.tensor_parallel_size, "at least 1 GPU"
+        if self.data_parallel_size != 1:
+            yield ("data_parallel_size", self.data_parallel_size,
+                   "1: vLLM's offline engine cannot run data parallel in one process (vLLM 0.33 raises, 0.11 waits "
+                   "for ranks that never join). For N replicas run `vllm serve MODEL --data-parallel-size N` and "
+                   "use backend openai with concurrency (configs/teacher/vllm_serve_dp.yaml); within one replica "
+                   "use tensor_parallel_size")
 
 
 @dataclass

@@ -54,6 +54,8 @@ class TickStats:
     repaired: int = 0
     tokens: int = 0
     llm_s: float = 0.0
+    approximate_scores: int = 0
+    """Option scores of this tick the backend could only approximate (`LLMBackend.approximate_scores`)."""
 
 
 # --------------------------------------------------------------------------- the teacher
@@ -221,6 +223,7 @@ class Teacher:
         }
         stats = TickStats()
         t_tick = time.perf_counter()
+        approx0 = self.backend.approximate_scores
         size = self.cfg.chunk
         if self.numeric:  # bin of every number the decision can take (the scored options min..max)
             number_bins = self.sc.actions.bin_of(np.arange(int(self.sc.actions.min), int(self.sc.actions.max) + 1))
@@ -263,10 +266,12 @@ class Teacher:
             stats.invalid += int((~out["valid"][idx]).sum())
             stats.repaired += int(((out["attempts"][idx] > 1) & out["valid"][idx]).sum())
             stats.tokens += int(out["tokens_prompt"][idx].sum() + out["tokens_completion"][idx].sum())
+            stats.approximate_scores = self.backend.approximate_scores - approx0
             if progress is not None:
                 el = max(time.perf_counter() - t_tick, 1e-9)
                 progress(len(idx), f"{stats.agents / el:.2f} agents/s, {stats.tokens / el:.0f} tok/s, "
-                                   f"invalid {stats.invalid}, repaired {stats.repaired}")
+                                   f"invalid {stats.invalid}, repaired {stats.repaired}"
+                                   + (f", approximate scores {stats.approximate_scores}" if stats.approximate_scores else ""))
         valid = out["valid"]
         for key, emb_key in (("reasoning", "reasoning_emb"), ("expression", "expression_emb")):
             emb = np.zeros((n, TEXT_DIM), np.float16)
@@ -301,6 +306,8 @@ class Teacher:
             "tokens_per_llm_second": round(tokens / max(llm_s, 1e-9), 1),
             "resumed_from_tick": resumed, "decision_shares": decision_shares(stats, self.sc.actions.labels),
             "invalid_per_tick": [s["invalid"] for s in stats], "repaired_per_tick": [s["repaired"] for s in stats],
+            "scoring": self.backend.scoring_note if self.mode == "texts" else "none (answer: full)",
+            "approximate_scores": sum(s.get("approximate_scores", 0) for s in stats),
         }
         if self.numeric:
             out["mean_decision_value"] = [s["mean_value"] for s in stats]

@@ -32,8 +32,8 @@ class Generation:
 class LLMBackend(ABC):
     """Batched text generation and option scoring.
 
-    Implementations: `embedded` (SmolLM2 on CPU, the default), and in later work `openai`
-    (any OpenAI-compatible server) and `vllm` (offline engine on GPUs).
+    Implementations: `embedded` (SmolLM2 on CPU, the default), `openai` (any OpenAI-compatible
+    server) and `vllm` (offline engine on GPUs); the exact scoring rule they share is `scoring`.
     """
 
     name: str = "backend"
@@ -41,6 +41,12 @@ class LLMBackend(ABC):
     """`score_options` reads real token log-probabilities."""
     supports_schema: bool = False
     """`generate` can constrain the output to a JSON schema."""
+    approximate_scores: int = 0
+    """Option scores so far that are not the exact summed token log-probability of `scoring`
+    (the `openai` backend's top-logprob walk on a server without prompt log-probabilities);
+    the teacher reports them per tick, on its progress bar and in the run summary."""
+    scoring_note: str = "exact"
+    """How `score_options` scores, in words, for the run summary."""
 
     @abstractmethod
     def generate(self, conversations: Sequence[Conversation], schema: dict[str, Any] | None = None,

@@ -54,6 +54,29 @@ def _cache_root(cfg: EmbeddedConfig) -> Path:
     return Path(cfg.cache_dir or os.environ.get("LSM_CACHE") or Path.home() / ".cache" / "lsm")
 
 
+def _model_dir(cfg: EmbeddedConfig) -> Path:
+    """Where the dequantised weights of this GGUF are cached (its size is the version stamp)."""
+    return _cache_root(cfg) / f"smollm2-135m-instruct-{gguf_path().stat().st_size}"
+
+
+def local_model_dir(cfg: EmbeddedConfig | None = None) -> Path:
+    """The embedded model as a Hugging Face folder (config.json, model.safetensors, tokenizer)
+    that another engine loads without a model hub (`make gpu-smoke` gives it to vLLM). Caches
+    written before `architectures` was recorded get it added."""
+    cfg = cfg or EmbeddedConfig()
+    cache = _model_dir(cfg)
+    if not (cache / "model.safetensors").is_file():
+        load_smollm2(cfg)
+    conf_path = cache / "config.json"
+    conf = json.loads(conf_path.read_text())
+    if not conf.get("architectures"):
+        conf["architectures"] = ["LlamaForCausalLM"]  # SmolLM2 is a Llama
+        tmp = conf_path.with_name(f"config.json.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(conf))
+        tmp.replace(conf_path)
+    return cache
+
+
 def load_smollm2(cfg: EmbeddedConfig):
     """(tokenizer, model) in float32, from the cache or by dequantising the GGUF once."""
     import safetensors.torch as st
@@ -61,8 +84,7 @@ def load_smollm2(cfg: EmbeddedConfig):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     src = gguf_path()
-    stamp = f"{src.stat().st_size}"
-    cache = _cache_root(cfg) / f"smollm2-135m-instruct-{stamp}"
+    cache = _model_dir(cfg)
     if not (cache / "model.safetensors").is_file():
         tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
         model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, torch_dtype=torch.float32)
@@ -72,6 +94,7 @@ def load_smollm2(cfg: EmbeddedConfig):
         st.save_file({k: v.contiguous() for k, v in model.state_dict().items() if k not in tied}, tmp / "model.safetensors")
         conf = model.config.to_dict()
         conf.pop("quantization_config", None)
+        conf["architectures"] = conf.get("architectures") or [type(model).__name__]  # engines (vLLM) dispatch on it
         (tmp / "config.json").write_text(json.dumps(conf))
         tok.save_pretrained(tmp)
         if cache.exists():  # another process won the race
@@ -110,12 +133,12 @@ class EmbeddedBackend(LLMBackend):
         return "SmolLM2-135M-Instruct (embedded, " + GGUF_FILE + ")"
 
     # -- prompts -----------------------------------------------------------------------
-    def render(self, conv: Conversation) -> str:
-        """The chat template applied; a trailing assistant message is an open prefix."""
-        if conv and conv[-1]["role"] == "assistant":
-            head = self.tokenizer.apply_chat_template(conv[:-1], tokenize=False, add_generation_prompt=True)
-            return head + conv[-1]["content"]
-        return self.tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+    def prompt_ids(self, conv: Conversation) -> list[int]:
+        """The prompt's token ids by the one rule (`scoring.prompt_ids`): the chat template up to
+        the assistant header, then a final assistant message's own tokens, continued."""
+        from lsm.data_gen.teacher.backends.scoring import prompt_ids
+
+        return prompt_ids(self.tokenizer, conv)
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -142,6 +165,11 @@ class EmbeddedBackend(LLMBackend):
         parses. Each batch is sampled under `torch.manual_seed(seed + index of its first row)`:
         the same conversations, seed and batch size give the same answers.
         """
+        return self.generate_ids([self.prompt_ids(c) for c in conversations], schema, temperature, seed, max_tokens)
+
+    def generate_ids(self, prompts: Sequence[list[int]], schema: dict[str, Any] | None = None,
+                     temperature: float = 0.7, seed: int = 0, max_tokens: int = 256) -> list[Generation]:
+        """`generate` from token-id prompts (`prompt_ids`; `lsm serve`'s completions endpoint)."""
         from transformers import LogitsProcessorList
 
         from lsm.data_gen.teacher.backends.constrained import SchemaLogitsProcessor
@@ -149,33 +177,34 @@ class EmbeddedBackend(LLMBackend):
         torch = self._torch
         out: list[Generation] = []
         tok = self.tokenizer
-        tok.padding_side = "left"
         template = self._template(schema) if schema is not None else None
-        for start in range(0, len(conversations), self.config.batch_size):
-            batch = [self.render(c) for c in conversations[start : start + self.config.batch_size]]
-            enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+        for start in range(0, len(prompts), self.config.batch_size):
+            batch = prompts[start : start + self.config.batch_size]
+            width = max(len(p) for p in batch)
+            ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + list(p) for p in batch], dtype=torch.long)  # (B, L) left padded
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], dtype=torch.long)  # (B, L)
             procs = LogitsProcessorList()
             if template is not None:
                 allowed, quote = self._free_mask
-                procs.append(SchemaLogitsProcessor(template, len(batch), enc["input_ids"].shape[1], tok.eos_token_id, allowed, quote))
+                procs.append(SchemaLogitsProcessor(template, len(batch), width, tok.eos_token_id, allowed, quote))
             torch.manual_seed(seed + start)
             t0 = time.perf_counter()
             with torch.inference_mode():
                 gen = self.model.generate(
-                    **enc, max_new_tokens=max_tokens, do_sample=temperature > 0,
+                    input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=temperature > 0,
                     temperature=max(temperature, 1e-5) if temperature > 0 else None,
                     top_p=None, top_k=None, pad_token_id=tok.pad_token_id, logits_processor=procs,
                 )
             dt = (time.perf_counter() - t0) / len(batch)
-            new = gen[:, enc["input_ids"].shape[1]:]  # (B, new tokens)
+            new = gen[:, width:]  # (B, new tokens)
             for i in range(len(batch)):
-                ids = new[i].tolist()
-                stopped = tok.eos_token_id in ids
-                n_new = ids.index(tok.eos_token_id) + 1 if stopped else len(ids)  # tokens up to and including EOS
+                row = new[i].tolist()
+                stopped = tok.eos_token_id in row
+                n_new = row.index(tok.eos_token_id) + 1 if stopped else len(row)  # tokens up to and including EOS
                 out.append(Generation(
-                    text=tok.decode(ids[:n_new], skip_special_tokens=True),
-                    prompt_tokens=int(enc["attention_mask"][i].sum()),
-                    completion_tokens=n_new, latency_s=dt, finish_reason="stop" if stopped else "length",
+                    text=tok.decode(row[:n_new], skip_special_tokens=True),
+                    prompt_tokens=len(batch[i]), completion_tokens=n_new, latency_s=dt,
+                    finish_reason="stop" if stopped else "length",
                 ))
         return out
 
@@ -189,29 +218,28 @@ class EmbeddedBackend(LLMBackend):
         shared by every agent, and the prompt shared by an agent's options, are computed once.
         The result equals scoring every sequence separately (tested).
         """
-        if len(conversations) != len(option_labels):
-            raise ValueError(f"{len(conversations)} conversations but {len(option_labels)} option lists")
+        from lsm.data_gen.teacher.backends.scoring import option_sequences
+
         seqs: list[tuple[list[int], int]] = []  # (prompt + option ids, number of option tokens)
         chunks: list[list[int]] = [[]]  # sequence indices per packed tree
         tree_size, prev = 0, []
-        for conv, options in zip(conversations, option_labels):
-            prefix = self._ids(self.render(conv))
+        for conv_seqs in option_sequences(self.prompt_ids, self._ids, conversations, option_labels):
+            if not conv_seqs:
+                continue
+            prefix = conv_seqs[0][0][: len(conv_seqs[0][0]) - conv_seqs[0][1]]
             shared = 0  # estimate of the nodes this conversation shares with the previous one
             for a, b in zip(prefix, prev):
                 if a != b:
                     break
                 shared += 1
-            opt_ids = [self._ids(o) for o in options]
-            if any(not o for o in opt_ids):
-                raise ValueError(f"an option of {list(options)} has no tokens")
-            new_nodes = len(prefix) - shared + sum(len(o) for o in opt_ids)
+            new_nodes = len(prefix) - shared + sum(k for _, k in conv_seqs)
             if chunks[-1] and tree_size + new_nodes > self.config.tree_tokens:
                 chunks.append([])
-                tree_size, new_nodes = 0, len(prefix) + sum(len(o) for o in opt_ids)
+                tree_size, new_nodes = 0, len(prefix) + sum(k for _, k in conv_seqs)
             tree_size += new_nodes
-            for o in opt_ids:
+            for seq in conv_seqs:
                 chunks[-1].append(len(seqs))
-                seqs.append((prefix + o, len(o)))
+                seqs.append(seq)
             prev = prefix
         scores = np.zeros(len(seqs))
         for chunk in chunks:
@@ -264,8 +292,6 @@ class EmbeddedBackend(LLMBackend):
             scores[out_i] = total
 
     def score_options(self, conversations: Sequence[Conversation], option_labels: Sequence[Sequence[str]]) -> list[np.ndarray]:
-        probs = []
-        for lp in self.option_logprobs(conversations, option_labels):
-            e = np.exp(lp - lp.max())
-            probs.append(e / e.sum())
-        return probs
+        from lsm.data_gen.teacher.backends.scoring import softmax_rows
+
+        return softmax_rows(self.option_logprobs(conversations, option_labels))

@@ -8,17 +8,25 @@ checks that the server is up and serves the configured model, so a wrong URL or 
 one clear error instead of a thousand failed agent-ticks.
 
 `generate` sends `response_format: {"type": "json_schema", ...}` (structured outputs) and the
-seed. `score_options` reads `top_logprobs` of the next token after an assistant prefix
-(`continue_final_message`, a vLLM extension that `lsm serve` also implements) and walks each
-option's text token by token (greedy longest match among the returned alternatives); an option
-whose next piece is not among the top alternatives gets the smallest returned log-probability
-minus log 2 (a bound, recorded in `self.floor_hits`).
+seed. Where the server has vLLM's token API (`POST /tokenize`, and `prompt_logprobs` on
+`/v1/completions`: vLLM, `lsm serve`), prompts are token ids built by the one rule of `scoring`
+(the server's template renders the turns, an answer prefix's own tokens follow), so
+`score_options` is exact (the summed log-probabilities the embedded backend computes) and an
+answer prefix is continued whatever the template does to message content. Elsewhere
+`score_options` reads `top_logprobs` of the next token after the prefix (`continue_final_message`)
+and walks each option's text token by token (greedy longest match among the returned
+alternatives; a piece outside them gets the smallest returned log-probability minus log 2):
+every such score is counted (`approximate_scores`, `floor_hits`) and reported. Whether the
+server's template trims an answer prefix is checked where `/tokenize` allows; the run summary
+says what was found (`scoring_note`).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +36,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from lsm.data_gen.teacher.backends.base import Conversation, Generation, LLMBackend
+from lsm.data_gen.teacher.backends.scoring import (TRIM_PROBE, option_sequences, softmax_rows, split_prefix,
+                                                    summed_option_logprob, template_trims)
 
 
 
@@ -67,6 +77,14 @@ class OpenAIBackend(LLMBackend):
         key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
         self.headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
         self.floor_hits = 0
+        """Walked option pieces outside the returned top tokens (scored by a bound)."""
+        self.approximate_scores = 0
+        self._token_api: bool | None = None  # found on first use (`token_api`)
+        self._probe_lock = threading.Lock()
+        self._warned_uniform = False
+        self._ids_cache: dict[str, list[int]] = {}
+        self.template_trims: bool | None = None
+        """The server's chat template trims an answer prefix it continues (None: not checkable)."""
         models = self._request("GET", "/models")
         ids = [m.get("id") for m in models.get("data", [])]
         if config.model not in ids:
@@ -75,12 +93,14 @@ class OpenAIBackend(LLMBackend):
         self.model_name = f"{config.model} via {self.base}"
 
     # -- HTTP -----------------------------------------------------------------------------
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None, base: str | None = None) -> dict[str, Any]:
+        """`method base+path` (base: `openai.base_url`) with retries; the JSON answer."""
         cfg = self.config
+        base = base or self.base
         data = json.dumps(body).encode() if body is not None else None
         last, asked = "", 0.0
         for attempt in range(cfg.max_retries + 1):
-            req = urllib.request.Request(self.base + path, data=data, method=method, headers=self.headers)
+            req = urllib.request.Request(base + path, data=data, method=method, headers=self.headers)
             try:
                 with urllib.request.urlopen(req, timeout=cfg.timeout_s) as resp:
                     return json.loads(resp.read())
@@ -93,15 +113,83 @@ class OpenAIBackend(LLMBackend):
                 if err.code == 429 or err.code >= 500:
                     last, asked = f"HTTP {err.code}: {detail}", retry_after_s(err.headers.get("Retry-After"))
                 else:
-                    raise BackendError(f"{method} {self.base}{path}: HTTP {err.code}: {detail}") from None
+                    raise BackendError(f"{method} {base}{path}: HTTP {err.code}: {detail}") from None
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as err:
                 reason = getattr(err, "reason", err)
                 last = f"cannot reach the server ({reason})"
             if attempt < cfg.max_retries:
                 time.sleep(max(cfg.backoff_s * 2**attempt, asked))
                 asked = 0.0
-        raise BackendError(f"{method} {self.base}{path}: {last} after {cfg.max_retries + 1} tries; "
+        raise BackendError(f"{method} {base}{path}: {last} after {cfg.max_retries + 1} tries; "
                            "is the server running (e.g. `lsm serve` or `vllm serve`) and is openai.base_url right?")
+
+    @property
+    def root(self) -> str:
+        """The server's root URL (vLLM serves `/tokenize` beside `/v1`, not under it)."""
+        return self.base[: -len("/v1")] if self.base.endswith("/v1") else self.base
+
+    def _tokenize(self, body: dict[str, Any]) -> list[int]:
+        r = self._request("POST", "/tokenize", {"model": self.config.model, **body}, base=self.root)
+        tokens = r.get("tokens")
+        if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
+            raise BackendError(f"{self.root}/tokenize answered without a token list")
+        return tokens
+
+    def text_ids(self, text: str) -> list[int]:
+        """Token ids of `text` alone, by the server's tokenizer (cached: options repeat)."""
+        if text not in self._ids_cache:
+            self._ids_cache[text] = self._tokenize({"prompt": text, "add_special_tokens": False}) if text else []
+        return self._ids_cache[text]
+
+    def prompt_ids(self, conv: Conversation) -> list[int]:
+        """`scoring.prompt_ids` through the server: its template renders the turns before the
+        answer (with its assistant header), the prefix's own ids follow."""
+        head, prefix = split_prefix(conv)
+        key = json.dumps(head)
+        if key not in self._ids_cache:
+            self._ids_cache[key] = self._tokenize({"messages": head, "add_generation_prompt": True})
+        return self._ids_cache[key] + self.text_ids(prefix)
+
+    def token_api(self) -> bool:
+        """Does the server tokenise (`/tokenize`) and give prompt log-probabilities over token ids?
+        Probed once, on first use; `scoring: exact` refuses a server that cannot, `walk` never
+        asks. Also checks whether its chat template trims an answer prefix."""
+        with self._probe_lock:
+            if self._token_api is None:
+                self._token_api = self._probe()
+        return self._token_api
+
+    def _probe(self) -> bool:
+        mode = self.config.scoring
+        if mode == "walk":
+            self.scoring_note = "approximate: top-logprob walk (scoring: walk)"
+            return False
+        why = ""
+        try:
+            ids = self.text_ids("Hello there")
+            r = self._request("POST", "/completions", {"model": self.config.model, "prompt": ids, "max_tokens": 1,
+                                                        "temperature": 0.0, "prompt_logprobs": 0})
+            plp = r["choices"][0].get("prompt_logprobs")
+            if not isinstance(plp, list) or len(plp) != len(ids):
+                why = "its /v1/completions gives no prompt_logprobs"
+        except (BackendError, KeyError, IndexError, TypeError) as err:
+            why = f"it has no usable /tokenize or /v1/completions ({err})"
+        if why:
+            if mode == "exact":
+                raise BackendError(f"{self.base}: openai.scoring is exact but {why}; use a server with vLLM's token API "
+                                   "(vllm serve, lsm serve) or set openai.scoring: walk (approximate, counted)")
+            self.scoring_note = (f"approximate: top-{self.config.top_logprobs} walk ({why}); the chat template's "
+                                 "handling of an answer prefix is unchecked")
+            return False
+        try:
+            self.template_trims = template_trims(lambda conv: self._tokenize(
+                {"messages": conv, "add_generation_prompt": False, "continue_final_message": True}), self.text_ids(TRIM_PROBE))
+        except BackendError:
+            self.template_trims = None
+        self.scoring_note = "exact: server token ids and prompt log-probabilities" + (
+            "; the server's chat template trims answer prefixes, so prefixes are sent as token ids" if self.template_trims
+            else "" if self.template_trims is False else "; whether the chat template trims answer prefixes is unchecked")
+        return True
 
     def _map(self, fn, items: Sequence[Any]) -> list[Any]:
         with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
@@ -114,16 +202,31 @@ class OpenAIBackend(LLMBackend):
     # -- generation -----------------------------------------------------------------------
     def generate(self, conversations: Sequence[Conversation], schema: dict[str, Any] | None = None,
                  temperature: float = 0.7, seed: int = 0, max_tokens: int = 256) -> list[Generation]:
+        """One answer per conversation. A final assistant message is continued: as token ids on
+        `/v1/completions` where the server has the token API (whatever its template does to
+        message content), else through `continue_final_message`."""
+        prefixed = any(c and c[-1]["role"] == "assistant" for c in conversations)
+        by_ids = prefixed and self.token_api()
+
         def one(item: tuple[int, Conversation]) -> Generation:
             i, conv = item
             extra: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed + i}
             if schema is not None and self.config.json_schema:
                 extra["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
+            continued = bool(conv) and conv[-1]["role"] == "assistant"
             t0 = time.perf_counter()
-            r = self._chat(conv, **extra)
-            ch = r["choices"][0]
+            if continued and by_ids:
+                r = self._request("POST", "/completions", {"model": self.config.model, "prompt": self.prompt_ids(conv), **extra})
+                ch = r["choices"][0]
+                text = ch.get("text") or ""
+            else:
+                if continued and self.config.continue_final_message:
+                    extra.update(continue_final_message=True, add_generation_prompt=False)
+                r = self._chat(conv, **extra)
+                ch = r["choices"][0]
+                text = ch["message"].get("content") or ""
             usage = r.get("usage") or {}
-            return Generation(text=ch["message"].get("content") or "", prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            return Generation(text=text, prompt_tokens=int(usage.get("prompt_tokens", 0)),
                               completion_tokens=int(usage.get("completion_tokens", 0)),
                               latency_s=time.perf_counter() - t0, finish_reason=ch.get("finish_reason") or "stop")
 
@@ -142,28 +245,66 @@ class OpenAIBackend(LLMBackend):
         return {t["token"]: float(t["logprob"]) for t in content[0].get("top_logprobs", [])}
 
     def score_options(self, conversations: Sequence[Conversation], option_labels: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        if self.token_api():
+            return softmax_rows(self.option_logprobs(conversations, option_labels))
+        return self._walk_scores(conversations, option_labels)
+
+    def option_logprobs(self, conversations: Sequence[Conversation], option_labels: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """Exact summed log-probabilities (`scoring`, rules 1-3): one `/v1/completions` request per
+        option over the token ids of prompt + option, with `prompt_logprobs`."""
+        per_conv = option_sequences(self.prompt_ids, self.text_ids, conversations, option_labels)
+        flat = [seq for seqs in per_conv for seq in seqs]
+
+        def one(seq: tuple[list[int], int]) -> float:
+            ids, k = seq
+            r = self._request("POST", "/completions", {"model": self.config.model, "prompt": ids, "max_tokens": 1,
+                                                        "temperature": 0.0, "prompt_logprobs": 0})
+            plp = r["choices"][0].get("prompt_logprobs")
+            if not isinstance(plp, list) or len(plp) != len(ids):
+                raise BackendError(f"{self.base}/completions returned no prompt_logprobs for {len(ids)} prompt tokens")
+            return summed_option_logprob([None if d is None else float(d[str(t)]["logprob"]) for t, d in zip(ids, plp)], k)
+
+        scores = self._map(one, flat)
+        out, i = [], 0
+        for seqs in per_conv:
+            out.append(np.array(scores[i : i + len(seqs)]))
+            i += len(seqs)
+        return out
+
+    def _walk_scores(self, conversations: Sequence[Conversation], option_labels: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """The approximate fallback: a walk over the top next tokens, every score counted."""
         out = []
         for conv, options in zip(conversations, option_labels):
-            head, prefix = (conv[:-1], conv[-1]["content"]) if conv and conv[-1]["role"] == "assistant" else (conv, "")
+            head, prefix = split_prefix(conv)
             logp = np.zeros(len(options))
             frontier = {"": list(range(len(options)))}  # consumed text -> options still being walked
+            first = True
             while frontier:
                 keys = list(frontier)
                 tops = self._map(lambda k: self._next_token_logprobs(head + [{"role": "assistant", "content": prefix + k}]), keys)
                 nxt: dict[str, list[int]] = {}
                 for k, top in zip(keys, tops):
                     floor = (min(top.values()) if top else -30.0) - math.log(2)
+                    missed = 0
                     for o in frontier[k]:
                         rest = options[o][len(k):]
                         match = max((t for t in top if t and rest.startswith(t)), key=len, default=None)
                         if match is None:
                             logp[o] += floor
                             self.floor_hits += 1
+                            missed += 1
                             continue
                         logp[o] += top[match]
                         if len(rest) > len(match):
                             nxt.setdefault(k + match, []).append(o)
+                    if first and missed == len(options) and not self._warned_uniform:
+                        self._warned_uniform = True
+                        print(f"warning: {self.base}: no option of {list(options)} is among the server's top "
+                              f"{self.config.top_logprobs} next tokens after the answer prefix, so they all score the same; "
+                              "the chat template may trim the prefix's trailing space. A server with /tokenize and "
+                              "prompt_logprobs (vllm serve, lsm serve) scores exactly", file=sys.stderr, flush=True)
+                first = False
                 frontier = nxt
-            e = np.exp(logp - logp.max())
-            out.append(e / e.sum())
+            self.approximate_scores += len(options)
+            out.append(softmax_rows([logp])[0])
         return out

@@ -1,0 +1,206 @@
+"""The one exact scoring rule (`backends.scoring`) on the CPU: the embedded backend against
+per-option forward passes, boundary merges, assistant-prefix continuation, trimming templates;
+`lsm serve`'s token API (`/tokenize`, `prompt_logprobs`) giving the `openai` backend the
+embedded backend's scores; a server without it scored approximately, counted and reported."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from lsm.data_gen.teacher.backends.embedded import EmbeddedBackend, EmbeddedConfig
+from lsm.data_gen.teacher.backends.openai_http import BackendError, OpenAIBackend
+from lsm.data_gen.teacher.backends.scoring import local_template_trims, prompt_ids, softmax_rows, text_ids
+from lsm.data_gen.teacher.backends.server import MODEL_ID, CompletionServer
+from lsm.data_gen.teacher.config import OpenAIConfig
+
+TRIMMING = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] | trim }}<|im_end|>\n{% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+"""SmolLM2's ChatML with Llama-3's habit of trimming message content."""
+
+PREFIXED = [{"role": "user", "content": "Maria is a nurse who trusts health agencies. What did she do this week?"},
+            {"role": "assistant", "content": "This week Maria decided to "}]
+OPTIONS = ["get vaccinated", "wait and see", "refuse"]
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return EmbeddedBackend(EmbeddedConfig(batch_size=4))
+
+
+def _forward_score(backend, ids: list[int], k: int) -> float:
+    with torch.inference_mode():
+        lp = torch.log_softmax(backend.model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+    return sum(float(lp[j - 1, ids[j]]) for j in range(len(ids) - k, len(ids)))
+
+
+def test_scores_are_summed_logprobs_of_joined_ids_even_where_the_tokenizer_would_merge(backend):
+    """Rule 2: an option's ids are joined to the prompt's. After a prefix ending in a space the
+    tokenizer would merge " get" if the two were tokenised together; the score is the summed
+    log-probability of exactly the joined sequence, as a forward pass per option computes it."""
+    tok = backend.tokenizer
+    prompt = backend.prompt_ids(PREFIXED)
+    merged = 0
+    want = []
+    for o in OPTIONS:
+        joined = prompt + text_ids(tok, o)
+        natural = text_ids(tok, tok.decode(prompt) + o)
+        merged += natural != joined
+        want.append(_forward_score(backend, joined, len(joined) - len(prompt)))
+    assert merged >= 1  # the case exists: the trailing space and the word merge when tokenised together
+    got = backend.option_logprobs([PREFIXED], [OPTIONS])[0]
+    np.testing.assert_allclose(got, want, atol=2e-3)
+    np.testing.assert_allclose(backend.score_options([PREFIXED], [OPTIONS])[0], softmax_rows([np.array(want)])[0], atol=1e-3)
+
+
+def test_an_assistant_prefix_is_continued_not_answered(backend):
+    """Rule 1: the turns before the prefix end with the assistant header, the prefix's own ids
+    follow, nothing closes the turn; generation continues the sentence."""
+    tok = backend.tokenizer
+    conv = [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "The capital of France is"}]
+    ids = backend.prompt_ids(conv)
+    head = tok.apply_chat_template(conv[:1], tokenize=False, add_generation_prompt=True)
+    assert ids == text_ids(tok, head) + text_ids(tok, "The capital of France is")
+    assert tok.decode(ids).endswith("<|im_start|>assistant\nThe capital of France is")
+    text = backend.generate([conv], temperature=0.0, max_tokens=6)[0].text
+    assert "Paris" in text and not text.lstrip().startswith("The capital"), text
+
+
+def test_a_trimming_template_is_detected_and_cannot_trim_a_prefix(backend):
+    tok = backend.tokenizer
+    assert not local_template_trims(tok)  # SmolLM2's ChatML keeps content as it is
+    assert local_template_trims(tok, TRIMMING)
+    ids = prompt_ids(tok, PREFIXED, chat_template=TRIMMING)  # the prefix never goes through the template
+    assert ids[-len(text_ids(tok, PREFIXED[1]["content"])):] == text_ids(tok, PREFIXED[1]["content"])
+    assert tok.decode(ids).endswith("decided to ")
+
+
+@pytest.fixture(scope="module")
+def serve(backend):
+    """`lsm serve`'s server on loopback, in this process (the backend's weights shared):
+    `serve(**kwargs)` starts one and returns its URL."""
+    servers = []
+
+    def start(**kwargs) -> str:
+        srv = CompletionServer(backend, port=0, **kwargs)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}/v1"
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+def _client(url: str, **kw) -> OpenAIBackend:
+    return OpenAIBackend(OpenAIConfig(base_url=url, model=MODEL_ID, concurrency=2, max_retries=0, **kw))
+
+
+def test_lsm_serve_gives_the_openai_backend_the_embedded_scores(backend, serve):
+    """Through `/tokenize` and `prompt_logprobs` the openai backend builds the same token ids and
+    sums the same log-probabilities as the embedded backend (no approximate score); a prefix is
+    continued through token ids and equals the embedded continuation for the same seed."""
+    client = _client(serve())
+    convs = [PREFIXED, [{"role": "system", "content": "Rate from 0 to 10."},
+                        {"role": "user", "content": "How much do you trust the health agency?"},
+                        {"role": "assistant", "content": '{"ratings": {"trust": '}]]
+    opts = [OPTIONS, ["0,", "5,", "10,"]]
+    assert client.prompt_ids(convs[1]) == backend.prompt_ids(convs[1])
+    got = client.option_logprobs(convs, opts)
+    want = backend.option_logprobs(convs, opts)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=2e-3)
+    assert client.token_api() and client.approximate_scores == 0 and client.scoring_note.startswith("exact")
+    assert client.template_trims is False
+    a = client.generate([PREFIXED], temperature=0.7, seed=9, max_tokens=8)[0]
+    b = backend.generate([PREFIXED], temperature=0.7, seed=9, max_tokens=8)[0]
+    assert a.text == b.text and a.prompt_tokens == b.prompt_tokens
+
+
+def test_a_server_whose_template_trims_is_detected_and_worked_around(backend, serve):
+    client = _client(serve(chat_template=TRIMMING))
+    assert client.token_api() and client.template_trims is True
+    assert "trims answer prefixes, so prefixes are sent as token ids" in client.scoring_note
+    conv = [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "It is "}]
+    ids = client.prompt_ids(conv)
+    assert ids[-len(text_ids(backend.tokenizer, "It is ")):] == text_ids(backend.tokenizer, "It is ")  # the space survives
+
+
+def test_a_server_without_the_token_api_is_approximate_counted_and_never_silent(serve, capsys):
+    """No /tokenize, no prompt_logprobs: `exact` is refused with advice; `auto` walks the top
+    next tokens and counts every score. With a template that trims the prefix's trailing space,
+    no option matches: a warning says so instead of a silent uniform distribution."""
+    url = serve(token_api=False)
+    with pytest.raises(BackendError, match=r"scoring is exact but .*/tokenize.*set openai.scoring: walk"):
+        _client(url, scoring="exact").score_options([PREFIXED], [OPTIONS])
+    client = _client(url)
+    plain = [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "The capital of France is"}]
+    cities = [" Paris", " Rome", " Berlin"]
+    p = client.score_options([plain, plain], [cities, cities[:2]])
+    assert not client.token_api() and client.approximate_scores == 5 and client.scoring_note.startswith("approximate")
+    assert all(abs(q.sum() - 1) < 1e-9 for q in p) and p[0].max() > 0.5
+    assert "warning" not in capsys.readouterr().err
+    trimmed = _client(serve(token_api=False, chat_template=TRIMMING))
+    q = trimmed.score_options([PREFIXED], [OPTIONS])[0]  # "decided to " arrives as "decided to": " visit", " work", ...
+    assert trimmed.approximate_scores == 3 and trimmed.floor_hits == 3 and np.allclose(q, 1 / 3)
+    err = capsys.readouterr().err
+    assert "no option of ['get vaccinated', 'wait and see', 'refuse'] is among the server's top 20" in err and "trim" in err
+
+
+def test_the_teacher_reports_how_it_scored(tmp_path, serve):
+    """`lsm gen` through `lsm serve`: the run summary names the scoring and counts approximate
+    scores (zero here), and the distributions equal the embedded teacher's for the same seeds."""
+    import json
+
+    import yaml
+
+    from lsm.cli import main
+    from lsm.config import shipped
+    from lsm.data_gen.store import TraceFile
+    from lsm.data_gen.world import build_world, save_world
+
+    save_world(build_world(shipped("population", "anes96.yaml"), shipped("graph", "default.yaml"), agents=1, seed=5), tmp_path / "w.h5")
+    sc = yaml.safe_load(shipped("scenarios", "vaccine_campaign.yaml").read_text())
+    sc["ticks"], sc["events"] = 1, [e for e in sc["events"] if e["tick"] < 1]
+    sc["channels"] = [{"name": "trust_official", "description": "trust in the official health agency"}]  # 3 + 11 + 3 scores
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(sc))
+    common = {"answer": "texts", "max_tokens": 200, "chunk": 1, "limits": {"reasoning": 80, "message": 60, "memory": 40}}
+    (tmp_path / "o.yaml").write_text(yaml.safe_dump({"backend": "openai", **common, "openai": {
+        "base_url": serve(), "model": MODEL_ID, "concurrency": 2, "max_retries": 0}}))
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump({"backend": "embedded", **common}))
+    for name in ("o", "e"):
+        assert main(["gen", "--world", str(tmp_path / "w.h5"), "--scenario", str(tmp_path / "s.yaml"), "--teacher",
+                     str(tmp_path / f"{name}.yaml"), "--quiet", "true", "--out", str(tmp_path / f"{name}.h5")]) == 0
+    with TraceFile(tmp_path / "o.h5") as o, TraceFile(tmp_path / "e.h5") as e:
+        summary = json.loads(o.f.attrs["summary"])
+        assert summary["scoring"].startswith("exact") and summary["approximate_scores"] == 0
+        assert o.array("reasoning").tolist() == e.array("reasoning").tolist() and o.array("valid").all()
+        np.testing.assert_allclose(o.array("decision_dist"), e.array("decision_dist"), atol=0.02)
+        np.testing.assert_allclose(o.array("channel_dist").astype(np.float32), e.array("channel_dist").astype(np.float32), atol=0.02)
+
+
+def test_vllm_data_parallel_in_one_process_is_refused_with_the_way_to_scale(tmp_path, capsys):
+    """`data_parallel_size: 2` on the offline engine: one paragraph (exit 2) pointing at `vllm
+    serve --data-parallel-size` and the shipped config, before any engine starts; that config loads."""
+    import yaml
+
+    from lsm.cli import main
+    from lsm.config import CONFIG_ROOT, ConfigError, load_config, shipped
+    from lsm.data_gen.teacher.config import TeacherConfig
+
+    data = yaml.safe_load(shipped("teacher", "vllm.yaml").read_text())
+    data["vllm"]["data_parallel_size"] = 2
+    bad = tmp_path / "dp.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"data_parallel_size.*vllm serve MODEL --data-parallel-size N.*vllm_serve_dp.yaml"):
+        load_config(TeacherConfig, bad, kind="teacher config")
+    world = CONFIG_ROOT.parent / "data_gen/corpus/n20/world.h5"
+    assert main(["gen", "--world", str(world), "--scenario", "vaccine_campaign", "--teacher", str(bad),
+                 "--out", str(tmp_path / "t.h5")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--data-parallel-size" in err and "Traceback" not in err
+    cfg = load_config(TeacherConfig, shipped("teacher", "vllm_serve_dp.yaml"), kind="teacher config")
+    assert cfg.backend == "openai" and cfg.openai is not None and cfg.openai.scoring == "exact"
