@@ -67,6 +67,7 @@ def gen(
     llm_seed: int | None = None,
     restart: bool = False,
     quiet: bool = False,
+    profile: bool = False,
 ) -> None:
     """Run LLM agents (the teacher) on a world and scenario; write every agent-tick to HDF5.
 
@@ -84,8 +85,11 @@ def gen(
             teacher's own noise floor.
         restart: discard an existing journal for `out` instead of resuming it.
         quiet: no progress bar.
+        profile: print seconds per phase (prompts, generation with its prefill, decode and
+            constrained decoding, repairs, option scoring, calibration, sentence embedding,
+            journal); the run summary stores them either way (`profile`).
     """
-    from lsm.data_gen.gen import format_summary, generate
+    from lsm.data_gen.gen import format_profile, format_summary, generate
 
     if world is None or scenario is None:
         raise UsageError("lsm gen needs --world WORLD.h5 and --scenario SCENARIO (see lsm gen --help)")
@@ -94,6 +98,8 @@ def gen(
                        quiet=quiet, restart=restart, llm_seed=llm_seed)
     size_mb = Path(out).stat().st_size / 2**20
     print(format_summary(summary))
+    if profile:
+        print(format_profile(summary))
     print(f"Written: {out} ({size_mb:.1f} MiB)")
 
 

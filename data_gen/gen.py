@@ -74,6 +74,28 @@ def _llm_teacher(cfg, backend, sc, w, seed, llm_seed, encoder):
     return Teacher(cfg, backend, sc, w.population, w.graph, seed, encoder, llm_seed=llm_seed)
 
 
+def format_profile(summary: dict[str, Any]) -> str:
+    """`lsm gen --profile`: seconds per phase, in all and per agent-tick, the backend's own
+    phases indented under the teacher's (they are part of generation and scoring)."""
+    prof = summary.get("profile") or {}
+    if not prof:
+        return "profile: none recorded (a planted run, or a run resumed from an older journal)"
+    agent_ticks = max(summary.get("agent_ticks", 0), 1)
+    wall = summary.get("wall_seconds_this_process", 0.0)
+    lines = [f"profile ({summary.get('agent_ticks', 0):,} agent-ticks; the backend's own phases indented):",
+             "| phase | seconds | s per agent-tick | share of wall |", "|---|---|---|---|"]
+    outer = [k for k in prof if not k.startswith("llm ")]
+    inner = [k for k in prof if k.startswith("llm ")]
+    for k in outer + inner:
+        v = prof[k]["seconds"]
+        name = f"&nbsp;&nbsp;{k[4:]}" if k in inner else k
+        lines.append(f"| {name} | {v:.2f} | {v / agent_ticks:.3f} | {v / max(wall, 1e-9):.1%} |")
+    counted = sum(prof[k]["seconds"] for k in outer)
+    lines.append(f"| (other: loop, exposures, bars) | {max(wall - counted, 0):.2f} | {max(wall - counted, 0) / agent_ticks:.3f} | "
+                 f"{max(wall - counted, 0) / max(wall, 1e-9):.1%} |")
+    return "\n".join(lines)
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     llm = "agent_ticks_per_llm_second" in summary
     lines = [f"teacher: {summary['backend']}",

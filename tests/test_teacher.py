@@ -76,6 +76,18 @@ def test_gen_guessing_game_end_to_end(tiny, backend):
     out = tiny / "gg.h5"
     summary = generate(tiny / "w.h5", tiny / "guessing_game.yaml", DEBUG, seed=0, out=out, backend=backend, quiet=True)
     assert summary["agent_ticks"] == 10
+    # the profile (`lsm gen --profile`): every teacher phase timed, the backend's own inside them
+    from lsm.data_gen.gen import format_profile
+    from lsm.data_gen.teacher.llm import PROFILE_PHASES
+
+    prof = {k: v["seconds"] for k, v in summary["profile"].items()}
+    assert set(PROFILE_PHASES) | {"journal"} <= set(prof) and prof["generation"] > 0 and prof["option scoring"] > 0
+    outer = sum(v for k, v in prof.items() if not k.startswith("llm "))
+    assert outer <= summary["wall_seconds_this_process"] + 1e-6
+    inside = prof["llm prefill"] + prof["llm decode"] + prof["llm constrained decoding"]
+    assert 0 < prof["llm prefill"] and abs(inside - prof["generation"] - prof.get("repair attempts", 0)) < 0.05 * inside + 0.05
+    assert prof["llm scoring forward"] <= prof["option scoring"] + prof["content-free calibration"] + 1e-6
+    assert "| llm" not in format_profile(summary) and "&nbsp;&nbsp;prefill" in format_profile(summary)
     with TraceFile(out) as tf:
         assert tf.n_ticks == 2 and tf.n_agents == 5
         valid = tf.array("valid")

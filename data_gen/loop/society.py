@@ -267,7 +267,9 @@ class SocietyLoop:
                 bar.update(self.n - done)
             stats.append(rec.stats)
             pstate, parrays = self.policy.state_dict()
+            t0 = time.perf_counter()
             journal.save(t, rec.data, {"loop": self.state_dict(), "policy": pstate, "stats": stats}, parrays)
+            stats[-1]["journal_s"] = time.perf_counter() - t0  # (its journaled copy lacks it: written by this save)
             if on_tick is not None:
                 on_tick(rec)
         bar.close()

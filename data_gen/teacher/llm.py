@@ -11,7 +11,7 @@ tick, chunk, attempt), so a resumed run equals an uninterrupted one. The loop
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -56,6 +56,16 @@ class TickStats:
     llm_s: float = 0.0
     approximate_scores: int = 0
     """Option scores of this tick the backend could only approximate (`LLMBackend.approximate_scores`)."""
+    phase_s: dict[str, float] = field(default_factory=dict)
+    """Seconds of this tick per phase (`PROFILE_PHASES`, then the backend's own, prefixed "llm ")."""
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.phase_s[phase] = self.phase_s.get(phase, 0.0) + seconds
+
+
+PROFILE_PHASES = ("prompts", "generation", "repair attempts", "option scoring", "content-free calibration",
+                  "sentence embedding", "memory and messages")
+"""The teacher's phases as `lsm gen --profile` lists them (the loop adds "journal")."""
 
 
 # --------------------------------------------------------------------------- the teacher
@@ -127,8 +137,9 @@ class Teacher:
         return users
 
     # -- answers --------------------------------------------------------------------------
-    def answer(self, tick: int, chunk_id: int, users: list[str]) -> tuple[list[ag.Answer | None], dict[str, np.ndarray]]:
-        """Generate, validate and repair the answers of one chunk of agents."""
+    def answer(self, tick: int, chunk_id: int, users: list[str],
+               stats: TickStats | None = None) -> tuple[list[ag.Answer | None], dict[str, np.ndarray]]:
+        """Generate, validate and repair the answers of one chunk of agents (timed into `stats`)."""
         n = len(users)
         convs = [ag.conversation(self.system, u) for u in users]
         answers: list[ag.Answer | None] = [None] * n
@@ -147,8 +158,11 @@ class Teacher:
                                      {"role": "user", "content": ag.repair_prompt(errors[i])}] for i in todo]
             else:  # last try: an extraction call on the last answer
                 batch = [ag.extraction_conversation(last_text[i], self.schema) for i in todo]
+            t0 = time.perf_counter()
             gens = self.backend.generate(batch, schema=self.schema, temperature=self.cfg.temperature,
                                          seed=_seed(self.llm_seed, tick, chunk_id, attempt), max_tokens=self.cfg.max_tokens)
+            if stats is not None:
+                stats.add("generation" if attempt == 0 else "repair attempts", time.perf_counter() - t0)
             still = []
             for i, g in zip(todo, gens):
                 acc["attempts"][i] += 1
@@ -173,7 +187,8 @@ class Teacher:
             self._cf_cache[key] = self.backend.score_options([conv], [options])[0]
         return self._cf_cache[key]
 
-    def distributions(self, users: list[str], answers: list[ag.Answer | None]) -> tuple[np.ndarray, np.ndarray, float]:
+    def distributions(self, users: list[str], answers: list[ag.Answer | None],
+                      stats: TickStats | None = None) -> tuple[np.ndarray, np.ndarray, float]:
         """(decision probs [n, n_options], rating probs [n, C, 11], seconds) for valid answers
         (rows of invalid agents are zero). One score_options call: the decision and every channel
         continue the agent's own reasoning, so a prefix-sharing backend encodes it once."""
@@ -200,16 +215,25 @@ class Teacher:
             for r, i in enumerate(rows):
                 dec[i] = probs[r * (C + 1)]
                 rat[i] = np.stack(probs[r * (C + 1) + 1 : (r + 1) * (C + 1)])
+            t_cal = time.perf_counter()
+            if stats is not None:
+                stats.add("option scoring", t_cal - t0)
             if self.cfg.calibrate_decision:
                 cf = self._content_free(dec_prefix, dec_opts, "decision")
                 cal = dec[rows] / np.maximum(cf, 1e-12)
                 dec[rows] = cal / cal.sum(axis=1, keepdims=True)
+            if stats is not None:
+                stats.add("content-free calibration", time.perf_counter() - t_cal)
         return dec, rat, time.perf_counter() - t0
 
     # -- one tick -------------------------------------------------------------------------
     def act(self, p: Perception, progress: Progress | None = None, capture: bool = False) -> TickOutput:
         n, C, tick, state = self.pop.n, len(self.sc.channel_names), p.tick, self.state
+        stats = TickStats()
+        llm0 = self.backend.timings()
+        t0 = time.perf_counter()
         users = self.prompts(p)
+        stats.add("prompts", time.perf_counter() - t0)
         A = self.sc.actions.n
         out: dict[str, Any] = {
             "channels": np.full((n, C), np.nan, np.float32), "channel_dist": np.zeros((n, C, ag.RATING_MAX + 1), np.float16),
@@ -221,7 +245,6 @@ class Teacher:
             "attempts": np.zeros(n, np.int8), "tokens_prompt": np.zeros(n, np.int32),
             "tokens_completion": np.zeros(n, np.int32), "latency_s": np.zeros(n, np.float32),
         }
-        stats = TickStats()
         t_tick = time.perf_counter()
         approx0 = self.backend.approximate_scores
         size = self.cfg.chunk
@@ -229,11 +252,11 @@ class Teacher:
             number_bins = self.sc.actions.bin_of(np.arange(int(self.sc.actions.min), int(self.sc.actions.max) + 1))
         for ci, lo in enumerate(range(0, n, size)):
             idx = np.arange(lo, min(n, lo + size))
-            answers, acc = self.answer(tick, ci, [users[i] for i in idx])
+            answers, acc = self.answer(tick, ci, [users[i] for i in idx], stats)
             for k in ("attempts", "tokens_prompt", "tokens_completion", "latency_s", "error"):
                 out[k][idx] = acc[k]
             if self.mode == "texts":
-                dec, rat, dt = self.distributions([users[i] for i in idx], answers)
+                dec, rat, dt = self.distributions([users[i] for i in idx], answers, stats)
                 out["latency_s"][idx] += dt / len(idx)
             rng = np.random.default_rng([self.llm_seed, tick, ci, 99])
             for r, (i, a) in enumerate(zip(idx, answers)):
@@ -273,11 +296,14 @@ class Teacher:
                                    f"invalid {stats.invalid}, repaired {stats.repaired}"
                                    + (f", approximate scores {stats.approximate_scores}" if stats.approximate_scores else ""))
         valid = out["valid"]
+        t0 = time.perf_counter()
         for key, emb_key in (("reasoning", "reasoning_emb"), ("expression", "expression_emb")):
             emb = np.zeros((n, TEXT_DIM), np.float16)
             if valid.any() and self.encoder is not None:
                 emb[valid] = self.encoder.encode(list(out[key][valid]))
             out[emb_key] = emb
+        stats.add("sentence embedding", time.perf_counter() - t0)
+        t0 = time.perf_counter()
         # Memory and broadcast for the next tick.
         labels = self.sc.actions.labels
         for i in range(n):
@@ -289,6 +315,9 @@ class Teacher:
             state.memories[i].record_tick(self.sc, tick, d, float(out["stance"][i]), out["salient_memory"][i],
                                           float(out["salience"][i]), self.cfg.memory_capacity)
             state.last_message[i] = out["expression"][i]
+        stats.add("memory and messages", time.perf_counter() - t0)
+        for k, v in self.backend.timings().items():
+            stats.add(f"llm {k}", v - llm0.get(k, 0.0))
         stats.llm_s = float(out["latency_s"].sum())
         spoke = np.array([bool(m) for m in state.last_message])
         return TickOutput({k: v for k, v in out.items() if k in self.fields()}, spoke, dict(vars(stats)))
@@ -308,7 +337,21 @@ class Teacher:
             "invalid_per_tick": [s["invalid"] for s in stats], "repaired_per_tick": [s["repaired"] for s in stats],
             "scoring": self.backend.scoring_note if self.mode == "texts" else "none (answer: full)",
             "approximate_scores": sum(s.get("approximate_scores", 0) for s in stats),
+            "profile": profile(stats, agents),
         }
         if self.numeric:
             out["mean_decision_value"] = [s["mean_value"] for s in stats]
         return out
+
+
+def profile(stats: list[dict[str, Any]], agent_ticks: int) -> dict[str, dict[str, float]]:
+    """Per phase: total seconds and seconds per agent-tick, over the ticks in `stats` (a resumed
+    run's journaled ticks included). The loop's journal writes are "journal"; the backend's own
+    phases ("llm prefill", "llm decode", ...) sit inside "generation" / "option scoring"."""
+    total: dict[str, float] = {}
+    for s in stats:
+        for k, v in (s.get("phase_s") or {}).items():
+            total[k] = total.get(k, 0.0) + v
+        if "journal_s" in s:
+            total["journal"] = total.get("journal", 0.0) + s["journal_s"]
+    return {k: {"seconds": round(v, 3), "per_agent_tick": round(v / max(agent_ticks, 1), 4)} for k, v in total.items()}

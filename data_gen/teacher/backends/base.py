@@ -48,6 +48,16 @@ class LLMBackend(ABC):
     scoring_note: str = "exact"
     """How `score_options` scores, in words, for the run summary."""
 
+    def add_time(self, phase: str, seconds: float) -> None:
+        """Accumulate `seconds` of work inside the backend under `phase` (`lsm gen --profile`)."""
+        timings = self.__dict__.setdefault("_timings", {})
+        timings[phase] = timings.get(phase, 0.0) + seconds
+
+    def timings(self) -> dict[str, float]:
+        """Seconds spent so far in the backend's own phases (e.g. prefill, constrained decoding);
+        backends that cannot see inside their calls report none."""
+        return dict(self.__dict__.get("_timings", {}))
+
     @abstractmethod
     def generate(self, conversations: Sequence[Conversation], schema: dict[str, Any] | None = None,
                  temperature: float = 0.7, seed: int = 0, max_tokens: int = 256) -> list[Generation]:

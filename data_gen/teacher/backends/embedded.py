@@ -110,6 +110,32 @@ def load_smollm2(cfg: EmbeddedConfig):
     return tok, model.eval()
 
 
+class _FirstCall:
+    """A logits processor that records when generation first asks for the next token: the
+    time before it is the prompt's forward pass (prefill)."""
+
+    def __init__(self, t0: float):
+        self.t0, self.prefill_s = t0, 0.0
+
+    def __call__(self, input_ids, scores):
+        if not self.prefill_s:
+            self.prefill_s = time.perf_counter() - self.t0
+        return scores
+
+
+class _Timed:
+    """A logits processor whose own time is summed (the schema decoder's per-token work)."""
+
+    def __init__(self, inner):
+        self.inner, self.seconds = inner, 0.0
+
+    def __call__(self, input_ids, scores):
+        t0 = time.perf_counter()
+        out = self.inner(input_ids, scores)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+
 class EmbeddedBackend(LLMBackend):
     name = "embedded"
     supports_logprobs = True
@@ -125,6 +151,7 @@ class EmbeddedBackend(LLMBackend):
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._torch = torch
+        self._forward_s = 0.0  # scoring forward seconds of the current option_logprobs call
         self._free_mask = None
         self._templates: dict[str, list] = {}
 
@@ -183,19 +210,27 @@ class EmbeddedBackend(LLMBackend):
             width = max(len(p) for p in batch)
             ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + list(p) for p in batch], dtype=torch.long)  # (B, L) left padded
             mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], dtype=torch.long)  # (B, L)
-            procs = LogitsProcessorList()
+            t0 = time.perf_counter()
+            first = _FirstCall(t0)  # the first processor call comes right after the prompt's forward pass
+            procs = LogitsProcessorList([first])
+            timed = None
             if template is not None:
                 allowed, quote = self._free_mask
-                procs.append(SchemaLogitsProcessor(template, len(batch), width, tok.eos_token_id, allowed, quote))
+                timed = _Timed(SchemaLogitsProcessor(template, len(batch), width, tok.eos_token_id, allowed, quote))
+                procs.append(timed)
             torch.manual_seed(seed + start)
-            t0 = time.perf_counter()
             with torch.inference_mode():
                 gen = self.model.generate(
                     input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=temperature > 0,
                     temperature=max(temperature, 1e-5) if temperature > 0 else None,
                     top_p=None, top_k=None, pad_token_id=tok.pad_token_id, logits_processor=procs,
                 )
-            dt = (time.perf_counter() - t0) / len(batch)
+            total = time.perf_counter() - t0
+            dt = total / len(batch)
+            constrained = timed.seconds if timed is not None else 0.0
+            self.add_time("prefill", first.prefill_s)
+            self.add_time("constrained decoding", constrained)
+            self.add_time("decode", total - first.prefill_s - constrained)
             new = gen[:, width:]  # (B, new tokens)
             for i in range(len(batch)):
                 row = new[i].tolist()
@@ -220,6 +255,7 @@ class EmbeddedBackend(LLMBackend):
         """
         from lsm.data_gen.teacher.backends.scoring import option_sequences
 
+        t_start, self._forward_s = time.perf_counter(), 0.0
         seqs: list[tuple[list[int], int]] = []  # (prompt + option ids, number of option tokens)
         chunks: list[list[int]] = [[]]  # sequence indices per packed tree
         tree_size, prev = 0, []
@@ -245,6 +281,7 @@ class EmbeddedBackend(LLMBackend):
         for chunk in chunks:
             if chunk:
                 self._score_tree([seqs[j] for j in chunk], chunk, scores)
+        self.add_time("scoring prompts and trees", time.perf_counter() - t_start - self._forward_s)
         out, i = [], 0
         for options in option_labels:
             out.append(scores[i : i + len(options)])
@@ -280,10 +317,13 @@ class EmbeddedBackend(LLMBackend):
                 allowed[v - 1] = allowed[parent[v] - 1]
             allowed[v - 1, v - 1] = True
         mask = torch.zeros((1, 1, n, n), dtype=self.model.dtype).masked_fill(~allowed, torch.finfo(self.model.dtype).min)
+        t0 = time.perf_counter()
         with torch.inference_mode():
             hidden = self.model.model(input_ids=ids, position_ids=pos, attention_mask=mask).last_hidden_state[0]  # (n, D)
             need = sorted({p[j] - 1 for (s, k), p in zip(seqs, ends) for j in range(len(s) - k - 1, len(s) - 1)})
             logp = torch.log_softmax(self.model.lm_head(hidden[need]).float(), dim=-1)  # (|need|, V)
+        self._forward_s += time.perf_counter() - t0
+        self.add_time("scoring forward", time.perf_counter() - t0)
         row = {p: r for r, p in enumerate(need)}
         for (s, k), path, out_i in zip(seqs, ends, where):
             total = 0.0
