@@ -37,7 +37,9 @@ def engines():
     from lsm.data_gen.teacher.config import VLLMConfig
 
     model = str(local_model_dir())
-    vllm = VLLMBackend(VLLMConfig(model=model, dtype="float32", max_model_len=2048, gpu_memory_utilization=0.3, max_num_seqs=64))
+    # no prefix caching: a cached prefill is another computation, and the seeded-repeat check compares two runs
+    vllm = VLLMBackend(VLLMConfig(model=model, dtype="float32", max_model_len=2048, gpu_memory_utilization=0.3, max_num_seqs=64,
+                                  enable_prefix_caching=False))
     return vllm, EmbeddedBackend()
 
 

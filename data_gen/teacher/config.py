@@ -81,8 +81,8 @@ class VLLMConfig(Checked):
             yield "tensor_parallel_size", self.tensor_parallel_size, "at least 1 GPU"
         if self.data_parallel_size != 1:
             yield ("data_parallel_size", self.data_parallel_size,
-                   "1: vLLM's offline engine cannot run data parallel in one process (vLLM 0.33 raises, 0.11 waits "
-                   "for ranks that never join). For N replicas run `vllm serve MODEL --data-parallel-size N` and "
+                   "1: vLLM's offline engine cannot run data parallel in one process (vLLM 0.32 and later raise, 0.11 "
+                   "builds a group in one process that waits for ranks that never join). For N replicas run `vllm serve MODEL --data-parallel-size N` and "
                    "use backend openai with concurrency (configs/teacher/vllm_serve_dp.yaml); within one replica "
                    "use tensor_parallel_size")
 

@@ -2,13 +2,13 @@
 
 Thin by design, and **unexecuted**: no GPU with vLLM has been lent to this work (`make
 gpu-smoke` is the check to run where one is; it skips elsewhere). Written against vLLM's
-documented API (0.11 to 0.33):
+API as of 0.30-0.32, the releases `lsm[vllm]` allows (they pin this project's torch 2.13):
 
 - Prompts are token ids (`vllm.inputs.TokensPrompt`) rendered by the one rule of
   `scoring.prompt_ids` with the engine's own tokenizer and chat template: a final assistant
   message is continued, never closed and answered.
 - `generate`: `SamplingParams(structured_outputs=StructuredOutputsParams(json=schema))`
-  (`guided_decoding=GuidedDecodingParams(json=...)` before vLLM 0.10.2), seeded per request.
+  (`guided_decoding=GuidedDecodingParams(json=...)` before vLLM 0.11), seeded per request.
 - `score_options` is exact (`scoring`, rule 3): one request per option over prompt + option ids
   with `prompt_logprobs=0`, which returns log p(token j | tokens < j) for every prompt token
   (the sampled-token slot of vLLM's Logprob dict always holds the actual prompt token). vLLM
@@ -18,8 +18,9 @@ documented API (0.11 to 0.33):
   needs raw log-probabilities of a forced token and was not built: it could not be measured.
 - Scale: tensor parallelism in this process (`tensor_parallel_size`); beyond one node,
   `vllm serve --data-parallel-size N` behind the `openai` backend (configs/teacher/
-  vllm_serve_dp.yaml). `data_parallel_size > 1` is refused by `VLLMConfig.check`: vLLM 0.33's
-  `LLM` raises for it and 0.11 waits for ranks that never join.
+  vllm_serve_dp.yaml). `data_parallel_size > 1` is refused by `VLLMConfig.check`: vLLM
+  0.32-0.34's `LLM` raises for it ("not supported for single-process usage and may hang") and
+  0.11 sets up a data-parallel group in one process.
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ class VLLMBackend(LLMBackend):
             from vllm.sampling_params import StructuredOutputsParams
 
             return {"structured_outputs": StructuredOutputsParams(json=schema)}
-        except ImportError:  # vLLM < 0.10.2
+        except ImportError:  # vLLM < 0.11
             from vllm.sampling_params import GuidedDecodingParams
 
             return {"guided_decoding": GuidedDecodingParams(json=schema)}
@@ -103,7 +104,7 @@ class VLLMBackend(LLMBackend):
         scores = []
         for (ids, k), o in zip(flat, outs):
             plp = o.prompt_logprobs or []  # [None, {token_id: Logprob}, ...], one entry per prompt token
-            scores.append(summed_option_logprob([None if d is None else d[t].logprob for t, d in zip(ids, plp)], k))
+            scores.append(summed_option_logprob([None if not d else d[t].logprob for t, d in zip(ids, plp)], k))  # position 0: None ({} with flat_logprobs)
         out, i = [], 0
         for seqs in per_conv:
             out.append(np.array(scores[i : i + len(seqs)]))
