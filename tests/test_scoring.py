@@ -204,3 +204,34 @@ def test_vllm_data_parallel_in_one_process_is_refused_with_the_way_to_scale(tmp_
     assert err.startswith("error: ") and "--data-parallel-size" in err and "Traceback" not in err
     cfg = load_config(TeacherConfig, shipped("teacher", "vllm_serve_dp.yaml"), kind="teacher config")
     assert cfg.backend == "openai" and cfg.openai is not None and cfg.openai.scoring == "exact"
+
+
+def test_scoring_after_generation_reuses_the_prompt_cache_and_equals_a_fresh_pass(backend):
+    """Generation keeps each prompt's keys and values; scoring an answer's options after that
+    prompt then encodes only the answer prefix and the options (fewer scoring-forward tokens)
+    and gives the log-probabilities a pass from scratch gives, for several agents, a prefix
+    shared by two of an agent's questions, and a prompt of a different length in one batch."""
+    users = ["Maria is a nurse who trusts health agencies. What did she do this week?",
+             "Tom drives a night bus and distrusts every official campaign he has ever seen on TV. What did he do?",
+             "Ana, 71, retired teacher."]
+    base = [[{"role": "system", "content": "You are a person in a small town."}, {"role": "user", "content": u}] for u in users]
+    backend._prompt_kv.clear()
+    gens = backend.generate(base, temperature=0.7, seed=4, max_tokens=6)
+    assert len(backend._prompt_kv) == 3 and all(tuple(backend.prompt_ids(c)) in backend._prompt_kv for c in base)
+    convs, opts = [], []
+    for c, g in zip(base, gens):
+        convs.append(c + [{"role": "assistant", "content": '{"reasoning": ' + repr(g.text) + ', "decision": "'}])
+        opts.append(['vaccinate"', 'wait"', 'refuse"'])
+        convs.append(c + [{"role": "assistant", "content": '{"reasoning": ' + repr(g.text) + ', "ratings": {"trust": '}])
+        opts.append(["0,", "5,", "10,"])
+    n0 = backend.scoring_tokens
+    warm = backend.option_logprobs(convs, opts)
+    n1 = backend.scoring_tokens
+    backend._prompt_kv.clear()
+    cold = backend.option_logprobs(convs, opts)
+    warm_tokens, cold_tokens = n1 - n0, backend.scoring_tokens - n1
+    for w, c in zip(warm, cold):
+        np.testing.assert_allclose(w, c, atol=2e-3)
+    heads = [backend.prompt_ids(c) for c in base]
+    head_nodes = len({tuple(h[:i]) for h in heads for i in range(1, len(h) + 1)})  # the prompts' trie (a shared system prompt once)
+    assert warm_tokens == cold_tokens - head_nodes  # the prompts encoded by generation, not again

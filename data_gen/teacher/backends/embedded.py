@@ -38,6 +38,10 @@ class EmbeddedConfig:
     """Where the dequantised weights are cached (default $LSM_CACHE or ~/.cache/lsm)."""
     tree_tokens: int = 2048
     """Scoring packs prompts and options into prefix trees of about this many tokens."""
+    prompt_cache: int = 128
+    """Generation keeps the key/value cache of this many recent prompts (0: none), so that
+    scoring an answer's options after that prompt encodes only the answer prefix and the options
+    (`option_logprobs`; ~20 MB per 430-token prompt)."""
 
 
 def gguf_path() -> Path:
@@ -152,6 +156,9 @@ class EmbeddedBackend(LLMBackend):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._torch = torch
         self._forward_s = 0.0  # scoring forward seconds of the current option_logprobs call
+        self._prompt_kv: dict[tuple[int, ...], list[tuple[Any, Any]]] = {}  # prompt ids -> per layer (K, V) (1, kv heads, L, d)
+        self.scoring_tokens = 0
+        """Tokens run through scoring forward passes so far (prompts reused from generation are not)."""
         self._free_mask = None
         self._templates: dict[str, list] = {}
 
@@ -219,12 +226,17 @@ class EmbeddedBackend(LLMBackend):
                 timed = _Timed(SchemaLogitsProcessor(template, len(batch), width, tok.eos_token_id, allowed, quote))
                 procs.append(timed)
             torch.manual_seed(seed + start)
+            keep = self.config.prompt_cache > 0
             with torch.inference_mode():
-                gen = self.model.generate(
+                res = self.model.generate(
                     input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=temperature > 0,
                     temperature=max(temperature, 1e-5) if temperature > 0 else None,
                     top_p=None, top_k=None, pad_token_id=tok.pad_token_id, logits_processor=procs,
+                    return_dict_in_generate=keep,
                 )
+            gen = res.sequences if keep else res
+            if keep and getattr(res, "cache", None) is not None:
+                self._keep_prompts(batch, width, res.cache)
             total = time.perf_counter() - t0
             dt = total / len(batch)
             constrained = timed.seconds if timed is not None else 0.0
@@ -243,6 +255,17 @@ class EmbeddedBackend(LLMBackend):
                 ))
         return out
 
+    def _keep_prompts(self, batch: Sequence[list[int]], width: int, cache) -> None:
+        """Remember each row's prompt keys and values (generation positions them 0..L-1 from the
+        attention mask, as a standalone pass would), newest last, at most `prompt_cache`."""
+        layers = [(layer.keys, layer.values) for layer in cache.layers]  # each (B, kv heads, width + new, d)
+        for b, p in enumerate(batch):
+            pad = width - len(p)
+            self._prompt_kv.pop(tuple(p), None)
+            self._prompt_kv[tuple(p)] = [(k[b : b + 1, :, pad:width].clone(), v[b : b + 1, :, pad:width].clone()) for k, v in layers]
+        while len(self._prompt_kv) > self.config.prompt_cache:
+            self._prompt_kv.pop(next(iter(self._prompt_kv)))
+
     # -- scoring -------------------------------------------------------------------------
     def option_logprobs(self, conversations: Sequence[Conversation], option_labels: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """Summed log-probability of each option's tokens after each conversation's prompt.
@@ -253,14 +276,24 @@ class EmbeddedBackend(LLMBackend):
         shared by every agent, and the prompt shared by an agent's options, are computed once.
         The result equals scoring every sequence separately (tested).
         """
-        from lsm.data_gen.teacher.backends.scoring import option_sequences
+        from lsm.data_gen.teacher.backends.scoring import option_sequences, split_prefix
 
         t_start, self._forward_s = time.perf_counter(), 0.0
         seqs: list[tuple[list[int], int]] = []  # (prompt + option ids, number of option tokens)
         chunks: list[list[int]] = [[]]  # sequence indices per packed tree
+        cached: dict[tuple[int, ...], list[tuple[list[int], int, int]]] = {}  # prompt -> (suffix ids, k, score index)
         tree_size, prev = 0, []
-        for conv_seqs in option_sequences(self.prompt_ids, self._ids, conversations, option_labels):
+        per_conv = option_sequences(self.prompt_ids, self._ids, conversations, option_labels)
+        at = 0  # score index of the conversation's first option
+        for conv, conv_seqs in zip(conversations, per_conv):
+            first, at = at, at + len(conv_seqs)
             if not conv_seqs:
+                continue
+            head, prefix_text = split_prefix(conv)
+            key = tuple(self.prompt_ids(head)) if prefix_text and self._prompt_kv else ()
+            if key in self._prompt_kv:  # generation has encoded this prompt: only the prefix and options are new
+                cached.setdefault(key, []).extend((ids[len(key):], k, first + o) for o, (ids, k) in enumerate(conv_seqs))
+                seqs.extend(conv_seqs)
                 continue
             prefix = conv_seqs[0][0][: len(conv_seqs[0][0]) - conv_seqs[0][1]]
             shared = 0  # estimate of the nodes this conversation shares with the previous one
@@ -281,12 +314,78 @@ class EmbeddedBackend(LLMBackend):
         for chunk in chunks:
             if chunk:
                 self._score_tree([seqs[j] for j in chunk], chunk, scores)
+        group: list[tuple[int, ...]] = []
+        for key in list(cached) + [()]:  # trees over cached prompts: about tree_tokens new tokens each
+            if group and (not key or sum(len(s) for g in group for s, _, _ in cached[g]) > self.config.tree_tokens):
+                self._score_after_prompts(group, cached, scores)
+                group = []
+            if key:
+                group.append(key)
         self.add_time("scoring prompts and trees", time.perf_counter() - t_start - self._forward_s)
         out, i = [], 0
         for options in option_labels:
             out.append(scores[i : i + len(options)])
             i += len(options)
         return out
+
+    def _score_after_prompts(self, prompts: list[tuple[int, ...]], cached: dict[tuple[int, ...], list[tuple[list[int], int, int]]],
+                             scores: np.ndarray) -> None:
+        """`_score_tree` for conversations whose prompts generation has encoded: the prompts'
+        keys and values (`_keep_prompts`) are the pass's past, concatenated; each new token sits
+        at its prompt's length + its depth and attends to its own prompt and its ancestors."""
+        from transformers import DynamicCache
+
+        torch = self._torch
+        lengths = [self._prompt_kv[p][0][0].shape[2] for p in prompts]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
+        P = int(offsets[-1])
+        children: list[dict[int, int]] = [{} for _ in prompts]  # virtual roots 0..R-1, one per prompt
+        parent, depth, token, owner = [-1] * len(prompts), [-1] * len(prompts), [-1] * len(prompts), list(range(len(prompts)))
+        jobs: list[tuple[list[int], int, int, list[int]]] = []  # (suffix ids, k, score index, node of each token)
+        for r, p in enumerate(prompts):
+            for s, k, where in cached[p]:
+                node, path = r, []
+                for t in s:
+                    nxt = children[node].get(t)
+                    if nxt is None:
+                        nxt = len(parent)
+                        children[node][t] = nxt
+                        children.append({})
+                        parent.append(node)
+                        depth.append(depth[node] + 1)
+                        token.append(t)
+                        owner.append(r)
+                    node = nxt
+                    path.append(node)
+                jobs.append((s, k, where, path))
+        R = len(prompts)
+        n = len(parent) - R  # real tokens are nodes R..R+n-1 -> positions 0..n-1
+        self.scoring_tokens += n
+        ids = torch.tensor(token[R:], dtype=torch.long)[None]  # (1, n)
+        pos = torch.tensor([lengths[owner[v]] + depth[v] for v in range(R, R + n)], dtype=torch.long)[None]  # (1, n)
+        allowed = torch.zeros((n, P + n), dtype=torch.bool)  # query row attends key column (prompts, then new tokens)
+        for v in range(R, R + n):
+            if parent[v] >= R:
+                allowed[v - R] = allowed[parent[v] - R]
+            else:
+                r = owner[v]
+                allowed[v - R, offsets[r] : offsets[r + 1]] = True
+            allowed[v - R, P + v - R] = True
+        mask = torch.zeros((1, 1, n, P + n), dtype=self.model.dtype).masked_fill(~allowed, torch.finfo(self.model.dtype).min)
+        past = DynamicCache(ddp_cache_data=[
+            (torch.cat([self._prompt_kv[p][layer][0] for p in prompts], 2), torch.cat([self._prompt_kv[p][layer][1] for p in prompts], 2))
+            for layer in range(len(self._prompt_kv[prompts[0]]))])
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            hidden = self.model.model(input_ids=ids, position_ids=pos, attention_mask=mask, cache=past,
+                                      use_cache=True).last_hidden_state[0]  # (n, D)
+            need = sorted({path[j] - R for s, k, _, path in jobs for j in range(len(s) - k - 1, len(s) - 1)})
+            logp = torch.log_softmax(self.model.lm_head(hidden[need]).float(), dim=-1)  # (|need|, V)
+        self._forward_s += time.perf_counter() - t0
+        self.add_time("scoring forward", time.perf_counter() - t0)
+        row = {v: i for i, v in enumerate(need)}
+        for s, k, where, path in jobs:  # option token j is predicted at node path[j-1] (the prefix is never empty here)
+            scores[where] = sum(float(logp[row[path[j - 1] - R], s[j]]) for j in range(len(s) - k, len(s)))
 
     def _score_tree(self, seqs: list[tuple[list[int], int]], where: list[int], scores: np.ndarray) -> None:
         torch = self._torch
@@ -309,6 +408,7 @@ class EmbeddedBackend(LLMBackend):
                 path.append(node)
             ends.append(path)
         n = len(parent) - 1  # real tokens are nodes 1..n -> positions 0..n-1
+        self.scoring_tokens += n
         ids = torch.tensor(token[1:], dtype=torch.long)[None]  # (1, n)
         pos = torch.tensor(depth[1:], dtype=torch.long)[None]  # (1, n)
         allowed = torch.zeros((n, n), dtype=torch.bool)  # query row attends key column
