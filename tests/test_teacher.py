@@ -83,7 +83,8 @@ def test_gen_guessing_game_end_to_end(tiny, backend):
     prof = {k: v["seconds"] for k, v in summary["profile"].items()}
     assert set(PROFILE_PHASES) | {"journal"} <= set(prof) and prof["generation"] > 0 and prof["option scoring"] > 0
     outer = sum(v for k, v in prof.items() if not k.startswith("llm "))
-    assert outer <= summary["wall_seconds_this_process"] + 1e-6
+    # the summary rounds wall time to 0.1 s and each phase to 1 ms
+    assert outer <= summary["wall_seconds_this_process"] + 0.05 + 0.0005 * len(prof)
     inside = prof["llm prefill"] + prof["llm decode"] + prof["llm constrained decoding"]
     assert 0 < prof["llm prefill"] and abs(inside - prof["generation"] - prof.get("repair attempts", 0)) < 0.05 * inside + 0.05
     assert prof["llm scoring forward"] <= prof["option scoring"] + prof["content-free calibration"] + 1e-6
