@@ -237,7 +237,7 @@ def validate(teacher: str | None = None, teacher_repeat: str | None = None, stud
 
 
 def bench(agents: str = "1e3,1e4,1e5,1e6", ckpt: str | None = None, teacher: str = "embedded", teacher_agents: int = 8,
-          device: str = "cpu", ticks: int = 2, json: str | None = None) -> None:
+          device: str = "cpu", ticks: int = 2, json: str | None = None, teacher_baseline: str = "none") -> None:
     """Teacher vs student speed in one run on this machine: teacher agent-ticks/s (embedded LLM,
     one tick of a small world), student agent-ticks/s and peak memory per population size (each
     size in its own process; a size that does not fit is reported, not fatal), their ratio, and
@@ -251,10 +251,12 @@ def bench(agents: str = "1e3,1e4,1e5,1e6", ckpt: str | None = None, teacher: str
         device: `cpu` or `cuda` for the student.
         ticks: timed ticks per size (after one warm-up tick).
         json: also write the results to this file.
+        teacher_baseline: another teacher config timed first on the same world, and the
+            teacher's ratio to it (`embedded_baseline`: the embedded teacher before its speed work).
     """
     from lsm.infer.run import run_bench
 
-    run_bench(agents, ckpt, teacher, teacher_agents, device, ticks, json, echo=print)
+    run_bench(agents, ckpt, teacher, teacher_agents, device, ticks, json, echo=print, teacher_baseline=teacher_baseline)
 
 
 def demo(out: str = "out/demo", agents: int = 48, ticks: int = 3, scenario: str = "vaccine_campaign",

@@ -187,9 +187,10 @@ class BenchRun:
 
 def run_bench(sizes: str | Sequence[int] = "1e3,1e4,1e5,1e6", ckpt: str | None = None, teacher: str = "embedded",
               teacher_agents: int = 8, device: str = "cpu", ticks: int = 2, json_out: str | Path | None = None,
-              echo: Echo = None) -> BenchRun:
+              echo: Echo = None, teacher_baseline: str = "none") -> BenchRun:
     """Teacher vs student speed on this machine (see `infer.bench` and `lsm bench --help`):
-    `sizes` as numbers or one comma-separated string; `teacher="none"` skips the teacher."""
+    `sizes` as numbers or one comma-separated string; `teacher="none"` skips the teacher;
+    `teacher_baseline` is timed first on the same world and the teacher's ratio to it printed."""
     import json
     import platform
 
@@ -206,12 +207,17 @@ def run_bench(sizes: str | Sequence[int] = "1e3,1e4,1e5,1e6", ckpt: str | None =
     say = Transcript(echo)
     say(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, device {device}")
     result: dict = {"device": device}
+    if teacher != "none" and teacher_baseline != "none":
+        b = time_teacher(teacher_baseline, teacher_agents)
+        result["teacher_baseline"] = b
+        say(f"teacher baseline ({teacher_baseline}, {b['agents']} agents x 1 tick): {b['agent_ticks_per_s']:.3f} agent-ticks/s "
+            f"of LLM time, {b['tokens_per_s']:.0f} tokens/s")
     if teacher != "none":
         t = time_teacher(teacher, teacher_agents)
         result["teacher"] = t
         result["teacher_agent_ticks_per_s"] = t["agent_ticks_per_s"]
         say(f"teacher ({teacher}, {t['agents']} agents x 1 tick): {t['agent_ticks_per_s']:.3f} agent-ticks/s of LLM time, "
-            f"{t['tokens_per_s']:.0f} tokens/s")
+            f"{t['tokens_per_s']:.0f} tokens/s" + (f" ({t['agent_ticks_per_s'] / b['agent_ticks_per_s']:.2f}x the baseline)" if "teacher_baseline" in result else ""))
     rows = bench_sizes(sizes, ckpt, device, ticks)
     result["student"] = rows
     model = default_student(ckpt)

@@ -235,3 +235,66 @@ def test_scoring_after_generation_reuses_the_prompt_cache_and_equals_a_fresh_pas
     heads = [backend.prompt_ids(c) for c in base]
     head_nodes = len({tuple(h[:i]) for h in heads for i in range(1, len(h) + 1)})  # the prompts' trie (a shared system prompt once)
     assert warm_tokens == cold_tokens - head_nodes  # the prompts encoded by generation, not again
+
+
+def test_generation_from_a_shared_prefix_equals_generation_without_it(backend):
+    """The prompts' shared leading tokens (the system turn) encoded once and reused by every
+    row: the same sampled texts for the same seed, prompt keys and values equal to a pass
+    without it, and a kept prefix reused by the next batch."""
+    system = ("You play one person in a simulated society. A new vaccine is offered in town; people talk "
+              "about it at work and at home. Each week you answer as that person.")
+    users = ["You are Maria, a nurse who trusts health agencies. What do you do?",
+             "You are Tom, a night bus driver who distrusts every official campaign.",
+             "You are Ana, 71, a retired teacher.", "You are Li, a student."]
+    convs = [[{"role": "system", "content": system}, {"role": "user", "content": u}] for u in users]
+    old = backend.config.shared_prefix
+    try:
+        backend._prefix_kv.clear()
+        backend._prompt_kv.clear()
+        backend.config.shared_prefix = 0
+        plain = backend.generate(convs, temperature=0.8, seed=5, max_tokens=16)
+        assert not backend._prefix_kv
+        kv_plain = dict(backend._prompt_kv)
+        backend._prompt_kv.clear()
+        backend.config.shared_prefix = 32
+        shared = backend.generate(convs, temperature=0.8, seed=5, max_tokens=16)
+        assert len(backend._prefix_kv) == 1
+        prefix = next(iter(backend._prefix_kv))
+        assert len(prefix) >= 32 and all(tuple(backend.prompt_ids(c)[: len(prefix)]) == prefix for c in convs)
+        assert [g.text for g in shared] == [g.text for g in plain]
+        assert [g.prompt_tokens for g in shared] == [g.prompt_tokens for g in plain]
+        assert set(backend._prompt_kv) == set(kv_plain)
+        for key, layers in kv_plain.items():
+            for (k0, v0), (k1, v1) in zip(layers, backend._prompt_kv[key]):
+                assert k0.shape == k1.shape
+                np.testing.assert_allclose(k1.numpy(), k0.numpy(), atol=2e-4)
+                np.testing.assert_allclose(v1.numpy(), v0.numpy(), atol=2e-4)
+        backend.generate(convs[::-1], temperature=0.8, seed=5, max_tokens=4)  # another batch: the kept prefix serves
+        assert list(backend._prefix_kv) == [prefix]
+    finally:
+        backend.config.shared_prefix = old
+
+
+def test_precision_is_a_choice_recorded_in_the_model_name(backend):
+    """`embedded.dtype` / `scoring_dtype`: bfloat16 generation and scoring share one module, a
+    float32 scorer beside bfloat16 generation is a second one, `auto` follows the CPU, and
+    bfloat16 distributions stay near float32's (the README measures how near on a teacher run)."""
+    import torch
+
+    from lsm.data_gen.teacher.backends.embedded import native_bf16, resolve_dtype
+
+    assert resolve_dtype("auto") == ("bfloat16" if native_bf16() else "float32") and resolve_dtype("float32") == "float32"
+    with pytest.raises(ValueError, match="embedded.dtype"):
+        resolve_dtype("float16")
+    bf = EmbeddedBackend(EmbeddedConfig(batch_size=4, dtype="bfloat16", scoring_dtype="bfloat16"))
+    assert bf.scorer is bf.model and bf.model.dtype == torch.bfloat16 and bf.model_name.endswith(", bfloat16)")
+    mixed = EmbeddedBackend(EmbeddedConfig(batch_size=4, dtype="bfloat16"))
+    assert mixed.scorer is not mixed.model and mixed.scorer.dtype == torch.float32 and "scoring float32" in mixed.model_name
+    assert backend.model_name.endswith(".gguf)")  # float32: unmarked, as corpora before the option
+    conv = [{"role": "system", "content": "You are a person in a small town."},
+            {"role": "user", "content": "A new vaccine is offered. What do you do?"},
+            {"role": "assistant", "content": "I thought about it and decided to "}]
+    opts = [["get vaccinated", "wait and see", "refuse"]]
+    p32 = backend.score_options([conv], opts)[0]
+    p16 = bf.score_options([conv], opts)[0]
+    assert np.abs(p32 - p16).sum() < 0.15, (p32, p16)

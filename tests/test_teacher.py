@@ -113,10 +113,12 @@ def test_gen_guessing_game_end_to_end(tiny, backend):
         assert (shown[0] == -1).all()  # tick 0: nobody has spoken yet
         senders = {i: set(graph.edge_index[0][graph.edge_index[1] == i].tolist()) - {i} for i in range(5)}
         k = yaml.safe_load(DEBUG.read_text())["neighbors"]
+        count = np.random.default_rng([0, 1, 18]).integers(0, k + 1, size=5)  # varied neighbourhoods (the default): 0..K heard
+        assert json.loads(tf.f.attrs["neighbor_rule"])["vary"] is True
         for i in range(5):
             js = [int(j) for j in shown[1, i] if j >= 0]
             spoke = {j for j in senders[i] if tf.array("expression")[0][j]}  # in-neighbours with a message
-            assert set(js) <= spoke and len(set(js)) == len(js) and len(js) == min(k, len(spoke)), (i, js, spoke)
+            assert set(js) <= spoke and len(set(js)) == len(js) and len(js) == min(count[i], len(spoke)), (i, js, spoke)
         assert (shown[1] >= 0).any()
         ds = tf.to_dataset()
         assert len(ds) == 10 and "reasoning" in ds.column_names
@@ -286,3 +288,18 @@ def test_sensitivity_report_rebuilds_prompts_from_the_trace(tiny, backend, tmp_p
         p, q = backend.score_options([ag.conversation(rebuilt.system, u) + prefix for u in (with_msgs, without)], [opts] * 2)
         tv.append(0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum())
     assert r["variants"]["no_messages"]["mean_tv"] == pytest.approx(float(np.mean(tv)), abs=2e-3)
+
+
+def test_bench_times_the_teacher_beside_a_baseline(tmp_path):
+    """`lsm bench --teacher_baseline`: both teachers timed on the same world in one run, the
+    ratio printed and stored (tiny: 2 agents, one student size)."""
+    from lsm.infer.run import run_bench
+
+    lines: list[str] = []
+    res = run_bench([100], teacher="debug", teacher_agents=2, ticks=1, teacher_baseline="embedded_baseline",
+                    json_out=tmp_path / "b.json", echo=lines.append)
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert data["teacher_baseline"]["teacher"] == "embedded_baseline" and data["teacher"]["agent_ticks"] == 2
+    assert data["teacher_baseline"]["agent_ticks_per_s"] > 0 and res is not None
+    assert any(ln.startswith("teacher baseline (embedded_baseline") for ln in lines)
+    assert any("x the baseline)" in ln for ln in lines)

@@ -107,8 +107,10 @@ class TeacherConfig(Checked):
     """K: at most this many neighbour messages from last tick in a prompt."""
     neighbor_weights: dict[str, float] = field(default_factory=default_neighbor_weights)
     """Relative chance that a neighbour of each edge type is shown (0 never shows that type)."""
-    vary_neighbors: bool = False
-    """Show each agent-tick a number of messages drawn uniformly in 0..K (seeded) instead of K."""
+    vary_neighbors: bool = True
+    """Show each agent-tick a number of messages drawn uniformly in 0..K (seeded) instead of K,
+    so that the effect of hearing others is identifiable apart from the effect of the tick
+    (false: every agent hears min(K, neighbours who spoke), the rule of corpora before 2026-12)."""
     memories: int = 3
     """k: salient episodic memories shown in the prompt."""
     memory_capacity: int = 8

@@ -13,13 +13,14 @@ backend against llama.cpp's server.
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
@@ -38,6 +39,16 @@ class EmbeddedConfig:
     """Where the dequantised weights are cached (default $LSM_CACHE or ~/.cache/lsm)."""
     tree_tokens: int = 2048
     """Scoring packs prompts and options into prefix trees of about this many tokens."""
+    dtype: Literal["float32", "bfloat16", "auto"] = "float32"
+    """Generation's precision (weights and activations): float32, bfloat16, or auto (bfloat16
+    where the CPU multiplies it natively, i.e. reports avx512_bf16 or amx_bf16, else float32)."""
+    scoring_dtype: Literal["float32", "bfloat16", "auto"] = "float32"
+    """Option scoring's precision (the distributions the student learns); log-softmax is taken
+    in float32 either way. A second copy of the weights is held when it differs from `dtype`."""
+    shared_prefix: int = 32
+    """Generation encodes the longest prefix shared by a batch's prompts (the chat template's
+    system turn, the same for every agent of a run) once and starts every row from its keys and
+    values, if it is at least this many tokens (0: never); the last few such prefixes are kept."""
     prompt_cache: int = 128
     """Generation keeps the key/value cache of this many recent prompts (0: none), so that
     scoring an answer's options after that prompt encodes only the answer prefix and the options
@@ -79,6 +90,28 @@ def local_model_dir(cfg: EmbeddedConfig | None = None) -> Path:
         tmp.write_text(json.dumps(conf))
         tmp.replace(conf_path)
     return cache
+
+
+DTYPES = ("float32", "bfloat16", "auto")
+
+
+def native_bf16() -> bool:
+    """Whether this CPU has bfloat16 matrix instructions (x86 avx512_bf16 or amx_bf16; where
+    they are absent torch emulates bfloat16 and it runs slower than float32)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(name: str) -> str:
+    """float32 or bfloat16: `EmbeddedConfig.dtype` with auto decided for this machine."""
+    if name not in DTYPES:
+        raise ValueError(f"embedded.dtype must be one of {list(DTYPES)}, not {name!r}")
+    if name == "auto":
+        return "bfloat16" if native_bf16() else "float32"
+    return name
 
 
 def load_smollm2(cfg: EmbeddedConfig):
@@ -151,12 +184,18 @@ class EmbeddedBackend(LLMBackend):
         self.config = config or EmbeddedConfig()
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
-        self.tokenizer, self.model = load_smollm2(self.config)
+        self.tokenizer, base = load_smollm2(self.config)  # float32
+        gen_dtype, score_dtype = (getattr(torch, resolve_dtype(d)) for d in (self.config.dtype, self.config.scoring_dtype))
+        self.model = base.to(gen_dtype) if gen_dtype == score_dtype else copy.deepcopy(base).to(gen_dtype)
+        """Generates (`generate_ids`)."""
+        self.scorer = base.to(score_dtype)  # Module.to casts in place: the same module as `model` when the dtypes agree
+        """Scores options (`option_logprobs`) and serves prompt log-probabilities (`lsm serve`)."""
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._torch = torch
         self._forward_s = 0.0  # scoring forward seconds of the current option_logprobs call
         self._prompt_kv: dict[tuple[int, ...], list[tuple[Any, Any]]] = {}  # prompt ids -> per layer (K, V) (1, kv heads, L, d)
+        self._prefix_kv: dict[tuple[int, ...], list[tuple[Any, Any]]] = {}  # shared prefix ids -> per layer (K, V) (1, kv heads, S, d)
         self.scoring_tokens = 0
         """Tokens run through scoring forward passes so far (prompts reused from generation are not)."""
         self._free_mask = None
@@ -164,7 +203,9 @@ class EmbeddedBackend(LLMBackend):
 
     @property
     def model_name(self) -> str:
-        return "SmolLM2-135M-Instruct (embedded, " + GGUF_FILE + ")"
+        gen, score = (str(m.dtype).removeprefix("torch.") for m in (self.model, self.scorer))
+        precision = "" if gen == score == "float32" else f", {gen}" if gen == score else f", generation {gen}, scoring {score}"
+        return f"SmolLM2-135M-Instruct (embedded, {GGUF_FILE}{precision})"
 
     # -- prompts -----------------------------------------------------------------------
     def prompt_ids(self, conv: Conversation) -> list[int]:
@@ -214,10 +255,13 @@ class EmbeddedBackend(LLMBackend):
         template = self._template(schema) if schema is not None else None
         for start in range(0, len(prompts), self.config.batch_size):
             batch = prompts[start : start + self.config.batch_size]
-            width = max(len(p) for p in batch)
-            ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + list(p) for p in batch], dtype=torch.long)  # (B, L) left padded
-            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], dtype=torch.long)  # (B, L)
             t0 = time.perf_counter()
+            prefix, past = self._prefix_for(batch)  # the shared prefix (S tokens) and its cache, or ((), None)
+            S = len(prefix)
+            rest = [list(p[S:]) for p in batch]
+            width = S + max(len(r) for r in rest)  # W: the prefix, then each row's rest left padded
+            ids = torch.tensor([list(prefix) + [tok.pad_token_id] * (width - S - len(r)) + r for r in rest], dtype=torch.long)  # (B, W)
+            mask = torch.tensor([[1] * S + [0] * (width - S - len(r)) + [1] * len(r) for r in rest], dtype=torch.long)  # (B, W)
             first = _FirstCall(t0)  # the first processor call comes right after the prompt's forward pass
             procs = LogitsProcessorList([first])
             timed = None
@@ -232,11 +276,11 @@ class EmbeddedBackend(LLMBackend):
                     input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=temperature > 0,
                     temperature=max(temperature, 1e-5) if temperature > 0 else None,
                     top_p=None, top_k=None, pad_token_id=tok.pad_token_id, logits_processor=procs,
-                    return_dict_in_generate=keep,
+                    return_dict_in_generate=keep, cache=past,
                 )
             gen = res.sequences if keep else res
             if keep and getattr(res, "cache", None) is not None:
-                self._keep_prompts(batch, width, res.cache)
+                self._keep_prompts(batch, S, width, res.cache)
             total = time.perf_counter() - t0
             dt = total / len(batch)
             constrained = timed.seconds if timed is not None else 0.0
@@ -255,14 +299,50 @@ class EmbeddedBackend(LLMBackend):
                 ))
         return out
 
-    def _keep_prompts(self, batch: Sequence[list[int]], width: int, cache) -> None:
-        """Remember each row's prompt keys and values (generation positions them 0..L-1 from the
-        attention mask, as a standalone pass would), newest last, at most `prompt_cache`."""
-        layers = [(layer.keys, layer.values) for layer in cache.layers]  # each (B, kv heads, width + new, d)
+    def _prefix_for(self, batch: Sequence[list[int]]):
+        """(prefix ids, a cache holding its keys and values for every row) for a batch whose
+        prompts share at least `shared_prefix` leading tokens, else ((), None). A kept prefix that
+        starts every prompt is reused; otherwise the longest common prefix of a batch of two or
+        more (one token short of the shortest prompt) is encoded once and kept (the last 4)."""
+        from transformers import DynamicCache
+
+        torch, min_len = self._torch, self.config.shared_prefix
+        shortest = min(len(p) for p in batch)
+        if not min_len or shortest <= min_len:
+            return (), None
+        best: tuple[int, ...] = ()
+        for key in self._prefix_kv:
+            if len(best) < len(key) < shortest and all(tuple(p[: len(key)]) == key for p in batch):
+                best = key
+        if not best and len(batch) == 1:  # one prompt shares nothing: keep the kept prefixes
+            return (), None
+        if not best:
+            common = 0
+            while common < shortest - 1 and all(p[common] == batch[0][common] for p in batch):
+                common += 1
+            if common < min_len:
+                return (), None
+            best = tuple(batch[0][:common])
+            with torch.inference_mode():
+                cache = self.model.model(input_ids=torch.tensor([best], dtype=torch.long), use_cache=True).cache
+            self._prefix_kv[best] = [(layer.keys, layer.values) for layer in cache.layers]
+            while len(self._prefix_kv) > 4:
+                self._prefix_kv.pop(next(iter(self._prefix_kv)))
+        B = len(batch)
+        return best, DynamicCache(ddp_cache_data=[(k.expand(B, -1, -1, -1).contiguous(), v.expand(B, -1, -1, -1).contiguous())
+                                                  for k, v in self._prefix_kv[best]])
+
+    def _keep_prompts(self, batch: Sequence[list[int]], S: int, width: int, cache) -> None:
+        """Remember each row's prompt keys and values (the shared prefix's S, then the row's own
+        after its padding; generation positions them 0..L-1 from the attention mask, as a
+        standalone pass would), newest last, at most `prompt_cache`."""
+        torch = self._torch
+        layers = [(layer.keys, layer.values) for layer in cache.layers]  # each (B, kv heads, W + new, d)
         for b, p in enumerate(batch):
-            pad = width - len(p)
+            pad = width - len(p)  # the row's padding sits at S..S+pad
             self._prompt_kv.pop(tuple(p), None)
-            self._prompt_kv[tuple(p)] = [(k[b : b + 1, :, pad:width].clone(), v[b : b + 1, :, pad:width].clone()) for k, v in layers]
+            self._prompt_kv[tuple(p)] = [(torch.cat([k[b : b + 1, :, :S], k[b : b + 1, :, S + pad : width]], 2),
+                                          torch.cat([v[b : b + 1, :, :S], v[b : b + 1, :, S + pad : width]], 2)) for k, v in layers]
         while len(self._prompt_kv) > self.config.prompt_cache:
             self._prompt_kv.pop(next(iter(self._prompt_kv)))
 
@@ -315,12 +395,15 @@ class EmbeddedBackend(LLMBackend):
             if chunk:
                 self._score_tree([seqs[j] for j in chunk], chunk, scores)
         group: list[tuple[int, ...]] = []
-        for key in list(cached) + [()]:  # trees over cached prompts: about tree_tokens new tokens each
-            if group and (not key or sum(len(s) for g in group for s, _, _ in cached[g]) > self.config.tree_tokens):
+        size = 0  # the group's new tokens (its tries' nodes)
+        for key in list(cached) + [()]:  # batches of cached prompts: about tree_tokens new tokens each
+            nodes = len({tuple(s[:i]) for s, _, _ in cached[key] for i in range(1, len(s))}) if key else 0
+            if group and (not key or size + nodes > self.config.tree_tokens):
                 self._score_after_prompts(group, cached, scores)
-                group = []
+                group, size = [], 0
             if key:
                 group.append(key)
+                size += nodes
         self.add_time("scoring prompts and trees", time.perf_counter() - t_start - self._forward_s)
         out, i = [], 0
         for options in option_labels:
@@ -330,62 +413,76 @@ class EmbeddedBackend(LLMBackend):
 
     def _score_after_prompts(self, prompts: list[tuple[int, ...]], cached: dict[tuple[int, ...], list[tuple[list[int], int, int]]],
                              scores: np.ndarray) -> None:
-        """`_score_tree` for conversations whose prompts generation has encoded: the prompts'
-        keys and values (`_keep_prompts`) are the pass's past, concatenated; each new token sits
-        at its prompt's length + its depth and attends to its own prompt and its ancestors."""
+        """`_score_tree` for conversations whose prompts generation has encoded, one batch row per
+        prompt: the row's past is its prompt's keys and values (`_keep_prompts`, right padded to
+        the longest, Lp), its tokens are the trie of that prompt's answer prefixes and options
+        (padded to the largest, n); each token sits at its prompt's length + its depth and
+        attends to its prompt and its ancestors. Attention costs B·n·(Lp + n), not the
+        (B·n)·(B·Lp + B·n) of one packed row over every prompt."""
         from transformers import DynamicCache
 
         torch = self._torch
+        B = len(prompts)
         lengths = [self._prompt_kv[p][0][0].shape[2] for p in prompts]
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
-        P = int(offsets[-1])
-        children: list[dict[int, int]] = [{} for _ in prompts]  # virtual roots 0..R-1, one per prompt
-        parent, depth, token, owner = [-1] * len(prompts), [-1] * len(prompts), [-1] * len(prompts), list(range(len(prompts)))
-        jobs: list[tuple[list[int], int, int, list[int]]] = []  # (suffix ids, k, score index, node of each token)
-        for r, p in enumerate(prompts):
+        Lp = max(lengths)
+        tries = []  # per row: (parent, depth, token) of its nodes (local 0..n_r-1), and its jobs
+        for p in prompts:
+            children: dict[tuple[int, int], int] = {}
+            parent: list[int] = []
+            depth: list[int] = []
+            token: list[int] = []
+            jobs: list[tuple[list[int], int, int, list[int]]] = []  # (suffix ids, k, score index, node of each token)
             for s, k, where in cached[p]:
-                node, path = r, []
-                for t in s:
-                    nxt = children[node].get(t)
+                node, path = -1, []
+                for t in s[:-1]:  # a sequence's last token predicts nothing: never run
+                    nxt = children.get((node, t))
                     if nxt is None:
-                        nxt = len(parent)
-                        children[node][t] = nxt
-                        children.append({})
+                        nxt = children[(node, t)] = len(parent)
                         parent.append(node)
-                        depth.append(depth[node] + 1)
+                        depth.append(depth[node] + 1 if node >= 0 else 0)
                         token.append(t)
-                        owner.append(r)
                     node = nxt
                     path.append(node)
                 jobs.append((s, k, where, path))
-        R = len(prompts)
-        n = len(parent) - R  # real tokens are nodes R..R+n-1 -> positions 0..n-1
-        self.scoring_tokens += n
-        ids = torch.tensor(token[R:], dtype=torch.long)[None]  # (1, n)
-        pos = torch.tensor([lengths[owner[v]] + depth[v] for v in range(R, R + n)], dtype=torch.long)[None]  # (1, n)
-        allowed = torch.zeros((n, P + n), dtype=torch.bool)  # query row attends key column (prompts, then new tokens)
-        for v in range(R, R + n):
-            if parent[v] >= R:
-                allowed[v - R] = allowed[parent[v] - R]
-            else:
-                r = owner[v]
-                allowed[v - R, offsets[r] : offsets[r + 1]] = True
-            allowed[v - R, P + v - R] = True
-        mask = torch.zeros((1, 1, n, P + n), dtype=self.model.dtype).masked_fill(~allowed, torch.finfo(self.model.dtype).min)
-        past = DynamicCache(ddp_cache_data=[
-            (torch.cat([self._prompt_kv[p][layer][0] for p in prompts], 2), torch.cat([self._prompt_kv[p][layer][1] for p in prompts], 2))
-            for layer in range(len(self._prompt_kv[prompts[0]]))])
+            tries.append((parent, depth, token, jobs))
+        n = max(len(t[0]) for t in tries)
+        self.scoring_tokens += sum(len(t[0]) for t in tries)
+        ids = torch.full((B, n), self.tokenizer.pad_token_id, dtype=torch.long)  # (B, n)
+        pos = torch.zeros((B, n), dtype=torch.long)  # (B, n)
+        allowed = torch.zeros((B, n, Lp + n), dtype=torch.bool)  # query attends key column (the prompt, then new tokens)
+        for r, (parent, depth, token, _) in enumerate(tries):
+            m = len(parent)
+            ids[r, :m] = torch.tensor(token)
+            pos[r, :m] = torch.tensor(depth) + lengths[r]
+            allowed[r, :, : lengths[r]] = True
+            for v in range(m):  # parents come before children: copy the parent's row
+                if parent[v] >= 0:
+                    allowed[r, v, Lp:] = allowed[r, parent[v], Lp:]
+                allowed[r, v, Lp + v] = True
+            allowed[r, m:, Lp + m :] = torch.eye(n - m, dtype=torch.bool)  # padding attends itself
+        mask = torch.zeros((B, 1, n, Lp + n), dtype=self.scorer.dtype).masked_fill(~allowed[:, None], torch.finfo(self.scorer.dtype).min)
+
+        def padded(layer: int, kv: int):  # (B, kv heads, Lp, d) the prompts' keys or values, right padded
+            first = self._prompt_kv[prompts[0]][layer][kv]  # generation's dtype; cast to the scorer's
+            out = torch.zeros((B, first.shape[1], Lp, first.shape[3]), dtype=self.scorer.dtype)
+            for r, p in enumerate(prompts):
+                out[r, :, : lengths[r]] = self._prompt_kv[p][layer][kv][0]
+            return out
+
+        past = DynamicCache(ddp_cache_data=[(padded(layer, 0), padded(layer, 1)) for layer in range(len(self._prompt_kv[prompts[0]]))])
         t0 = time.perf_counter()
         with torch.inference_mode():
-            hidden = self.model.model(input_ids=ids, position_ids=pos, attention_mask=mask, cache=past,
-                                      use_cache=True).last_hidden_state[0]  # (n, D)
-            need = sorted({path[j] - R for s, k, _, path in jobs for j in range(len(s) - k - 1, len(s) - 1)})
-            logp = torch.log_softmax(self.model.lm_head(hidden[need]).float(), dim=-1)  # (|need|, V)
+            hidden = self.scorer.model(input_ids=ids, position_ids=pos, attention_mask=mask, cache=past,
+                                      use_cache=True).last_hidden_state  # (B, n, D)
+            need = sorted({(r, path[j]) for r, t in enumerate(tries) for s, k, _, path in t[3] for j in range(len(s) - k - 1, len(s) - 1)})
+            rows = torch.tensor(need, dtype=torch.long).reshape(-1, 2)
+            logp = torch.log_softmax(self.scorer.lm_head(hidden[rows[:, 0], rows[:, 1]]).float(), dim=-1)  # (|need|, V)
         self._forward_s += time.perf_counter() - t0
         self.add_time("scoring forward", time.perf_counter() - t0)
         row = {v: i for i, v in enumerate(need)}
-        for s, k, where, path in jobs:  # option token j is predicted at node path[j-1] (the prefix is never empty here)
-            scores[where] = sum(float(logp[row[path[j - 1] - R], s[j]]) for j in range(len(s) - k, len(s)))
+        for r, t in enumerate(tries):  # option token j is predicted at node path[j-1] (the prefix is never empty here)
+            for s, k, where, path in t[3]:
+                scores[where] = sum(float(logp[row[(r, path[j - 1])], s[j]]) for j in range(len(s) - k, len(s)))
 
     def _score_tree(self, seqs: list[tuple[list[int], int]], where: list[int], scores: np.ndarray) -> None:
         torch = self._torch
@@ -395,7 +492,7 @@ class EmbeddedBackend(LLMBackend):
         ends: list[list[int]] = []  # per sequence, the node of each token
         for s, _ in seqs:
             node, path = 0, []
-            for t in s:
+            for t in s[:-1]:  # a sequence's last token predicts nothing: never run
                 nxt = children[node].get(t)
                 if nxt is None:
                     nxt = len(parent)
@@ -416,12 +513,12 @@ class EmbeddedBackend(LLMBackend):
             if parent[v] > 0:
                 allowed[v - 1] = allowed[parent[v] - 1]
             allowed[v - 1, v - 1] = True
-        mask = torch.zeros((1, 1, n, n), dtype=self.model.dtype).masked_fill(~allowed, torch.finfo(self.model.dtype).min)
+        mask = torch.zeros((1, 1, n, n), dtype=self.scorer.dtype).masked_fill(~allowed, torch.finfo(self.scorer.dtype).min)
         t0 = time.perf_counter()
         with torch.inference_mode():
-            hidden = self.model.model(input_ids=ids, position_ids=pos, attention_mask=mask).last_hidden_state[0]  # (n, D)
+            hidden = self.scorer.model(input_ids=ids, position_ids=pos, attention_mask=mask).last_hidden_state[0]  # (n, D)
             need = sorted({p[j] - 1 for (s, k), p in zip(seqs, ends) for j in range(len(s) - k - 1, len(s) - 1)})
-            logp = torch.log_softmax(self.model.lm_head(hidden[need]).float(), dim=-1)  # (|need|, V)
+            logp = torch.log_softmax(self.scorer.lm_head(hidden[need]).float(), dim=-1)  # (|need|, V)
         self._forward_s += time.perf_counter() - t0
         self.add_time("scoring forward", time.perf_counter() - t0)
         row = {p: r for r, p in enumerate(need)}

@@ -157,7 +157,7 @@ class CompletionServer(ThreadingHTTPServer):
         import torch
 
         with torch.inference_mode():
-            return torch.log_softmax(self.backend.model(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
+            return torch.log_softmax(self.backend.scorer(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
 
     def _prompt_logprobs(self, ids: list[int], logp, top: int) -> list[dict[str, dict[str, Any]] | None]:
         """vLLM's `prompt_logprobs` from `logp = _logp(ids)`: for token j >= 1, {token id:
