@@ -260,7 +260,7 @@ def bench(agents: str = "1e3,1e4,1e5,1e6", ckpt: str | None = None, teacher: str
 
 
 def demo(out: str = "out/demo", agents: int = 48, ticks: int = 3, scenario: str = "vaccine_campaign",
-         teacher: str = "debug", preset: str = "small", epochs: int | None = None, seed: int = 0) -> None:
+         teacher: str = "demo", preset: str = "small", epochs: int | None = None, seed: int = 0) -> None:
     """The whole pipeline on this CPU: world -> teacher traces with two LLM seeds (the second is
     the noise floor) -> student training -> rollout with a counterfactual -> validate -> plots.
     Each finished step is kept; rerunning the command resumes where it stopped.

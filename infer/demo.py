@@ -22,7 +22,7 @@ class DemoConfig:
     agents: int = 48
     ticks: int = 3
     scenario: str = "vaccine_campaign"
-    teacher: str = "debug"
+    teacher: str = "demo"
     preset: str = "small"
     epochs: int | None = None
     """Training epochs (default: the preset's)."""

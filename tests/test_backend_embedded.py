@@ -39,3 +39,28 @@ def test_generate_is_seeded_and_accounts_tokens(backend):
     assert [g.text for g in a] == [g.text for g in b]
     assert all(g.text.strip() for g in a)
     assert all(0 < g.completion_tokens <= 12 and g.prompt_tokens > 5 and g.latency_s > 0 for g in a)
+
+
+def test_grouped_decode_attention_equals_sdpa():
+    """`embedded.attention: gqa` gives SDPA's output for decode-sized queries, with boolean and
+    additive masks and several query heads per key/value head."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from lsm.data_gen.teacher.backends.attention import MAX_QUERIES, gqa_attention
+
+    class Attn(torch.nn.Module):
+        num_key_value_groups, is_causal = 3, True
+
+    g = torch.Generator().manual_seed(0)
+    B, H, Hkv, L, d = 4, 9, 3, 37, 16
+    for q in (MAX_QUERIES, 2):  # 2: handed to SDPA
+        query = torch.randn(B, H, q, d, generator=g)
+        key, value = torch.randn(B, Hkv, L, d, generator=g), torch.randn(B, Hkv, L, d, generator=g)
+        allowed = torch.rand(B, 1, q, L, generator=g) > 0.3
+        allowed[..., -1] = True
+        for mask in (allowed, torch.zeros(B, 1, q, L).masked_fill(~allowed, torch.finfo(torch.float32).min), None):
+            ours, _ = gqa_attention(Attn(), query, key, value, mask, scaling=d ** -0.5)
+            ref, _ = sdpa_attention_forward(Attn(), query, key, value, mask, scaling=d ** -0.5)
+            assert ours.shape == (B, q, H, d)
+            torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)

@@ -45,6 +45,10 @@ class EmbeddedConfig:
     scoring_dtype: Literal["float32", "bfloat16", "auto"] = "float32"
     """Option scoring's precision (the distributions the student learns); log-softmax is taken
     in float32 either way. A second copy of the weights is held when it differs from `dtype`."""
+    attention: Literal["gqa", "sdpa"] = "gqa"
+    """Decode steps' attention: `gqa` (`backends/attention.py`: query heads grouped on their
+    key/value head, two small matmuls; ~20 % faster decode steps in bfloat16 here, equal in
+    float32) or transformers' `sdpa`. Longer queries (prefill, scoring) use SDPA either way."""
     shared_prefix: int = 32
     """Generation encodes the longest prefix shared by a batch's prompts (the chat template's
     system turn, the same for every agent of a run) once and starts every row from its keys and
@@ -189,6 +193,12 @@ class EmbeddedBackend(LLMBackend):
         self.model = base.to(gen_dtype) if gen_dtype == score_dtype else copy.deepcopy(base).to(gen_dtype)
         """Generates (`generate_ids`)."""
         self.scorer = base.to(score_dtype)  # Module.to casts in place: the same module as `model` when the dtypes agree
+        if self.config.attention == "gqa":
+            from lsm.data_gen.teacher.backends.attention import register
+
+            name = register()
+            for m in {id(self.model): self.model, id(self.scorer): self.scorer}.values():
+                m.set_attn_implementation(name)
         """Scores options (`option_logprobs`) and serves prompt log-probabilities (`lsm serve`)."""
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
