@@ -267,10 +267,10 @@ def demo(out: str = "out/demo", agents: int = 48, ticks: int = 3, scenario: str 
 
     Args:
         out: demo folder (every artefact goes there).
-        agents: agents of the ANES world (48 keeps the demo near 15 minutes on 2 cores; 100 takes ~35).
-        ticks: ticks of the scenario (shortened; the debug teacher costs ~3 s per agent-tick on 2 cores).
+        agents: agents of the ANES world (48: about 7 minutes on 2 cores, 93 % of it the teacher).
+        ticks: ticks of the scenario (shortened; the demo teacher takes ~1.3 s per agent-tick on 2 cores).
         scenario: shipped scenario name or path.
-        teacher: teacher config (`debug`: short answers; `embedded`: the full teacher).
+        teacher: teacher config (`demo`: short answers, bfloat16 where native; `debug`: the same in float32; `embedded`: the full teacher).
         preset: training preset.
         epochs: training epochs (default: the preset's).
         seed: world and scenario seed.
