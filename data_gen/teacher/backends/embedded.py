@@ -193,13 +193,13 @@ class EmbeddedBackend(LLMBackend):
         self.model = base.to(gen_dtype) if gen_dtype == score_dtype else copy.deepcopy(base).to(gen_dtype)
         """Generates (`generate_ids`)."""
         self.scorer = base.to(score_dtype)  # Module.to casts in place: the same module as `model` when the dtypes agree
+        """Scores options (`option_logprobs`) and serves prompt log-probabilities (`lsm serve`)."""
         if self.config.attention == "gqa":
             from lsm.data_gen.teacher.backends.attention import register
 
             name = register()
             for m in {id(self.model): self.model, id(self.scorer): self.scorer}.values():
                 m.set_attn_implementation(name)
-        """Scores options (`option_logprobs`) and serves prompt log-probabilities (`lsm serve`)."""
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._torch = torch
