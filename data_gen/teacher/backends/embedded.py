@@ -20,13 +20,16 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Sequence, get_args
 
 import numpy as np
 
 from lsm.data_gen.teacher.backends.base import Conversation, Generation, LLMBackend
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+Dtype = Literal["float32", "bfloat16", "auto"]
+DTYPES: tuple[str, ...] = get_args(Dtype)
+"""The precisions `EmbeddedConfig.dtype` and `scoring_dtype` accept (one definition)."""
 
 
 @dataclass
@@ -39,10 +42,10 @@ class EmbeddedConfig:
     """Where the dequantised weights are cached (default $LSM_CACHE or ~/.cache/lsm)."""
     tree_tokens: int = 2048
     """Scoring packs prompts and options into prefix trees of about this many tokens."""
-    dtype: Literal["float32", "bfloat16", "auto"] = "float32"
+    dtype: Dtype = "float32"
     """Generation's precision (weights and activations): float32, bfloat16, or auto (bfloat16
     where the CPU multiplies it natively, i.e. reports avx512_bf16 or amx_bf16, else float32)."""
-    scoring_dtype: Literal["float32", "bfloat16", "auto"] = "float32"
+    scoring_dtype: Dtype = "float32"
     """Option scoring's precision (the distributions the student learns); log-softmax is taken
     in float32 either way. A second copy of the weights is held when it differs from `dtype`."""
     attention: Literal["gqa", "sdpa"] = "gqa"
@@ -94,9 +97,6 @@ def local_model_dir(cfg: EmbeddedConfig | None = None) -> Path:
         tmp.write_text(json.dumps(conf))
         tmp.replace(conf_path)
     return cache
-
-
-DTYPES = ("float32", "bfloat16", "auto")
 
 
 def native_bf16() -> bool:
