@@ -6,7 +6,10 @@ LSM    := $(VENV)/bin/lsm
 STAMP  := $(VENV)/.installed
 OUT    ?= out/demo
 
-.PHONY: install demo test fuzz typecheck gpu-smoke clean
+CHROMIUM := $(VENV)/.chromium
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install demo explore test fuzz typecheck gpu-smoke screenshots clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,8 +29,22 @@ demo: $(STAMP)
 	# seeds -> training -> rollout + counterfactual -> validate -> probe report -> narration.
 	$(LSM) demo --out $(OUT)
 
-test: typecheck
+# The explorer's browser tests drive Debian's headless chromium (Playwright's own download cannot run here).
+$(CHROMIUM): $(STAMP)
+	command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+	touch $(CHROMIUM)
+
+explore: $(STAMP)
+	# The web explorer on the demo's artefacts (loopback; open the printed URL).
+	$(LSM) explore $(OUT)
+
+test: typecheck $(CHROMIUM)
 	$(PY) -m pytest -q --durations=12
+
+screenshots: $(STAMP) $(CHROMIUM)
+	# The README's explorer screenshots, taken by the browser test on the demo's artefacts ($(OUT), made if absent).
+	$(LSM) demo --out $(OUT)
+	LSM_EXPLORE_DEMO=$(OUT) LSM_SCREENSHOTS=docs/explore $(PY) -m pytest -q tests/test_explore_browser.py
 
 fuzz: $(STAMP)
 	# Property-based fuzzing of every config family's loader, 1,000 examples each (CI runs 300).

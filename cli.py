@@ -351,6 +351,25 @@ def serve(host: str = "127.0.0.1", port: int = 8000, batch_size: int = 8, verbos
     run_server(EmbeddedBackend(EmbeddedConfig(batch_size=batch_size)), host, port, verbose)
 
 
+def explore(path: str, ckpt: str | None = None, port: int = 8765, host: str = "127.0.0.1", teacher: str = "embedded") -> None:
+    """Serve a web explorer of worlds, teacher traces and student rollouts on this machine:
+    overview charts (decision shares, groups, channels, events), the social graph, every
+    agent's record with narration and interviews, and what-if runs of the student.
+
+    Args:
+        path: a folder (every LSM file under it), a file, or several, comma-separated. Only
+            files under these are served.
+        ckpt: the student checkpoint for attention, narration and what-ifs (default: the one
+            each rollout records, or `runs/checkpoints` beside it).
+        port: TCP port.
+        host: interface to bind: loopback by default; anything else serves the files to the network.
+        teacher: teacher preset whose LLM narrates (a path or a shipped name).
+    """
+    from lsm.explore.app import ExploreConfig, serve as run_server
+
+    run_server(ExploreConfig([p for p in path.split(",") if p.strip()], ckpt, teacher), host, port)
+
+
 def recovery(out: str = "out/recovery", agents: str = "2000", held_out_agents: int = 2000, epochs: int = 60,
              planted: str = "planted", scenario: str = "vaccine_campaign", samples: int = 2, max_agents: int = 10000,
              json: str | None = None, seed: int = 0, train_variants: int = 0) -> None:
@@ -412,7 +431,7 @@ DESCRIPTION = ("LSM, a Large Societal Model. Also: `lsm train {fit,validate,test
 
 COMMANDS = {"world": world, "scenario": scenario, "gen": gen, "sensitivity": sensitivity, "evaluate": evaluate,
             "rollout": rollout, "validate": validate, "bench": bench, "demo": demo,
-            "probe": probe, "narrate": narrate, "serve": serve, "recovery": recovery, "info": info}
+            "probe": probe, "narrate": narrate, "serve": serve, "explore": explore, "recovery": recovery, "info": info}
 
 
 def _underscore_option(arg: str) -> str:

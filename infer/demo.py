@@ -138,6 +138,8 @@ def run_demo(cfg: DemoConfig, extra_steps=None) -> dict[str, Path]:
         print(f"  {name:<24} {path}")
     for png in sorted(art["report"].rglob("*.png")):
         print(f"  {'plot':<24} {png}")
+    print(f"\nExplore them in a browser (charts, the social graph, every agent, what-if runs):\n  lsm explore {out}"
+          + ("    (or: make explore)" if str(out) == "out/demo" else ""))
     return art
 
 

@@ -15,7 +15,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -288,10 +288,12 @@ class Rollout:
             yield TickResult.of(rec)
 
     def run(self, out: str | Path | None, world_file: str | Path | None = None, scenario_yaml: str = "",
-            keep: bool = False, quiet: bool = True, restart: bool = False, desc: str | None = None) -> dict[str, Any]:
+            keep: bool = False, quiet: bool = True, restart: bool = False, desc: str | None = None,
+            progress: Callable[[int], None] | None = None) -> dict[str, Any]:
         """Run every tick; with `out`, journaled (a killed run resumes) and written to `out`.
         Returns a summary (and `ticks_data`, the results computed by this process, with `keep`).
-        Unless `quiet`, a progress bar (agents/s) on stderr, titled `desc`."""
+        Unless `quiet`, a progress bar (agents/s) on stderr, titled `desc`; `progress(tick)` is
+        called as each tick this process computes is done (the explorer's bar)."""
         kept: list[TickResult] = []
         self.loop = self._loop()
         desc = desc or f"rollout {self.sc.name}"
@@ -309,12 +311,20 @@ class Rollout:
                     bar.set_postfix_str(f"tick {rec.tick + 1}/{self.n_ticks}, {rec.stats['forward_s']:.2f} s forward")
                     if keep:
                         kept.append(TickResult.of(rec))
+                    if progress is not None:
+                        progress(rec.tick)
             summary = self.policy.summary(stats, time.perf_counter() - wall, 0)
         else:
             assert world_file is not None, "a rollout file needs the world file (its population and graph are copied)"
+
+            def on_tick(rec: TickRecord) -> None:
+                if keep:
+                    kept.append(TickResult.of(rec))
+                if progress is not None:
+                    progress(rec.tick)
+
             summary = self.loop.run(out, world_file, scenario_yaml, {"seed": self.cfg.seed}, inputs=[self.student.path],
-                                    restart=restart, quiet=quiet, desc=desc,
-                                    on_tick=(lambda rec: kept.append(TickResult.of(rec))) if keep else None)
+                                    restart=restart, quiet=quiet, desc=desc, on_tick=on_tick)
         if keep:
             summary["ticks_data"] = kept
         return summary

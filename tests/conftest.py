@@ -36,6 +36,17 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "data_gen/corpus/n20"
 
 
+DEMO_ARGS = ["--agents", "6", "--ticks", "2", "--epochs", "2"]
+"""`lsm demo` reduced for the tests: the whole pipeline with the real embedded teacher on 6 agents."""
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory):
+    """A folder for the reduced demo, shared by the session: `test_demo` runs (kills and resumes)
+    the demo there; later tests (the explorer in a browser) open its artefacts."""
+    return tmp_path_factory.mktemp("demo") / "demo"
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """(folder, checkpoint folder, world file): a debug student (1 epoch on one corpus file) and a

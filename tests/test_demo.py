@@ -21,7 +21,7 @@ from lsm.cli import main
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "probes").glob("*.ipynb"))
 
 
-ARGS = ["--agents", "6", "--ticks", "2", "--epochs", "2"]
+from tests.conftest import DEMO_ARGS as ARGS
 
 
 def _jsd(p, q):
@@ -36,10 +36,11 @@ def _shares(path):
     return np.stack([np.bincount(d[t][v[t]], minlength=A) / max(int(v[t].sum()), 1) for t in range(len(d))])
 
 
-def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
+def test_demo_runs_end_to_end_and_resumes(demo_dir, tmp_path, capsys):
     """Killed (-9) while the second teacher runs, `lsm demo` resumes: finished artefacts are kept
-    byte for byte, the rest is computed, and the figures it writes are the files' own."""
-    out = tmp_path / "demo"
+    byte for byte, the rest is computed, and the figures it writes are the files' own. (It runs in
+    the session's demo folder, which the explorer's browser test opens after it.)"""
+    out = demo_dir if not demo_dir.exists() else tmp_path / "demo"
     proc = subprocess.Popen([sys.executable, "-m", "lsm", "demo", "--out", str(out), *ARGS],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     journal = out / "teacher_llm_seed1.h5.journal"
@@ -81,6 +82,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     narration = (out / "narration.md").read_text()
     assert f"(agent {int(flipped[0]) if len(flipped) else 0})" in narration
     assert "Grounding: passed" in narration
+    assert f"lsm explore {out}" in printed  # the demo ends by saying how to explore it
     # a second run keeps every finished step
     assert main(["demo", "--out", str(out), *ARGS]) == 0
     assert capsys.readouterr().out.count("exists, kept") == 10  # every step
