@@ -9,18 +9,23 @@ import pytest
 
 from lsm.data_gen.store import TraceFile
 
-CORPUS = Path(__file__).resolve().parents[1] / "data_gen" / "corpus" / "n20"
+ROOT = Path(__file__).resolve().parents[1] / "data_gen" / "corpus"
+CORPUS = ROOT / "n20"
 SCENARIOS = ("guessing_game", "vaccine_campaign", "product_adoption")
-TICKS, AGENTS = 8, 20  # data_gen/corpus/make_corpus.sh with AGENTS=20
+TICKS = 8  # data_gen/corpus/make_corpus.sh
+FILES = [("n20", s, seed) for s in SCENARIOS for seed in (0, 1)]
+"""The shipped corpus files: n20 whole; of n200 (made piece by piece, `COMMIT=1`), its first
+file and every other one committed so far."""
+FILES += sorted({("n200", "vaccine_campaign", 0)} | {("n200", p.stem[:-3], int(p.stem[-1])) for p in (ROOT / "n200").glob("*_s[01].h5")})
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
-@pytest.mark.parametrize("seed", (0, 1))
-def test_corpus_file_reads(scenario, seed):
-    path = CORPUS / f"{scenario}_s{seed}.h5"
-    assert path.is_file(), f"{path} missing: run AGENTS=20 data_gen/corpus/make_corpus.sh"
+@pytest.mark.parametrize("corpus,scenario,seed", FILES)
+def test_corpus_file_reads(corpus, scenario, seed):
+    path = ROOT / corpus / f"{scenario}_s{seed}.h5"
+    agents = int(corpus[1:])
+    assert path.is_file(), f"{path} missing: run AGENTS={agents} data_gen/corpus/make_corpus.sh"
     with TraceFile(path) as tf:
-        assert (tf.n_ticks, tf.n_agents) == (TICKS, AGENTS) and tf.array("channels").shape[:2] == (TICKS, AGENTS)
+        assert (tf.n_ticks, tf.n_agents) == (TICKS, agents) and tf.array("channels").shape[:2] == (TICKS, agents)
         assert tf.scenario.name == scenario and tf.seeds["teacher"] == 0 and tf.seeds["llm"] == seed
         valid = tf.array("valid")
         assert valid.mean() > 0.8
@@ -29,17 +34,19 @@ def test_corpus_file_reads(scenario, seed):
         assert len(tf.to_dataset(with_text=False)) == tf.n_ticks * tf.n_agents
         pop, graph = tf.world()
         assert pop.source == "anes96" and graph.n == tf.n_agents
+        if corpus == "n200":  # made with varied neighbourhoods: 0..K messages shown per agent-tick, seeded
+            shown = (tf.array("shown_neighbors")[1:] >= 0).sum(-1)  # (T - 1, N)
+            assert len(np.unique(shown)) >= 3 and shown.min() == 0
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
-@pytest.mark.parametrize("seed", (0, 1))
-def test_teacher_values_follow_the_rules(scenario, seed):
+@pytest.mark.parametrize("corpus,scenario,seed", FILES)
+def test_teacher_values_follow_the_rules(corpus, scenario, seed):
     """For every valid agent-tick: `channels` is the mean rating of `channel_dist` over the 11
     levels / 10 (the teacher's rule, teacher/llm.py); the drawn decision has positive
     probability; a numeric decision is the equal-width bin of `decision_value` over [min, max],
     max in the last bin (the rule of ActionSpace.bin_of, recomputed here in integers and checked
     against it). Invalid agent-ticks hold decision -1 and NaN channels."""
-    with TraceFile(CORPUS / f"{scenario}_s{seed}.h5") as tf:
+    with TraceFile(ROOT / corpus / f"{scenario}_s{seed}.h5") as tf:
         valid, decision, channels = tf.array("valid"), tf.array("decision"), tf.array("channels")
         assert (decision[~valid] == -1).all() and np.isnan(channels[~valid]).all()
         dist = tf.array("channel_dist")[valid].astype(np.float64)  # (V, C, 11)
