@@ -28,7 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from lsm.explore.files import Catalog, NotServed, describe
+from lsm.explore.files import Catalog, FileInfo, NotServed, describe
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -83,14 +83,21 @@ def create_app(cfg: ExploreConfig):
         parts = [f"{'.'.join(str(p) for p in x['loc'] if p not in ('query', 'body'))}: {x['msg']}" for x in e.errors()]
         return err(400, "bad request: " + "; ".join(parts))
 
-    def trace(name: str) -> Path:
+    def lsm_file(name: str) -> tuple[Path, FileInfo]:
         path = catalog.resolve(name)
         info = describe(path, name)
         if info is None:
             raise NotServed(f"{name!r} is not a complete LSM file")
+        return path, info
+
+    def trace_info(name: str) -> tuple[Path, FileInfo]:
+        path, info = lsm_file(name)
         if info.kind == "world":
             raise Refused(f"{name} is a world (no ticks); open a teacher trace or a student rollout")
-        return path
+        return path, info
+
+    def trace(name: str) -> Path:
+        return trace_info(name)[0]
 
     @lru_cache(maxsize=2)
     def student_at(path: str):
@@ -135,8 +142,9 @@ def create_app(cfg: ExploreConfig):
         return aggregates.compare(trace(a), trace(b))
 
     @app.get("/api/graph")
-    def graph(file: str, nodes: int = Query(society.DEFAULT_NODES, ge=10, le=society.MAX_NODES), seed: int = Query(0, ge=0)):
-        path = catalog.resolve(file)
+    def graph(file: str, nodes: int = Query(society.DEFAULT_NODES, ge=10, le=society.MAX_NODES),
+              seed: int = Query(0, ge=0, le=1_000_000)):
+        path, _ = lsm_file(file)  # a world too: its graph without decisions
         return aggregates.cached(path, f"graph{nodes}s{seed}", lambda p: society.graph_sample(p, nodes, seed))
 
     @app.get("/api/agent")
@@ -145,34 +153,29 @@ def create_app(cfg: ExploreConfig):
 
     @app.get("/api/attention")
     def attention(file: str, id: int = Query(..., ge=0)):  # noqa: A002
-        path = trace(file)
-        if not _is_rollout(path):
+        path, info = trace_info(file)
+        if info.kind != "student_rollout":
             raise Refused(f"{file} is not a student rollout: attention weights exist only for the student")
+        if id >= info.agents:
+            raise ValueError(f"agent {id} is not in this file (agents 0..{info.agents - 1})")
         return {"ticks": agent.attention(student_for(path), path, id)}
-
-    def _is_rollout(path: Path) -> bool:
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            return str(f.attrs.get("kind")) == "student_rollout"
 
     @app.post("/api/narrate")
     def narrate(body: dict = Body(...)):
         from lsm.narrate.narrator import narrate as write
         from lsm.probes.readout import agent_readout
 
-        path = trace(_str(body, "file"))
+        path, info = trace_info(_str(body, "file"))
         i = _int(body, "agent")
         question = body.get("question")
         if question is not None and (not isinstance(question, str) or not question.strip() or len(question) > 500):
             raise ValueError("question: a non-empty text of at most 500 characters")
-        if not _is_rollout(path):
+        if info.kind != "student_rollout":
             raise Refused(f"{path.name} is a teacher trace: its agents' own reasoning is in the panel; "
                           "narration and interviews are of student rollouts")
+        if not 0 <= i < info.agents:
+            raise ValueError(f"agent {i} is not in {path.name} (agents 0..{info.agents - 1})")
         student = student_for(path)
-        with _open(path) as tf:
-            if not 0 <= i < tf.n_agents:
-                raise ValueError(f"agent {i} is not in {path.name} (agents 0..{tf.n_agents - 1})")
 
         def work(job):
             job.update(progress=0.1, message="reading the agent's record (replaying the rollout)")
@@ -212,6 +215,7 @@ def create_app(cfg: ExploreConfig):
         sever = whatif.parse_sever(_list(body, "sever"))
         if not edits and not sever:
             raise ValueError("a what-if needs at least one edit or a severed tie type")
+        base.check(edits)
         student = student_for(path)
 
         def work(job):
@@ -226,9 +230,8 @@ def create_app(cfg: ExploreConfig):
 
     @app.post("/api/rollout")
     def start_base(body: dict = Body(...)):
-        world = catalog.resolve(_str(body, "world"))
-        info = describe(world, body["world"])
-        if info is None or info.kind != "world":
+        world, info = lsm_file(_str(body, "world"))
+        if info.kind != "world":
             raise ValueError(f"world: {body['world']} is not a world file (from lsm world)")
         choices = whatif.scenario_choices(catalog)
         name = _str(body, "scenario")
@@ -253,8 +256,11 @@ def create_app(cfg: ExploreConfig):
         path = trace(_str(body, "base"))
         base = whatif.Base(path)
         values = _list(body, "values")
+        if not 1 <= len(values) <= whatif.MAX_SWEEP_VALUES:
+            raise ValueError(f"values: 1 to {whatif.MAX_SWEEP_VALUES} numbers (got {len(values)})")
         event, field = _int(body, "event"), _str(body, "field")
-        whatif.parse_edits([{"event": event, "field": field, "value": v} for v in values], len(base.events), base.ticks)
+        for edit in whatif.parse_edits([{"event": event, "field": field, "value": v} for v in values], len(base.events), base.ticks):
+            base.check([edit])
         sever = whatif.parse_sever(_list(body, "sever"))
         student = student_for(path)
 
@@ -283,12 +289,6 @@ def create_app(cfg: ExploreConfig):
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
-
-
-def _open(path: Path):
-    from lsm.data_gen.store import TraceFile
-
-    return TraceFile(path)
 
 
 def _str(body: dict, key: str) -> str:

@@ -100,6 +100,13 @@ class Base:
         self.path = path
         self.events = [e for e in self.scenario_data.get("events", [])]
 
+    def check(self, edits: list[Edit]) -> None:
+        """Raise the scenario checker's `ScenarioError` if the edited scenario is invalid (a
+        credibility above 1, ...): the rules are the scenario's own, not repeated here."""
+        from lsm.data_gen.scenario import scenario_from_dict
+
+        scenario_from_dict(apply_edits(self.scenario_data, edits), source=f"{self.path.name} (what-if)")
+
     def describe(self) -> dict[str, Any]:
         return {"ticks": self.ticks, "agents": self.n, "edge_types": list(EDGE_TYPES), "fields": list(EDIT_FIELDS),
                 "events": [{"index": k, "tick": e.get("tick"), "source": e.get("source", ""), "text": e.get("text", ""),

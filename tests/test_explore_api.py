@@ -273,10 +273,9 @@ def test_bad_whatifs_are_refused_before_any_work(client, body, words):
     assert words in r.json()["error"]
 
 
-def test_an_out_of_range_edit_fails_the_job_with_the_scenario_checker_message(client):
-    job = _wait(client, _json(client.post("/api/whatif", json={"base": "0/rollout.h5",
-                                                                  "edits": [{"event": 0, "field": "credibility", "value": 2.0}]})))
-    assert job["state"] == "failed" and "events[0].credibility" in job["error"] and "between 0 and 1" in job["error"]
+def test_an_out_of_range_edit_is_refused_with_the_scenario_checker_message(client):
+    r = client.post("/api/whatif", json={"base": "0/rollout.h5", "edits": [{"event": 0, "field": "credibility", "value": 2.0}]})
+    assert r.status_code == 400 and "events[0].credibility" in r.json()["error"] and "between 0 and 1" in r.json()["error"]
 
 
 @pytest.mark.slow
@@ -356,3 +355,37 @@ def test_a_base_rollout_from_a_served_world_and_a_scenario(client, trained, fold
     with TraceFile(root / job["result"]["file"][2:]) as tf:
         assert tf.kind == "student_rollout" and tf.n_agents == 60 and tf.scenario.events[0].credibility == pytest.approx(0.1)
     assert _json(client.get("/api/whatif/base", params={"file": job["result"]["file"]}))["agents"] == 60
+
+
+def test_bad_sweeps_and_attention_requests_are_400(client):
+    for body, words in (({"base": "0/rollout.h5", "event": 0, "field": "credibility", "values": []}, "1 to"),
+                        ({"base": "0/rollout.h5", "event": 0, "field": "credibility", "values": [0.5, 3]}, "credibility"),
+                        ({"base": "0/rollout.h5", "event": "first", "field": "credibility", "values": [0.5]}, "event")):
+        r = client.post("/api/sweep", json=body)
+        assert r.status_code == 400 and words in r.json()["error"], r.text
+    r = client.get("/api/attention", params={"file": "0/rollout.h5", "id": 60})
+    assert r.status_code == 400 and "agents 0..59" in r.json()["error"]
+    r = client.get("/api/graph", params={"file": "0/teacher/junk.h5"})
+    assert r.status_code == 404
+
+
+def test_a_failing_job_is_reported_and_the_queue_goes_on():
+    from lsm.explore.jobs import Jobs
+
+    jobs = Jobs()
+
+    def bad(job):
+        raise ValueError("events[0].credibility = 2: a number between 0 and 1")
+
+    def bug(job):
+        raise RuntimeError("boom")
+
+    a, b, c = jobs.submit("student", "a", bad), jobs.submit("student", "b", bug), jobs.submit("student", "c", lambda job: 42)
+    deadline = time.time() + 30
+    while c.state != "done" and time.time() < deadline:
+        time.sleep(0.01)
+    assert (a.state, a.error) == ("failed", "events[0].credibility = 2: a number between 0 and 1")
+    assert b.state == "failed" and b.error == "RuntimeError: boom"
+    assert c.state == "done" and c.result == 42 and a.finished <= b.started <= b.finished <= c.started
+    with pytest.raises(LookupError):
+        jobs.get("student-99")
