@@ -89,14 +89,13 @@ async function loadFiles() {
 }
 
 function fillFileMenus(files) {
-  // the file menus (A, compare-with B, what-if base), keeping what each had selected
+  // the file menus (A, compare-with B, what-if base, new base's world), keeping what each had selected
   const label = (f) => `${f.name} — ${f.kind.replace("_", " ")}, ${f.agents.toLocaleString()} agents × ${f.ticks} ticks` +
     (f.scenario ? `, ${f.scenario}` : "") + (f.llm_seed != null ? `, LLM seed ${f.llm_seed}` : "");
   const opt = (f) => `<option value="${esc(f.name)}">${esc(label(f))}</option>`;
   const traces = files.filter((f) => f.kind !== "world");
   const menus = [[$("file-a"), traces, ""], [$("file-b"), traces, `<option value="">(none)</option>`],
-    [$("wi-base"), traces.filter((f) => f.kind === "student_rollout"), ""]];
-  menus.push([$("nb-world"), files.filter((f) => f.kind === "world"), ""]);
+    [$("wi-base"), traces.filter((f) => f.kind === "student_rollout"), ""], [$("nb-world"), files.filter((f) => f.kind === "world"), ""]];
   for (const [sel, list, head] of menus) {
     const was = sel.value;
     sel.innerHTML = head + list.map(opt).join("");
