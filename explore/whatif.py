@@ -5,8 +5,8 @@ or more tie types severed; or a sweep of one event parameter.
 A what-if lands as an ordinary rollout file in `whatif/` beside the base rollout, named by
 its edits (`rollout__e0-credibility-0.2__sever-friend.h5`); asking for the same what-if again
 returns that file (rollouts are deterministic). A rollout file copies its world from a world
-file, so the base's world is written there once (`rollout_world.h5`), and a severed world
-beside its what-if (`..._world.h5`). A sweep runs each point in
+file, so the base's world is written there once (`rollout_world.h5`), and each severed one
+once (`rollout__sever-friend_world.h5`). A sweep runs each point in
 memory and writes `<name>.sweep.json`.
 """
 from __future__ import annotations
@@ -153,7 +153,7 @@ def run_whatif(student, base: Base, edits: list[Edit], sever: list[str], progres
             pass
     progress(0.02, "loading the world and the scenario")
     data = apply_edits(base.scenario_data, edits)
-    world_out = out_dir / (f"{name}_world.h5" if sever else f"{base.path.stem}_world.h5")  # the base's world, or it severed
+    world_out = out_dir / f"{base.path.stem}{'__sever-' + '-'.join(sever) if sever else ''}_world.h5"  # the base's world, or it severed
     r, world_file = _rollout(student, base, data, sever, world_out)
     import yaml
 
@@ -170,13 +170,12 @@ def run_sweep(student, base: Base, event: int, field: str, values: list[float], 
     if not 1 <= len(values) <= MAX_SWEEP_VALUES:
         raise ValueError(f"values: 1 to {MAX_SWEEP_VALUES} numbers")
     edits_at = [parse_edits([{"event": event, "field": field, "value": v}], len(base.events), base.ticks) for v in values]
-    finals, exposed = [], []
+    finals = []
     for k, edits in enumerate(edits_at):
         progress(k / len(values), f"point {k + 1}/{len(values)}: {edits[0].slug}")
         r, _ = _rollout(student, base, apply_edits(base.scenario_data, edits), sever, None)
         summary = r.run(None, quiet=True)
         finals.append(summary["decision_shares"][-1])
-        exposed.append(summary.get("exposed_share"))
     result = {"event": event, "field": field, "values": [e[0].value for e in edits_at], "actions": summary["actions"],
               "final_shares": finals, "sever": sever}
     out_dir = base.path.parent / "whatif"
