@@ -17,7 +17,7 @@ from lsm.data_gen.world import load_world
 
 CORPUS = Path(__file__).resolve().parents[1] / "data_gen/corpus/n20"
 SUBCOMMANDS = ["world", "scenario", "gen", "sensitivity", "evaluate", "rollout", "validate", "bench", "demo", "probe",
-               "narrate", "serve", "recovery", "info"]
+               "narrate", "serve", "explore", "recovery", "info"]
 
 
 def test_world_command_writes_world_and_prints_summary(tmp_path, capsys):
