@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from lsm.data_gen.store import TraceFile
-from lsm.infer.report import group_codes, means_by, shares_by
+from lsm.infer.report import _categorical_labels, group_codes, means_by, shares_by
 
 CACHE_SUFFIX = ".explore.json"
 CACHE_VERSION = 2
@@ -92,13 +92,10 @@ def compute_overview(path: Path) -> dict[str, Any]:
         sc = tf.scenario
         actions, channels = list(sc.actions.labels), list(sc.channel_names)
         T, N, A, C = tf.n_ticks, tf.n_agents, len(actions), len(channels)
-        pop = tf.f["population"]
-        order = [e["attribute"] for e in json.loads(pop.attrs["identity_vocab"])["categorical"]]
         attrs = {}
-        for a in order:
-            cats = json.loads(pop["categorical"][a].attrs["categories"])
-            if len(cats) <= MAX_GROUPS:
-                groups, codes = group_codes(np.asarray(cats, dtype=object)[pop["categorical"][a][()]])
+        for a, labels in _categorical_labels(tf).items():
+            groups, codes = group_codes(labels)
+            if len(groups) <= MAX_GROUPS:
                 attrs[a] = (groups, codes)
         shares = np.zeros((T, A))  # (T, A)
         by = {a: {"groups": [str(g) for g in groups], "size": np.bincount(codes, minlength=len(groups)).tolist(),

@@ -115,12 +115,27 @@ class Base:
                 "max_sweep_values": MAX_SWEEP_VALUES}
 
 
+def _finished(out: Path, progress: Callable[[float, str], None], what: str) -> bool:
+    """Whether `out` is a complete run (then reused: runs are deterministic); an incomplete one
+    is run again, resuming from its journal."""
+    from lsm.data_gen.store import StoreError, TraceFile
+
+    if not out.is_file():
+        return False
+    try:
+        with TraceFile(out):
+            progress(1.0, f"already run: the same {what}'s file is reused")
+            return True
+    except StoreError:
+        return False
+
+
 def _rollout(student, base: Base, scenario_data: dict, sever: list[str], world_out: Path | None):
     """(Rollout, the world file to copy into its output: `world_out`, written unless it exists)."""
     from lsm.data_gen.embed import persona_tensor
     from lsm.data_gen.scenario import scenario_from_dict
     from lsm.data_gen.world import load_world, save_world
-    from lsm.infer.rollout import Rollout, RolloutConfig
+    from lsm.infer.rollout import Rollout, recorded_config
 
     sc = scenario_from_dict(scenario_data, source=f"{base.path.name} (what-if)")
     world = load_world(base.path)
@@ -131,9 +146,8 @@ def _rollout(student, base: Base, scenario_data: dict, sever: list[str], world_o
         g.edge_index, g.edge_type, g.edge_weight = g.edge_index[:, keep], g.edge_type[keep], g.edge_weight[keep]
     if world_out is not None and not world_out.is_file():
         save_world(world, world_out)  # a rollout file copies its world from a world file
-    cfg_dict = {k: v for k, v in base.rollout_cfg.items() if k != "store_text"}
-    cfg = RolloutConfig(**{**cfg_dict, "device": "cpu"})
-    return Rollout(student, world, sc, cfg, persona_emb=persona_tensor(world.population)), world_out
+    return (Rollout(student, world, sc, recorded_config(base.rollout_cfg), persona_emb=persona_tensor(world.population)),
+            world_out)
 
 
 def run_whatif(student, base: Base, edits: list[Edit], sever: list[str], progress: Callable[[float, str], None]) -> Path:
@@ -142,15 +156,8 @@ def run_whatif(student, base: Base, edits: list[Edit], sever: list[str], progres
     out_dir.mkdir(exist_ok=True)
     name = f"{base.path.stem}__{slug(edits, sever)}"
     out = out_dir / f"{name}.h5"
-    if out.is_file():
-        from lsm.data_gen.store import TraceFile
-
-        try:
-            with TraceFile(out):
-                progress(1.0, "already run: the same what-if's file is reused")
-                return out
-        except Exception:  # noqa: BLE001 - an incomplete earlier run: run it again (it resumes)
-            pass
+    if _finished(out, progress, "what-if"):
+        return out
     progress(0.02, "loading the world and the scenario")
     data = apply_edits(base.scenario_data, edits)
     world_out = out_dir / f"{base.path.stem}{'__sever-' + '-'.join(sever) if sever else ''}_world.h5"  # the base's world, or it severed
@@ -210,19 +217,13 @@ def run_base(ckpt: Path, world: Path, scenario: Path, scenario_name: str, teache
              progress: Callable[[float, str], None]) -> Path:
     """A base rollout of the checkpoint on a world and scenario (`lsm rollout`, with its report),
     written to `whatif/<world>__<scenario>.h5` beside the world; an existing one is reused."""
-    from lsm.data_gen.store import TraceFile
     from lsm.infer.run import run_rollout
 
     out_dir = world.parent / "whatif"
     out_dir.mkdir(exist_ok=True)
     out = out_dir / f"{world.stem}__{re.sub(r'[^A-Za-z0-9_.-]', '_', Path(scenario_name).stem)}__s{seed}.h5"
-    if out.is_file():
-        try:
-            with TraceFile(out):
-                progress(1.0, "already run: the same base rollout's file is reused")
-                return out
-        except Exception:  # noqa: BLE001 - incomplete: run it again (it resumes)
-            pass
+    if _finished(out, progress, "base rollout"):
+        return out
     progress(0.1, f"rollout of {world.name} with {Path(scenario_name).stem}")
     run_rollout(ckpt=ckpt, world=world, scenario=scenario, out=str(out), seed=seed, teacher=teacher, quiet=True)
     return out

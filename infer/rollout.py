@@ -330,6 +330,14 @@ class Rollout:
         return summary
 
 
+def recorded_config(cfg_dict: dict[str, Any], device: str = "cpu") -> RolloutConfig:
+    """The `RolloutConfig` a rollout file records (its `config.rollout`), on `device`."""
+    cfg_dict = dict(cfg_dict)
+    if "store_text" in cfg_dict:  # written before `store`: latent and memory always, text unless store_text was false
+        cfg_dict["store"] = ["latent", "memory"] + (["text"] if cfg_dict.pop("store_text") else [])
+    return RolloutConfig(**{**cfg_dict, "device": device})
+
+
 def rollout_from_file(student: Student, path: str | Path, device: str = "cpu") -> Rollout:
     """The Rollout that wrote `path` (same world, scenario and rollout config), to replay it
     with readouts; `replay_matches(...)` checks the replay reproduces the file."""
@@ -341,7 +349,4 @@ def rollout_from_file(student: Student, path: str | Path, device: str = "cpu") -
             raise ValueError(f"{path} is a {tf.kind}, not a student rollout")
         sc = tf.scenario
         cfg_dict = read_configs(tf.f)["rollout"]  # JSON is YAML: a dict
-    if "store_text" in cfg_dict:  # written before `store`: latent and memory always, text unless store_text was false
-        cfg_dict["store"] = ["latent", "memory"] + (["text"] if cfg_dict.pop("store_text") else [])
-    cfg = RolloutConfig(**{**cfg_dict, "device": device})
-    return Rollout(student, load_world(path), sc, cfg)
+    return Rollout(student, load_world(path), sc, recorded_config(cfg_dict, device))
