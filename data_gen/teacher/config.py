@@ -138,6 +138,9 @@ class TeacherConfig(Checked):
             yield "memories", self.memories, "a non-negative count"
         if self.chunk < 1:
             yield "chunk", self.chunk, "at least 1"
+        for f in ("batch_size", "refill"):
+            if not 1 <= getattr(self.embedded, f) <= MAX_COUNT:
+                yield f"embedded.{f}", getattr(self.embedded, f), f"a whole number from 1 to {MAX_COUNT:,}"
         if self.neighbors > MAX_NEIGHBORS_SHOWN:
             yield "neighbors", self.neighbors, f"at most {MAX_NEIGHBORS_SHOWN} messages per prompt"
         for f in ("max_tokens", "chunk", "memories", "memory_capacity", "max_attempts"):

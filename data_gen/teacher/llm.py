@@ -47,6 +47,11 @@ class RunState:
         return cls([ag.Memory.from_json(m) for m in d["memories"]], list(d["last_message"]))
 
 
+PROFILE_PHASES = ("prompts", "generation", "repair attempts", "option scoring", "content-free calibration",
+                  "sentence embedding", "memory and messages")
+"""The teacher's phases as `lsm gen --profile` lists them (the loop adds "journal")."""
+
+
 @dataclass
 class TickStats:
     agents: int = 0
@@ -56,16 +61,12 @@ class TickStats:
     llm_s: float = 0.0
     approximate_scores: int = 0
     """Option scores of this tick the backend could only approximate (`LLMBackend.approximate_scores`)."""
-    phase_s: dict[str, float] = field(default_factory=dict)
-    """Seconds of this tick per phase (`PROFILE_PHASES`, then the backend's own, prefixed "llm ")."""
+    phase_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PROFILE_PHASES, 0.0))
+    """Seconds of this tick per phase (every one of `PROFILE_PHASES`, 0 where it did not run, then
+    the backend's own, prefixed "llm ")."""
 
     def add(self, phase: str, seconds: float) -> None:
         self.phase_s[phase] = self.phase_s.get(phase, 0.0) + seconds
-
-
-PROFILE_PHASES = ("prompts", "generation", "repair attempts", "option scoring", "content-free calibration",
-                  "sentence embedding", "memory and messages")
-"""The teacher's phases as `lsm gen --profile` lists them (the loop adds "journal")."""
 
 
 # --------------------------------------------------------------------------- the teacher

@@ -28,6 +28,11 @@ from lsm.data_gen.scenario import Scenario
 
 RATING_MAX = 10
 STANCE_MAX = 5
+TEXT_PATTERN = r"^[\s\S]*[A-Za-z]{2,}[\s\S]*$"
+"""What every text of an answer must match (`re.search`): a word of two letters somewhere. It is
+the schema's `pattern` for reasoning, message and memory, which the embedded decoder keeps
+(`backends/constrained.py`); anchored and spanning the whole text, it means the same to
+engines that match a JSON-schema pattern against the whole string."""
 EDGE_WORDS = {"household": "someone you live with", "friend": "a friend", "professional": "a colleague",
               "weak_tie": "an acquaintance", "media": "an outlet you follow"}
 
@@ -102,7 +107,7 @@ def decision_schema(sc: Scenario) -> dict[str, Any]:
 
 def answer_schema(sc: Scenario, mode: str, limits: TextLimits) -> dict[str, Any]:
     """JSON schema of an answer; property order is the order the model writes them."""
-    props: dict[str, Any] = {"reasoning": {"type": "string", "maxLength": limits.reasoning}}
+    props: dict[str, Any] = {"reasoning": {"type": "string", "maxLength": limits.reasoning, "pattern": TEXT_PATTERN}}
     if mode == "full":
         props["ratings"] = {
             "type": "object",
@@ -110,9 +115,9 @@ def answer_schema(sc: Scenario, mode: str, limits: TextLimits) -> dict[str, Any]
             "required": sc.channel_names,
         }
         props["decision"] = decision_schema(sc)
-    props["message"] = {"type": "string", "maxLength": limits.message}
+    props["message"] = {"type": "string", "maxLength": limits.message, "pattern": TEXT_PATTERN}
     props["stance"] = {"type": "integer", "minimum": -STANCE_MAX, "maximum": STANCE_MAX}
-    props["memory"] = {"type": "string", "maxLength": limits.memory}
+    props["memory"] = {"type": "string", "maxLength": limits.memory, "pattern": TEXT_PATTERN}
     props["salience"] = {"type": "integer", "minimum": 0, "maximum": RATING_MAX}
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
@@ -240,7 +245,7 @@ def _text(obj: dict[str, Any], key: str) -> str:
     v = obj.get(key)
     if not isinstance(v, str):
         raise InvalidAnswer(f"'{key}' = {v!r}: expected a text")
-    if not re.search(r"[A-Za-z]{2,}", v):
+    if not re.search(TEXT_PATTERN, v):
         raise InvalidAnswer(f"'{key}' = {v!r}: expected words, got an empty or meaningless text")
     return v.strip()
 

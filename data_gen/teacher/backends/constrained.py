@@ -1,21 +1,29 @@
 """JSON-schema constrained decoding for local transformers models.
 
 A schema of the subset the teacher uses (objects with ordered, all-required properties;
-strings with `maxLength`; string `enum`s; integers with `minimum`/`maximum`; booleans) compiles
-to a *template*: forced literal token runs (keys, quotes, punctuation) alternating with slots
+strings with `maxLength` and an optional `pattern`; string `enum`s; integers with
+`minimum`/`maximum`; booleans) compiles to a *template*: forced literal token runs (keys, quotes, punctuation) alternating with slots
 the model fills — free text (any token without a quote, backslash or control character,
 closed by the `"` token) or a choice among token sequences (enum values, integers in range),
-walked as a trie. `SchemaLogitsProcessor` plugs the template into `model.generate`: at each
-step it masks every token the template does not allow, so every finished answer parses and
-satisfies the schema (free texts can still be empty; the agent loop validates meaning).
+walked as a trie. `TemplateWalker` walks it for each row of the decode loop
+(`decode_loop.py`): at each step it masks every token the template does not allow, so every
+finished answer parses and satisfies the schema.
 
-    template = compile_schema(schema, tokenizer)
-    proc = SchemaLogitsProcessor(template, batch_size=B, prompt_len=L, eos_id=tok.eos_token_id)
-    model.generate(..., logits_processor=LogitsProcessorList([proc]))
+A string's `pattern` (JSON schema: the text contains a match, `re.search`) is kept by closing
+the text only once what it holds so far matches, opening it with a token that holds a letter
+(so that it starts as words rather than as the digits the fields around it are made of), and,
+on its last token, allowing only tokens that match on their own. This holds for patterns that
+stay matched as text is added (the teacher's "a word of two letters somewhere"); the agent
+loop validates the answer either way.
+
+    walker = TemplateWalker(compile_schema(schema, tokenizer), tok.eos_token_id, FreeVocab.of(tokenizer))
+    state = walker.start()
+    mask = walker.allowed([state], V)  # (1, V) bool; then walker.advance(state, token taken)
 """
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +44,8 @@ class Literal:
 @dataclass
 class FreeText:
     max_tokens: int
+    pattern: str | None = None
+    """The schema's `pattern`: the text may close only once it contains a match."""
 
 
 @dataclass
@@ -73,7 +83,13 @@ def compile_schema(schema: dict[str, Any], tokenizer, chars_per_token: float = 4
             pieces.append("}")
         elif kind == "string":
             n = max(1, int(node.get("maxLength", 400) / chars_per_token))
-            pieces.extend(['"', FreeText(n), '"'])
+            pattern = node.get("pattern")
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as err:
+                    raise UnsupportedSchema(f"{where}: pattern {pattern!r} is not a regular expression ({err})") from None
+            pieces.extend(['"', FreeText(n, pattern), '"'])
         elif kind == "integer":
             lo, hi = node.get("minimum"), node.get("maximum")
             if lo is None or hi is None or hi - lo + 1 > MAX_CHOICES:
@@ -120,21 +136,41 @@ def compile_schema(schema: dict[str, Any], tokenizer, chars_per_token: float = 4
     return segments
 
 
-def free_text_mask(tokenizer) -> tuple[torch.Tensor, int]:
-    """(allowed [V] bool for free text, id of the closing-quote token)."""
-    vocab = len(tokenizer)
-    allowed = torch.zeros(vocab, dtype=torch.bool)
-    special = set(tokenizer.all_special_ids)
-    for i in range(vocab):
-        if i in special:
-            continue
-        s = tokenizer.decode([i])
-        if s and '"' not in s and "\\" not in s and "\ufffd" not in s and all(c >= " " for c in s):
-            allowed[i] = True
-    quote = _enc(tokenizer, '"')
-    if len(quote) != 1:
-        raise UnsupportedSchema("the tokenizer has no single-token double quote")
-    return allowed, quote[0]
+@dataclass
+class FreeVocab:
+    """What free text may hold, per token of the vocabulary (built once per tokenizer)."""
+
+    allowed: torch.Tensor
+    """(V,) bool: tokens free text may hold (no quote, backslash, control or broken character)."""
+    quote: int
+    """The closing double quote's token."""
+    texts: list[str]
+    """(V,) each token's own text."""
+    letter: torch.Tensor
+    """(V,) bool: allowed tokens holding a letter A-Z or a-z (a patterned text opens with one)."""
+    _matching: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, tokenizer) -> "FreeVocab":
+        vocab = len(tokenizer)
+        allowed = torch.zeros(vocab, dtype=torch.bool)
+        special = set(tokenizer.all_special_ids)
+        texts = [tokenizer.decode([i]) for i in range(vocab)]
+        for i, s in enumerate(texts):
+            if i not in special and s and '"' not in s and "\\" not in s and "\ufffd" not in s and all(c >= " " for c in s):
+                allowed[i] = True
+        quote = _enc(tokenizer, '"')
+        if len(quote) != 1:
+            raise UnsupportedSchema("the tokenizer has no single-token double quote")
+        letter = allowed & torch.tensor([re.search("[A-Za-z]", s) is not None for s in texts])
+        return cls(allowed, quote[0], texts, letter)
+
+    def matching(self, pattern: str) -> torch.Tensor:
+        """(V,) bool: allowed tokens whose own text contains a match of `pattern`."""
+        if pattern not in self._matching:
+            rx = re.compile(pattern)
+            self._matching[pattern] = self.allowed & torch.tensor([rx.search(s) is not None for s in self.texts])
+        return self._matching[pattern]
 
 
 @dataclass
@@ -143,18 +179,22 @@ class _RowState:
     pos: int = 0  # offset in a Literal / tokens used in a FreeText
     node: dict | None = None  # current trie node in a Choice
     done: bool = False
+    text: str = ""  # a patterned FreeText's text so far
+    matched: bool = True  # whether that text matches its pattern (True for texts without one)
 
 
-class SchemaLogitsProcessor:
-    """A `transformers` logits processor that walks the template for every row of a batch."""
+class TemplateWalker:
+    """Walks the template for each row of a decode loop: `start` a row, `allowed` gives the
+    tokens each row may take next, `advance` consumes the one it took."""
 
-    def __init__(self, template: list[Segment], batch_size: int, prompt_len: int, eos_id: int,
-                 free_mask: torch.Tensor, quote_id: int):
-        self.template, self.prompt_len, self.eos_id = template, prompt_len, eos_id
-        self.free_mask, self.quote_id = free_mask, quote_id
-        self.rows = [_RowState() for _ in range(batch_size)]
-        for r in self.rows:
-            self._enter(r)
+    def __init__(self, template: list[Segment], eos_id: int, vocab: FreeVocab):
+        self.template, self.eos_id = template, eos_id
+        self.vocab, self.free_mask, self.quote_id = vocab, vocab.allowed, vocab.quote
+
+    def start(self) -> _RowState:
+        r = _RowState()
+        self._enter(r)
+        return r
 
     # state transitions ------------------------------------------------------------------
     def _enter(self, r: _RowState) -> None:
@@ -165,8 +205,10 @@ class SchemaLogitsProcessor:
         seg = self.template[r.seg]
         if isinstance(seg, Choice) and r.node is None:
             r.node = seg.trie
+        if isinstance(seg, FreeText):
+            r.text, r.matched = "", seg.pattern is None
 
-    def _advance(self, r: _RowState, token: int) -> None:
+    def advance(self, r: _RowState, token: int) -> None:
         if r.done:
             return
         seg = self.template[r.seg]
@@ -181,6 +223,9 @@ class SchemaLogitsProcessor:
                 self._enter(r)
             else:
                 r.pos += 1
+                if not r.matched:
+                    r.text += self.vocab.texts[token]
+                    r.matched = re.search(seg.pattern or "", r.text) is not None
         else:  # Choice
             assert r.node is not None
             if token in r.node:
@@ -191,9 +236,9 @@ class SchemaLogitsProcessor:
             else:  # the token ends the value: it is the first token of the next literal
                 r.seg, r.node = r.seg + 1, None
                 self._enter(r)
-                self._advance(r, token)
+                self.advance(r, token)
 
-    def _allowed(self, r: _RowState, vocab: int) -> torch.Tensor | list[int]:
+    def _allowed(self, r: _RowState) -> torch.Tensor | list[int]:
         if r.done:
             return [self.eos_id]
         seg = self.template[r.seg]
@@ -202,6 +247,12 @@ class SchemaLogitsProcessor:
         if isinstance(seg, FreeText):
             if r.pos >= seg.max_tokens:
                 return [self.quote_id]
+            if not r.matched:  # a patterned text that does not match yet: it may not close
+                assert seg.pattern is not None
+                if r.pos == 0:
+                    return self.vocab.letter
+                last = self.vocab.matching(seg.pattern)
+                return last if r.pos == seg.max_tokens - 1 and bool(last.any()) else self.free_mask
             m = self.free_mask.clone()
             m[self.quote_id] = True
             return m
@@ -213,18 +264,13 @@ class SchemaLogitsProcessor:
             allowed.append(nxt.ids[0])
         return allowed
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        # input_ids (B, L) holds the prompt plus what was generated so far; consume the last token.
-        if input_ids.shape[1] > self.prompt_len:
-            last = input_ids[:, -1].tolist()
-            for r, tok in zip(self.rows, last):
-                self._advance(r, tok)
-        vocab = scores.shape[-1]
-        mask = torch.zeros_like(scores, dtype=torch.bool)  # True = allowed
-        for b, r in enumerate(self.rows):
-            allowed = self._allowed(r, vocab)
-            if isinstance(allowed, torch.Tensor):
-                mask[b, : allowed.shape[0]] = allowed[:vocab]
+    def allowed(self, rows: list[_RowState], vocab: int) -> torch.Tensor:
+        """(B, vocab) bool: the tokens each row may take next."""
+        mask = torch.zeros((len(rows), vocab), dtype=torch.bool)
+        for b, r in enumerate(rows):
+            a = self._allowed(r)
+            if isinstance(a, torch.Tensor):
+                mask[b, : a.shape[0]] = a[:vocab]
             else:
-                mask[b, allowed] = True
-        return scores.masked_fill(~mask, float("-inf"))
+                mask[b, a] = True
+        return mask

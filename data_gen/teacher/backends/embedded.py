@@ -56,6 +56,12 @@ class EmbeddedConfig:
     """Generation encodes the longest prefix shared by a batch's prompts (the chat template's
     system turn, the same for every agent of a run) once and starts every row from its keys and
     values, if it is at least this many tokens (0: never); the last few such prefixes are kept."""
+    continuous: bool = True
+    """Continuous batching (`decode_loop.py`): a finished answer leaves the batch at once and
+    the next prompts join when `refill` rows are free. False: a batch of prompts joins only
+    when the last one has finished (static batches, as `model.generate` runs them)."""
+    refill: int = 4
+    """With `continuous`, how many free rows make the next prompts join (one prefill pass each time)."""
     prompt_cache: int = 128
     """Generation keeps the key/value cache of this many recent prompts (0: none), so that
     scoring an answer's options after that prompt encodes only the answer prefix and the options
@@ -151,32 +157,6 @@ def load_smollm2(cfg: EmbeddedConfig):
     return tok, model.eval()
 
 
-class _FirstCall:
-    """A logits processor that records when generation first asks for the next token: the
-    time before it is the prompt's forward pass (prefill)."""
-
-    def __init__(self, t0: float):
-        self.t0, self.prefill_s = t0, 0.0
-
-    def __call__(self, input_ids, scores):
-        if not self.prefill_s:
-            self.prefill_s = time.perf_counter() - self.t0
-        return scores
-
-
-class _Timed:
-    """A logits processor whose own time is summed (the schema decoder's per-token work)."""
-
-    def __init__(self, inner):
-        self.inner, self.seconds = inner, 0.0
-
-    def __call__(self, input_ids, scores):
-        t0 = time.perf_counter()
-        out = self.inner(input_ids, scores)
-        self.seconds += time.perf_counter() - t0
-        return out
-
-
 class EmbeddedBackend(LLMBackend):
     name = "embedded"
     supports_logprobs = True
@@ -208,7 +188,7 @@ class EmbeddedBackend(LLMBackend):
         self._prefix_kv: dict[tuple[int, ...], list[tuple[Any, Any]]] = {}  # shared prefix ids -> per layer (K, V) (1, kv heads, S, d)
         self.scoring_tokens = 0
         """Tokens run through scoring forward passes so far (prompts reused from generation are not)."""
-        self._free_mask = None
+        self._vocab = None  # constrained.FreeVocab, built with the first template
         self._templates: dict[str, list] = {}
 
     @property
@@ -232,82 +212,48 @@ class EmbeddedBackend(LLMBackend):
         return len(self._ids(text))
 
     def _template(self, schema: dict[str, Any]):
-        from lsm.data_gen.teacher.backends.constrained import compile_schema, free_text_mask
+        from lsm.data_gen.teacher.backends.constrained import FreeVocab, compile_schema
 
         key = json.dumps(schema, sort_keys=True)
         if key not in self._templates:
             self._templates[key] = compile_schema(schema, self.tokenizer)
-        if self._free_mask is None:
-            self._free_mask = free_text_mask(self.tokenizer)
+        if self._vocab is None:
+            self._vocab = FreeVocab.of(self.tokenizer)
         return self._templates[key]
 
     # -- generation ----------------------------------------------------------------------
     def generate(self, conversations: Sequence[Conversation], schema: dict[str, Any] | None = None,
                  temperature: float = 0.7, seed: int = 0, max_tokens: int = 256) -> list[Generation]:
-        """Sample one answer per conversation, `batch_size` at a time (left padded).
+        """Sample one answer per conversation, up to `batch_size` decoding at once
+        (`decode_loop.py`: continuous batching, left padded caches).
 
         With a `schema` the answer is decoded through the schema's template, so it always
-        parses. Each batch is sampled under `torch.manual_seed(seed + index of its first row)`:
-        the same conversations, seed and batch size give the same answers.
+        parses. Each answer is sampled from its own generator, seeded by (seed, its index in
+        the call): the same conversations and seed give the same answers, whatever the batch
+        size or `refill` (up to the float rounding of batched arithmetic).
         """
         return self.generate_ids([self.prompt_ids(c) for c in conversations], schema, temperature, seed, max_tokens)
 
     def generate_ids(self, prompts: Sequence[list[int]], schema: dict[str, Any] | None = None,
                      temperature: float = 0.7, seed: int = 0, max_tokens: int = 256) -> list[Generation]:
         """`generate` from token-id prompts (`prompt_ids`; `lsm serve`'s completions endpoint)."""
-        from transformers import LogitsProcessorList
+        from lsm.data_gen.teacher.backends.constrained import TemplateWalker
+        from lsm.data_gen.teacher.backends.decode_loop import DecodeTimes, decode
 
-        from lsm.data_gen.teacher.backends.constrained import SchemaLogitsProcessor
-
-        torch = self._torch
-        out: list[Generation] = []
-        tok = self.tokenizer
-        template = self._template(schema) if schema is not None else None
-        for start in range(0, len(prompts), self.config.batch_size):
-            batch = prompts[start : start + self.config.batch_size]
-            t0 = time.perf_counter()
-            prefix, past = self._prefix_for(batch)  # the shared prefix (S tokens) and its cache, or ((), None)
-            S = len(prefix)
-            rest = [list(p[S:]) for p in batch]
-            width = S + max(len(r) for r in rest)  # W: the prefix, then each row's rest left padded
-            ids = torch.tensor([list(prefix) + [tok.pad_token_id] * (width - S - len(r)) + r for r in rest], dtype=torch.long)  # (B, W)
-            mask = torch.tensor([[1] * S + [0] * (width - S - len(r)) + [1] * len(r) for r in rest], dtype=torch.long)  # (B, W)
-            first = _FirstCall(t0)  # the first processor call comes right after the prompt's forward pass
-            procs = LogitsProcessorList([first])
-            timed = None
-            if template is not None:
-                allowed, quote = self._free_mask
-                timed = _Timed(SchemaLogitsProcessor(template, len(batch), width, tok.eos_token_id, allowed, quote))
-                procs.append(timed)
-            torch.manual_seed(seed + start)
-            keep = self.config.prompt_cache > 0
-            with torch.inference_mode():
-                res = self.model.generate(
-                    input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=temperature > 0,
-                    temperature=max(temperature, 1e-5) if temperature > 0 else None,
-                    top_p=None, top_k=None, pad_token_id=tok.pad_token_id, logits_processor=procs,
-                    return_dict_in_generate=keep, cache=past,
-                )
-            gen = res.sequences if keep else res
-            if keep and getattr(res, "cache", None) is not None:
-                self._keep_prompts(batch, S, width, res.cache)
-            total = time.perf_counter() - t0
-            dt = total / len(batch)
-            constrained = timed.seconds if timed is not None else 0.0
-            self.add_time("prefill", first.prefill_s)
-            self.add_time("constrained decoding", constrained)
-            self.add_time("decode", total - first.prefill_s - constrained)
-            new = gen[:, width:]  # (B, new tokens)
-            for i in range(len(batch)):
-                row = new[i].tolist()
-                stopped = tok.eos_token_id in row
-                n_new = row.index(tok.eos_token_id) + 1 if stopped else len(row)  # tokens up to and including EOS
-                out.append(Generation(
-                    text=tok.decode(row[:n_new], skip_special_tokens=True),
-                    prompt_tokens=len(batch[i]), completion_tokens=n_new, latency_s=dt,
-                    finish_reason="stop" if stopped else "length",
-                ))
-        return out
+        tok, cfg = self.tokenizer, self.config
+        walker = TemplateWalker(self._template(schema), tok.eos_token_id, self._vocab) if schema is not None else None
+        times = DecodeTimes()
+        t0 = time.perf_counter()
+        done = decode(self.model, prompts, batch_size=cfg.batch_size, refill=cfg.refill if cfg.continuous else cfg.batch_size,
+                      seed=seed, temperature=temperature, max_tokens=max_tokens, eos_id=tok.eos_token_id,
+                      pad_id=tok.pad_token_id, walker=walker, prefix_for=self._prefix_for,
+                      on_prompts=self._keep_prompts if cfg.prompt_cache > 0 else None, times=times)
+        dt = (time.perf_counter() - t0) / max(1, len(prompts))
+        self.add_time("prefill", times.prefill)
+        self.add_time("constrained decoding", times.constrained)
+        self.add_time("decode", times.decode)
+        return [Generation(text=tok.decode(ids, skip_special_tokens=True), prompt_tokens=len(p), completion_tokens=len(ids),
+                           latency_s=dt, finish_reason=finish) for p, (ids, finish) in zip(prompts, done)]
 
     def _prefix_for(self, batch: Sequence[list[int]]):
         """(prefix ids, a cache holding its keys and values for every row) for a batch whose
@@ -343,11 +289,11 @@ class EmbeddedBackend(LLMBackend):
                                                   for k, v in self._prefix_kv[best]])
 
     def _keep_prompts(self, batch: Sequence[list[int]], S: int, width: int, cache) -> None:
-        """Remember each row's prompt keys and values (the shared prefix's S, then the row's own
-        after its padding; generation positions them 0..L-1 from the attention mask, as a
-        standalone pass would), newest last, at most `prompt_cache`."""
+        """Remember each row's prompt keys and values from a prefill's cache (the shared prefix's
+        S, then the row's own after its padding; positioned 0..L-1, as a standalone pass would),
+        newest last, at most `prompt_cache`."""
         torch = self._torch
-        layers = [(layer.keys, layer.values) for layer in cache.layers]  # each (B, kv heads, W + new, d)
+        layers = [(layer.keys, layer.values) for layer in cache.layers]  # each (B, kv heads, W, d)
         for b, p in enumerate(batch):
             pad = width - len(p)  # the row's padding sits at S..S+pad
             self._prompt_kv.pop(tuple(p), None)
