@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: $(STAMP)
-	# The whole pipeline on this CPU (~7 min on 2 cores): world -> teacher traces with two LLM
+	# The whole pipeline on this CPU (~5 min on 2 cores): world -> teacher traces with two LLM
 	# seeds -> training -> rollout + counterfactual -> validate -> probe report -> narration.
 	$(LSM) demo --out $(OUT)
 

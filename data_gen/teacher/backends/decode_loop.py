@@ -6,12 +6,14 @@ and a decode step costs ~55 ms however few rows it carries (reading the weights,
 small operations) plus ~4 ms per row (`README`, teacher speed). This loop keeps up to
 `batch_size` rows decoding: a finished row leaves the batch at once, and when `refill` slots
 are free the next prompts are encoded (one prefill pass, from the shared prefix's keys and
-values where there is one) and join it, their caches left padded to the batch's length.
+values where there is one) and join it, their caches left padded to the batch's length. Keys
+and values are appended in place (`GrowLayer`), not concatenated into a new cache each step.
 
 Every row samples from its own generator, seeded by (seed, the row's index in the call), by
-the Gumbel-max rule (argmax of logits / temperature + Gumbel noise: an exact draw from the
-softmax). An answer therefore depends on its prompt, the seed and its index only — not on the
-batch size, on `refill`, or on which rows it shared steps with (tested).
+the inverse CDF (one uniform per row against the cumulative softmax of logits / temperature:
+an exact draw). An answer therefore depends on its prompt, the seed and its index only — not
+on the batch size, on `refill`, or on which rows it shared steps with — up to the float
+rounding of differently shaped matrix products, which can flip a rare token (tested).
 
 Shapes (one legend): B rows decoding, L cached columns (left padded), k prompts joining, W
 their prompt width (the shared prefix's S, then each row's own tokens, left padded), V
@@ -210,7 +212,8 @@ def decode(model, prompts: Sequence[list[int]], *, batch_size: int, refill: int,
         if temperature > 0:  # inverse CDF: one uniform per row picks from the row's softmax
             u = torch.cat([torch.rand(1, generator=r.gen, dtype=torch.float64) for r in batch.rows])  # (B,) [0, 1)
             cdf = torch.softmax(last / temperature, -1, dtype=torch.float64).cumsum(-1)  # (B, V)
-            picked = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(1).clamp(max=last.shape[-1] - 1)  # (B,)
+            # the first token whose cumulative probability exceeds u: never one of probability 0
+            picked = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(1).clamp(max=last.shape[-1] - 1)  # (B,)
         else:
             picked = last.argmax(-1)
         keep = []
