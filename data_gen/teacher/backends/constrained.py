@@ -2,10 +2,10 @@
 
 A schema of the subset the teacher uses (objects with ordered, all-required properties;
 strings with `maxLength` and an optional `pattern`; string `enum`s; integers with
-`minimum`/`maximum`; booleans) compiles to a *template*: forced literal token runs (keys, quotes, punctuation) alternating with slots
-the model fills — free text (any token without a quote, backslash or control character,
-closed by the `"` token) or a choice among token sequences (enum values, integers in range),
-walked as a trie. `TemplateWalker` walks it for each row of the decode loop
+`minimum`/`maximum`; booleans) compiles to a *template*: forced literal token runs (keys,
+quotes, punctuation) alternating with slots the model fills — free text (any token without a
+quote, backslash or control character, closed by the `"` token) or a choice among token
+sequences (enum values, integers in range), walked as a trie. `TemplateWalker` walks it for each row of the decode loop
 (`decode_loop.py`): at each step it masks every token the template does not allow, so every
 finished answer parses and satisfies the schema.
 
