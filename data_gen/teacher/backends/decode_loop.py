@@ -39,7 +39,6 @@ class _Row:
     state: Any = None
     """The schema walker's row state (`constrained.TemplateWalker`), or None."""
     tokens: list[int] = field(default_factory=list)
-    finish: str = ""
 
 
 @dataclass
