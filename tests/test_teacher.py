@@ -287,7 +287,10 @@ def test_sensitivity_report_rebuilds_prompts_from_the_trace(tiny, backend, tmp_p
         without = ag.user_prompt(sc, 1, rebuilt.pop.names[i], parts.persona, parts.memory, rebuilt.cfg.memories, parts.events, [])
         p, q = backend.score_options([ag.conversation(rebuilt.system, u) + prefix for u in (with_msgs, without)], [opts] * 2)
         tv.append(0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum())
-    assert r["variants"]["no_messages"]["mean_tv"] == pytest.approx(float(np.mean(tv)), abs=2e-3)
+    nm = r["variants"]["no_messages"]
+    assert nm["mean_tv"] == pytest.approx(float(np.mean(tv)), abs=2e-3)
+    np.testing.assert_allclose(nm["tv"], tv, atol=2e-3)  # each agent's own TV, in agent_ids order
+    assert nm["low"] <= nm["mean_tv"] <= nm["high"]  # the bootstrap interval over agents brackets the mean
 
 
 def test_bench_times_the_teacher_beside_a_baseline(tmp_path):

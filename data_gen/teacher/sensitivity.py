@@ -11,8 +11,9 @@ earlier ticks) and its decision distribution is re-scored under variants:
   opposite stance last tick (same count);
 - `other_persona`: the persona of another, randomly drawn agent.
 
-Reported per variant: mean total-variation distance to the unchanged prompt, and the mean
-change of each action's probability. Scoring uses the decision continuation without the
+Reported per variant: mean total-variation distance to the unchanged prompt with a 95 %
+bootstrap interval over the sampled agents, each agent's own TV, and the mean change of each
+action's probability. Scoring uses the decision continuation without the
 agent's reasoning (which already reflects the unchanged prompt).
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 from lsm.data_gen.store import TraceFile
 from lsm.data_gen.teacher import prompts as ag
+from lsm.train.ablations import bootstrap, paired_tv
 
 VARIANTS = ("unchanged", "no_messages", "opposite_messages", "other_persona")
 
@@ -133,17 +135,19 @@ def measure(trace: str, tick: int | None = None, agents: int = 16, seed: int = 0
     out: dict[str, Any] = {"trace": str(trace), "tick": tick, "agents": int(len(sample)), "agent_ids": [int(i) for i in sample],
                            "labels": sc.actions.labels, "variants": {}}
     for k, v in enumerate(VARIANTS[1:], start=1):
-        tv = 0.5 * np.abs(P[:, k] - P[:, 0]).sum(-1)
-        out["variants"][v] = {"mean_tv": float(tv.mean()) if len(tv) else float("nan"),
+        tv = paired_tv(P[:, k], P[:, 0])  # (agents,)
+        mean, low, high = bootstrap(tv, np.arange(len(tv))) if len(tv) else (float("nan"),) * 3
+        out["variants"][v] = {"mean_tv": mean, "low": low, "high": high, "tv": np.round(tv, 5).tolist(),
                               "mean_shift": dict(zip(sc.actions.labels, np.round((P[:, k] - P[:, 0]).mean(0), 4).tolist()))}
     out["unchanged_mean"] = dict(zip(sc.actions.labels, np.round(P[:, 0].mean(0), 4).tolist())) if len(sample) else {}
     return out
 
 
 def format_report(r: dict[str, Any]) -> str:
-    lines = [f"Sensitivity of {r['trace']} at tick {r['tick']} ({r['agents']} agents; decision distribution re-scored):",
+    lines = [f"Sensitivity of {r['trace']} at tick {r['tick']} ({r['agents']} agents; decision distribution re-scored; "
+             "95 % bootstrap interval over agents):",
              "  unchanged prompt, mean: " + "  ".join(f"{k} {v:.3f}" for k, v in r["unchanged_mean"].items())]
     for v, s in r["variants"].items():
         top = sorted(s["mean_shift"].items(), key=lambda kv: -abs(kv[1]))[:3]
-        lines.append(f"  {v:<18} mean TV {s['mean_tv']:.3f}   largest mean shifts: " + ", ".join(f"{k} {d:+.3f}" for k, d in top))
+        lines.append(f"  {v:<18} mean TV {s['mean_tv']:.3f} [{s['low']:.3f}, {s['high']:.3f}]   largest mean shifts: " + ", ".join(f"{k} {d:+.3f}" for k, d in top))
     return "\n".join(lines)
