@@ -21,6 +21,7 @@ vocabulary, H / Hkv query / key-value heads, d head width.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -75,7 +76,9 @@ SPARE = 64
 """Free columns a batch's cache buffers are allocated with (they grow by half when full)."""
 
 
+@functools.cache
 def _grow_layer_class():
+    """`GrowLayer`, defined once per process on first use (transformers is imported lazily)."""
     from transformers.cache_utils import DynamicLayer
 
     class GrowLayer(DynamicLayer):
