@@ -291,6 +291,9 @@ def test_sensitivity_report_rebuilds_prompts_from_the_trace(tiny, backend, tmp_p
     assert nm["mean_tv"] == pytest.approx(float(np.mean(tv)), abs=2e-3)
     np.testing.assert_allclose(nm["tv"], tv, atol=2e-3)  # each agent's own TV, in agent_ids order
     assert nm["low"] <= nm["mean_tv"] <= nm["high"]  # the bootstrap interval over agents brackets the mean
+    # the order control is measured over the sampled agents shown two or more messages, and only them
+    ro = r["variants"]["reordered_messages"]
+    assert ro["agent_ids"] == [i for i in r["agent_ids"] if len(parts_of[i].messages) >= 2] and ro["agents"] == len(ro["tv"])
 
 
 def test_bench_times_the_teacher_beside_a_baseline(tmp_path):

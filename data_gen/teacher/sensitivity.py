@@ -9,6 +9,9 @@ earlier ticks) and its decision distribution is re-scored under variants:
 - `no_messages`: the neighbours' messages removed;
 - `opposite_messages`: each shown message replaced by the message of the agent with the most
   opposite stance last tick (same count);
+- `reordered_messages`: the same messages in reverse order, a control: the student is blind to
+  the order of its neighbours, so what order alone moves is prompt noise no student should copy
+  (measured over the sampled agents shown two or more messages; the others' prompt is unchanged);
 - `other_persona`: the persona of another, randomly drawn agent.
 
 Reported per variant: mean total-variation distance to the unchanged prompt with a 95 %
@@ -26,7 +29,7 @@ from lsm.data_gen.store import TraceFile
 from lsm.data_gen.teacher import prompts as ag
 from lsm.train.ablations import bootstrap, paired_tv
 
-VARIANTS = ("unchanged", "no_messages", "opposite_messages", "other_persona")
+VARIANTS = ("unchanged", "no_messages", "opposite_messages", "reordered_messages", "other_persona")
 
 
 def _memory_at(tf: TraceFile, sc, i: int, tick: int, capacity: int) -> ag.Memory:
@@ -108,8 +111,10 @@ def measure(trace: str, tick: int | None = None, agents: int = 16, seed: int = 0
         convs, opts = [], []
         dec_opts = ag.decision_options(sc)
         prefix = ('{"decision": ' if sc.actions.type == "numeric" else '{"decision": "')
+        shown_count = []
         for i in sample:
             parts = rebuilt.parts(int(i), tick)
+            shown_count.append(len(parts.messages))
             js = parts.shown
             stance_i = float(np.nanmean([prev_stance[j] for j in js])) if js else 0.0
             stance_i = stance_i if np.isfinite(stance_i) else 0.0
@@ -120,7 +125,9 @@ def measure(trace: str, tick: int | None = None, agents: int = 16, seed: int = 0
             other = int(rng.choice([k for k in range(pop.n) if k != i]))
             variants = {
                 "unchanged": parts, "no_messages": replace(parts, messages=[]),
-                "opposite_messages": replace(parts, messages=opp_msgs), "other_persona": replace(parts, persona=pop.persona[other]),
+                "opposite_messages": replace(parts, messages=opp_msgs),
+                "reordered_messages": replace(parts, messages=parts.messages[::-1]),
+                "other_persona": replace(parts, persona=pop.persona[other]),
             }
             for v in VARIANTS:
                 convs.append(ag.conversation(rebuilt.system, rebuilt.user(int(i), tick, variants[v])) +
@@ -135,10 +142,13 @@ def measure(trace: str, tick: int | None = None, agents: int = 16, seed: int = 0
     out: dict[str, Any] = {"trace": str(trace), "tick": tick, "agents": int(len(sample)), "agent_ids": [int(i) for i in sample],
                            "labels": sc.actions.labels, "variants": {}}
     for k, v in enumerate(VARIANTS[1:], start=1):
-        tv = paired_tv(P[:, k], P[:, 0])  # (agents,)
-        mean, low, high = bootstrap(tv, np.arange(len(tv))) if len(tv) else (float("nan"),) * 3
-        out["variants"][v] = {"mean_tv": mean, "low": low, "high": high, "tv": np.round(tv, 5).tolist(),
-                              "mean_shift": dict(zip(sc.actions.labels, np.round((P[:, k] - P[:, 0]).mean(0), 4).tolist()))}
+        rows = np.arange(len(sample)) if v != "reordered_messages" else np.nonzero(np.array(shown_count) >= 2)[0]
+        tv = paired_tv(P[rows, k], P[rows, 0])  # (agents,)
+        mean, low, high = bootstrap(tv, np.arange(len(tv))) if len(tv) else (None, None, None)  # JSON null, not NaN
+        out["variants"][v] = {"mean_tv": mean, "low": low, "high": high, "agents": int(len(rows)),
+                              "agent_ids": [int(sample[r]) for r in rows], "tv": np.round(tv, 5).tolist(),
+                              "mean_shift": dict(zip(sc.actions.labels, np.round((P[rows, k] - P[rows, 0]).mean(0)
+                                                                                  if len(rows) else np.zeros(A), 4).tolist()))}
     out["unchanged_mean"] = dict(zip(sc.actions.labels, np.round(P[:, 0].mean(0), 4).tolist())) if len(sample) else {}
     return out
 
@@ -149,5 +159,9 @@ def format_report(r: dict[str, Any]) -> str:
              "  unchanged prompt, mean: " + "  ".join(f"{k} {v:.3f}" for k, v in r["unchanged_mean"].items())]
     for v, s in r["variants"].items():
         top = sorted(s["mean_shift"].items(), key=lambda kv: -abs(kv[1]))[:3]
-        lines.append(f"  {v:<18} mean TV {s['mean_tv']:.3f} [{s['low']:.3f}, {s['high']:.3f}]   largest mean shifts: " + ", ".join(f"{k} {d:+.3f}" for k, d in top))
+        n = f" ({s['agents']} agents)" if s.get("agents", r["agents"]) != r["agents"] else ""
+        if s["mean_tv"] is None:
+            lines.append(f"  {v:<18} no sampled agent{n}")
+            continue
+        lines.append(f"  {v:<18} mean TV {s['mean_tv']:.3f} [{s['low']:.3f}, {s['high']:.3f}]{n}   largest mean shifts: " + ", ".join(f"{k} {d:+.3f}" for k, d in top))
     return "\n".join(lines)
