@@ -39,7 +39,7 @@ def world(
         teacher: teacher YAML whose backend writes the backstories.
         quiet: no progress bar (steps, backstories written and embedded, per second).
     """
-    from lsm.data_gen.world.make import make_world
+    from lsm.data_gen.make_world import make_world
 
     make_world(population, graph, agents, seed, out, backstories, teacher, echo=print, quiet=quiet)
 
@@ -53,7 +53,7 @@ def scenario(file: str, world: str | None = None, seed: int = 0) -> None:
             attributes and outlets, and print how many agents each scheduled event reaches.
         seed: seed for the seeded exposure fractions in that preview.
     """
-    from lsm.data_gen.scenario_preview import preview_scenario
+    from lsm.society.scenario_preview import preview_scenario
 
     print(preview_scenario(file, world, seed).text)
 
@@ -120,7 +120,7 @@ def sensitivity(trace: str, tick: int | None = None, agents: int = 16, seed: int
     """
     import json as _json
 
-    from lsm.data_gen.store import open_h5
+    from lsm.society.store import open_h5
     from lsm.data_gen.teacher.sensitivity import format_report, measure
 
     r = measure(trace, tick, agents, seed)
@@ -275,7 +275,7 @@ def demo(out: str = "out/demo", agents: int = 48, ticks: int = 3, scenario: str 
         epochs: training epochs (default: the preset's).
         seed: world and scenario seed.
     """
-    from lsm.infer.demo import DemoConfig, run_demo
+    from lsm.pipeline import DemoConfig, run_demo
 
     run_demo(DemoConfig(out=out, agents=agents, ticks=ticks, scenario=scenario, teacher=teacher, preset=preset,
                         epochs=epochs, seed=seed))
@@ -418,8 +418,8 @@ def info(file: str, verify: bool = False) -> None:
         verify: recompute the content checksum of every dataset and compare it with the one
             stored when the file was written (exit status 2 and the changed dataset on a mismatch).
     """
-    from lsm.data_gen.info import describe
-    from lsm.data_gen.store import verify_checksums
+    from lsm.society.info import describe
+    from lsm.society.store import verify_checksums
 
     print("\n".join(describe(file)))
     if verify:
@@ -455,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
 
-    from lsm.data_gen.store import StoreError
+    from lsm.society.store import StoreError
     from lsm.data_gen.teacher.backends.openai_http import BackendError
 
     # `--teacher-repeat` and `--teacher_repeat` are the same option (names are Python parameters)

@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, TypeVar, Union
 
 import yaml
+from lsm.documents import read_document
+# The error types live in `lsm.errors` (below this module and `lsm.documents`); re-exported here.
+from lsm.errors import _MISSING, ConfigError, Interrupted, Problem, UsageError  # noqa: F401
 from lsm.limits import MAX_TEXT_CHARS, number_problem, text_problem
 
 T = TypeVar("T")
@@ -38,61 +41,6 @@ def resolve_config(path: str | Path, family: str) -> Path:
     return p  # let the loader report the missing file by the name the user gave
 
 
-@dataclasses.dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a config: where, what was found, what was expected."""
-
-    path: str
-    value: Any
-    expected: str
-
-    def __str__(self) -> str:
-        where = f"field '{_printable(self.path)}'" if self.path else "the document"
-        return f"{where} = {_show(self.value)}: expected {self.expected}"
-
-
-MAX_LISTED_PROBLEMS = 10
-"""A `ConfigError` lists this many problems and counts the rest (a paragraph, not a page)."""
-
-
-class ConfigError(ValueError):
-    """A config file (or dict) does not match its schema. `str()` is one readable paragraph."""
-
-    def __init__(self, source: str | Path | None, problems: list[Problem], kind: str = "config"):
-        self.source = _printable(str(source)) if source is not None else "<dict>"
-        self.problems = list(problems)
-        self.kind = kind
-        n = len(self.problems)
-        head = f"Invalid {kind} {self.source}: {n} problem{'s' if n != 1 else ''}."
-        body = " ".join(f"({i + 1}) {p}." for i, p in enumerate(self.problems[:MAX_LISTED_PROBLEMS]))
-        more = f" ... and {n - MAX_LISTED_PROBLEMS} more of the kind above." if n > MAX_LISTED_PROBLEMS else ""
-        super().__init__(f"{head} {body}{more}")
-
-
-class UsageError(ValueError):
-    """A command was called without what it needs (a missing option, an id out of range). The
-    command line prints it as one paragraph, exit status 2; library callers get a ValueError."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """A run stopped by Ctrl-C (SIGINT) after saving what it had: `str()` says what was kept and
-    how to resume. The command line prints it and exits with status 130 (the shell's 128 + SIGINT)."""
-
-
-def _printable(text: str, limit: int = 200) -> str:
-    """A file name or other user text as it may be printed: escaped where not printable, truncated."""
-    shown = text if text.isprintable() else repr(text)[1:-1]
-    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
-
-
-def _show(value: Any, limit: int = 60) -> str:
-    if value is _MISSING:
-        return "(missing)"
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-_MISSING = object()
 
 
 def join(path: str, key: str | int) -> str:
@@ -265,8 +213,6 @@ def from_dict(cls: type[T], data: Any, source: str | Path | None = None, kind: s
 def read_yaml(path: str | Path, kind: str = "config") -> Any:
     """Read a YAML (or `.json`) file through the one safe loader (`lsm.documents`): a missing,
     oversized, binary or malformed file, deep nesting or an alias bomb becomes a `ConfigError`."""
-    from lsm.documents import read_document
-
     return read_document(path, kind)
 
 

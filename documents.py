@@ -28,7 +28,7 @@ import yaml
 from yaml.events import MappingStartEvent, SequenceStartEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from lsm.config import ConfigError, Problem
+from lsm.errors import ConfigError, Problem
 
 MAX_DOCUMENT_BYTES = 1 << 20
 """1 MiB: the largest config we ship is 4.4 KB; a scenario at every semantic bound is ~1 MB."""

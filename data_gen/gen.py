@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from lsm.config import load_config, read_yaml
-from lsm.data_gen.loop.neighbors import NeighborRule
-from lsm.data_gen.loop.society import SocietyLoop
-from lsm.data_gen.scenario import load_scenario
+from lsm.society.loop.neighbors import NeighborRule
+from lsm.society.loop.runner import SocietyLoop
+from lsm.society.scenario import load_scenario
 from lsm.data_gen.teacher.backends.base import LLMBackend
 from lsm.data_gen.teacher.config import TeacherConfig, make_backend
 
@@ -43,8 +43,8 @@ def generate(world: str | Path, scenario: str | Path, teacher: str | Path, seed:
     overrides the LLM backend built from the config (tests wrap a real backend). Returns the
     run summary.
     """
-    from lsm.data_gen.embed import SentenceEncoder
-    from lsm.data_gen.world import load_world
+    from lsm.society.embed import SentenceEncoder
+    from lsm.society.world import load_world
 
     world, out = Path(world), Path(out)
     sc = load_scenario(scenario)

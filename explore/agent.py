@@ -18,8 +18,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from lsm.data_gen.store import TRACE_FIELDS, TraceFile
-from lsm.data_gen.world.graph import EDGE_TYPES
+from lsm.society.store import TRACE_FIELDS, TraceFile
+from lsm.society.world.graph import EDGE_TYPES
 
 TEXT_FIELDS = ("reasoning", "expression", "salient_memory", "error")
 

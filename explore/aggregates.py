@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from lsm.data_gen.store import TraceFile
+from lsm.society.store import TraceFile
 from lsm.infer.report import _categorical_labels, group_codes, means_by, shares_by
 
 CACHE_SUFFIX = ".explore.json"

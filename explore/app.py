@@ -52,7 +52,7 @@ def create_app(cfg: ExploreConfig):
     from fastapi.staticfiles import StaticFiles
 
     from lsm.config import ConfigError, UsageError
-    from lsm.data_gen.store import StoreError
+    from lsm.society.store import StoreError
     from lsm.explore import aggregates, agent, society, whatif
     from lsm.explore.jobs import USER_ERRORS, Jobs
 

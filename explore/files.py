@@ -13,7 +13,7 @@ from pathlib import Path
 
 import h5py
 
-from lsm.data_gen.store import StoreError, check_header
+from lsm.society.store import StoreError, check_header
 
 KINDS = ("world", "teacher_trace", "student_rollout")
 

@@ -18,7 +18,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from lsm.data_gen.world.graph import EDGE_TYPES
+from lsm.society.world.graph import EDGE_TYPES
 
 DEFAULT_NODES = 2000
 MAX_NODES = 5000

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from lsm.data_gen.world.graph import EDGE_TYPES
+from lsm.society.world.graph import EDGE_TYPES
 from lsm.limits import MAX_SWEEP_VALUES
 
 EDIT_FIELDS = {"credibility": ("credibility",), "valence": ("valence",), "reach": ("exposure", "fraction"), "tick": ("tick",)}
@@ -86,7 +86,7 @@ class Base:
     """A base rollout: what a what-if keeps of it."""
 
     def __init__(self, path: Path):
-        from lsm.data_gen.store import TraceFile, read_configs
+        from lsm.society.store import TraceFile, read_configs
         from lsm.documents import parse_document
 
         with TraceFile(path) as tf:
@@ -103,7 +103,7 @@ class Base:
     def check(self, edits: list[Edit]) -> None:
         """Raise the scenario checker's `ScenarioError` if the edited scenario is invalid (a
         credibility above 1, ...): the rules are the scenario's own, not repeated here."""
-        from lsm.data_gen.scenario import scenario_from_dict
+        from lsm.society.scenario import scenario_from_dict
 
         scenario_from_dict(apply_edits(self.scenario_data, edits), source=f"{self.path.name} (what-if)")
 
@@ -118,7 +118,7 @@ class Base:
 def _finished(out: Path, progress: Callable[[float, str], None], what: str) -> bool:
     """Whether `out` is a complete run (then reused: runs are deterministic); an incomplete one
     is run again, resuming from its journal."""
-    from lsm.data_gen.store import StoreError, TraceFile
+    from lsm.society.store import StoreError, TraceFile
 
     if not out.is_file():
         return False
@@ -132,9 +132,9 @@ def _finished(out: Path, progress: Callable[[float, str], None], what: str) -> b
 
 def _rollout(student, base: Base, scenario_data: dict, sever: list[str], world_out: Path | None):
     """(Rollout, the world file to copy into its output: `world_out`, written unless it exists)."""
-    from lsm.data_gen.embed import persona_tensor
-    from lsm.data_gen.scenario import scenario_from_dict
-    from lsm.data_gen.world import load_world, save_world
+    from lsm.society.embed import persona_tensor
+    from lsm.society.scenario import scenario_from_dict
+    from lsm.society.world import load_world, save_world
     from lsm.infer.rollout import Rollout, recorded_config
 
     sc = scenario_from_dict(scenario_data, source=f"{base.path.name} (what-if)")

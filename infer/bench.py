@@ -101,8 +101,8 @@ def default_student(ckpt: str | None = None) -> SocietyModel:
     import yaml
 
     from lsm.config import CONFIG_ROOT
-    from lsm.data_gen.world.population import IdentityVocab
-    from lsm.data_gen.store import TraceFile
+    from lsm.society.world.population import IdentityVocab
+    from lsm.society.store import TraceFile
 
     preset = yaml.safe_load((CONFIG_ROOT / "train/small.yaml").read_text())["model"]
     widths = {k: preset[k] for k in ("dim", "heads", "layers", "latent_dim", "memory_dim", "slots", "slot_dim", "expression_dim")}
@@ -168,9 +168,9 @@ def time_teacher(teacher: str = "embedded", agents: int = 8, seed: int = 0) -> d
     import yaml
 
     from lsm.config import resolve_config
-    from lsm.data_gen.scenario import shorten
+    from lsm.society.scenario import shorten
     from lsm.data_gen.gen import generate
-    from lsm.data_gen.world import build_world, save_world
+    from lsm.society.world import build_world, save_world
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -124,7 +124,7 @@ def set_in(data: dict, axis: SweepAxis, value: float) -> dict:
 
 def exposed_share(scenario, world, seed: int, event_index: int) -> float:
     """Share of agents exposed to scheduled event `event_index` at its tick."""
-    from lsm.data_gen.loop.events import exposure_mask
+    from lsm.society.loop.events import exposure_mask
 
     ev = scenario.events[event_index]
     return float(exposure_mask(ev, event_index, int(ev.tick), world.population, world.graph, seed).mean())
@@ -140,7 +140,7 @@ def run_sweep(make_rollout, scenario_data: dict, source: str, axes: list[SweepAx
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lsm.data_gen.scenario import scenario_from_dict
+    from lsm.society.scenario import scenario_from_dict
 
     if not 1 <= len(axes) <= 2:
         raise ValueError("a sweep takes one or two --sweep axes")

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from lsm.data_gen.store import StoreError, TraceFile
+from lsm.society.store import StoreError, TraceFile
 
 FIT_SAMPLE = 20_000
 """Agents the reasoning-profile k-means is fitted on; the rest are assigned to the nearest centre.

@@ -1,6 +1,6 @@
 """Student rollouts: the whole population advances one tick per forward pass (DESIGN §8).
 
-The student is a policy of the society loop (`lsm.data_gen.loop.society`): the loop exposes
+The student is a policy of the society loop (`lsm.society.loop.runner`): the loop exposes
 the scenario's events, shows each agent its neighbours by the teacher's own rule, evaluates
 triggers on the student's population state, journals every tick (a killed rollout resumes) and
 streams the run to HDF5 in the trace schema (`kind: student_rollout`), so every trace reader
@@ -19,22 +19,22 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from lsm.data_gen.embed import persona_tensor
-from lsm.data_gen.loop.neighbors import (
+from lsm.society.embed import persona_tensor
+from lsm.society.loop.neighbors import (
     EdgeTyper,
     NeighborRule,
     default_neighbor_weights,
 )
-from lsm.data_gen.loop.society import (
+from lsm.society.loop.runner import (
     Perception,
     Progress,
     SocietyLoop,
     TickOutput,
     TickRecord,
 )
-from lsm.data_gen.scenario import Scenario
-from lsm.data_gen.store import TraceWriter
-from lsm.data_gen.world import World
+from lsm.society.scenario import Scenario
+from lsm.society.store import TraceWriter
+from lsm.society.world import World
 from lsm.infer.bench import auto_chunk, forward_chunk
 from lsm.model.checkpoint import Student
 from lsm.model.features import action_texts, context_text, embed_texts, event_tensors
@@ -341,8 +341,8 @@ def recorded_config(cfg_dict: dict[str, Any], device: str = "cpu") -> RolloutCon
 def rollout_from_file(student: Student, path: str | Path, device: str = "cpu") -> Rollout:
     """The Rollout that wrote `path` (same world, scenario and rollout config), to replay it
     with readouts; `replay_matches(...)` checks the replay reproduces the file."""
-    from lsm.data_gen.store import TraceFile, read_configs
-    from lsm.data_gen.world import load_world
+    from lsm.society.store import TraceFile, read_configs
+    from lsm.society.world import load_world
 
     with TraceFile(path) as tf:
         if tf.kind != "student_rollout":

@@ -40,10 +40,10 @@ def run_rollout(ckpt: str | Path, world: str | Path, scenario: str | Path, out: 
 
     t_start = time.perf_counter()
     import numpy as np
-    from lsm.data_gen.embed import persona_tensor
+    from lsm.society.embed import persona_tensor
     from lsm.data_gen.gen import neighbor_rule_of
-    from lsm.data_gen.scenario import load_scenario
-    from lsm.data_gen.world import load_world
+    from lsm.society.scenario import load_scenario
+    from lsm.society.world import load_world
     from lsm.infer.counterfactual import SweepAxis, compare_runs, run_sweep
     from lsm.infer.report import RunView, write_report
     from lsm.infer.rollout import Rollout, RolloutConfig, parse_store

@@ -17,8 +17,8 @@ import zipfile
 from pathlib import Path
 
 import torch
-from lsm.data_gen.store import StoreError
-from lsm.data_gen.world.population import (
+from lsm.society.store import StoreError
+from lsm.society.world.population import (
     IdentityMismatch,
     IdentityVocab,
     Population,

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from lsm.data_gen.embed import TEXT_DIM, shared_encoder
-from lsm.data_gen.loop.neighbors import EdgeTyper
-from lsm.data_gen.scenario import EVENT_VOCABS, Scenario
+from lsm.society.embed import TEXT_DIM, shared_encoder
+from lsm.society.loop.neighbors import EdgeTyper
+from lsm.society.scenario import EVENT_VOCABS, Scenario
 from torch import Tensor
 
 

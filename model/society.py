@@ -17,9 +17,9 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import add_self_loops, softmax
 
-from lsm.data_gen.embed import TEXT_DIM
-from lsm.data_gen.scenario import EVENT_VOCABS, RATING_LEVELS
-from lsm.data_gen.world.graph import EDGE_TYPES
+from lsm.society.embed import TEXT_DIM
+from lsm.society.scenario import EVENT_VOCABS, RATING_LEVELS
+from lsm.society.world.graph import EDGE_TYPES
 from lsm.model.graph_attention import GraphAttention
 from lsm.model.state import AgentState
 

@@ -44,7 +44,7 @@ def choose_agents(rollout: str | Path, agent: str | int | None = None, cluster: 
     """Agent ids of a rollout: given (`"3,7"`), or up to `limit` of one reasoning-profile cluster
     (from the report folder, default `<rollout without .h5>_report`), or up to `limit` whose
     final decision differs in the counterfactual rollout `flipped` (possibly none)."""
-    from lsm.data_gen.store import TraceFile
+    from lsm.society.store import TraceFile
 
     rollout = str(rollout)
     with TraceFile(rollout) as tf:
@@ -77,7 +77,7 @@ def run_narrate(rollout: str | Path, agent: str | int | None = None, ticks: str 
     the tick span `ticks` (`"A:B"`), each checked against the agent's record; with `out`, the
     markdown is also written there. `echo` receives each narration as soon as it is written."""
     from lsm.config import load_config
-    from lsm.data_gen.store import TraceFile, read_configs
+    from lsm.society.store import TraceFile, read_configs
     from lsm.data_gen.teacher.config import TeacherConfig, make_backend
     from lsm.model.checkpoint import load_checkpoint
     from lsm.narrate.narrator import narrate

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lsm.data_gen.world.graph import EDGE_TYPES
+from lsm.society.world.graph import EDGE_TYPES
 
 SELF = "self"
 
@@ -55,7 +55,7 @@ class AgentReadout:
 
 
 def agent_readout(student, rollout_path: str | Path, agent: int, ticks: range | None = None) -> AgentReadout:
-    from lsm.data_gen.store import TraceFile
+    from lsm.society.store import TraceFile
     from lsm.infer.rollout import rollout_from_file
 
     r = rollout_from_file(student, rollout_path)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lsm.data_gen.store import TraceFile
+from lsm.society.store import TraceFile
 from lsm.probes.features import TEXT_FEATURES, label_texts
 from lsm.probes.linear import ProbeResult, fit_probe
 

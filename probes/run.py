@@ -21,7 +21,7 @@ class ProbeRun:
 def most_changing_agent(rollout: str | Path) -> int:
     """The first agent whose decision changed most often over the rollout (0 for one tick)."""
     import numpy as np
-    from lsm.data_gen.store import TraceFile
+    from lsm.society.store import TraceFile
 
     with TraceFile(rollout) as tf:
         d = tf.array("decision")

@@ -122,7 +122,7 @@ def train_student(train_files: list[Path], out: Path, epochs: int, max_agents: i
 def run_recovery(out_dir: str | Path, cfg: RecoveryConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Every size in `cfg.agents`; returns `{"rows": [per-size results], **the largest size's results}`."""
     from lsm.data_gen.gen import generate
-    from lsm.data_gen.world.make import make_world
+    from lsm.data_gen.make_world import make_world
     from lsm.recovery.metrics import measure
 
     out = Path(out_dir)

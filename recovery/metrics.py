@@ -1,6 +1,6 @@
 """What `lsm recovery` measures on the held-out world, student against the planted truth.
 
-- Paired ablations (`train.ablations`), per agent-tick from tick 1 on (tick 0 has no messages):
+- Paired ablations (`society.interventions`), per agent-tick from tick 1 on (tick 0 has no messages):
   TV between the student's factual and edited distributions beside the process's own TV under
   the same edit (`recovery.truth`), bootstrap 95 % intervals over agents.
 - Influence per tie type: the change in P(first action) when one shown neighbour of that type
@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from lsm.config import read_yaml
 
-from lsm.data_gen.world.graph import EDGE_TYPES
+from lsm.society.world.graph import EDGE_TYPES
 from lsm.recovery.truth import PlantedTrace
-from lsm.train import ablations as ab
+from lsm.society import interventions as ab, stats
 
 MIN_ROWS = 30
 """Tie types shown in fewer agent-ticks of the held-out trace are left out of the influence slope."""
@@ -95,12 +95,12 @@ def paired_ablations(student, ep, tr: PlantedTrace, samples: int) -> dict[str, A
     out: dict[str, Any] = {"ablations": {}}
     stu_tv = {}
     for name in ("no_messages", "shuffled", "opposite"):
-        s_tv = ab.paired_tv(probs["factual"], probs[name]).mean(0)[1:]  # (T-1, N), mean over paired samples
-        t_tv = ab.paired_tv(truth["factual"], truth[name])[1:]
+        s_tv = stats.paired_tv(probs["factual"], probs[name]).mean(0)[1:]  # (T-1, N), mean over paired samples
+        t_tv = stats.paired_tv(truth["factual"], truth[name])[1:]
         stu_tv[name] = s_tv
-        out["ablations"][name] = {"student_tv": _ci(ab.bootstrap(s_tv.ravel(), agents)),
-                                  "truth_tv": _ci(ab.bootstrap(t_tv.ravel(), agents)),
-                                  "ratio": _ci(ab.bootstrap(s_tv.ravel(), agents, other=t_tv.ravel()))}
+        out["ablations"][name] = {"student_tv": _ci(stats.bootstrap(s_tv.ravel(), agents)),
+                                  "truth_tv": _ci(stats.bootstrap(t_tv.ravel(), agents)),
+                                  "ratio": _ci(stats.bootstrap(s_tv.ravel(), agents, other=t_tv.ravel()))}
     out["ablation_tv_ratio"] = out["ablations"]["no_messages"]["ratio"]["value"]
     # influence per tie type
     per_type = {}
@@ -119,7 +119,7 @@ def paired_ablations(student, ep, tr: PlantedTrace, samples: int) -> dict[str, A
     soc = tr.society
     attr = soc.cfg.conformity_attribute
     if attr:
-        t_tv = ab.paired_tv(truth["factual"], truth["no_messages"])[1:]
+        t_tv = stats.paired_tv(truth["factual"], truth["no_messages"])[1:]
         labels = np.asarray(soc.pop.labels(attr), dtype=object)
         out["conformity_by_group"] = {
             str(g): {"student_tv": float(stu_tv["no_messages"][:, labels == g].mean()), "truth_tv": float(t_tv[:, labels == g].mean()),
@@ -134,7 +134,7 @@ def paired_ablations(student, ep, tr: PlantedTrace, samples: int) -> dict[str, A
     s_pers = (pick(probs["factual"]) - pick(probs["forget_draw"])).mean(0)
     t_pers = pick(truth["factual"]) - pick(truth["forget_draw"])
     out["persistence"] = {"student": float(s_pers.mean()), "truth": float(t_pers.mean()),
-                          "ratio": _ci(ab.bootstrap(s_pers.ravel(), agents, other=t_pers.ravel()))}
+                          "ratio": _ci(stats.bootstrap(s_pers.ravel(), agents, other=t_pers.ravel()))}
     out["student_kl"] = replay_kl(student, ep, tr)
     return out
 
@@ -155,8 +155,8 @@ def null_tv(model, ep, samples: int) -> dict[str, float]:
     from lsm.train.replay import replay
 
     res = replay(model, ep, {"no_messages": ab.as_edit(ab.no_messages, ep.targets["stance"])}, samples=samples)
-    tv = ab.paired_tv(res["factual"]["probs"].numpy(), res["no_messages"]["probs"].numpy()).mean(0)[1:]
-    return _ci(ab.bootstrap(tv.ravel(), np.broadcast_to(np.arange(ep.n), tv.shape).ravel()))
+    tv = stats.paired_tv(res["factual"]["probs"].numpy(), res["no_messages"]["probs"].numpy()).mean(0)[1:]
+    return _ci(stats.bootstrap(tv.ravel(), np.broadcast_to(np.arange(ep.n), tv.shape).ravel()))
 
 
 def run_shares(path: Path) -> np.ndarray:
@@ -169,7 +169,7 @@ def run_shares(path: Path) -> np.ndarray:
 
 def measure(ckpt: dict[str, Path], held: Path, sc_path: Path, held_tr: dict[str, Path], planted_cfg: Path, rollouts: Path,
             cfg, say: Callable[[str], None]) -> dict[str, Any]:
-    from lsm.data_gen.store import TraceFile
+    from lsm.society.store import TraceFile
     from lsm.model.checkpoint import load_checkpoint
     from lsm.train.data import load_episode
 
@@ -192,10 +192,10 @@ def measure(ckpt: dict[str, Path], held: Path, sc_path: Path, held_tr: dict[str,
 
 def interventions_and_fidelity(student, held: Path, sc_path: Path, held_tr: dict[str, Path], planted_cfg: Path, rollouts: Path,
                                say: Callable[[str], None]) -> dict[str, Any]:
-    from lsm.data_gen.embed import persona_tensor
+    from lsm.society.embed import persona_tensor
     from lsm.data_gen.gen import generate
-    from lsm.data_gen.scenario import load_scenario
-    from lsm.data_gen.world import load_world
+    from lsm.society.scenario import load_scenario
+    from lsm.society.world import load_world
     from lsm.infer.report import RunView
     from lsm.infer.rollout import Rollout, RolloutConfig
     from lsm.infer.validate import compare
@@ -261,6 +261,6 @@ def interventions_and_fidelity(student, held: Path, sc_path: Path, held_tr: dict
 
 
 def _default_weights() -> dict[str, float]:
-    from lsm.data_gen.loop.neighbors import default_neighbor_weights
+    from lsm.society.loop.neighbors import default_neighbor_weights
 
     return default_neighbor_weights()

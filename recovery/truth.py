@@ -19,8 +19,8 @@ import numpy as np
 from lsm.config import from_dict
 from lsm.data_gen.planted.config import PlantedConfig
 from lsm.data_gen.planted.policy import PlantedSociety
-from lsm.data_gen.store import TraceFile
-from lsm.train.ablations import TableEdit
+from lsm.society.store import TraceFile
+from lsm.society.interventions import TableEdit
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lsm.config import CONFIG_ROOT, shipped
-from lsm.data_gen.world import build_world, save_world
+from lsm.society.world import build_world, save_world
 
 
 @pytest.fixture(scope="session")

@@ -19,9 +19,9 @@ import yaml
 
 from lsm.config import shipped
 from lsm.data_gen.teacher.backends.openai_http import BackendError, OpenAIBackend
-from lsm.data_gen.store import TraceFile
+from lsm.society.store import TraceFile
 from lsm.data_gen.teacher.config import OpenAIConfig
-from lsm.data_gen.world import build_world, save_world
+from lsm.society.world import build_world, save_world
 
 
 SERVE_TIMEOUT_S = 300
@@ -249,7 +249,7 @@ def test_gen_through_the_server_and_a_server_that_dies_mid_run(tmp_path):
     import signal
 
     from lsm.cli import main
-    from lsm.data_gen.world import build_world, save_world
+    from lsm.society.world import build_world, save_world
 
     port = _free_port()
     serve = [sys.executable, "-m", "lsm", "serve", "--port", str(port)]

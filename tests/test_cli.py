@@ -12,8 +12,8 @@ import yaml
 
 from lsm.cli import main
 from lsm.config import shipped
-from lsm.data_gen.store import TraceFile  # noqa: F401  (import check)
-from lsm.data_gen.world import load_world
+from lsm.society.store import TraceFile  # noqa: F401  (import check)
+from lsm.society.world import load_world
 
 CORPUS = Path(__file__).resolve().parents[1] / "data_gen/corpus/n20"
 SUBCOMMANDS = ["world", "scenario", "gen", "sensitivity", "evaluate", "rollout", "validate", "bench", "demo", "probe",
@@ -36,8 +36,8 @@ def test_world_backstories_from_the_cli(tmp_path, capsys):
     with the template persona of the same seed), records what it did, and reports the counts."""
     import h5py
 
-    from lsm.data_gen.world import build_world
-    from lsm.data_gen.world.backstory import META_PROMPTS
+    from lsm.society.world import build_world
+    from lsm.society.world.backstory import META_PROMPTS
 
     out = tmp_path / "b.h5"
     assert main(["world", "--population", "anes96", "--graph", "default", "--agents", "3", "--seed", "5", "--out", str(out),
@@ -55,7 +55,7 @@ def test_world_backstories_from_the_cli(tmp_path, capsys):
         assert pop.backstory is not None and p == f"{t} {pop.backstory[i]}".strip()
     # the student's persona input is embedded once, at `lsm world`, and stored with the world:
     # equal to a fresh embedding of each backstory within float16 rounding; zeros where none
-    from lsm.data_gen.embed import persona_features, shared_encoder
+    from lsm.society.embed import persona_features, shared_encoder
 
     stored = persona_features(pop)
     assert pop.backstory_emb is not None and stored.shape == (3, 384) and "Backstories embedded:" in printed

@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from lsm.config import CONFIG_ROOT, shipped, to_dict
-from lsm.data_gen.world.graph import load_graph_config
-from lsm.data_gen.world.population import load_population_config
-from lsm.data_gen.scenario import check_against_world, load_scenario
-from lsm.data_gen.world import build_world
+from lsm.society.world.graph import load_graph_config
+from lsm.society.world.population import load_population_config
+from lsm.society.scenario import check_against_world, load_scenario
+from lsm.society.world import build_world
 
 POPULATIONS = sorted((CONFIG_ROOT / "population").glob("*.yaml"))
 GRAPHS = sorted((CONFIG_ROOT / "graph").glob("*.yaml"))
@@ -89,7 +89,7 @@ def test_planted_config_parses_and_every_name_resolves(path):
     from lsm.config import load_config
     from lsm.data_gen.gen import is_planted
     from lsm.data_gen.planted.config import PlantedConfig
-    from lsm.data_gen.scenario import DEFAULT_CHANNELS
+    from lsm.society.scenario import DEFAULT_CHANNELS
 
     assert is_planted(path)
     cfg = load_config(PlantedConfig, path)

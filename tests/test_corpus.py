@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lsm.data_gen.store import TraceFile
+from lsm.society.store import TraceFile
 
 ROOT = Path(__file__).resolve().parents[1] / "data_gen" / "corpus"
 CORPUS = ROOT / "n20"

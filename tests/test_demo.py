@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lsm.data_gen.store import TraceFile
+from lsm.society.store import TraceFile
 
 from lsm.cli import main
 

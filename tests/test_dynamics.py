@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from lsm.config import shipped
-from lsm.data_gen.loop.events import EventSchedule, PopulationState, exposure_mask
-from lsm.data_gen.scenario import load_scenario, scenario_from_dict
+from lsm.society.loop.events import EventSchedule, PopulationState, exposure_mask
+from lsm.society.scenario import load_scenario, scenario_from_dict
 
 
 def test_guessing_game_announces_two_thirds_of_the_mean(anes_world):

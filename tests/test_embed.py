@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lsm.data_gen.embed import TEXT_DIM, SentenceEncoder
+from lsm.society.embed import TEXT_DIM, SentenceEncoder
 
 
 @pytest.fixture(scope="module")

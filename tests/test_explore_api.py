@@ -16,8 +16,8 @@ import h5py
 import numpy as np
 import pytest
 
-from lsm.data_gen.store import TraceFile
-from lsm.data_gen.world.graph import EDGE_TYPES
+from lsm.society.store import TraceFile
+from lsm.society.world.graph import EDGE_TYPES
 
 fastapi = pytest.importorskip("fastapi", reason="the explorer needs fastapi (pip install -e '.[test]')")
 from fastapi.testclient import TestClient  # noqa: E402

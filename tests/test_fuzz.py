@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 
 from lsm.config import CONFIG_ROOT, ConfigError, load_config
 from lsm.data_gen.planted.config import PlantedConfig
-from lsm.data_gen.scenario import load_scenario, timeline
+from lsm.society.scenario import load_scenario, timeline
 from lsm.data_gen.teacher.config import TeacherConfig
-from lsm.data_gen.world.graph import load_graph_config
-from lsm.data_gen.world.population import load_population_config, sample_population
+from lsm.society.world.graph import load_graph_config
+from lsm.society.world.population import load_population_config, sample_population
 
 EXAMPLES = int(os.environ.get("LSM_FUZZ_EXAMPLES", "300"))
 MEMORY_BOUND = 512 << 20
@@ -182,7 +182,7 @@ def test_a_non_finite_number_is_refused_with_its_field_path():
     path = Path(CONFIG_ROOT / "scenarios" / "vaccine_campaign.yaml")
     data = yaml.safe_load(path.read_text())
     data["events"][0]["exposure"] = {"fraction": float("inf")}
-    from lsm.data_gen.scenario import scenario_from_dict
+    from lsm.society.scenario import scenario_from_dict
 
     with pytest.raises(ConfigError, match=r"events\[0\]\.exposure\.fraction' = inf: expected a finite number"):
         scenario_from_dict(data, source="spot.yaml")

@@ -45,7 +45,7 @@ def engines():
 
 def _teacher_prompts(name: str):
     from lsm.config import shipped
-    from lsm.data_gen.scenario import load_scenario
+    from lsm.society.scenario import load_scenario
     from lsm.data_gen.teacher import prompts as ag
 
     sc = load_scenario(shipped("scenarios", f"{name}.yaml"))

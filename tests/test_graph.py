@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lsm.config import ConfigError, from_dict, shipped
-from lsm.data_gen.world.graph import (EDGE_TYPES, FRIEND, HOUSEHOLD, MEDIA, PROFESSIONAL, WEAK_TIE, GraphConfig, build_graph,
+from lsm.society.world.graph import (EDGE_TYPES, FRIEND, HOUSEHOLD, MEDIA, PROFESSIONAL, WEAK_TIE, GraphConfig, build_graph,
                                 homophily_stats, load_graph_config)
 
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 from lsm.cli import main
 from lsm.config import CONFIG_ROOT
-from lsm.data_gen.world import build_world, save_world
-from lsm.data_gen.world.population import UNKNOWN_CODE, UNKNOWN_NUMERIC
+from lsm.society.world import build_world, save_world
+from lsm.society.world.population import UNKNOWN_CODE, UNKNOWN_NUMERIC
 from lsm.model.checkpoint import load_checkpoint
 
 
@@ -225,7 +225,7 @@ def test_evaluating_on_a_trace_of_another_population_uses_the_same_rule(trained,
 def test_training_files_of_different_populations_are_refused_by_name(trained, generic_trace):
     """Without a checkpoint (training), the vocabulary is the first training file's and a trace
     it does not fit is a `StoreError` naming that trace, not a KeyError."""
-    from lsm.data_gen.store import StoreError
+    from lsm.society.store import StoreError
     from lsm.train.data import load_episode
 
     vocab = load_checkpoint(trained[1]).vocab

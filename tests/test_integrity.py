@@ -11,8 +11,8 @@ import pytest
 
 from lsm.cli import main
 from lsm.config import CONFIG_ROOT, shipped
-from lsm.data_gen import store
-from lsm.data_gen.store import TRACE_FIELDS, TraceWriter, content_checksums
+from lsm.society import store
+from lsm.society.store import TRACE_FIELDS, TraceWriter, content_checksums
 
 
 def _datasets(path):

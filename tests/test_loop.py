@@ -16,14 +16,14 @@ import pytest
 import yaml
 
 from lsm.config import CONFIG_ROOT, load_config, shipped
-from lsm.data_gen.loop.neighbors import NeighborIndex, NeighborRule
-from lsm.data_gen.loop.society import MAX_EVENTS, Perception, SocietyLoop, capped_exposure
+from lsm.society.loop.neighbors import NeighborIndex, NeighborRule
+from lsm.society.loop.runner import MAX_EVENTS, Perception, SocietyLoop, capped_exposure
 from lsm.data_gen.planted.config import PlantedConfig
 from lsm.data_gen.planted.policy import PlantedSociety
-from lsm.data_gen.scenario import load_scenario, scenario_from_dict
-from lsm.data_gen.store import TraceFile
-from lsm.data_gen.world import build_world, save_world
-from lsm.data_gen.world.graph import EDGE_TYPES
+from lsm.society.scenario import load_scenario, scenario_from_dict
+from lsm.society.store import TraceFile
+from lsm.society.world import build_world, save_world
+from lsm.society.world.graph import EDGE_TYPES
 
 PLANTED = shipped("teacher", "planted.yaml")
 PLANTED_NULL = shipped("teacher", "planted_null.yaml")
@@ -84,7 +84,7 @@ def test_teacher_planted_and_student_perceive_the_same_society(tmp_path, trained
     neighbours (wherever the same senders spoke last tick)."""
     import torch
 
-    from lsm.data_gen.embed import SentenceEncoder
+    from lsm.society.embed import SentenceEncoder
     from lsm.data_gen.teacher.backends.embedded import EmbeddedBackend, EmbeddedConfig
     from lsm.data_gen.teacher.config import TeacherConfig
     from lsm.data_gen.teacher.llm import Teacher
@@ -240,7 +240,7 @@ def test_student_rollout_interrupted_and_killed_mid_run_resumes_to_an_identical_
     subprocess.run(lsm + args + ["--out", str(ref)], check=True, capture_output=True)
     # another process writing the same output: refused at once, nothing changed (issue 14)
     from lsm.cli import main
-    from lsm.data_gen.loop.journal import OutputLock
+    from lsm.society.loop.journal import OutputLock
 
     lock = OutputLock(cut)
     try:

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from lsm.config import ConfigError, from_dict, shipped
-from lsm.data_gen.world.anes96 import load_anes96
-from lsm.data_gen.world.population import (IdentityVocab, PopulationConfig, encode_identity, load_population_config,
+from lsm.society.world.anes96 import load_anes96
+from lsm.society.world.population import (IdentityVocab, PopulationConfig, encode_identity, load_population_config,
                                      sample_population)
 
 
@@ -105,7 +105,7 @@ def test_impossible_correlations_are_rejected():
 @pytest.mark.parametrize("n", [1, 3, 7])
 @pytest.mark.parametrize("name", ["anes96", "generic"])
 def test_tiny_worlds_build(name, n):
-    from lsm.data_gen.world import build_world
+    from lsm.society.world import build_world
 
     w = build_world(shipped("population", f"{name}.yaml"), shipped("graph", "default.yaml"), agents=n, seed=0)
     assert w.n == n and len(w.population.persona) == n

@@ -133,7 +133,7 @@ def test_narration_and_interview_with_the_embedded_llm(trained, tmp_path, capsys
     assert main(["narrate", "--rollout", str(out), "--agent", "4", "--teacher", "debug", "--out", str(tmp_path / "n.md")]) == 0
     text = (tmp_path / "n.md").read_text()
     # the scaffold states the rollout's own decisions, tick by tick
-    from lsm.data_gen.store import TraceFile
+    from lsm.society.store import TraceFile
     from lsm.model.checkpoint import load_checkpoint
     from lsm.probes.readout import agent_readout
 

@@ -8,8 +8,8 @@ from torch_geometric.nn import HeteroConv, SAGEConv, SimpleConv
 from torch_geometric.utils import degree
 
 from lsm.config import shipped
-from lsm.data_gen.world import build_world
-from lsm.data_gen.world.graph import EDGE_TYPES
+from lsm.society.world import build_world
+from lsm.society.world.graph import EDGE_TYPES
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lsm.train import ablations as ab
+from lsm.society import interventions as ab, stats
 
 # -- ablation arithmetic on hand-made cases ------------------------------------------------------
 
@@ -17,20 +17,20 @@ from lsm.train import ablations as ab
 def test_paired_tv_on_hand_made_distributions():
     p = np.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.2, 0.3, 0.5]])
     q = np.array([[0.5, 0.5, 0.0], [0.0, 1.0, 0.0], [0.3, 0.3, 0.4]])
-    np.testing.assert_allclose(ab.paired_tv(p, q), [0.0, 1.0, 0.1])
+    np.testing.assert_allclose(stats.paired_tv(p, q), [0.0, 1.0, 0.1])
 
 
 def test_bootstrap_resamples_agents_and_brackets_the_ratio():
     agents = np.repeat(np.arange(50), 4)  # 4 rows per agent
     const = np.full(200, 0.3)
-    est, lo, hi = ab.bootstrap(const, agents)
+    est, lo, hi = stats.bootstrap(const, agents)
     assert est == pytest.approx(0.3) and lo == pytest.approx(0.3) and hi == pytest.approx(0.3)
     rng = np.random.default_rng(0)
     x = rng.normal(1.0, 0.5, 200)
-    est, lo, hi = ab.bootstrap(2 * x, agents, other=x)
+    est, lo, hi = stats.bootstrap(2 * x, agents, other=x)
     assert est == pytest.approx(2.0) and lo == pytest.approx(2.0) and hi == pytest.approx(2.0)  # a ratio fixed per row
     y = rng.normal(1.0, 0.5, 200)
-    est, lo, hi = ab.bootstrap(x, agents, other=y)
+    est, lo, hi = stats.bootstrap(x, agents, other=y)
     assert est == pytest.approx(x.mean() / y.mean()) and lo < est < hi
 
 
@@ -58,7 +58,7 @@ def planted_pair(tmp_path_factory):
     """A 150-agent world with a planted trace and its null variant."""
     from lsm.config import resolve_config
     from lsm.data_gen.gen import generate
-    from lsm.data_gen.world.make import make_world
+    from lsm.data_gen.make_world import make_world
     from lsm.recovery.experiment import planted_variant
 
     d = tmp_path_factory.mktemp("planted")
@@ -78,23 +78,23 @@ def test_truth_reproduces_the_trace_and_ablations_of_the_null_are_zero(planted_p
     tr = PlantedTrace.read(planted_pair / "p.h5")
     for t in range(tr.ticks):
         np.testing.assert_allclose(tr.probabilities(t), tr.decision_dist[t], atol=1e-6)
-    removed = np.mean([ab.paired_tv(tr.probabilities(t), tr.probabilities(t, ab.no_messages)).mean() for t in range(1, tr.ticks)])
+    removed = np.mean([stats.paired_tv(tr.probabilities(t), tr.probabilities(t, ab.no_messages)).mean() for t in range(1, tr.ticks)])
     assert removed > 0.02  # the planted influence is real
     nul = PlantedTrace.read(planted_pair / "n.h5")
     for t in range(nul.ticks):
-        assert ab.paired_tv(nul.probabilities(t), nul.probabilities(t, ab.no_messages)).max() == 0.0
-    forgot = ab.paired_tv(tr.probabilities(2), tr.probabilities(2, forget_draw=True))
+        assert stats.paired_tv(nul.probabilities(t), nul.probabilities(t, ab.no_messages)).max() == 0.0
+    forgot = stats.paired_tv(tr.probabilities(2), tr.probabilities(2, forget_draw=True))
     assert forgot.min() > 0  # persistence acts on every agent with a last draw
 
 
 def test_drawn_decisions_feed_back_seeded_and_deterministic(planted_pair):
-    from lsm.data_gen.scenario import load_scenario
-    from lsm.data_gen.world import load_world
+    from lsm.society.scenario import load_scenario
+    from lsm.society.world import load_world
     from lsm.config import resolve_config
     from lsm.infer.rollout import Rollout, RolloutConfig
     from lsm.model.checkpoint import Student
     from lsm.model.society import SocietyModel, StudentConfig
-    from lsm.data_gen.world.population import IdentityVocab
+    from lsm.society.world.population import IdentityVocab
 
     w = load_world(planted_pair / "p.h5")
     vocab = IdentityVocab.of(w.population)
@@ -144,7 +144,7 @@ def test_training_variants_draw_credibilities_seeded(tmp_path):
     from functools import partial
 
     from lsm.config import resolve_config
-    from lsm.data_gen.scenario import load_scenario
+    from lsm.society.scenario import load_scenario
     from lsm.recovery.experiment import jitter_credibility, scenario_variant
 
     base = resolve_config("vaccine_campaign", "scenarios")

@@ -12,7 +12,7 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from lsm.data_gen.store import TraceFile
+from lsm.society.store import TraceFile
 from lsm.infer.report import (FIT_SAMPLE, RunView, cluster_agents, cluster_profiles, group_table, profile_features,
                               shares, write_run_report)
 

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from lsm.config import CONFIG_ROOT
-from lsm.data_gen.scenario import load_scenario
-from lsm.data_gen.store import TraceFile
+from lsm.society.scenario import load_scenario
+from lsm.society.store import TraceFile
 from lsm.infer.rollout import Rollout, RolloutConfig
 from lsm.model.checkpoint import load_checkpoint
 
@@ -17,7 +17,7 @@ CORPUS = ROOT / "data_gen/corpus/n20"
 
 
 def _rollout(ckpt, world, scenario="vaccine_campaign", seed=0, **kw):
-    from lsm.data_gen.world import load_world
+    from lsm.society.world import load_world
 
     sc_path = CONFIG_ROOT / f"scenarios/{scenario}.yaml"
     return Rollout(load_checkpoint(ckpt), load_world(world), load_scenario(sc_path), RolloutConfig(seed=seed, **kw)), sc_path
@@ -187,8 +187,8 @@ def test_persona_features_embed_backstories_only_each_distinct_text_once(tmp_pat
     (10^6 of them cost nothing); the backstory's embedding otherwise, each distinct text encoded
     once, stored with the world and read back bit for bit."""
     from lsm.config import shipped
-    from lsm.data_gen import embed
-    from lsm.data_gen.world import build_world, load_world, save_world
+    from lsm.society import embed
+    from lsm.society.world import build_world, load_world, save_world
 
     w = build_world(shipped("population", "anes96.yaml"), shipped("graph", "default.yaml"), agents=6, seed=2)
     real = embed.shared_encoder()
@@ -222,7 +222,7 @@ def test_persona_features_embed_backstories_only_each_distinct_text_once(tmp_pat
 def test_rollout_event_inputs_equal_the_training_episodes():
     """The student must see the same event features at rollout as in training (text embedding
     of the event text, same codes), or it runs on inputs it never saw."""
-    from lsm.data_gen.loop.events import EventSchedule
+    from lsm.society.loop.events import EventSchedule
     from lsm.infer.rollout import event_rows
     from lsm.train.data import embed_texts, event_tensors, load_episode
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from lsm.config import shipped
-from lsm.data_gen.scenario import ScenarioError, check_against_world, load_scenario, timeline
+from lsm.society.scenario import ScenarioError, check_against_world, load_scenario, timeline
 
 BASE = yaml.safe_load(shipped("scenarios", "vaccine_campaign.yaml").read_text())
 

@@ -159,8 +159,8 @@ def test_the_teacher_reports_how_it_scored(tmp_path, serve):
 
     from lsm.cli import main
     from lsm.config import shipped
-    from lsm.data_gen.store import TraceFile
-    from lsm.data_gen.world import build_world, save_world
+    from lsm.society.store import TraceFile
+    from lsm.society.world import build_world, save_world
 
     save_world(build_world(shipped("population", "anes96.yaml"), shipped("graph", "default.yaml"), agents=1, seed=5), tmp_path / "w.h5")
     sc = yaml.safe_load(shipped("scenarios", "vaccine_campaign.yaml").read_text())

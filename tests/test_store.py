@@ -7,11 +7,11 @@ import torch
 import yaml
 
 from lsm.config import shipped, to_yaml
-from lsm.data_gen import store
-from lsm.data_gen.loop.events import EventSchedule
-from lsm.data_gen.scenario import load_scenario
-from lsm.data_gen.store import StoreError, TraceFile, TraceWriter
-from lsm.data_gen.world import load_world
+from lsm.society import store
+from lsm.society.loop.events import EventSchedule
+from lsm.society.scenario import load_scenario
+from lsm.society.store import StoreError, TraceFile, TraceWriter
+from lsm.society.world import load_world
 
 
 def test_world_round_trip(world_file, anes_world):

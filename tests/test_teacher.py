@@ -14,12 +14,12 @@ from lsm.config import load_config, shipped
 from lsm.data_gen.teacher import prompts as ag
 from lsm.data_gen.teacher.backends.base import LLMBackend
 from lsm.data_gen.teacher.backends.embedded import EmbeddedBackend, EmbeddedConfig
-from lsm.data_gen.scenario import load_scenario
-from lsm.data_gen.store import StoreError, TraceFile
+from lsm.society.scenario import load_scenario
+from lsm.society.store import StoreError, TraceFile
 from lsm.data_gen.gen import generate
-from lsm.data_gen.loop.journal import JournalMismatch
+from lsm.society.loop.journal import JournalMismatch
 from lsm.data_gen.teacher.config import TeacherConfig
-from lsm.data_gen.world import build_world, save_world
+from lsm.society.world import build_world, save_world
 
 DEBUG = shipped("teacher", "debug.yaml")
 
@@ -222,7 +222,7 @@ def test_teacher_config_errors_name_the_field(tmp_path):
 
 
 def test_llm_backstories_extend_personas(backend):
-    from lsm.data_gen.world.backstory import META_PROMPTS, write_backstories
+    from lsm.society.world.backstory import META_PROMPTS, write_backstories
 
     personas = ["Ana R., aged 34, female, nurse, lives in a city.", "Bob K., aged 67, male, retired, lives in a rural area.",
                 "Cy T., aged 22, male, student, lives in a town."]

@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.cli import LightningCLI
 
 from lsm.config import CONFIG_ROOT
-from lsm.data_gen.store import StoreError
+from lsm.society.store import StoreError
 from lsm.train.datamodule import TraceDataModule
 from lsm.train.module import DistillModule, load_student
 

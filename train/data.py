@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lsm.data_gen.world.population import IdentityVocab, Population, encode_identity
-from lsm.data_gen.embed import persona_features
-from lsm.data_gen.store import StoreError, TraceFile
-from lsm.data_gen.loop.neighbors import EdgeTyper
+from lsm.society.world.population import IdentityVocab, Population, encode_identity
+from lsm.society.embed import persona_features
+from lsm.society.store import StoreError, TraceFile
+from lsm.society.loop.neighbors import EdgeTyper
 from lsm.model.features import action_texts, context_text, embed_texts, event_tensors, typed_edges
 from lsm.model.society import TickInputs
 

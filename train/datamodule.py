@@ -7,8 +7,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from lsm.data_gen.world.population import IdentityVocab
-from lsm.data_gen.store import TraceFile
+from lsm.society.world.population import IdentityVocab
+from lsm.society.store import TraceFile
 from lsm.train.data import Episode, load_episode
 from lsm.train.sampler import sample_subgraphs
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lsm.train import ablations
+from lsm.society import interventions, stats
 from lsm.train.data import Episode
 
 
@@ -58,14 +58,14 @@ def run_student(model, ep: Episode, edit: str | None = None, samples: int = 4, s
     `ABLATIONS`), under that change of what agents hear at every tick."""
     from lsm.train.replay import replay
 
-    edits = {edit: ablations.as_edit(ABLATIONS[edit], ep.targets["stance"])} if edit else None
+    edits = {edit: interventions.as_edit(ABLATIONS[edit], ep.targets["stance"])} if edit else None
     out = replay(model, ep, edits, samples=samples, seed=seed)[edit or "factual"]
     return out["probs"].mean(0), out["channels"].mean(0), out["expression"].mean(0)
 
 
-ABLATIONS = {"messages removed": ablations.no_messages, "senders shuffled": ablations.shuffled_senders(0),
-             "opposite stances": ablations.opposite_stance}
-"""The paired ablations `lsm evaluate` reports (`train.ablations`)."""
+ABLATIONS = {"messages removed": interventions.no_messages, "senders shuffled": interventions.shuffled_senders(0),
+             "opposite stances": interventions.opposite_stance}
+"""The paired ablations `lsm evaluate` reports (`society.interventions`)."""
 
 
 def paired_ablation_table(model, episodes: list[Episode], samples: int = 4) -> dict[str, dict[str, float]]:
@@ -77,18 +77,18 @@ def paired_ablation_table(model, episodes: list[Episode], samples: int = 4) -> d
     agents: list[np.ndarray] = []
     offset = 0
     for ep in episodes:
-        edits = {k: ablations.as_edit(e, ep.targets["stance"]) for k, e in ABLATIONS.items()}
+        edits = {k: interventions.as_edit(e, ep.targets["stance"]) for k, e in ABLATIONS.items()}
         res = replay(model, ep, edits, samples=samples)
         ok = ep.targets["valid"][1:].numpy()  # (T-1, N)
         for k in ABLATIONS:
-            tv = ablations.paired_tv(res["factual"]["probs"].numpy(), res[k]["probs"].numpy()).mean(0)[1:]
+            tv = stats.paired_tv(res["factual"]["probs"].numpy(), res[k]["probs"].numpy()).mean(0)[1:]
             tvs[k].append(tv[ok])
         agents.append((np.broadcast_to(np.arange(ep.n), ok.shape) + offset)[ok])
         offset += ep.n
     ids = np.concatenate(agents)
     out = {}
     for k, v in tvs.items():
-        est, lo, hi = ablations.bootstrap(np.concatenate(v), ids)
+        est, lo, hi = stats.bootstrap(np.concatenate(v), ids)
         out[k] = {"student_tv": est, "low": lo, "high": hi}
     return out
 

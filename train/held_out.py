@@ -30,7 +30,7 @@ def beside_sensitivity(model, held_paths: list[str], held_eps: list, sensitivity
     """The teacher's own TV (`lsm sensitivity --json`) beside the student's for the same agents and tick."""
     import numpy as np
 
-    from lsm.train import ablations
+    from lsm.society import interventions, stats
     from lsm.train.replay import replay
 
     from lsm.documents import read_document
@@ -48,12 +48,12 @@ def beside_sensitivity(model, held_paths: list[str], held_eps: list, sensitivity
     if not match:
         raise UsageError(f"--sensitivity {sensitivity} measured {r['trace']}, which is not among the held-out files")
     ep = held_eps[match[0]]
-    pairs = {"no_messages": ablations.no_messages, "opposite_messages": ablations.opposite_stance}
-    res = replay(model, ep, {k: ablations.as_edit(e, ep.targets["stance"]) for k, e in pairs.items()}, samples=8)
+    pairs = {"no_messages": interventions.no_messages, "opposite_messages": interventions.opposite_stance}
+    res = replay(model, ep, {k: interventions.as_edit(e, ep.targets["stance"]) for k, e in pairs.items()}, samples=8)
     rows = ["| change | teacher TV (lsm sensitivity) | student TV, same agents and tick | student 95 % interval |", "|---|---|---|---|"]
     for name in pairs:
-        tv = ablations.paired_tv(res["factual"]["probs"].numpy(), res[name]["probs"].numpy()).mean(0)[tick, ids]  # (agents,)
-        est, lo, hi = ablations.bootstrap(tv, np.arange(len(ids)))
+        tv = stats.paired_tv(res["factual"]["probs"].numpy(), res[name]["probs"].numpy()).mean(0)[tick, ids]  # (agents,)
+        est, lo, hi = stats.bootstrap(tv, np.arange(len(ids)))
         rows.append(f"| {name.replace('_', ' ')} | {r['variants'][name]['mean_tv']:.4f} | {est:.4f} | [{lo:.4f}, {hi:.4f}] |")
     return "\n".join([f"The teacher's own neighbour effect beside the student's: {r['trace']}, tick {tick}, {len(ids)} agents "
                       "(the teacher's opposite messages are the pool's most opposite, the student's each sender's nearest opposite).",

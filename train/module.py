@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lsm.data_gen.world.population import IdentityVocab
+from lsm.society.world.population import IdentityVocab
 from lsm.model.checkpoint import load_checkpoint
 from lsm.model.society import LatentPosterior, SocietyModel, StudentConfig, TickOutputs, with_drawn
 from lsm.train.data import Episode

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lsm.data_gen.store import TraceFile
+from lsm.society.store import TraceFile
 
 
 def describe(folder: str | Path, examples: bool = True) -> str:

@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
 
 from lsm.config import Checked
-from lsm.data_gen.loop.neighbors import (
+from lsm.society.loop.neighbors import (
     NeighborRule,
     check_neighbor_rule,
     default_neighbor_weights,
 )
-from lsm.data_gen.world.graph import EDGE_TYPES
+from lsm.society.world.graph import EDGE_TYPES
 
 
 def default_influence() -> dict[str, float]:

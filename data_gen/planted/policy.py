@@ -16,17 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lsm.data_gen.embed import (
+from lsm.society.embed import (
     TEXT_DIM,
     shared_encoder,
     write_event_embeddings,
 )
-from lsm.data_gen.loop.neighbors import EdgeTyper
-from lsm.data_gen.loop.society import Perception, Progress, TickOutput, decision_shares
+from lsm.society.loop.neighbors import EdgeTyper
+from lsm.society.loop.runner import Perception, Progress, TickOutput, decision_shares
 from lsm.data_gen.planted.config import PlantedConfig
-from lsm.data_gen.scenario import RATING_LEVELS, Scenario
-from lsm.data_gen.store import TraceWriter
-from lsm.data_gen.world.graph import EDGE_TYPES
+from lsm.society.scenario import RATING_LEVELS, Scenario
+from lsm.society.store import TraceWriter
+from lsm.society.world.graph import EDGE_TYPES
 
 TERMS = ("identity", "influence", "events", "agent", "noise")
 """The opinion's terms, in the order of the config's docstring."""

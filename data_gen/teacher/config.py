@@ -7,7 +7,7 @@ from typing import Any, Iterable, Literal
 from lsm.data_gen.teacher.prompts import TextLimits
 from lsm.data_gen.teacher.backends.base import LLMBackend
 from lsm.data_gen.teacher.backends.embedded import EmbeddedConfig
-from lsm.data_gen.loop.neighbors import NeighborRule, check_neighbor_rule, default_neighbor_weights
+from lsm.society.loop.neighbors import NeighborRule, check_neighbor_rule, default_neighbor_weights
 from lsm.config import Checked
 from lsm.limits import MAX_COUNT, MAX_NEIGHBORS_SHOWN
 

@@ -6,7 +6,7 @@ events it sees, the messages of the neighbours it is shown); answers generated i
 `max_attempts`, recorded invalid with the reason; decision and channel distributions read by
 `score_options`; texts embedded; memories updated. Every random draw depends only on (seed,
 tick, chunk, attempt), so a resumed run equals an uninterrupted one. The loop
-(`lsm.data_gen.loop.society`) owns exposure, shown neighbours, triggers, the journal and the file.
+(`lsm.society.loop.runner`) owns exposure, shown neighbours, triggers, the journal and the file.
 """
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 from lsm.config import to_yaml
-from lsm.data_gen.embed import TEXT_DIM, write_event_embeddings
-from lsm.data_gen.loop.neighbors import EdgeTyper
-from lsm.data_gen.loop.society import Perception, Progress, TickOutput, decision_shares
-from lsm.data_gen.scenario import Scenario
-from lsm.data_gen.store import TraceWriter
+from lsm.society.embed import TEXT_DIM, write_event_embeddings
+from lsm.society.loop.neighbors import EdgeTyper
+from lsm.society.loop.runner import Perception, Progress, TickOutput, decision_shares
+from lsm.society.scenario import Scenario
+from lsm.society.store import TraceWriter
 from lsm.data_gen.teacher import prompts as ag
 from lsm.data_gen.teacher.backends.base import LLMBackend
 from lsm.data_gen.teacher.config import TeacherConfig

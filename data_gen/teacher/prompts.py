@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from lsm.data_gen.teacher.backends.base import Conversation
-from lsm.data_gen.scenario import Scenario
+from lsm.society.scenario import Scenario
 
 RATING_MAX = 10
 STANCE_MAX = 5

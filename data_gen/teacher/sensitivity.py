@@ -25,9 +25,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from lsm.data_gen.store import TraceFile
+from lsm.society.store import TraceFile
 from lsm.data_gen.teacher import prompts as ag
-from lsm.train.ablations import bootstrap, paired_tv
+from lsm.society.stats import bootstrap, paired_tv
 
 VARIANTS = ("unchanged", "no_messages", "opposite_messages", "reordered_messages", "other_persona")
 
@@ -65,7 +65,7 @@ class TracePrompts:
 
     def __init__(self, tf: TraceFile):
         from lsm.config import from_dict
-        from lsm.data_gen.loop.neighbors import EdgeTyper
+        from lsm.society.loop.neighbors import EdgeTyper
         from lsm.data_gen.teacher.config import TeacherConfig
 
         self.tf, self.sc = tf, tf.scenario

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-from lsm.data_gen.world.graph import EDGE_TYPES
+from lsm.society.world.graph import EDGE_TYPES
 
 WEAK_TIE = EDGE_TYPES.index("weak_tie")
 """The type given to a shown pair with no tie in the graph."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from lsm.data_gen.scenario import Event, Measure, Range, Scenario
+from lsm.society.scenario import Event, Measure, Range, Scenario
 
 
 @dataclass

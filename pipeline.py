@@ -45,8 +45,8 @@ def run_demo(cfg: DemoConfig, extra_steps=None) -> dict[str, Path]:
     """Run (or resume) the demo; returns the artefacts by name."""
     from lsm.config import CONFIG_ROOT, resolve_config
     from lsm.data_gen.gen import format_summary, generate
-    from lsm.data_gen.scenario import shorten
-    from lsm.data_gen.world.make import make_world
+    from lsm.society.scenario import shorten
+    from lsm.data_gen.make_world import make_world
     from lsm.infer.run import run_rollout, run_validation
     from lsm.narrate.run import run_narrate
     from lsm.probes.run import run_probe
@@ -117,7 +117,7 @@ def run_demo(cfg: DemoConfig, extra_steps=None) -> dict[str, Path]:
     art["probe_report"] = out / "probe_report" / "report.md"
 
     def narration():
-        from lsm.data_gen.store import TraceFile
+        from lsm.society.store import TraceFile
 
         with TraceFile(art["rollout"]) as a, TraceFile(str(art["rollout"])[:-3] + "_cf.h5") as b:
             changed = (a.array("decision")[-1] != b.array("decision")[-1]).nonzero()[0]

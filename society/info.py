@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lsm.data_gen.store import TRACE_FIELDS, TraceFile, check_header, open_h5
+from lsm.society.store import TRACE_FIELDS, TraceFile, check_header, open_h5
 
 
 def describe(file: str | Path) -> list[str]:

@@ -35,12 +35,12 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 from lsm.config import Interrupted
-from lsm.data_gen.embed import TEXT_DIM
-from lsm.data_gen.loop.events import EventSchedule, PopulationState, ScheduledEvent
-from lsm.data_gen.loop.journal import Journal, fingerprint
-from lsm.data_gen.loop.neighbors import NeighborIndex, NeighborRule
-from lsm.data_gen.scenario import Scenario, check_against_world
-from lsm.data_gen.store import StoreError, TraceWriter, check_header, open_h5
+from lsm.society.embed import TEXT_DIM
+from lsm.society.loop.events import EventSchedule, PopulationState, ScheduledEvent
+from lsm.society.loop.journal import Journal, fingerprint
+from lsm.society.loop.neighbors import NeighborIndex, NeighborRule
+from lsm.society.scenario import Scenario, check_against_world
+from lsm.society.store import StoreError, TraceWriter, check_header, open_h5
 
 MAX_EVENTS = 4
 """E: at most this many events per agent-tick (the first ones in schedule order)."""

@@ -171,7 +171,7 @@ class PopulationConfig(Checked):
         known = set(self.attributes)
         parents = {a: s.category_names for a, s in self.attributes.items() if s.type == "categorical"}
         if self.source == "anes96":
-            from lsm.data_gen.world.anes96 import ANES_ATTRIBUTES, ANES_CATEGORIES
+            from lsm.society.world.anes96 import ANES_ATTRIBUTES, ANES_CATEGORIES
 
             known |= set(ANES_ATTRIBUTES)
             parents.update(ANES_CATEGORIES)
@@ -315,7 +315,7 @@ def sample_population(config: PopulationConfig, n: int, seed: int, source_file: 
     survey_corr = None
 
     if config.source == "anes96":
-        from lsm.data_gen.world.anes96 import resample_anes96
+        from lsm.society.world.anes96 import resample_anes96
 
         survey = resample_anes96(n, rng)
         categorical.update(survey.categorical)
@@ -383,7 +383,7 @@ def sample_population(config: PopulationConfig, n: int, seed: int, source_file: 
             raise ConfigError(source_file, [Problem(f"attributes.{a}.given", s.given, "no circular `given` chain")
                                             for a, s in pending.items()], "population")
 
-    from lsm.data_gen.world.persona import make_names, make_personas
+    from lsm.society.world.persona import make_names, make_personas
 
     names = make_names(categorical, categories, rng)
     pop = Population(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from lsm.data_gen.store import StoreError
+from lsm.society.store import StoreError
 
 
 class JournalMismatch(StoreError):

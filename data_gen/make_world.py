@@ -8,7 +8,7 @@ from pathlib import Path
 from lsm.config import UsageError, resolve_config
 from lsm.limits import MAX_AGENTS
 from lsm.paths import check_output_file
-from lsm.data_gen.world import WORLD_STEPS, World, build_world, save_world, world_summary
+from lsm.society.world import WORLD_STEPS, World, build_world, save_world, world_summary
 from lsm.transcript import Echo, Transcript
 
 
@@ -60,9 +60,9 @@ def make_world(population: str | Path = "anes96", graph: str | Path = "default",
             bar.close()
     if backstories:
         from lsm.config import load_config
-        from lsm.data_gen.embed import persona_features
+        from lsm.society.embed import persona_features
         from lsm.data_gen.teacher.config import TeacherConfig, make_backend
-        from lsm.data_gen.world.backstory import write_backstories
+        from lsm.society.world.backstory import write_backstories
 
         t0 = time.perf_counter()
         cfg = load_config(TeacherConfig, resolve_config(teacher, "teacher"), kind="teacher config")

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from lsm.config import to_dict
-from lsm.data_gen.world.graph import (EDGE_TYPES, GRAPH_STEPS, GraphConfig, SocialGraph, build_graph, degree_stats, homophily_attributes,
+from lsm.society.world.graph import (EDGE_TYPES, GRAPH_STEPS, GraphConfig, SocialGraph, build_graph, degree_stats, homophily_attributes,
                                 homophily_stats, load_graph_config, peak_rss_gb)
-from lsm.data_gen.world.population import Population, PopulationConfig, load_population_config, marginals_table, sample_population
-from lsm.data_gen.store import (_write_header, check_header, open_h5, read_configs, read_world_groups, write_checksums,
+from lsm.society.world.population import Population, PopulationConfig, load_population_config, marginals_table, sample_population
+from lsm.society.store import (_write_header, check_header, open_h5, read_configs, read_world_groups, write_checksums,
                                 write_world_groups)
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def save_world(world: World, path: str | Path) -> None:
         write_world_groups(f, world.population, world.graph)
         if world.backstories is not None:
             b = world.backstories
-            from lsm.data_gen.world.backstory import META_PROMPTS
+            from lsm.society.world.backstory import META_PROMPTS
 
             f["population"].attrs["backstories"] = json.dumps({"meta_prompts": list(META_PROMPTS), "failed": b.failed})
             f["population"].create_dataset("backstory_prompt", data=b.prompt_index.astype("int8"))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from lsm.data_gen.world.population import Population
+    from lsm.society.world.population import Population
 
 FEMALE = ["Maria", "Linda", "Aisha", "Jennifer", "Rosa", "Emily", "Keisha", "Susan", "Mei", "Patricia",
           "Fatima", "Laura", "Grace", "Carmen", "Hannah", "Olivia", "Denise", "Priya", "Ruth", "Ana"]

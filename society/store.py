@@ -306,7 +306,7 @@ _COMPRESS = dict(compression="gzip", compression_opts=4, shuffle=True)
 
 def write_world_groups(f: h5py.File | h5py.Group, pop, graph) -> None:
     """Write `population/` and `graph/` groups."""
-    from lsm.data_gen.world.population import IdentityVocab
+    from lsm.society.world.population import IdentityVocab
 
     p = f.create_group("population")
     p.attrs["n"] = pop.n
@@ -330,7 +330,7 @@ def write_world_groups(f: h5py.File | h5py.Group, pop, graph) -> None:
     if pop.backstory_emb is not None:
         p.create_dataset("backstory_emb", data=np.asarray(pop.backstory_emb, dtype=np.float16), **_COMPRESS)
 
-    from lsm.data_gen.world.graph import EDGE_TYPES
+    from lsm.society.world.graph import EDGE_TYPES
 
     g = f.create_group("graph")
     g.attrs["n"] = graph.n
@@ -347,8 +347,8 @@ def write_world_groups(f: h5py.File | h5py.Group, pop, graph) -> None:
 
 def read_world_groups(f: h5py.File | h5py.Group):
     """(Population, SocialGraph) from the `population/` and `graph/` groups."""
-    from lsm.data_gen.world.graph import SocialGraph
-    from lsm.data_gen.world.population import Population
+    from lsm.society.world.graph import SocialGraph
+    from lsm.society.world.population import Population
 
     p = _require(f, "population", "the population")
     cat, num = _require(p, "categorical", "categorical attributes"), _require(p, "numeric", "numeric attributes")
@@ -578,7 +578,7 @@ class TraceFile:
 
     @property
     def scenario(self):
-        from lsm.data_gen.scenario import scenario_from_dict
+        from lsm.society.scenario import scenario_from_dict
 
         from lsm.documents import parse_document
 
