@@ -9,7 +9,7 @@ OUT    ?= out/demo
 CHROMIUM := $(VENV)/.chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo explore test fuzz typecheck gpu-smoke screenshots clean
+.PHONY: install demo explore test check fuzz typecheck gpu-smoke screenshots clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -41,8 +41,13 @@ explore: $(STAMP)
 test: typecheck $(CHROMIUM)
 	$(PY) -m pytest -q --durations=12
 
+check: typecheck
+	# The inner loop's quick lane: unit tests, the hostile files, the layout and docs checks, type
+	# checking; every test not marked slow (tests/conftest.py says which are). `make test` runs all.
+	$(PY) -m pytest -q -m "not slow" --durations=8
+
 screenshots: $(STAMP) $(CHROMIUM)
-	# The README's explorer screenshots, taken by the browser test on the demo's artefacts ($(OUT), made if absent).
+	# The explorer screenshots of docs/explorer.md, taken by the browser test on the demo's artefacts ($(OUT), made if absent).
 	$(LSM) demo --out $(OUT)
 	LSM_EXPLORE_DEMO=$(OUT) LSM_SCREENSHOTS=docs/explore $(PY) -m pytest -q tests/test_explore_browser.py
 

@@ -105,8 +105,9 @@ def gen(
 
 def sensitivity(trace: str, tick: int | None = None, agents: int = 16, seed: int = 0, write: bool = False,
                 json: str | None = None) -> None:
-    """How far the teacher's decisions move with neighbour messages and persona (FINDINGS §4):
-    re-score a sample of agents with messages removed, messages of the opposite stance, or
+    """How far the teacher's decisions move with neighbour messages and persona.
+
+    Re-scores a sample of agents with messages removed, messages of the opposite stance, or
     another agent's persona.
 
     Args:
@@ -120,8 +121,8 @@ def sensitivity(trace: str, tick: int | None = None, agents: int = 16, seed: int
     """
     import json as _json
 
-    from lsm.society.store import open_h5
     from lsm.data_gen.teacher.sensitivity import format_report, measure
+    from lsm.society.store import open_h5
 
     r = measure(trace, tick, agents, seed)
     print(format_report(r))
@@ -132,14 +133,16 @@ def sensitivity(trace: str, tick: int | None = None, agents: int = 16, seed: int
         Path(json).write_text(_json.dumps(r, indent=1))
 
 
-def evaluate(checkpoint: str, held_out: str, mlp: str | None = None, train: str | None = None,
+def evaluate(ckpt: str | None = None, held_out: str | None = None, mlp: str | None = None, train: str | None = None,
              sensitivity: str | None = None) -> None:
-    """Held-out table: the student against the per-tick marginal, repeat-previous, the same
+    """Score a student on held-out traces against baselines, with its paired ablations.
+
+    The held-out table: the student against the per-tick marginal, repeat-previous, the same
     student with shuffled senders and (optionally) an identity-only MLP checkpoint; then the
     student's paired ablations (messages removed, senders shuffled, opposite stances).
 
     Args:
-        checkpoint: student checkpoint file or run folder (`runs/small/checkpoints`).
+        ckpt: student checkpoint file or run folder (`runs/small/checkpoints`).
         held_out: comma-separated trace files or globs to evaluate on, e.g. the second LLM seed
             of the training scenarios or a scenario left out of training.
         mlp: checkpoint of the identity-only baseline (`--config configs/train/overlay/no_graph.yaml`).
@@ -151,7 +154,9 @@ def evaluate(checkpoint: str, held_out: str, mlp: str | None = None, train: str 
     """
     from lsm.train.held_out import evaluate_checkpoint
 
-    print(evaluate_checkpoint(checkpoint, held_out, mlp, train, sensitivity).text)
+    if ckpt is None or held_out is None:
+        raise UsageError("lsm evaluate needs --ckpt DIR --held_out TRACES (see lsm evaluate --help)")
+    print(evaluate_checkpoint(ckpt, held_out, mlp, train, sensitivity).text)
 
 
 def rollout(
@@ -168,15 +173,18 @@ def rollout(
     sweep: str | None = None,
     sweep2: str | None = None,
     sweep_action: str | None = None,
-    teacher: str = "embedded",
+    neighbors: str | None = None,
+    teacher: str | None = None,
     agent_chunk: int | None = None,
     store: str = "",
     device: str = "cpu",
     quiet: bool = False,
     restart: bool = False,
 ) -> None:
-    """Advance a whole population with the trained student, one forward pass per tick; stream
-    every tick to HDF5 (trace schema, kind student_rollout) and write a report folder.
+    """Advance a whole population with the trained student; write the rollout and a report.
+
+    One forward pass per tick; every tick is streamed to HDF5 (trace schema, kind
+    student_rollout) and a report folder is written.
 
     Args:
         ckpt: student checkpoint file or folder (`runs/small/checkpoints`).
@@ -189,13 +197,18 @@ def rollout(
         by: comma-separated categorical attributes to break shares and channels down by
             (default: the first two of the population).
         clusters: number of reasoning-profile clusters.
-        counterfactual: a second scenario run on the same world and seed; per-agent diffs go to
-            `<report>/counterfactual/`, its rollout to `<out without .h5>_cf.h5`.
-        sweep: a `PATH=VALUES` axis over a scenario parameter (`events.0.credibility=0.2,0.5,0.9`,
-            `events.0.exposure.fraction=0:1:5`); writes `<report>/sweep/` (grid, JSON, plot).
+        counterfactual: a second run on the same world and seed: another scenario (a path or
+            shipped name), or interventions -- typed (`"events[0].credibility*=0.5; sever=household"`)
+            or a YAML file of them (`society.interventions`); per-agent diffs go to
+            `<report>/counterfactual/`, its rollout (recording its interventions) to `<out without .h5>_cf.h5`.
+        sweep: one edit over values, `EDIT=VALUES` (`events[0].credibility=0.2,0.5,0.9`,
+            `events[0].exposure.fraction=0:1:5`, `events[0].credibility*=0.5,1,2`; `events.0.credibility`
+            spells the same); writes `<report>/sweep/` (grid, JSON, plot).
         sweep2: a second axis: the grid is sweep x sweep2 and the plot a heatmap.
         sweep_action: the action whose final share the sweep plot shows (default: the first).
-        teacher: teacher config whose neighbour rule (K, edge-type weights) the rollout uses.
+        neighbors: who hears whom, overriding the checkpoint's rule (that of its training traces):
+            a neighbour-rule YAML (`k`, `weights`, `vary`) or a teacher config (path or shipped name).
+        teacher: deprecated spelling of --neighbors with a teacher config.
         agent_chunk: agents per forward pass (0: all at once; default: 16,384 on a CPU, all on a GPU);
             the result does not depend on it, the speed and memory do.
         store: optional per-tick fields, comma-separated: `latent` (free latent, for `lsm probe`),
@@ -212,18 +225,23 @@ def rollout(
     if ckpt is None or world is None or scenario is None:
         raise UsageError("lsm rollout needs --ckpt DIR --world WORLD.h5 --scenario SCENARIO (see lsm rollout --help)")
     check_output_file(out)
+    if teacher is not None:
+        print("lsm rollout: --teacher is deprecated; the rule comes from the checkpoint, --neighbors overrides it",
+              file=sys.stderr)
     run_rollout(ckpt, world, scenario, out, ticks, seed, report, by, clusters, counterfactual, sweep, sweep2, sweep_action,
-                teacher, agent_chunk, store, device, quiet, restart, echo=print)
+                neighbors or teacher, agent_chunk, store, device, quiet, restart, echo=print)
 
 
-def validate(teacher: str | None = None, teacher_repeat: str | None = None, student: str | None = None,
+def validate(reference: str | None = None, repeat: str | None = None, student: str | None = None,
              json: str | None = None, clusters: int = 4, seed: int = 0) -> None:
-    """Fidelity of a student rollout to the teacher, each metric beside the teacher's noise floor
-    (the teacher against its own repeat with another LLM sampling seed) and their ratio.
+    """Fidelity of a student rollout to a teacher trace, each metric beside the teacher's noise floor.
+
+    The noise floor is the teacher against its own repeat with another LLM sampling seed; each
+    metric is printed with the floor and their ratio.
 
     Args:
-        teacher: teacher trace (`lsm gen ... --llm_seed A`).
-        teacher_repeat: the same run with another LLM sampling seed (`--llm_seed B`): the noise floor.
+        reference: the teacher trace the student is compared with (`lsm gen ... --llm_seed A`).
+        repeat: the same teacher run with another LLM sampling seed (`--llm_seed B`): the noise floor.
         student: student rollout on the same world and scenario (`lsm rollout`).
         json: also write `{metric: {"student": x, "floor": y, "ratio": x / y}}` to this file.
         clusters: k of the k-means partitions compared by the ARI.
@@ -231,17 +249,19 @@ def validate(teacher: str | None = None, teacher_repeat: str | None = None, stud
     """
     from lsm.infer.run import run_validation
 
-    if teacher is None or teacher_repeat is None or student is None:
-        raise UsageError("lsm validate needs --teacher T.h5 --teacher_repeat T2.h5 --student ROLLOUT.h5 (see lsm validate --help)")
-    print(run_validation(teacher, teacher_repeat, student, json, clusters, seed).text)
+    if reference is None or repeat is None or student is None:
+        raise UsageError("lsm validate needs --reference T.h5 --repeat T2.h5 --student ROLLOUT.h5 (see lsm validate --help)")
+    print(run_validation(reference, repeat, student, json, clusters, seed).text)
 
 
 def bench(agents: str = "1e3,1e4,1e5,1e6", ckpt: str | None = None, teacher: str = "embedded", teacher_agents: int = 8,
           device: str = "cpu", ticks: int = 2, json: str | None = None, teacher_baseline: str = "none") -> None:
-    """Teacher vs student speed in one run on this machine: teacher agent-ticks/s (embedded LLM,
-    one tick of a small world), student agent-ticks/s and peak memory per population size (each
-    size in its own process; a size that does not fit is reported, not fatal), their ratio, and
-    FLOPs per agent-tick against the measured matmul throughput.
+    """Teacher vs student speed in one run on this machine.
+
+    Teacher agent-ticks/s (embedded LLM, one tick of a small world), student agent-ticks/s and
+    peak memory per population size (each size in its own process; a size that does not fit is
+    reported, not fatal), their ratio, and FLOPs per agent-tick against the measured matmul
+    throughput.
 
     Args:
         agents: comma-separated population sizes (1e5 and 100000 both work).
@@ -261,9 +281,11 @@ def bench(agents: str = "1e3,1e4,1e5,1e6", ckpt: str | None = None, teacher: str
 
 def demo(out: str = "out/demo", agents: int = 48, ticks: int = 3, scenario: str = "vaccine_campaign",
          teacher: str = "demo", preset: str = "small", epochs: int | None = None, seed: int = 0) -> None:
-    """The whole pipeline on this CPU: world -> teacher traces with two LLM seeds (the second is
-    the noise floor) -> student training -> rollout with a counterfactual -> validate -> plots.
-    Each finished step is kept; rerunning the command resumes where it stopped.
+    """The whole pipeline on this CPU, from a world to a validated student rollout and plots.
+
+    World -> teacher traces with two LLM seeds (the second is the noise floor) -> student
+    training -> rollout with a counterfactual -> validate -> plots. Each finished step is kept;
+    rerunning the command resumes where it stopped.
 
     Args:
         out: demo folder (every artefact goes there).
@@ -281,17 +303,18 @@ def demo(out: str = "out/demo", agents: int = 48, ticks: int = 3, scenario: str 
                         epochs=epochs, seed=seed))
 
 
-def probe(ckpt: str | None = None, rollout: str | None = None, out: str = "probe_report", teacher: str | None = None,
+def probe(ckpt: str | None = None, rollout: str | None = None, out: str = "probe_report", reference: str | None = None,
           agent: int | None = None, seed: int = 0) -> None:
-    """Linear probes on the student's state (axis recovery) and one agent's readout; writes a
-    markdown + PNG report.
+    """Linear probes on the student's state (axis recovery) and one agent's readout, as a report.
+
+    Writes a markdown + PNG report folder.
 
     Args:
         ckpt: student checkpoint file or folder.
         rollout: a rollout of that student (`lsm rollout`): identities are probed over its ticks,
             and the readout agent is replayed from it.
         out: report folder (`report.md`, `axis_recovery.png`, `probes.json`).
-        teacher: a teacher trace of the same world: also probe the teacher's channel ratings,
+        reference: a teacher trace of the same world: also probe the teacher's channel ratings,
             decisions and labelled reasoning features (the student replayed on that run).
         agent: the agent to read out (default: the first agent whose decision changed most often).
         seed: seed of the agent split.
@@ -300,15 +323,17 @@ def probe(ckpt: str | None = None, rollout: str | None = None, out: str = "probe
 
     if ckpt is None or rollout is None:
         raise UsageError("lsm probe needs --ckpt DIR --rollout ROLLOUT.h5 (see lsm probe --help)")
-    print(run_probe(ckpt, rollout, out, teacher, agent, seed).text)
+    print(run_probe(ckpt, rollout, out, reference, agent, seed).text)
 
 
 def narrate(rollout: str | None = None, agent: str | None = None, ticks: str | None = None, teacher: str = "embedded",
             ask: str | None = None, ckpt: str | None = None, cluster: int | None = None, report: str | None = None,
             flipped: str | None = None, limit: int = 3, attempts: int = 3, seed: int = 0, out: str | None = None) -> None:
-    """First-person narratives of chosen agents of a rollout, grounded in their records (every
-    decision, number and tick the text names is checked; failures are regenerated, then flagged);
-    with --ask, an interview: the agent answers a question from its record.
+    """First-person narratives (or, with --ask, interviews) of chosen agents of a rollout.
+
+    Grounded in their records: every decision, number and tick the text names is checked;
+    failures are regenerated, then flagged. With --ask, the agent answers a question from its
+    record.
 
     Args:
         rollout: a student rollout (`lsm rollout`).
@@ -334,10 +359,11 @@ def narrate(rollout: str | None = None, agent: str | None = None, ticks: str | N
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, batch_size: int = 8, verbose: bool = False) -> None:
-    """Serve the embedded model over an OpenAI-compatible HTTP API, for the `openai` backend or
-    any OpenAI client: chat completions with JSON schemas and logprobs, completions with
-    token-id prompts and `prompt_logprobs`, and `/tokenize`, as vLLM's server speaks them (so
-    the openai backend scores options exactly against it).
+    """Serve the embedded model over an OpenAI-compatible HTTP API.
+
+    For the `openai` backend or any OpenAI client: chat completions with JSON schemas and
+    logprobs, completions with token-id prompts and `prompt_logprobs`, and `/tokenize`, as vLLM's
+    server speaks them (so the openai backend scores options exactly against it).
 
     Args:
         host: interface to bind (loopback by default).
@@ -352,8 +378,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000, batch_size: int = 8, verbos
 
 
 def explore(path: str, ckpt: str | None = None, port: int = 8765, host: str = "127.0.0.1", teacher: str = "embedded") -> None:
-    """Serve a web explorer of worlds, teacher traces and student rollouts on this machine:
-    overview charts (decision shares, groups, channels, events), the social graph, every
+    """Serve a web explorer of worlds, teacher traces and student rollouts on this machine.
+
+    Overview charts (decision shares, groups, channels, events), the social graph, every
     agent's record with narration and interviews, and what-if runs of the student.
 
     Args:
@@ -365,7 +392,8 @@ def explore(path: str, ckpt: str | None = None, port: int = 8765, host: str = "1
         host: interface to bind: loopback by default; anything else serves the files to the network.
         teacher: teacher preset whose LLM narrates (a path or a shipped name).
     """
-    from lsm.explore.app import ExploreConfig, serve as run_server
+    from lsm.explore.app import ExploreConfig
+    from lsm.explore.app import serve as run_server
 
     run_server(ExploreConfig([p for p in path.split(",") if p.strip()], ckpt, teacher), host, port)
 
@@ -434,32 +462,99 @@ COMMANDS = {"world": world, "scenario": scenario, "gen": gen, "sensitivity": sen
             "probe": probe, "narrate": narrate, "serve": serve, "explore": explore, "recovery": recovery, "info": info}
 
 
-def _underscore_option(arg: str) -> str:
-    if not arg.startswith("--") or arg == "--":
-        return arg
-    name, eq, value = arg.partition("=")
-    return "--" + name[2:].replace("-", "_") + eq + value
+# Renamed options: (command, old spelling, new spelling, what the value is). The old spelling is
+# still accepted, with one line on stderr, until the next release. An old spelling in capitals was
+# a positional argument (the first such row is the command's first positional, and so on).
+RENAMES: tuple[tuple[str, str, str, str], ...] = (
+    ("evaluate", "CHECKPOINT", "--ckpt", "the checkpoint"),
+    ("evaluate", "HELD_OUT", "--held_out", "the held-out traces"),
+    ("validate", "--teacher", "--reference", "a trace file"),
+    ("validate", "--teacher_repeat", "--repeat", "a trace file"),
+    ("probe", "--teacher", "--reference", "a trace file"),
+)
+_NO_VALUE = {"-h", "--help", "--print_config"}  # options that never take the next argument as their value
+
+
+def _option_name(arg: str) -> str:
+    """`--teacher-repeat=x` -> `--teacher_repeat`: an option's name, spelled with underscores."""
+    return "--" + arg.partition("=")[0][2:].replace("-", "_")
+
+
+def underscore_options(args: list[str]) -> list[str]:
+    """Hyphen and underscore spellings are the same option (`--teacher-repeat`, `--teacher_repeat`;
+    `--trainer.default-root-dir`, `--trainer.default_root_dir`): option names are the Python
+    parameters they come from, so they are rewritten with underscores. Values, and everything
+    after `--`, are left as they are. Used by every command, `lsm train` included."""
+    out = list(args)
+    for i, a in enumerate(out):
+        if a == "--":
+            break
+        if a.startswith("--"):
+            name, eq, value = a.partition("=")
+            out[i] = _option_name(name) + eq + value
+    return out
+
+
+def apply_renames(args: list[str], warn=lambda line: print(line, file=sys.stderr)) -> list[str]:
+    """Rewrite the old spellings of `RENAMES` into the new ones, with one deprecation line each."""
+    at = next((i for i, a in enumerate(args) if a in COMMANDS), None)
+    if at is None:
+        return list(args)
+    command = args[at]
+    options = {old: (new, what) for c, old, new, what in RENAMES if c == command and old.startswith("--")}
+    positionals = [(new, what) for c, old, new, what in RENAMES if c == command and not old.startswith("--")]
+    said: set[str] = set()
+
+    def deprecated(key: str, line: str) -> None:
+        if key not in said:
+            said.add(key)
+            warn(f"lsm {command}: {line}")
+
+    out, rest, i = list(args[:at + 1]), args[at + 1:], 0
+    while i < len(rest):
+        a = rest[i]
+        if a == "--":
+            out += rest[i:]
+            break
+        if a.startswith("-"):
+            name, eq, value = a.partition("=")
+            key = _option_name(name) if name.startswith("--") else name
+            if key in options:
+                new, what = options[key]
+                deprecated(key, f"{name} is deprecated for {what}; use {new}")
+                a = new + eq + value
+            out.append(a)
+            if not eq and key not in _NO_VALUE and i + 1 < len(rest):
+                out.append(rest[i + 1])  # its value, never an option to rename
+                i += 1
+        elif positionals:
+            new, what = positionals.pop(0)
+            deprecated(new, f"{what} as a positional argument is deprecated; use {new}")
+            out += [new, a]
+        else:
+            out.append(a)
+        i += 1
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     from jsonargparse import auto_cli
 
-    args = sys.argv[1:] if argv is None else argv
+    args = sys.argv[1:] if argv is None else list(argv)
     if args[:1] == ["train"]:  # LightningCLI owns its own parser: `lsm train fit --config ...`
         from lsm.train.cli import main as train_main
 
         try:
-            train_main(args[1:])
+            train_main(underscore_options(args[1:]))
         except (ConfigError, FileNotFoundError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         return 0
 
-    from lsm.society.store import StoreError
     from lsm.data_gen.teacher.backends.openai_http import BackendError
+    from lsm.society.store import StoreError
 
-    # `--teacher-repeat` and `--teacher_repeat` are the same option (names are Python parameters)
-    args = [_underscore_option(a) for a in args]
+    args = underscore_options(apply_renames(args))  # the deprecation line names the spelling used
     try:
         auto_cli(COMMANDS, args=args, as_positional=True, description=DESCRIPTION)
     except (ConfigError, StoreError, UsageError, BackendError, FileNotFoundError) as err:

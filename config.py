@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, TypeVar, Union
 
 import yaml
+
 from lsm.documents import read_document
+
 # The error types live in `lsm.errors` (below this module and `lsm.documents`); re-exported here.
 from lsm.errors import _MISSING, ConfigError, Interrupted, Problem, UsageError  # noqa: F401
 from lsm.limits import MAX_TEXT_CHARS, number_problem, text_problem
@@ -63,6 +65,12 @@ class Checked:
 
     def check(self) -> Iterable[tuple[str, Any, str]]:
         return ()
+
+    @classmethod
+    def upgrade(cls, data: dict) -> dict:
+        """The mapping as this schema reads it: a class whose fields were renamed or regrouped maps
+        the older spelling here (files written before keep loading). The default changes nothing."""
+        return data
 
 
 def _type_name(tp: Any) -> str:
@@ -173,6 +181,8 @@ def _build(cls: type[T], data: Any, path: str, problems: list[Problem]) -> T | N
     if not isinstance(data, dict):
         problems.append(Problem(path, data, _type_name(cls)))
         return None
+    if isinstance(cls, type) and issubclass(cls, Checked):
+        data = cls.upgrade(data)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(typing.cast(Any, cls)) if f.init}
     text_limits: dict[str, int] = getattr(cls, "text_limits", {})

@@ -1,6 +1,6 @@
 """`lsm demo`: the whole pipeline on a CPU with the embedded teacher, printing every artefact.
 
-world (ANES, ~100 agents) → the scenario, shortened to `ticks` and written into the demo folder
+world (ANES, 48 agents by default) → the scenario, shortened to `ticks` and written into the demo folder
 → `gen` twice with two LLM sampling seeds (the second is the noise floor) → `train` (the
 `small` preset on the first seed, validated on the second) → `rollout` (with a counterfactual:
 the same scenario with its first event's credibility lowered) → `validate` → plots → a probe
@@ -14,6 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from lsm.config import CONFIG_ROOT, resolve_config
+from lsm.data_gen.gen import format_summary, generate
+from lsm.data_gen.make_world import make_world
+from lsm.infer.run import run_rollout, run_validation
+from lsm.narrate.run import run_narrate
+from lsm.probes.run import run_probe
+from lsm.society.scenario import shorten
+from lsm.society.store import TraceFile
+from lsm.train.cli import main as train_main
+from lsm.train.held_out import evaluate_checkpoint
 
 
 @dataclass
@@ -43,15 +54,6 @@ def _step(cfg: DemoConfig, name: str, output: Path, fn) -> None:
 
 def run_demo(cfg: DemoConfig, extra_steps=None) -> dict[str, Path]:
     """Run (or resume) the demo; returns the artefacts by name."""
-    from lsm.config import CONFIG_ROOT, resolve_config
-    from lsm.data_gen.gen import format_summary, generate
-    from lsm.society.scenario import shorten
-    from lsm.data_gen.make_world import make_world
-    from lsm.infer.run import run_rollout, run_validation
-    from lsm.narrate.run import run_narrate
-    from lsm.probes.run import run_probe
-    from lsm.train.cli import main as train_main
-    from lsm.train.held_out import evaluate_checkpoint
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,7 +110,7 @@ def run_demo(cfg: DemoConfig, extra_steps=None) -> dict[str, Path]:
         out / "evaluate.txt", evaluate_checkpoint(art["checkpoint"], [str(art["teacher_b"])]).text))
     _step(cfg, "rollout", art["rollout"], lambda: run_rollout(
         ckpt=art["checkpoint"], world=str(art["world"]), scenario=art["scenario"], out=str(art["rollout"]), seed=cfg.seed,
-        report=art["report"], counterfactual=art["counterfactual_scenario"], teacher=cfg.teacher, quiet=True,
+        report=art["report"], counterfactual=art["counterfactual_scenario"], quiet=True,
         store="latent,memory", echo=print))  # the probe report reads the student's latent and memory
     _step(cfg, "validate", art["validate"], lambda: print(run_validation(
         teacher=art["teacher_a"], teacher_repeat=art["teacher_b"], student=art["rollout"], json_out=art["validate"]).text))
@@ -117,7 +119,6 @@ def run_demo(cfg: DemoConfig, extra_steps=None) -> dict[str, Path]:
     art["probe_report"] = out / "probe_report" / "report.md"
 
     def narration():
-        from lsm.society.store import TraceFile
 
         with TraceFile(art["rollout"]) as a, TraceFile(str(art["rollout"])[:-3] + "_cf.h5") as b:
             changed = (a.array("decision")[-1] != b.array("decision")[-1]).nonzero()[0]

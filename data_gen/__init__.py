@@ -1,1 +1,2 @@
-"""Worlds, scenarios, teacher traces and the HDF5 trace store (DESIGN §3-§5)."""
+"""What generates data: `lsm world`, the LLM teacher, the planted reference society, `lsm gen`
+and the committed reference corpora (docs/design.md §3-§4)."""

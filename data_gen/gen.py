@@ -7,15 +7,21 @@ killed at any point, the same command continues from the journal (`<out>.journal
 """
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from lsm.config import load_config, read_yaml
+from lsm.config import from_dict, load_config, read_yaml
+from lsm.data_gen.planted.config import PlantedConfig
+from lsm.data_gen.planted.policy import PlantedSociety
+from lsm.data_gen.teacher.backends.base import LLMBackend
+from lsm.data_gen.teacher.config import TeacherConfig, make_backend
+from lsm.data_gen.teacher.llm import Teacher
+from lsm.society.embed import SentenceEncoder
 from lsm.society.loop.neighbors import NeighborRule
 from lsm.society.loop.runner import SocietyLoop
 from lsm.society.scenario import load_scenario
-from lsm.data_gen.teacher.backends.base import LLMBackend
-from lsm.data_gen.teacher.config import TeacherConfig, make_backend
+from lsm.society.world import load_world
 
 
 def is_planted(teacher: str | Path) -> bool:
@@ -25,12 +31,15 @@ def is_planted(teacher: str | Path) -> bool:
 
 
 def neighbor_rule_of(teacher: str | Path) -> NeighborRule:
-    """The shown-neighbour rule of a teacher config (LLM or planted)."""
+    """The shown-neighbour rule a file holds: a neighbour-rule YAML itself (`k`, `weights`,
+    `vary`), or the `neighbors:` of a teacher config (LLM or planted)."""
+    data = read_yaml(teacher, kind="neighbour rule or teacher config")
+    if isinstance(data, dict) and data and set(data) <= {f.name for f in fields(NeighborRule)}:
+        return from_dict(NeighborRule, data, source=teacher, kind="neighbour rule")
     if is_planted(teacher):
-        from lsm.data_gen.planted.config import PlantedConfig
 
-        return load_config(PlantedConfig, teacher, kind="planted society config").neighbor_rule()
-    return load_config(TeacherConfig, teacher, kind="teacher config").neighbor_rule()
+        return load_config(PlantedConfig, teacher, kind="planted society config").neighbors
+    return load_config(TeacherConfig, teacher, kind="teacher config").neighbors
 
 
 def generate(world: str | Path, scenario: str | Path, teacher: str | Path, seed: int, out: str | Path,
@@ -43,8 +52,6 @@ def generate(world: str | Path, scenario: str | Path, teacher: str | Path, seed:
     overrides the LLM backend built from the config (tests wrap a real backend). Returns the
     run summary.
     """
-    from lsm.society.embed import SentenceEncoder
-    from lsm.society.world import load_world
 
     world, out = Path(world), Path(out)
     sc = load_scenario(scenario)
@@ -52,24 +59,21 @@ def generate(world: str | Path, scenario: str | Path, teacher: str | Path, seed:
     w = load_world(world)
     llm_seed = seed if llm_seed is None else llm_seed
     if is_planted(teacher):
-        from lsm.data_gen.planted.config import PlantedConfig
-        from lsm.data_gen.planted.policy import PlantedSociety
 
         pcfg = load_config(PlantedConfig, teacher, kind="planted society config")
         policy: Any = PlantedSociety(pcfg, sc, w.population, w.graph, seed, llm_seed, world_file=world)
-        rule = pcfg.neighbor_rule()
+        rule = pcfg.neighbors
         desc = f"planted {sc.name} seed {seed}/{llm_seed}"
     else:
         cfg = load_config(TeacherConfig, teacher, kind="teacher config")
         policy = _llm_teacher(cfg, backend or make_backend(cfg), sc, w, seed, llm_seed, SentenceEncoder())
-        rule = cfg.neighbor_rule()
+        rule = cfg.neighbors
         desc = f"{sc.name} seed {seed}/{llm_seed}"
     loop = SocietyLoop(policy, sc, w.population, w.graph, seed, rule, scenario_source=scenario)
     return loop.run(out, world, scenario_yaml, {"teacher": seed, "llm": llm_seed}, restart=restart, quiet=quiet, desc=desc)
 
 
 def _llm_teacher(cfg, backend, sc, w, seed, llm_seed, encoder):
-    from lsm.data_gen.teacher.llm import Teacher
 
     return Teacher(cfg, backend, sc, w.population, w.graph, seed, encoder, llm_seed=llm_seed)
 

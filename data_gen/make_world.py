@@ -5,10 +5,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lsm.config import UsageError, resolve_config
+from lsm.config import UsageError, load_config, resolve_config
+from lsm.data_gen.teacher.config import TeacherConfig, make_backend
 from lsm.limits import MAX_AGENTS
 from lsm.paths import check_output_file
+from lsm.society.embed import persona_features
 from lsm.society.world import WORLD_STEPS, World, build_world, save_world, world_summary
+from lsm.society.world.backstory import write_backstories
 from lsm.transcript import Echo, Transcript
 
 
@@ -59,10 +62,6 @@ def make_world(population: str | Path = "anes96", graph: str | Path = "default",
         for bar in bars:
             bar.close()
     if backstories:
-        from lsm.config import load_config
-        from lsm.society.embed import persona_features
-        from lsm.data_gen.teacher.config import TeacherConfig, make_backend
-        from lsm.society.world.backstory import write_backstories
 
         t0 = time.perf_counter()
         cfg = load_config(TeacherConfig, resolve_config(teacher, "teacher"), kind="teacher config")

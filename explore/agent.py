@@ -18,6 +18,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from lsm.probes.readout import agent_readout
+from lsm.society.scenario import EVENT_FEATURES
 from lsm.society.store import TRACE_FIELDS, TraceFile
 from lsm.society.world.graph import EDGE_TYPES
 
@@ -113,7 +115,7 @@ def agent_record(path: Path, i: int) -> dict[str, Any]:
                                  if t > 0 and 0 <= int(f["decision"][t - 1, int(j)]) < len(actions) else None}
                                 for j in row.pop("shown_neighbors") if j >= 0]
             if "exposed_events" in row:
-                row["events"] = [{k: events[int(u)][k] for k in ("uid", "tick", "origin", "source", "valence", "credibility", "text")}
+                row["events"] = [{k: events[int(u)][k] for k in ("uid", "tick", "origin", "source", *EVENT_FEATURES, "text")}
                                  for u in row.pop("exposed_events") if u >= 0 and int(u) in events]
             out["ticks"].append(row)
     return out
@@ -141,7 +143,6 @@ def find_checkpoint(path: Path, override: str | Path | None) -> Path | None:
 def attention(student, path: Path, i: int) -> list[dict[str, Any]]:
     """Per tick: the agent's attention (last layer, mean over heads) over its shown neighbours and
     itself, summed by tie type, and the top neighbours (`probes.readout.agent_readout`)."""
-    from lsm.probes.readout import agent_readout
 
     r = agent_readout(student, path, i)
     out = []

@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from lsm.infer.report import RunView, _categorical_labels, group_codes, means_by, shares_by
+from lsm.infer.validate import HIGHER_IS_BETTER
+from lsm.infer.validate import compare as metrics
 from lsm.society.store import TraceFile
-from lsm.infer.report import _categorical_labels, group_codes, means_by, shares_by
 
 CACHE_SUFFIX = ".explore.json"
 CACHE_VERSION = 2
@@ -149,8 +151,6 @@ def compute_overview(path: Path) -> dict[str, Any]:
 def compare(a: Path, b: Path) -> dict[str, Any]:
     """Two runs of one world and scenario side by side: B - A decision shares and channel means
     per tick, and every `lsm validate` metric of B against A (A the reference)."""
-    from lsm.infer.report import RunView
-    from lsm.infer.validate import HIGHER_IS_BETTER, compare as metrics
 
     oa, ob = overview(a), overview(b)
     if oa["actions"] != ob["actions"]:

@@ -11,8 +11,11 @@ Endpoints (every file is named as `/api/files` lists it: `<root>/<relative path>
   attention by tie type (student rollouts; replays the rollout with its checkpoint).
 - `POST /api/narrate {file, agent, question?}`: a grounded narrative or interview answer,
   streamed as JSON lines (queued, running, done) from the one LLM queue.
-- `GET /api/whatif/base?file=`: a rollout's editable events; `POST /api/whatif {base, edits, sever}`
-  and `POST /api/sweep {base, event, field, values, sever}` start jobs; `GET /api/jobs/{id}` follows one.
+- `GET /api/whatif/base?file=`: a rollout's editable events; `POST /api/whatif {base, interventions}`
+  and `POST /api/sweep {base, sweep, interventions}` start jobs (`interventions`: the intervention
+  language's compact text or YAML list; `sweep`: `EDIT=VALUES`; the older `edits: [{event, field,
+  value}]`, `sever: [types]` and a sweep's `event, field, values` are still accepted:
+  `whatif.request_interventions`); `GET /api/jobs/{id}` follows one.
 - `GET /api/scenarios`, `POST /api/rollout {world, scenario, seed?}`: a base rollout of the
   checkpoint on a served world (a job; the rollout lands in `whatif/` beside the world).
 
@@ -28,7 +31,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from lsm.config import ConfigError, UsageError, load_config, resolve_config
+from lsm.data_gen.teacher.config import TeacherConfig, make_backend
+from lsm.explore import agent, aggregates, society, whatif
 from lsm.explore.files import Catalog, FileInfo, NotServed, describe
+from lsm.explore.jobs import USER_ERRORS, Jobs
+from lsm.model.checkpoint import load_checkpoint
+from lsm.narrate.narrator import narrate as write
+from lsm.probes.readout import agent_readout
+from lsm.society.store import StoreError
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -51,10 +62,6 @@ def create_app(cfg: ExploreConfig):
     from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
     from fastapi.staticfiles import StaticFiles
 
-    from lsm.config import ConfigError, UsageError
-    from lsm.society.store import StoreError
-    from lsm.explore import aggregates, agent, society, whatif
-    from lsm.explore.jobs import USER_ERRORS, Jobs
 
     catalog = Catalog(cfg.paths)
     jobs = Jobs(USER_ERRORS + (ConfigError, StoreError, UsageError, Refused))
@@ -101,7 +108,6 @@ def create_app(cfg: ExploreConfig):
 
     @lru_cache(maxsize=2)
     def student_at(path: str):
-        from lsm.model.checkpoint import load_checkpoint
 
         return load_checkpoint(path)
 
@@ -117,8 +123,6 @@ def create_app(cfg: ExploreConfig):
     def narration_backend():
         with backend_lock:
             if not backend_box:
-                from lsm.config import load_config, resolve_config
-                from lsm.data_gen.teacher.config import TeacherConfig, make_backend
 
                 backend_box.append(make_backend(load_config(TeacherConfig, resolve_config(cfg.teacher, "teacher"),
                                                             kind="teacher config")))
@@ -162,8 +166,6 @@ def create_app(cfg: ExploreConfig):
 
     @app.post("/api/narrate")
     def narrate(body: dict = Body(...)):
-        from lsm.narrate.narrator import narrate as write
-        from lsm.probes.readout import agent_readout
 
         path, info = trace_info(_str(body, "file"))
         i = _int(body, "agent")
@@ -211,18 +213,17 @@ def create_app(cfg: ExploreConfig):
     def start_whatif(body: dict = Body(...)):
         path = trace(_str(body, "base"))
         base = whatif.Base(path)
-        edits = whatif.parse_edits(_list(body, "edits"), len(base.events), base.ticks)
-        sever = whatif.parse_sever(_list(body, "sever"))
-        if not edits and not sever:
+        edits = whatif.request_interventions(body, len(base.events))
+        if not edits:
             raise ValueError("a what-if needs at least one edit or a severed tie type")
         base.check(edits)
         student = student_for(path)
 
         def work(job):
-            out = whatif.run_whatif(student, base, edits, sever, lambda p, m: job.update(progress=p, message=m))
-            return {"file": catalog.name_of(out), "base": catalog.name_of(path)}
+            out = whatif.run_whatif(student, base, edits, lambda p, m: job.update(progress=p, message=m))
+            return {"file": catalog.name_of(out), "base": catalog.name_of(path), "interventions": edits.to_list()}
 
-        return jobs.submit("student", f"what-if {whatif.slug(edits, sever)}", work).public()
+        return jobs.submit("student", f"what-if {edits.slug}", work).public()
 
     @app.get("/api/scenarios")
     def scenarios():
@@ -245,7 +246,7 @@ def create_app(cfg: ExploreConfig):
             raise Refused("a base rollout needs the student: start lsm explore with --ckpt DIR")
 
         def work(job):
-            out = whatif.run_base(ck, world, Path(choices[name]), name, cfg.teacher, seed,
+            out = whatif.run_base(ck, world, Path(choices[name]), name, seed,
                                   lambda p, m: job.update(progress=p, message=m))
             return {"file": catalog.name_of(out)}
 
@@ -255,20 +256,17 @@ def create_app(cfg: ExploreConfig):
     def start_sweep(body: dict = Body(...)):
         path = trace(_str(body, "base"))
         base = whatif.Base(path)
-        values = _list(body, "values")
-        if not 1 <= len(values) <= whatif.MAX_SWEEP_VALUES:
-            raise ValueError(f"values: 1 to {whatif.MAX_SWEEP_VALUES} numbers (got {len(values)})")
-        event, field = _int(body, "event"), _str(body, "field")
-        for edit in whatif.parse_edits([{"event": event, "field": field, "value": v} for v in values], len(base.events), base.ticks):
-            base.check([edit])
-        sever = whatif.parse_sever(_list(body, "sever"))
+        if "sweep" not in body:
+            _int(body, "event")
+        axis, edits = whatif.request_sweep(body, len(base.events))
+        for v in axis.values:  # every point fits the scenario (its checker's message), before any work
+            base.check(edits + axis.edits_at(v))
         student = student_for(path)
 
         def work(job):
-            return whatif.run_sweep(student, base, event, field, [float(v) for v in values], sever,
-                                    lambda p, m: job.update(progress=p, message=m))
+            return whatif.run_sweep(student, base, axis, edits, lambda p, m: job.update(progress=p, message=m))
 
-        return jobs.submit("student", f"sweep {field} of event {event}", work).public()
+        return jobs.submit("student", f"sweep {axis.name}", work).public()
 
     @app.get("/api/jobs/{job_id}")
     def job_status(job_id: str):
@@ -305,20 +303,12 @@ def _int(body: dict, key: str) -> int:
     return v
 
 
-def _list(body: dict, key: str) -> list:
-    v = body.get(key, [])
-    if not isinstance(v, list) or len(v) > 1000:
-        raise ValueError(f"{key}: a list (got {type(v).__name__})")
-    return v
-
-
 def serve(cfg: ExploreConfig, host: str = "127.0.0.1", port: int = 8765, echo=print) -> None:
     """Serve until interrupted, printing the URL first (`port` 0: a free port, printed)."""
     import socket
 
     import uvicorn
 
-    from lsm.config import UsageError
 
     app = create_app(cfg)
     files = app.state.catalog.files()

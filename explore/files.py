@@ -13,6 +13,7 @@ from pathlib import Path
 
 import h5py
 
+from lsm.documents import parse_document
 from lsm.society.store import StoreError, check_header
 
 KINDS = ("world", "teacher_trace", "student_rollout")
@@ -43,7 +44,6 @@ class FileInfo:
 
 def describe(path: Path, name: str) -> FileInfo | None:
     """A file's catalog entry from its header alone (never its datasets); None if not an LSM file."""
-    from lsm.documents import parse_document
 
     try:
         with h5py.File(path, "r") as f:

@@ -15,10 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+from lsm.explore.app import ExploreConfig, create_app
+from lsm.explore.browser import browser, served
+
 
 def measure(rollouts: list[Path], whatif: Path | None, ckpt: str | None, nodes: int = 2000) -> list[dict]:
-    from lsm.explore.app import ExploreConfig, create_app
-    from lsm.explore.browser import browser, served
 
     roots = sorted({str(p.resolve().parent) for p in rollouts + ([whatif] if whatif else [])})
     app = create_app(ExploreConfig(roots, ckpt=ckpt))

@@ -18,6 +18,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from lsm.society import seeds
 from lsm.society.world.graph import EDGE_TYPES
 
 DEFAULT_NODES = 2000
@@ -29,7 +30,7 @@ def snowball(n: int, edge_index: np.ndarray, size: int, seed: int = 0) -> np.nda
     (edge_index (2, E)) until `size` agents are taken (all of them when n <= size)."""
     if n <= size:
         return np.arange(n)
-    rng = np.random.default_rng(seed)
+    rng = seeds.rng(seed, seeds.Stream.SNOWBALL)
     src, dst = np.concatenate([edge_index[0], edge_index[1]]), np.concatenate([edge_index[1], edge_index[0]])
     order = np.argsort(src, kind="stable")
     nbr = dst[order]  # (2E,) neighbours grouped by agent
@@ -63,7 +64,7 @@ def layout(n: int, src: np.ndarray, dst: np.ndarray, seed: int = 0, iterations: 
     repulsion k^2/d between every pair (dense, row blocks), attraction d^2/k along each edge,
     steps capped by a temperature cooling linearly from 0.1 (networkx's schedule; its sparse
     variant loops over nodes in Python: 12 s for 2,000 nodes here, against ~1-2 s for this)."""
-    rng = np.random.default_rng(seed)
+    rng = seeds.rng(seed, seeds.Stream.LAYOUT)
     pos = rng.random((n, 2)).astype(np.float32)  # (S, 2)
     if n < 2:
         return pos

@@ -1,93 +1,108 @@
 """What-if runs from a base student rollout: the same checkpoint, world, seed and rollout
-settings, with the scenario's events edited (credibility, reach, valence, timing) and/or one
-or more tie types severed; or a sweep of one event parameter.
+settings, under interventions (`society.interventions`: event edits, exposure, severed tie
+types, agents' attributes); or a sweep of one edit over values, with the what-if's other edits.
+
+A request names its edits in the intervention language (`"interventions": "events[0].credibility=0.2;
+sever=friend"`, or a list of edits in the YAML form); the front end's older fields (`edits: [{event,
+field, value}]` with fields `credibility`, `valence`, `reach`, `tick`, and `sever: [types]`) are
+mapped onto the same edits here, in `request_interventions` (one place).
 
 A what-if lands as an ordinary rollout file in `whatif/` beside the base rollout, named by
-its edits (`rollout__e0-credibility-0.2__sever-friend.h5`); asking for the same what-if again
-returns that file (rollouts are deterministic). A rollout file copies its world from a world
-file, so the base's world is written there once (`rollout_world.h5`), and each severed one
-once (`rollout__sever-friend_world.h5`). A sweep runs each point in
-memory and writes `<name>.sweep.json`.
+its edits (`rollout__e0-credibility-0.2__sever-friend.h5`), recording them (`config.interventions`);
+asking for the same what-if again returns that file (rollouts are deterministic). A rollout file
+copies its world from a world file, so the base's world is written there once
+(`rollout_world.h5`), and each edited one once (`rollout__sever-friend_world.h5`). A sweep runs
+each point in memory (`infer.counterfactual.run_sweep`) and writes `<name>.sweep/` (sweep.json,
+sweep.csv, sweep.png).
 """
 from __future__ import annotations
 
-import copy
-import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
-from lsm.society.world.graph import EDGE_TYPES
+from lsm.config import CONFIG_ROOT
+from lsm.documents import parse_document
+from lsm.infer.counterfactual import run_sweep as _run_sweep
+from lsm.infer.rollout import Rollout, recorded_config
+from lsm.infer.run import run_rollout
 from lsm.limits import MAX_SWEEP_VALUES
+from lsm.society import interventions as iv
+from lsm.society.embed import persona_tensor
+from lsm.society.store import StoreError, TraceFile, read_configs
+from lsm.society.world import load_world, save_world
+from lsm.society.world.graph import EDGE_TYPES
 
-EDIT_FIELDS = {"credibility": ("credibility",), "valence": ("valence",), "reach": ("exposure", "fraction"), "tick": ("tick",)}
-"""What a what-if can change of a scheduled event, and where that lives in the scenario YAML."""
-
-
-@dataclass(frozen=True)
-class Edit:
-    event: int
-    field: str
-    value: float
-
-    @property
-    def slug(self) -> str:
-        return f"e{self.event}-{self.field}-{self.value:g}"
+LEGACY_FIELDS = {"credibility": "credibility", "valence": "valence", "reach": "exposure.fraction", "tick": "tick"}
+"""The front end's event fields (`edits[].field`, a sweep's `field`) and the edit each names:
+`events[E].<this>=VALUE` in the intervention language."""
 
 
-def parse_edits(raw: list[dict], n_events: int, ticks: int) -> list[Edit]:
-    """Edits from a request, each checked (a bad one raises ValueError naming it)."""
-    out = []
-    for k, e in enumerate(raw):
-        if not isinstance(e, dict) or set(e) - {"event", "field", "value"}:
-            raise ValueError(f"edits[{k}]: expected {{event, field, value}}, got {e!r}")
-        ev, fld, val = e.get("event"), e.get("field"), e.get("value")
-        if not isinstance(ev, int) or not 0 <= ev < n_events:
-            raise ValueError(f"edits[{k}].event = {ev!r}: the scenario has scheduled events 0..{n_events - 1}")
-        if fld not in EDIT_FIELDS:
-            raise ValueError(f"edits[{k}].field = {fld!r}: one of {', '.join(EDIT_FIELDS)}")
-        if not isinstance(val, (int, float)) or isinstance(val, bool) or not np.isfinite(val):
-            raise ValueError(f"edits[{k}].value = {val!r}: a number")
-        if fld == "tick" and (int(val) != val or not 0 <= val < ticks):
-            raise ValueError(f"edits[{k}].value = {val!r}: a tick 0..{ticks - 1}")
-        out.append(Edit(ev, fld, int(val) if fld == "tick" else float(val)))
-    return out
+MAX_REQUEST_EDITS = 1000
+"""Edits (and severed types) one request may name."""
 
 
-def parse_sever(raw: list[str]) -> list[str]:
-    bad = [t for t in raw if t not in EDGE_TYPES]
-    if bad:
-        raise ValueError(f"sever {bad}: tie types are {', '.join(EDGE_TYPES)}")
-    return sorted(set(raw), key=EDGE_TYPES.index)
+def _legacy_edit(k: int, e: Any, n_events: int) -> str:
+    """One `{event, field, value}` of the front end as a compact clause (ValueError naming it)."""
+    if not isinstance(e, dict) or set(e) - {"event", "field", "value"}:
+        raise ValueError(f"edits[{k}]: expected {{event, field, value}}, got {e!r}")
+    ev, fld, val = e.get("event"), e.get("field"), e.get("value")
+    if not isinstance(ev, int) or isinstance(ev, bool) or not 0 <= ev < n_events:
+        raise ValueError(f"edits[{k}].event = {ev!r}: the scenario has scheduled events 0..{n_events - 1}")
+    if fld not in LEGACY_FIELDS:
+        raise ValueError(f"edits[{k}].field = {fld!r}: one of {', '.join(LEGACY_FIELDS)}")
+    if not isinstance(val, (int, float)) or isinstance(val, bool):
+        raise ValueError(f"edits[{k}].value = {val!r}: a number")
+    return f"events[{ev}].{LEGACY_FIELDS[fld]}={val!r}"
 
 
-def apply_edits(data: dict, edits: list[Edit]) -> dict:
-    """The scenario dict with the edits applied (a copy)."""
-    new = copy.deepcopy(data)
-    for e in edits:
-        node = new["events"][e.event]
-        *parents, leaf = EDIT_FIELDS[e.field]
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = e.value
-    return new
+def request_interventions(body: dict, n_events: int) -> iv.Interventions:
+    """The edits a what-if or sweep request asks for: `interventions` (compact text or a list in
+    the YAML form), then the front end's `edits` and `sever`, mapped onto the same language."""
+    edits = iv.Interventions()
+    given = body.get("interventions")
+    if given is not None:
+        if not isinstance(given, (str, list, dict)):
+            raise ValueError(f"interventions: the compact text or a list of edits (got {given!r})")
+        if len(given) > (MAX_REQUEST_EDITS if isinstance(given, list) else 100 * MAX_REQUEST_EDITS):
+            raise ValueError(f"interventions: at most {MAX_REQUEST_EDITS} edits")
+        edits = edits + iv.load(given, "interventions")
+    raw_edits = body.get("edits") or []
+    if not isinstance(raw_edits, list) or len(raw_edits) > MAX_REQUEST_EDITS:
+        raise ValueError(f"edits: a list of {{event, field, value}} (got {raw_edits!r})")
+    clauses = [_legacy_edit(k, e, n_events) for k, e in enumerate(raw_edits)]
+    sever = body.get("sever") or []
+    if not isinstance(sever, list) or len(sever) > MAX_REQUEST_EDITS or not all(isinstance(t, str) for t in sever):
+        raise ValueError(f"sever: a list of tie types ({', '.join(EDGE_TYPES)})")
+    if sever:
+        clauses.append("sever=" + ",".join(sever))
+    if clauses:
+        edits = edits + iv.parse("; ".join(clauses), "edits")
+    return edits
 
 
-def slug(edits: list[Edit], sever: list[str]) -> str:
-    parts = [e.slug for e in edits] + ([f"sever-{'-'.join(sever)}"] if sever else [])
-    s = "__".join(parts) or "same"
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", s)[:150]
+def request_sweep(body: dict, n_events: int) -> tuple[iv.SweepAxis, iv.Interventions]:
+    """(the axis, the edits applied at every point) of a sweep request: `sweep` (`EDIT=VALUES`, e.g.
+    `events[0].credibility=0.1,0.9`) or the front end's `event`, `field` and `values`; plus the
+    request's other edits (`request_interventions`)."""
+    if "sweep" in body:
+        if not isinstance(body["sweep"], str):
+            raise ValueError(f"sweep: EDIT=VALUES, e.g. events[0].credibility=0.1,0.5,0.9 (got {body['sweep']!r})")
+        axis = iv.SweepAxis.parse(body["sweep"], "sweep")
+    else:
+        values, event, fld = body.get("values"), body.get("event"), body.get("field")
+        if not isinstance(values, list) or not 1 <= len(values) <= MAX_SWEEP_VALUES:
+            raise ValueError(f"values: 1 to {MAX_SWEEP_VALUES} numbers (got {values!r})")
+        for k, v in enumerate(values):  # each checked as a what-if edit would be
+            _legacy_edit(k, {"event": event, "field": fld, "value": v}, n_events)
+        axis = iv.SweepAxis.parse(f"events[{event}].{LEGACY_FIELDS[str(fld)]}=" + ",".join(repr(v) for v in values), "sweep")
+    return axis, request_interventions({k: v for k, v in body.items() if k in ("interventions", "edits", "sever")}, n_events)
 
 
 class Base:
     """A base rollout: what a what-if keeps of it."""
 
     def __init__(self, path: Path):
-        from lsm.society.store import TraceFile, read_configs
-        from lsm.documents import parse_document
 
         with TraceFile(path) as tf:
             if tf.kind != "student_rollout":
@@ -100,15 +115,26 @@ class Base:
         self.path = path
         self.events = [e for e in self.scenario_data.get("events", [])]
 
-    def check(self, edits: list[Edit]) -> None:
-        """Raise the scenario checker's `ScenarioError` if the edited scenario is invalid (a
-        credibility above 1, ...): the rules are the scenario's own, not repeated here."""
-        from lsm.society.scenario import scenario_from_dict
+    def check(self, edits: iv.Interventions) -> None:
+        """Raise `ConfigError` (an edit that does not fit: an unknown event) or the scenario
+        checker's `ScenarioError` (a credibility above 1, ...) before any work: the rules are the
+        language's and the scenario's own, not repeated here. World edits are checked when applied."""
+        if edits.touches_perception:
+            raise ValueError("a messages edit acts on replays (lsm recovery's paired ablations), not on a what-if rollout: "
+                             "use event, exposure, sever or agents edits")
+        late = [e for e in edits if isinstance(e, iv.MoveEvent) and not e.tick < self.ticks]
+        if late:
+            raise ValueError(f"events[{late[0].event}].tick = {late[0].tick}: a tick 0..{self.ticks - 1} (the base rollout's ticks)")
+        iv.apply([e for e in edits if not isinstance(e, iv.WORLD_KINDS)], scenario=self.scenario_data,
+                 source=f"{self.path.name} (what-if)")
 
-        scenario_from_dict(apply_edits(self.scenario_data, edits), source=f"{self.path.name} (what-if)")
+    def edited(self, edits: iv.Interventions) -> iv.Edited:
+        """The what-if's scenario and world: the edits applied to the base's."""
+
+        return iv.apply(edits, scenario=self.scenario_data, world=load_world(self.path), source=f"{self.path.name} (what-if)")
 
     def describe(self) -> dict[str, Any]:
-        return {"ticks": self.ticks, "agents": self.n, "edge_types": list(EDGE_TYPES), "fields": list(EDIT_FIELDS),
+        return {"ticks": self.ticks, "agents": self.n, "edge_types": list(EDGE_TYPES), "fields": list(LEGACY_FIELDS),
                 "events": [{"index": k, "tick": e.get("tick"), "source": e.get("source", ""), "text": e.get("text", ""),
                             "credibility": e.get("credibility"), "valence": e.get("valence"),
                             "reach": (e.get("exposure") or {}).get("fraction", 1.0)} for k, e in enumerate(self.events)],
@@ -118,7 +144,6 @@ class Base:
 def _finished(out: Path, progress: Callable[[float, str], None], what: str) -> bool:
     """Whether `out` is a complete run (then reused: runs are deterministic); an incomplete one
     is run again, resuming from its journal."""
-    from lsm.society.store import StoreError, TraceFile
 
     if not out.is_file():
         return False
@@ -130,74 +155,60 @@ def _finished(out: Path, progress: Callable[[float, str], None], what: str) -> b
         return False
 
 
-def _rollout(student, base: Base, scenario_data: dict, sever: list[str], world_out: Path | None):
-    """(Rollout, the world file to copy into its output: `world_out`, written unless it exists)."""
-    from lsm.society.embed import persona_tensor
-    from lsm.society.scenario import scenario_from_dict
-    from lsm.society.world import load_world, save_world
-    from lsm.infer.rollout import Rollout, recorded_config
+def _rollout(student, base: Base, ed: iv.Edited):
 
-    sc = scenario_from_dict(scenario_data, source=f"{base.path.name} (what-if)")
-    world = load_world(base.path)
-    student.check_world(world.population, str(base.path))
-    if sever:
-        g = world.graph
-        keep = ~np.isin(g.edge_type, [EDGE_TYPES.index(t) for t in sever])
-        g.edge_index, g.edge_type, g.edge_weight = g.edge_index[:, keep], g.edge_type[keep], g.edge_weight[keep]
-    if world_out is not None and not world_out.is_file():
-        save_world(world, world_out)  # a rollout file copies its world from a world file
-    return (Rollout(student, world, sc, recorded_config(base.rollout_cfg), persona_emb=persona_tensor(world.population)),
-            world_out)
+    assert ed.scenario is not None and ed.world is not None
+    student.check_world(ed.world.population, str(base.path))
+    return Rollout(student, ed.world, ed.scenario, recorded_config(base.rollout_cfg), persona_emb=persona_tensor(ed.world.population),
+                   scenario_source=f"{base.path.name} (what-if)", interventions=ed.interventions or None)
 
 
-def run_whatif(student, base: Base, edits: list[Edit], sever: list[str], progress: Callable[[float, str], None]) -> Path:
+def run_whatif(student, base: Base, edits: iv.Interventions, progress: Callable[[float, str], None]) -> Path:
     """Run (or find) the what-if rollout; returns its path."""
+
     out_dir = base.path.parent / "whatif"
     out_dir.mkdir(exist_ok=True)
-    name = f"{base.path.stem}__{slug(edits, sever)}"
-    out = out_dir / f"{name}.h5"
+    out = out_dir / f"{base.path.stem}__{edits.slug}.h5"
     if _finished(out, progress, "what-if"):
         return out
     progress(0.02, "loading the world and the scenario")
-    data = apply_edits(base.scenario_data, edits)
-    world_out = out_dir / f"{base.path.stem}{'__sever-' + '-'.join(sever) if sever else ''}_world.h5"  # the base's world, or it severed
-    r, world_file = _rollout(student, base, data, sever, world_out)
-    import yaml
-
+    ed = base.edited(edits)
+    world_edits = iv.Interventions(tuple(e for e in edits if isinstance(e, iv.WORLD_KINDS)))
+    world_out = out_dir / f"{base.path.stem}{'__' + world_edits.slug if world_edits else ''}_world.h5"  # the base's world, or it edited
+    if not world_out.is_file():
+        assert ed.world is not None
+        save_world(ed.world, world_out)  # a rollout file copies its world from a world file
+    r = _rollout(student, base, ed)
     progress(0.05, f"rollout of {r.n:,} agents")
-    r.run(out, world_file, f"# what-if of {base.path.name}: {slug(edits, sever)}\n" + yaml.safe_dump(data, sort_keys=False),
+    r.run(out, world_out, f"# what-if of {base.path.name}: {edits.describe()}\n" + ed.scenario_yaml,
           quiet=True, progress=lambda t: progress(0.05 + 0.95 * (t + 1) / r.n_ticks, f"tick {t + 1}/{r.n_ticks}"))
     return out
 
 
-def run_sweep(student, base: Base, event: int, field: str, values: list[float], sever: list[str],
-              progress: Callable[[float, str], None]) -> dict[str, Any]:
-    """Final-tick decision shares at each value of one event parameter (in memory); written
-    as `whatif/<base>__sweep-e<event>-<field>.sweep.json`."""
-    if not 1 <= len(values) <= MAX_SWEEP_VALUES:
-        raise ValueError(f"values: 1 to {MAX_SWEEP_VALUES} numbers")
-    edits_at = [parse_edits([{"event": event, "field": field, "value": v}], len(base.events), base.ticks) for v in values]
-    finals = []
-    for k, edits in enumerate(edits_at):
-        progress(k / len(values), f"point {k + 1}/{len(values)}: {edits[0].slug}")
-        r, _ = _rollout(student, base, apply_edits(base.scenario_data, edits), sever, None)
-        summary = r.run(None, quiet=True)
-        finals.append(summary["decision_shares"][-1])
-    result = {"event": event, "field": field, "values": [e[0].value for e in edits_at], "actions": summary["actions"],
-              "final_shares": finals, "sever": sever}
-    out_dir = base.path.parent / "whatif"
-    out_dir.mkdir(exist_ok=True)
-    path = out_dir / f"{base.path.stem}__sweep-e{event}-{field}{'__sever-' + '-'.join(sever) if sever else ''}.sweep.json"
-    path.write_text(json.dumps(result, indent=1))
-    result["written"] = path.name
-    return result
+def run_sweep(student, base: Base, axis: iv.SweepAxis, edits: iv.Interventions, progress: Callable[[float, str], None]) -> dict[str, Any]:
+    """Final-tick decision shares at each value of the axis, with `edits` at every point (in
+    memory; `infer.counterfactual.run_sweep`), written to `whatif/<base>__sweep-<axis>[__<edits>].sweep/`."""
+
+    world = load_world(base.path)
+    student.check_world(world.population, str(base.path))
+    cfg = recorded_config(base.rollout_cfg)
+
+    def one(sc, w, desc):
+        return Rollout(student, w, sc, cfg, persona_emb=persona_tensor(w.population)).run(None, quiet=True)
+
+    name = f"{base.path.stem}__sweep-{re.sub(r'[^A-Za-z0-9_.+-]', '_', axis.name)}{'__' + edits.slug if edits else ''}.sweep"
+    out_dir = base.path.parent / "whatif" / name
+    result = _run_sweep(one, base.scenario_data, world, [axis], 0 if "seed" not in base.rollout_cfg else int(base.rollout_cfg["seed"]),
+                        out_dir, base=edits, source=f"{base.path.name} (sweep)", progress=progress)
+    e = axis.edits_at(axis.values[0]).edits[0]
+    field = next((k for k, v in LEGACY_FIELDS.items() if axis.name.endswith("." + v)), axis.name)
+    return {**result, "values": list(axis.values), "event": getattr(e, "event", None), "field": field,
+            "edits": edits.describe() if edits else "", "written": f"{name}/sweep.json"}
 
 
 def scenario_choices(catalog) -> dict[str, str]:
     """Scenarios a base rollout can use: the shipped ones by name, and the scenario files under
     the served folders by their served name (a YAML file with `actions` and `events`)."""
-    from lsm.config import CONFIG_ROOT
-    from lsm.documents import parse_document
 
     out = {p.stem: str(p) for p in sorted((CONFIG_ROOT / "scenarios").glob("*.yaml"))}
     for k, root in enumerate(catalog.roots):
@@ -213,11 +224,10 @@ def scenario_choices(catalog) -> dict[str, str]:
     return out
 
 
-def run_base(ckpt: Path, world: Path, scenario: Path, scenario_name: str, teacher: str, seed: int,
+def run_base(ckpt: Path, world: Path, scenario: Path, scenario_name: str, seed: int,
              progress: Callable[[float, str], None]) -> Path:
-    """A base rollout of the checkpoint on a world and scenario (`lsm rollout`, with its report),
-    written to `whatif/<world>__<scenario>.h5` beside the world; an existing one is reused."""
-    from lsm.infer.run import run_rollout
+    """A base rollout of the checkpoint on a world and scenario (`lsm rollout`, with its report;
+    agents hear their neighbours by the checkpoint's rule), written to `whatif/<world>__<scenario>.h5` beside the world; an existing one is reused."""
 
     out_dir = world.parent / "whatif"
     out_dir.mkdir(exist_ok=True)
@@ -225,5 +235,5 @@ def run_base(ckpt: Path, world: Path, scenario: Path, scenario_name: str, teache
     if _finished(out, progress, "base rollout"):
         return out
     progress(0.1, f"rollout of {world.name} with {Path(scenario_name).stem}")
-    run_rollout(ckpt=ckpt, world=world, scenario=scenario, out=str(out), seed=seed, teacher=teacher, quiet=True)
+    run_rollout(ckpt=ckpt, world=world, scenario=scenario, out=str(out), seed=seed, quiet=True)
     return out

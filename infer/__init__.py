@@ -1,1 +1,2 @@
-"""lsm.infer (see DESIGN.md; built by later issues)."""
+"""Student rollouts, counterfactuals and sweeps, their reports, validation against the teacher and
+`lsm bench` (docs/design.md §8)."""

@@ -18,7 +18,16 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from lsm.config import CONFIG_ROOT, resolve_config
+from lsm.data_gen.gen import generate
+from lsm.model.checkpoint import load_checkpoint
+from lsm.model.chunks import auto_chunk, forward_chunk
 from lsm.model.society import SocietyModel, StudentConfig, TickInputs
+from lsm.society import seeds
+from lsm.society.scenario import shorten
+from lsm.society.store import TraceFile
+from lsm.society.world import build_world, save_world
+from lsm.society.world.population import IdentityVocab
 
 
 @dataclass
@@ -37,7 +46,7 @@ def synthetic_inputs(cfg: StudentConfig, n: int, neighbors: int = 20, actions: i
                      padded_table: bool = True) -> TickInputs:
     """Random inputs of the right shapes; `padded_table` also fills the (N, K) neighbour table
     that rollouts use (the model then takes the dense-gather path)."""
-    g = torch.Generator().manual_seed(seed)
+    g = seeds.torch_generator(seed, seeds.Stream.SYNTHETIC_INPUTS)
     cat = torch.stack([torch.randint(0, k, (n,), generator=g) for k in cfg.categorical_sizes], 1) if cfg.categorical_sizes \
         else torch.zeros(n, 0, dtype=torch.long)  # (N, n_cat)
     num = torch.rand(n, cfg.numeric_dim, generator=g)  # (N, n_num)
@@ -47,7 +56,7 @@ def synthetic_inputs(cfg: StudentConfig, n: int, neighbors: int = 20, actions: i
     edge_type = torch.randint(0, 5, (n * neighbors,), generator=g)
     padded = (senders.view(n, neighbors), edge_type.view(n, neighbors)) if padded_table else (None, None)
     ev_cat = torch.stack([torch.randint(0, k, (events,), generator=g) for k in cfg.event_vocab_sizes], 1)
-    ev_num = torch.rand(events, 2, generator=g)
+    ev_num = torch.rand(events, len(cfg.event_features), generator=g)
     ev_emb = torch.nn.functional.normalize(torch.randn(events, cfg.text_dim, generator=g), dim=-1)
     who = torch.nonzero(torch.rand(n, generator=g) < exposure).squeeze(1)  # (V,)
     exposure_index = torch.stack([who, torch.randint(0, events, (len(who),), generator=g)])
@@ -95,40 +104,15 @@ def default_student(ckpt: str | None = None) -> SocietyModel:
     """The checkpoint's student, or an untrained one with the `small` preset's widths and the
     reference corpus's identity vocabulary (a tick's cost does not depend on the weights)."""
     if ckpt:
-        from lsm.model.checkpoint import load_checkpoint
 
         return load_checkpoint(ckpt).model
-    import yaml
 
-    from lsm.config import CONFIG_ROOT
-    from lsm.society.world.population import IdentityVocab
-    from lsm.society.store import TraceFile
-
-    preset = yaml.safe_load((CONFIG_ROOT / "train/small.yaml").read_text())["model"]
-    widths = {k: preset[k] for k in ("dim", "heads", "layers", "latent_dim", "memory_dim", "slots", "slot_dim", "expression_dim")}
     corpus = CONFIG_ROOT.parent / "data_gen/corpus/n20/vaccine_campaign_s0.h5"
     with TraceFile(corpus) as tf:
         pop, _ = tf.world()
     vocab = IdentityVocab.of(pop)
     torch.manual_seed(0)
-    return SocietyModel(StudentConfig(**widths, categorical_sizes=vocab.cardinalities, numeric_dim=len(vocab.numeric)))
-
-
-FORWARD_CHUNK_CPU = 1 << 14
-"""Agents per forward pass on a CPU (`SocietyModel.forward_in_chunks`), chosen by measurement:
-10^6 agents, 3 ticks, this machine: 2^12 66 s, 2^14 56 s, 2^16 63 s, one pass 145 s (and 8.2
-GiB peak against 6.7); at 10^5 chunks of 2^14 match one pass (5.7 s against 5.9 s)."""
-
-
-def forward_chunk(device: str | torch.device) -> int:
-    """Agents per forward pass by default: `FORWARD_CHUNK_CPU` on a CPU, all at once on a GPU
-    (which wants large batches; the attention is chunked by `auto_chunk` there)."""
-    return FORWARD_CHUNK_CPU if torch.device(device).type == "cpu" else 0
-
-
-def auto_chunk(n: int) -> int:
-    """Receivers per attention chunk: everything up to 2^17 agents, chunks of 2^17 beyond."""
-    return 0 if n <= 131_072 else 131_072
+    return SocietyModel(StudentConfig.from_preset("small", categorical_sizes=vocab.cardinalities, numeric_dim=len(vocab.numeric)))
 
 
 @torch.inference_mode()
@@ -167,10 +151,6 @@ def time_teacher(teacher: str = "embedded", agents: int = 8, seed: int = 0) -> d
 
     import yaml
 
-    from lsm.config import resolve_config
-    from lsm.society.scenario import shorten
-    from lsm.data_gen.gen import generate
-    from lsm.society.world import build_world, save_world
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -4,22 +4,39 @@ Counterfactual: the same world, checkpoint and seed under a second scenario. Wit
 seed, exposures, shown neighbours and the decision sampler draw the same random numbers, so an
 identical scenario gives zero differences and every difference is caused by the scenario edit.
 
-Sweep: one or two scenario parameters (e.g. `events.0.credibility`, `events.0.exposure.fraction`)
-over a grid of values; each grid point is a rollout; the outcome is the final-tick decision
-shares (plus, when the swept path is an event's, the share of agents exposed to that event).
+The counterfactual is another scenario, or interventions (`society.interventions`: event edits,
+severed ties, attributes) applied to the base scenario and world.
+
+Sweep: one or two axes, each an edit over a list of values (e.g. `events[0].credibility=0.2,0.5`,
+`events[0].exposure.fraction=0:1:5`; `events.0.credibility` spells the same), over their grid;
+each grid point is a rollout; the outcome is the final-tick decision shares (plus, when the axis
+edits an event, the share of agents exposed to that event).
 """
 from __future__ import annotations
 
-import copy
-import itertools
 import json
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from lsm.config import read_yaml, resolve_config, to_dict
 from lsm.infer.report import RunView, _csv, _table, shares
-from lsm.limits import MAX_SWEEP_VALUES, number_problem
+from lsm.society.interventions import (
+    Edited,
+    Interventions,
+    RemoveEvent,
+    SweepAxis,
+    apply,
+    from_data,
+    parse,
+    sweep_points,
+)
+from lsm.society.loop.events import exposure_mask
+from lsm.society.scenario import Scenario, load_scenario
+from lsm.society.world import World
+
+__all__ = ["compare_runs", "counterfactual_inputs", "exposed_share", "run_sweep", "SweepAxis"]
 
 
 # ----------------------------------------------------------------------------- counterfactual
@@ -63,84 +80,46 @@ def compare_runs(base: RunView, other: RunView, cluster_labels: np.ndarray, by: 
     return "\n".join(md)
 
 
+# ----------------------------------------------------------------------------- counterfactual inputs
+def counterfactual_inputs(spec: str | Path, scenario: Scenario, world: World, source: str = "--counterfactual"
+                          ) -> tuple[Edited, str | Path]:
+    """What `--counterfactual` runs: (the edited scenario and world, where the scenario came from).
+    `spec` is another scenario (a YAML path or a shipped name: the same world, that scenario), an
+    interventions file (a YAML list of edits, or `interventions: [...]`), or an intervention in its
+    compact form (`events[0].credibility*=0.5; sever=household`). A bad one raises `ConfigError`."""
+    path = resolve_config(spec, "scenarios")
+    if path.is_file():
+        data = read_yaml(path, kind="counterfactual (a scenario or interventions)")
+        if isinstance(data, list) or (isinstance(data, dict) and set(data) == {"interventions"}):
+            return apply(from_data(data, str(path)), scenario=scenario, world=world, source=str(path)), path
+        sc = load_scenario(path)
+        return Edited(Interventions(), sc, to_dict(sc), world), path
+    if "=" not in str(spec):
+        load_scenario(path)  # a missing scenario file: the loader's message
+    edits = parse(str(spec), source)
+    return apply(edits, scenario=scenario, world=world, source=source), source
+
+
 # ----------------------------------------------------------------------------- sweeps
-@dataclass
-class SweepAxis:
-    path: list[str | int]
-    """Keys / list indices into the scenario YAML, e.g. ['events', 0, 'credibility']."""
-    values: list[float]
-
-    @property
-    def name(self) -> str:
-        return ".".join(str(p) for p in self.path)
-
-    @classmethod
-    def parse(cls, spec: str) -> "SweepAxis":
-        """`events.0.credibility=0.2,0.5,0.9` or `events.0.exposure.fraction=0:1:5` (start:stop:count)."""
-        if "=" not in spec:
-            raise ValueError(f"--sweep {spec!r}: expected PATH=VALUES, e.g. events.0.credibility=0.2,0.5,0.9 or events.0.exposure.fraction=0:1:5")
-        path, vals = spec.split("=", 1)
-        keys: list[str | int] = [int(p) if p.isdigit() else p for p in path.strip().split(".")]
-        try:
-            if ":" in vals:
-                lo, hi, count = vals.split(":")
-                if not 1 <= int(count) <= MAX_SWEEP_VALUES:
-                    raise ValueError(f"--sweep {spec!r}: a count of 1 to {MAX_SWEEP_VALUES} values (lsm.limits.MAX_SWEEP_VALUES)")
-                values = np.linspace(float(lo), float(hi), int(count)).round(6).tolist()
-            else:
-                values = [float(v) for v in vals.split(",")[: MAX_SWEEP_VALUES + 1] if v.strip()]
-        except ValueError as err:
-            if str(err).startswith("--sweep"):
-                raise
-            raise ValueError(f"--sweep {spec!r}: values must be numbers 'a,b,c' or 'start:stop:count'") from None
-        if not values:
-            raise ValueError(f"--sweep {spec!r}: no values")
-        if len(values) > MAX_SWEEP_VALUES:
-            raise ValueError(f"--sweep {spec!r}: at most {MAX_SWEEP_VALUES} values (lsm.limits.MAX_SWEEP_VALUES)")
-        bad = [v for v in values if number_problem(v)]
-        if bad:
-            raise ValueError(f"--sweep {spec!r}: {bad[0]} is not {number_problem(bad[0])}")
-        return cls(keys, values)
-
-    def apply(self, data: dict, value: float) -> None:
-        node = data
-        for depth, key in enumerate(self.path[:-1]):
-            try:
-                node = node[key]
-            except (KeyError, IndexError, TypeError):
-                where = ".".join(str(p) for p in self.path[: depth + 1])
-                raise ValueError(f"--sweep {self.name}: the scenario has no '{where}'") from None
-        if isinstance(node, dict) or (isinstance(node, list) and isinstance(self.path[-1], int) and self.path[-1] < len(node)):
-            node[self.path[-1]] = value
-        else:
-            raise ValueError(f"--sweep {self.name}: cannot set '{self.path[-1]}' there")
-
-
-def set_in(data: dict, axis: SweepAxis, value: float) -> dict:
-    new = copy.deepcopy(data)
-    axis.apply(new, value)
-    return new
-
-
 def exposed_share(scenario, world, seed: int, event_index: int) -> float:
     """Share of agents exposed to scheduled event `event_index` at its tick."""
-    from lsm.society.loop.events import exposure_mask
 
     ev = scenario.events[event_index]
     return float(exposure_mask(ev, event_index, int(ev.tick), world.population, world.graph, seed).mean())
 
 
-def run_sweep(make_rollout, scenario_data: dict, source: str, axes: list[SweepAxis], world, seed: int,
-              out_dir: str | Path, action: str | None = None) -> dict:
-    """Run a rollout per grid point. `make_rollout(scenario, desc) -> summary` runs one (`desc`
-    names the point for its progress bar: "sweep 3/5: events.0.credibility=0.5").
-    Writes `sweep.csv`, `sweep.json` and `sweep.png`; returns the grid."""
+def run_sweep(make_rollout: Callable[[Scenario, World, str], dict], scenario: Scenario | dict, world: World, axes: list[SweepAxis],
+              seed: int, out_dir: str | Path, action: str | None = None, base: Interventions = Interventions(),
+              source: str = "--sweep", progress: Callable[[float, str], None] | None = None) -> dict:
+    """Run a rollout per grid point of one or two axes (each an edit over a list of values), with
+    the `base` edits applied at every point (a what-if's severed ties, say). `make_rollout(scenario,
+    world, desc) -> summary` runs one (`desc` names the point: "sweep 3/5: events[0].credibility=0.5");
+    `progress(fraction, message)` is told each point as it starts. Writes `sweep.csv`, `sweep.json`
+    (with the edits: `axes`, `base`) and `sweep.png` to `out_dir`; returns the grid."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from lsm.society.scenario import scenario_from_dict
 
     if not 1 <= len(axes) <= 2:
         raise ValueError("a sweep takes one or two --sweep axes")
@@ -149,27 +128,26 @@ def run_sweep(make_rollout, scenario_data: dict, source: str, axes: list[SweepAx
     shape = [len(a.values) for a in axes]
     grid_shares, grid_exposed, actions = None, np.full(shape, np.nan), None
     rows = []
-    points = int(np.prod(shape))
-    for point, idx in enumerate(itertools.product(*[range(s) for s in shape])):
-        data = scenario_data
-        label = []
-        for axis, k in zip(axes, idx):
-            data = set_in(data, axis, axis.values[k])
-            label.append(f"{axis.name}={axis.values[k]:g}")
-        sc = scenario_from_dict(data, source=f"{source} with {', '.join(label)}")
-        summary = make_rollout(sc, f"sweep {point + 1}/{points}: {', '.join(label)}")
+    grid = sweep_points(axes)
+    ev_axes = [a for a in axes if isinstance(a.event, int)]
+    removes = any(isinstance(e, RemoveEvent) for e in base)  # event indices then differ from the base's: no exposed share
+    for point, (idx, edits, label) in enumerate(grid):
+        if progress is not None:
+            progress(point / len(grid), f"point {point + 1}/{len(grid)}: {label}")
+        ed = apply(base + edits, scenario=scenario, world=world, source=f"{source} at {label}")
+        assert ed.scenario is not None and ed.world is not None
+        summary = make_rollout(ed.scenario, ed.world, f"sweep {point + 1}/{len(grid)}: {label}")
         actions = summary["actions"]
         final = np.asarray(summary["decision_shares"][-1])
         if grid_shares is None:
             grid_shares = np.zeros(shape + [len(actions)])
         grid_shares[idx] = final
-        ev_axes = [a for a in axes if a.path[0] == "events" and isinstance(a.path[1], int)]
-        if ev_axes:
-            grid_exposed[idx] = exposed_share(sc, world, seed, int(ev_axes[0].path[1]))
+        if ev_axes and not removes:
+            grid_exposed[idx] = exposed_share(ed.scenario, ed.world, seed, int(ev_axes[0].event))  # type: ignore[arg-type]
         rows.append([*[axis.values[k] for axis, k in zip(axes, idx)], grid_exposed[idx], *final])
     assert grid_shares is not None and actions is not None
     _csv(out / "sweep.csv", [a.name for a in axes] + ["exposed_share"] + [f"share_{a}" for a in actions], rows)
-    result = {"axes": [{"path": a.name, "values": a.values} for a in axes], "actions": actions,
+    result = {"axes": [a.to_dict() for a in axes], "base": base.to_list(), "actions": actions,
               "final_shares": grid_shares.tolist(), "exposed_share": np.where(np.isnan(grid_exposed), None, grid_exposed).tolist()}
     (out / "sweep.json").write_text(json.dumps(result, indent=1))
     target = action or actions[0]

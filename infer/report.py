@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from lsm.society import seeds
 from lsm.society.store import StoreError, TraceFile
 
 FIT_SAMPLE = 20_000
@@ -170,7 +171,7 @@ def cluster_agents(features: np.ndarray, k: int, seed: int = 0, sample: int = FI
 
     n = len(features)
     whole = n <= sample
-    rows = np.arange(n) if whole else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))  # (S,)
+    rows = np.arange(n) if whole else np.sort(seeds.rng(seed, seeds.Stream.CLUSTER_SAMPLE).choice(n, sample, replace=False))  # (S,)
     x = features[rows].astype(np.float64)  # (S, F)
     mu, sd = x.mean(0), x.std(0)
     sd = np.where(sd > 1e-9, sd, 1.0)

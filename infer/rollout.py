@@ -1,4 +1,4 @@
-"""Student rollouts: the whole population advances one tick per forward pass (DESIGN §8).
+"""Student rollouts: the whole population advances one tick per forward pass (docs/design.md §8).
 
 The student is a policy of the society loop (`lsm.society.loop.runner`): the loop exposes
 the scenario's events, shows each agent its neighbours by the teacher's own rule, evaluates
@@ -13,18 +13,22 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+
+from lsm.model.checkpoint import Student
+from lsm.model.chunks import auto_chunk, forward_chunk
+from lsm.model.features import action_texts, context_text, embed_texts, event_tensors
+from lsm.model.society import TickInputs, with_drawn
+from lsm.model.state import AgentState
+from lsm.society import seeds
 from lsm.society.embed import persona_tensor
-from lsm.society.loop.neighbors import (
-    EdgeTyper,
-    NeighborRule,
-    default_neighbor_weights,
-)
+from lsm.society.interventions import Interventions
+from lsm.society.loop.neighbors import EdgeTyper, NeighborRule
 from lsm.society.loop.runner import (
     Perception,
     Progress,
@@ -32,14 +36,9 @@ from lsm.society.loop.runner import (
     TickOutput,
     TickRecord,
 )
-from lsm.society.scenario import Scenario
-from lsm.society.store import TraceWriter
-from lsm.society.world import World
-from lsm.infer.bench import auto_chunk, forward_chunk
-from lsm.model.checkpoint import Student
-from lsm.model.features import action_texts, context_text, embed_texts, event_tensors
-from lsm.model.society import TickInputs, with_drawn
-from lsm.model.state import AgentState
+from lsm.society.scenario import Scenario, event_features
+from lsm.society.store import TraceFile, TraceWriter, read_configs
+from lsm.society.world import World, load_world
 
 
 @dataclass
@@ -50,14 +49,12 @@ class RolloutConfig:
     """Ticks to run (default: the scenario's)."""
     seed: int = 0
     """Seed of exposures, shown neighbours and the sampled decisions."""
-    neighbors: int = 4
-    """K shown neighbours per agent and tick (the teacher's default)."""
-    neighbor_weights: dict[str, float] = field(default_factory=default_neighbor_weights)
-    vary_neighbors: bool = False
-    """Draw the number shown per agent-tick in 0..K (as a teacher run with `vary_neighbors`)."""
+    neighbors: NeighborRule | None = None
+    """Who hears whom; None: the checkpoint's (the rule of its training traces), else the default
+    `NeighborRule()`. A rollout file records the rule it ran under."""
     agent_chunk: int | None = None
     """Agents per forward pass (`SocietyModel.forward_in_chunks`; 0: all at once; None:
-    `bench.forward_chunk(device)`). The result does not depend on it."""
+    `model.chunks.forward_chunk(device)`). The result does not depend on it."""
     store: list[str] = field(default_factory=list)
     """Optional per-tick fields to store beside the default ones (`DEFAULT_FIELDS`), among
     `OPTIONAL_FIELDS`: `latent` (N × Z), `memory` (N × H), `text` (the predicted expression and
@@ -65,14 +62,17 @@ class RolloutConfig:
     10^5 agents x 8 ticks); the report, `lsm validate` and `lsm narrate` need none of them."""
     device: str = "cpu"
 
-    def neighbor_rule(self) -> NeighborRule:
-        return NeighborRule(self.neighbors, dict(self.neighbor_weights), self.vary_neighbors)
+    def for_student(self, student: Student) -> "RolloutConfig":
+        """This config with the neighbour rule resolved: its own, else the checkpoint's, else the default."""
+        if self.neighbors is not None:
+            return self
+        return replace(self, neighbors=student.neighbor_rule or NeighborRule())
 
 
 def event_rows(events) -> list[dict]:
     """`ScheduledEvent`s as the rows of a trace's `events/` table (what `event_tensors` reads)."""
     return [{"source_type": e.event.source_type, "channel": e.event.channel, "framing": e.event.framing,
-             "valence": e.event.valence, "credibility": e.event.credibility, "text": e.text} for e in events]
+             **event_features(e.event), "text": e.text} for e in events]
 
 
 DEFAULT_FIELDS = ("channels", "decision", "decision_dist", "stance", "salience", "valid")
@@ -112,7 +112,8 @@ class StudentPolicy:
 
     def __init__(self, student: Student, world: World, scenario: Scenario, cfg: RolloutConfig,
                  persona_emb: torch.Tensor | None = None):
-        self.student, self.world, self.sc, self.cfg = student, world, scenario, cfg
+        self.student, self.world, self.sc, self.cfg = student, world, scenario, cfg.for_student(student)
+        cfg = self.cfg
         self.model = student.model.to(cfg.device).eval()
         self.chunk = cfg.agent_chunk if cfg.agent_chunk is not None else forward_chunk(cfg.device)
         pop = world.population
@@ -131,7 +132,7 @@ class StudentPolicy:
     def fresh_state(self) -> AgentState:
         """The initial state, with every agent's stochastic latent drawn from its prior (seeded)."""
         state = self.model.initial_state(self.world.n, self.sc.actions.n, device=self.cfg.device)
-        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + 7)
+        g = seeds.torch_generator(self.cfg.seed, seeds.Stream.AGENT_NOISE)
         state.agent_noise = self.model.draw_agent_noise(self.world.n, g).to(self.cfg.device)
         return state
 
@@ -146,9 +147,16 @@ class StudentPolicy:
             f.append("decision_value")
         return f
 
+    interventions: Interventions | None = None
+    """The edits this run's scenario and world were made with (a what-if, counterfactual or
+    recovery intervention): recorded as `config.interventions` (`Rollout(interventions=...)`)."""
+
     def configs(self) -> dict[str, Any]:
-        return {"student": json.dumps({**asdict(self.student.config), "checkpoint": self.student.path}),
-                "rollout": json.dumps(asdict(self.cfg))}
+        out = {"student": json.dumps({**asdict(self.student.config), "checkpoint": self.student.path}),
+               "rollout": json.dumps(asdict(self.cfg))}
+        if self.interventions:
+            out["interventions"] = self.interventions.to_yaml()
+        return out
 
     def state_dict(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return {}, {k: v.cpu().numpy() for k, v in vars(self.state).items()}
@@ -186,7 +194,7 @@ class StudentPolicy:
         exposure = torch.from_numpy(np.stack([agent, ev]).astype(np.int64)).reshape(2, -1)  # (2, V)
         cat, num, persona, actions = self._static
         none = torch.zeros(2, 0, dtype=torch.long, device=dev)
-        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + 1009 * (p.tick + 1))
+        g = seeds.torch_generator(self.cfg.seed, seeds.Stream.TICK_NOISE, p.tick)
         tick_noise = torch.randn(p.n, self.model.cfg.tick_noise, generator=g).to(dev)  # (N, Rt) from the prior
         return TickInputs(cat, num, persona, none, torch.zeros(0, dtype=torch.long, device=dev), ev_cat.to(dev),
                           ev_num.to(dev), ev_emb.to(dev), exposure.to(dev), actions,
@@ -203,7 +211,7 @@ class StudentPolicy:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
         probs = torch.softmax(out.decision_logits.float(), -1)  # (N, A)
-        g = torch.Generator(device=probs.device).manual_seed(cfg.seed * 1_000_003 + t)
+        g = seeds.torch_generator(cfg.seed, seeds.Stream.STUDENT_DECISION, t, device=probs.device)
         drawn = torch.multinomial(probs, 1, generator=g).squeeze(1)  # (N,)
         self.state = with_drawn(self.state, drawn, probs.shape[1])  # agents remember what they did
         decision = drawn.cpu().numpy()
@@ -262,16 +270,25 @@ class Rollout:
     """A student on one world and scenario; iterate `ticks()` or call `run(out)`."""
 
     def __init__(self, student: Student, world: World, scenario: Scenario, cfg: RolloutConfig,
-                 persona_emb: torch.Tensor | None = None, scenario_source: str | None = None):
-        self.student, self.world, self.sc, self.cfg, self.source = student, world, scenario, cfg, scenario_source
+                 persona_emb: torch.Tensor | None = None, scenario_source: str | None = None,
+                 interventions: Interventions | None = None):
+        """`interventions`: the edits that made `scenario` and `world` from a base (recorded in the file)."""
+        self.student, self.world, self.sc, self.source = student, world, scenario, scenario_source
         self.policy = StudentPolicy(student, world, scenario, cfg, persona_emb)
+        self.policy.interventions = interventions
+        self.cfg = self.policy.cfg  # the neighbour rule resolved
         self.persona, self.typer = self.policy.persona, self.policy.typer
         self.loop = self._loop()
 
     def _loop(self) -> SocietyLoop:
         self.policy.state = self.policy.fresh_state()
         return SocietyLoop(self.policy, self.sc, self.world.population, self.world.graph, self.cfg.seed,
-                           self.cfg.neighbor_rule(), self.cfg.ticks, self.source)
+                           self.rule, self.cfg.ticks, self.source)
+
+    @property
+    def rule(self) -> NeighborRule:
+        assert self.cfg.neighbors is not None  # resolved by StudentPolicy
+        return self.cfg.neighbors
 
     @property
     def n(self) -> int:
@@ -335,14 +352,15 @@ def recorded_config(cfg_dict: dict[str, Any], device: str = "cpu") -> RolloutCon
     cfg_dict = dict(cfg_dict)
     if "store_text" in cfg_dict:  # written before `store`: latent and memory always, text unless store_text was false
         cfg_dict["store"] = ["latent", "memory"] + (["text"] if cfg_dict.pop("store_text") else [])
+    cfg_dict = NeighborRule.upgrade_flat(cfg_dict)  # written before the rule was one `NeighborRule`: flat fields
+    if isinstance(cfg_dict.get("neighbors"), dict):
+        cfg_dict["neighbors"] = NeighborRule(**cfg_dict["neighbors"])
     return RolloutConfig(**{**cfg_dict, "device": device})
 
 
 def rollout_from_file(student: Student, path: str | Path, device: str = "cpu") -> Rollout:
     """The Rollout that wrote `path` (same world, scenario and rollout config), to replay it
     with readouts; `replay_matches(...)` checks the replay reproduces the file."""
-    from lsm.society.store import TraceFile, read_configs
-    from lsm.society.world import load_world
 
     with TraceFile(path) as tf:
         if tf.kind != "student_rollout":

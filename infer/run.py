@@ -7,7 +7,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from lsm.config import UsageError, read_yaml, resolve_config
+from lsm.config import ConfigError, UsageError, resolve_config
+from lsm.data_gen.gen import neighbor_rule_of
+from lsm.infer.bench import bench_sizes, default_student, flops_per_agent_tick, matmul_gflops, time_teacher
+from lsm.infer.counterfactual import SweepAxis, compare_runs, counterfactual_inputs, run_sweep
+from lsm.infer.report import RunView, write_report
+from lsm.infer.rollout import Rollout, RolloutConfig, parse_store
+from lsm.infer.validate import format_table, validate, write_json
+from lsm.model.checkpoint import load_checkpoint
+from lsm.society.embed import persona_tensor
+from lsm.society.interventions import apply
+from lsm.society.scenario import load_scenario
+from lsm.society.world import load_world, save_world
 from lsm.transcript import Echo, Transcript
 
 
@@ -27,27 +38,18 @@ class RolloutRun:
 def run_rollout(ckpt: str | Path, world: str | Path, scenario: str | Path, out: str = "rollout.h5", ticks: int | None = None,
                 seed: int = 0, report: str | Path | None = None, by: str | Sequence[str] | None = None, clusters: int = 4,
                 counterfactual: str | Path | None = None, sweep: str | None = None, sweep2: str | None = None,
-                sweep_action: str | None = None, teacher: str | Path = "embedded", agent_chunk: int | None = None,
+                sweep_action: str | None = None, neighbors: str | Path | None = None, agent_chunk: int | None = None,
                 store: str | Sequence[str] = (), device: str = "cpu", quiet: bool = False, restart: bool = False,
                 echo: Echo = None) -> RolloutRun:
     """Run a student checkpoint on a world and scenario (paths or shipped names), write the
     rollout to `out` and a report folder (default `<out without .h5>_report`); optionally a
-    counterfactual scenario on the same world and seed, and a sweep over one or two scenario
-    parameters (`PATH=VALUES`). The arguments are those of `lsm rollout` (see its `--help`);
+    counterfactual on the same world and seed (another scenario, or interventions: see
+    `society.interventions`), and a sweep over one or two edits (`EDIT=VALUES`). The arguments are those of `lsm rollout` (see its `--help`);
     every option is checked before any work, a bad one raises `UsageError`."""
-    import copy
     import time
 
     t_start = time.perf_counter()
     import numpy as np
-    from lsm.society.embed import persona_tensor
-    from lsm.data_gen.gen import neighbor_rule_of
-    from lsm.society.scenario import load_scenario
-    from lsm.society.world import load_world
-    from lsm.infer.counterfactual import SweepAxis, compare_runs, run_sweep
-    from lsm.infer.report import RunView, write_report
-    from lsm.infer.rollout import Rollout, RolloutConfig, parse_store
-    from lsm.model.checkpoint import load_checkpoint
 
     say = Transcript(echo)
     phases: dict[str, float] = {}
@@ -61,12 +63,12 @@ def run_rollout(ckpt: str | Path, world: str | Path, scenario: str | Path, out: 
     student = load_checkpoint(ckpt)
     if student.vocab is None:
         raise UsageError(f"{student.path} has no identity vocabulary (trained before it was stored); retrain it")
-    rule = neighbor_rule_of(resolve_config(teacher, "teacher"))
+    rule = neighbor_rule_of(resolve_config(neighbors, "teacher")) if neighbors is not None else None  # None: the checkpoint's
     try:
         extras = parse_store(store)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    cfg = RolloutConfig(ticks=ticks, seed=seed, neighbors=rule.k, neighbor_weights=rule.weights, vary_neighbors=rule.vary,
+    cfg = RolloutConfig(ticks=ticks, seed=seed, neighbors=rule,
                         agent_chunk=agent_chunk, store=extras, device=device)
     w = load_world(world)
     student.check_world(w.population, str(world))  # nothing in common: refused before any work; else one warning
@@ -80,13 +82,16 @@ def run_rollout(ckpt: str | Path, world: str | Path, scenario: str | Path, out: 
     unknown = [a for a in by_attrs or [] if a not in w.population.categorical]
     if unknown:
         raise UsageError(f"--by {unknown}: not categorical attributes of {world} ({', '.join(w.population.categorical)})")
-    cf_sc = None
+    cf = None
     if counterfactual:
-        cf_path = resolve_config(counterfactual, "scenarios")
-        cf_sc = load_scenario(cf_path)
-        if cf_sc.actions.labels != sc.actions.labels:
+        cf, cf_path = counterfactual_inputs(counterfactual, sc, w)  # a bad spec: ConfigError, exit 2
+        assert cf.scenario is not None and cf.world is not None
+        if cf.scenario.actions.labels != sc.actions.labels:
             raise UsageError(f"--counterfactual {cf_path}: a counterfactual scenario must keep the action space "
-                             f"({', '.join(sc.actions.labels)}); it has {', '.join(cf_sc.actions.labels)}")
+                             f"({', '.join(sc.actions.labels)}); it has {', '.join(cf.scenario.actions.labels)}")
+        if cf.perception is not None:
+            raise UsageError(f"--counterfactual {counterfactual}: a messages edit acts on replays (lsm recovery's paired "
+                             "ablations), not on a rollout: use event, exposure, sever or agents edits")
     if sweep2 and not sweep:
         raise UsageError("--sweep2 needs --sweep")
     if sweep_action and sweep_action not in sc.actions.labels:
@@ -94,10 +99,11 @@ def run_rollout(ckpt: str | Path, world: str | Path, scenario: str | Path, out: 
     axes = []
     if sweep:
         try:
-            axes = [SweepAxis.parse(s) for s in (sweep, sweep2) if s]
-            data = read_yaml(sc_path, kind="scenario")
-            for axis in axes:
-                axis.apply(copy.deepcopy(data), axis.values[0])
+            axes = [SweepAxis.parse(s, f"--sweep{'2' if k else ''}") for k, s in enumerate(x for x in (sweep, sweep2) if x)]
+            for axis in axes:  # each axis's edit fits the scenario and world (ConfigError before any work)
+                apply(axis.edits_at(axis.values[0]), scenario=sc, world=w, source=f"--sweep {axis.name}")
+        except ConfigError:
+            raise
         except ValueError as err:
             raise UsageError(str(err)) from None
     phase("start (imports, checkpoint, world, scenario)")
@@ -117,10 +123,15 @@ def run_rollout(ckpt: str | Path, world: str | Path, scenario: str | Path, out: 
     say(f"Written: {out} ({Path(out).stat().st_size / 2**20:,.0f} MiB), report {report_dir}/")
     phase("report")
     result = RolloutRun(Path(out), report_dir, summary)
-    if cf_sc is not None:
-        cf_out = f"{stem}_cf.h5"
-        cf = Rollout(student, w, cf_sc, cfg, persona_emb=r.persona, scenario_source=str(cf_path))
-        cf.run(cf_out, world, Path(cf_path).read_text(), quiet=quiet, restart=restart)
+    if cf is not None:
+        cf_out, cf_world = f"{stem}_cf.h5", world
+        if cf.world is not w:  # severed ties or edited attributes: the counterfactual's file copies its own world
+            cf_world = f"{stem}_cf_world.h5"
+            save_world(cf.world, cf_world)
+        persona_cf = r.persona if cf.world.population is w.population else persona_tensor(cf.world.population)
+        cf_yaml = Path(cf_path).read_text() if not cf.interventions else cf.scenario_yaml
+        Rollout(student, cf.world, cf.scenario, cfg, persona_emb=persona_cf, scenario_source=str(cf_path),
+                interventions=cf.interventions or None).run(cf_out, cf_world, cf_yaml, quiet=quiet, restart=restart)
         base = RunView.read(out)
         labels = np.load(report_dir / "cluster_labels.npy")
         text = compare_runs(base, RunView.read(cf_out), labels, by_attrs or list(base.groups)[:2], report_dir / "counterfactual")
@@ -130,10 +141,11 @@ def run_rollout(ckpt: str | Path, world: str | Path, scenario: str | Path, out: 
         result.counterfactual = Path(cf_out)
         phase("counterfactual")
     if axes:
-        def one(scn, desc):
-            return Rollout(student, w, scn, cfg, persona_emb=r.persona).run(None, quiet=quiet, desc=desc)
+        def one(scn, world_p, desc):
+            persona_p = r.persona if world_p.population is w.population else persona_tensor(world_p.population)
+            return Rollout(student, world_p, scn, cfg, persona_emb=persona_p).run(None, quiet=quiet, desc=desc)
 
-        result.sweep = run_sweep(one, data, str(sc_path), axes, w, seed, report_dir / "sweep", sweep_action)
+        result.sweep = run_sweep(one, sc, w, axes, seed, report_dir / "sweep", sweep_action, source=f"--sweep ({sc_path})")
         say(f"sweep over {' x '.join(a['path'] for a in result.sweep['axes'])}: {report_dir / 'sweep'}/ "
             "(sweep.csv, sweep.json, sweep.png)")
         phase("sweep")
@@ -157,7 +169,6 @@ def run_validation(teacher: str | Path, teacher_repeat: str | Path, student: str
     """A student rollout against the teacher, each metric beside the teacher's noise floor (the
     teacher against its repeat with another LLM sampling seed); with `json_out`, also written
     there. Files that do not fit together (another world, another action space) raise `UsageError`."""
-    from lsm.infer.validate import format_table, validate, write_json
 
     try:
         metrics = validate(teacher, teacher_repeat, student, clusters, seed)
@@ -195,13 +206,6 @@ def run_bench(sizes: str | Sequence[int] = "1e3,1e4,1e5,1e6", ckpt: str | None =
     import platform
 
     import torch
-    from lsm.infer.bench import (
-        bench_sizes,
-        default_student,
-        flops_per_agent_tick,
-        matmul_gflops,
-        time_teacher,
-    )
 
     sizes = parse_sizes(sizes) if isinstance(sizes, str) else [int(n) for n in sizes]
     say = Transcript(echo)

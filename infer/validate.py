@@ -1,4 +1,4 @@
-"""Fidelity of a student rollout to the teacher, beside the teacher's own noise floor (DESIGN §8).
+"""Fidelity of a student rollout to the teacher, beside the teacher's own noise floor (docs/design.md §8).
 
 Each metric compares two runs of the same world and scenario (agents are matched by id):
 the *student* value compares teacher vs student; the *floor* compares the teacher with its own

@@ -1,1 +1,1 @@
-"""lsm.model (see DESIGN.md; built by later issues)."""
+"""The student: the graph-masked society transformer, its agent state and checkpoints (docs/design.md §6)."""

@@ -4,7 +4,10 @@ The checkpoint (written by `lsm train`) holds the weights, the `StudentConfig`, 
 vocabulary (unseen worlds are encoded by category name) and the training files; it is read with
 `torch.load(weights_only=True)`, so no code in the file runs, and its config's parameter shapes
 are compared with the stored weights on the meta device before a network is built. Anything
-that is not such a checkpoint is refused with one `StoreError` naming the file.
+that is not such a checkpoint is refused with one `StoreError` naming the file, and so is a
+student trained on other numeric event features than the code's `EVENT_FEATURES` (recorded in
+its `student_config.event_features`; a checkpoint from before they were recorded read
+`UNRECORDED_EVENT_FEATURES`).
 """
 from __future__ import annotations
 
@@ -17,6 +20,11 @@ import zipfile
 from pathlib import Path
 
 import torch
+
+from lsm.config import ConfigError
+from lsm.model.society import SocietyModel, StudentConfig
+from lsm.society.loop.neighbors import NeighborRule
+from lsm.society.scenario import EVENT_FEATURES
 from lsm.society.store import StoreError
 from lsm.society.world.population import (
     IdentityMismatch,
@@ -25,7 +33,6 @@ from lsm.society.world.population import (
     encode_identity,
     identity_mismatch,
 )
-from lsm.model.society import SocietyModel, StudentConfig
 
 
 @dataclasses.dataclass
@@ -37,6 +44,8 @@ class Student:
     vocab: IdentityVocab | None
     train_paths: list[str]
     path: str
+    neighbor_rule: NeighborRule | None = None
+    """Who heard whom in the training traces (None: a checkpoint written before it was recorded)."""
     _warned: set[tuple] = dataclasses.field(default_factory=set, init=False, repr=False, compare=False)
 
     def check_world(self, pop: Population, source: str = "this world") -> IdentityMismatch | None:
@@ -68,6 +77,26 @@ class Student:
         range; `check_world` refuses a world with nothing in common and warns once otherwise."""
         self.check_world(pop, source)
         return encode_identity(pop, self.vocab, unknown=True)
+
+
+UNRECORDED_EVENT_FEATURES = ("valence", "credibility")
+"""What a checkpoint written before `StudentConfig.event_features` was recorded was trained on
+(the two numeric event features of every version of lsm until then)."""
+
+
+def check_event_features(have: object, path: str | Path) -> None:
+    """Refuse (`StoreError`, one paragraph) a checkpoint whose student reads other numeric event
+    features than this code stores and builds (`EVENT_FEATURES`): its input layer would not fit."""
+    want = list(EVENT_FEATURES)
+    if not isinstance(have, list) or not all(isinstance(k, str) for k in have):
+        raise StoreError(f"{path}: its student_config.event_features is {type(have).__name__} {str(have)[:100]}, "
+                         "not a list of event feature names")
+    if have != want:
+        raise StoreError(f"{path}: this student was trained on the numeric event features {', '.join(have) or 'none'}, "
+                         f"but this version of lsm describes events by {', '.join(want)} (EVENT_FEATURES in "
+                         "society/scenario.py), so its event input does not fit what rollouts and training now build. "
+                         "Retrain it on traces written by this version (lsm gen, then lsm train), or use it with the "
+                         "version of lsm it was trained with")
 
 
 def load_checkpoint(path: str | Path) -> Student:
@@ -103,6 +132,7 @@ def load_checkpoint(path: str | Path) -> Student:
         raise StoreError(f"{p}: its student_config is a {type(raw_cfg).__name__}, not a mapping of StudentConfig fields")
     if not isinstance(raw_sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in raw_sd.items()):
         raise StoreError(f"{p}: its state_dict is not a mapping of parameter names to tensors")
+    check_event_features(raw_cfg.get("event_features", list(UNRECORDED_EVENT_FEATURES)), p)
     weights = {k.removeprefix("model."): v for k, v in raw_sd.items()}
     layers = raw_cfg.get("layers")
     if isinstance(layers, int) and layers > len(weights):  # each layer holds weights: refused before building a million
@@ -140,4 +170,8 @@ def load_checkpoint(path: str | Path) -> Student:
         flat = [(a, lo, hi) for a, lo, hi in vocab.numeric if not lo < hi]  # also NaN
         if flat:
             raise StoreError(f"{p}: its identity vocabulary has numeric ranges that are empty: {flat[:3]}")
-    return Student(model.eval(), cfg, vocab, list(ckpt.get("train_paths", [])), str(p))
+    try:
+        rule = NeighborRule.from_json(str(ckpt["neighbor_rule"]), f"{p}:neighbor_rule") if "neighbor_rule" in ckpt else None
+    except ConfigError as err:
+        raise StoreError(str(err)) from None
+    return Student(model.eval(), cfg, vocab, list(ckpt.get("train_paths", [])), str(p), rule)

@@ -1,6 +1,6 @@
 """The student's input features, built the same way for training episodes and rollouts.
 
-Action texts and their embeddings, event features (category codes, valence/credibility, text
+Action texts and their embeddings, event features (category codes, `EVENT_FEATURES`, text
 embedding), and the type of the tie behind every shown neighbour. `train/` builds episodes with
 these and `infer/` builds rollout inputs with them, so the student sees the same features in both.
 
@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import Tensor
+
 from lsm.society.embed import TEXT_DIM, shared_encoder
 from lsm.society.loop.neighbors import EdgeTyper
-from lsm.society.scenario import EVENT_VOCABS, Scenario
-from torch import Tensor
+from lsm.society.scenario import EVENT_FEATURES, EVENT_VOCABS, Scenario
 
 
 def action_texts(sc: Scenario) -> list[str]:
@@ -43,13 +44,13 @@ def typed_edges(shown: np.ndarray, graph, typer: EdgeTyper | None = None) -> tup
 
 
 def event_tensors(rows: list[dict], encode, stored: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Event rows (the `events/` columns: source_type, channel, framing, valence, credibility,
-    text) -> (Ev, 3) category codes, (Ev, 2) valence/credibility, (Ev, T) embeddings of the
+    """Event rows (the `events/` columns: source_type, channel, framing, the `EVENT_FEATURES`,
+    text) -> (Ev, 3) category codes, (Ev, F) numeric features in `EVENT_FEATURES` order, (Ev, T) embeddings of the
     event *text* (what the teacher stores in `events/text_emb`; `stored` when the file has them).
     Training and rollouts both build their event inputs here, so they see the same features."""
     cat = torch.tensor([[EVENT_VOCABS[0].index(r["source_type"]), EVENT_VOCABS[1].index(r["channel"]),
                          EVENT_VOCABS[2].index(r["framing"])] for r in rows], dtype=torch.long).reshape(-1, 3)
-    num = torch.tensor([[r["valence"], r["credibility"]] for r in rows], dtype=torch.float32).reshape(-1, 2)
+    num = torch.tensor([[float(r[k]) for k in EVENT_FEATURES] for r in rows], dtype=torch.float32).reshape(-1, len(EVENT_FEATURES))
     if stored is not None:
         emb = stored
     else:

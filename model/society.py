@@ -1,27 +1,29 @@
 """The society transformer: every agent is one token, the social graph is the attention mask.
 
-One forward pass advances every agent of one or more worlds by one tick (DESIGN §6).
+One forward pass advances every agent of one or more worlds by one tick (docs/design.md §6).
 
 Notation: N agents | E edges (self loops included) | V exposures (agent, event pairs) |
 Ev events this tick | D width | C channels | Z latent | H memory | S slots | M slot width |
 X expression width | A actions | T text-embedding width (`TEXT_DIM`) | L rating levels (11) |
-Ra agent noise | Rt tick noise.
+Ra agent noise | Rt tick noise | F numeric event features (`EVENT_FEATURES`).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.utils import add_self_loops, softmax
 
-from lsm.society.embed import TEXT_DIM
-from lsm.society.scenario import EVENT_VOCABS, RATING_LEVELS
-from lsm.society.world.graph import EDGE_TYPES
+from lsm.config import from_dict, read_yaml, resolve_config
 from lsm.model.graph_attention import GraphAttention
 from lsm.model.state import AgentState
+from lsm.society.embed import TEXT_DIM
+from lsm.society.scenario import EVENT_FEATURES, EVENT_VOCABS, RATING_LEVELS
+from lsm.society.world.graph import EDGE_TYPES
 
 SELF_LOOP_TYPE = len(EDGE_TYPES)
 """Edge type of the self loops the model adds (after the social edge types, codes 0..4)."""
@@ -29,25 +31,43 @@ SELF_LOOP_TYPE = len(EDGE_TYPES)
 
 @dataclass
 class StudentConfig:
+    """The student network's size and switches (`model.student` in a training preset)."""
+
     dim: int = 64
+    """Width of the agent tokens (divisible by `heads`)."""
     heads: int = 4
+    """Attention heads."""
     layers: int = 2
+    """Blocks per tick (graph attention, event attention, MLP)."""
     latent_dim: int = 16
+    """Z: width of the free latent state (read by linear probes)."""
     memory_dim: int = 32
+    """H: width of the recurrent memory summary (GRU)."""
     slots: int = 8
+    """S: episodic memory slots per agent."""
     slot_dim: int = 32
+    """M: width of each episodic memory slot."""
     expression_dim: int = 32
+    """X: width of the expression an agent broadcasts to its neighbours."""
     text_dim: int = TEXT_DIM
+    """Width of the sentence embeddings read (persona, events, context)."""
     channels: int = 8
+    """C: channels rated per agent-tick (filled from the data)."""
     categorical_sizes: list[int] = field(default_factory=list)
     """Number of categories of each identity attribute (IdentityVocab order)."""
     numeric_dim: int = 0
+    """Numeric identity attributes (filled from the data)."""
     event_vocab_sizes: list[int] = field(default_factory=lambda: [len(v) for v in EVENT_VOCABS])
     """Sizes of the event source_type, channel and framing vocabularies."""
+    event_features: list[str] = field(default_factory=lambda: list(EVENT_FEATURES))
+    """The numeric event features the student reads, in order (its input width): always the
+    code's `EVENT_FEATURES`, recorded so that a checkpoint trained on others is refused by name."""
     num_edge_types: int = len(EDGE_TYPES) + 1
+    """Tie types of the graph attention (the graph's edge types, and self loops as their own)."""
     expression_noise: float = 0.1
     """Std of the noise added to the broadcast expression in training (a lossy channel)."""
     dropout: float = 0.0
+    """Dropout of the graph attention."""
     graph: bool = True
     """False: no graph attention (the identity-only baseline: agents never hear each other)."""
     agent_noise: int = 16
@@ -70,6 +90,20 @@ class StudentConfig:
 
     def __post_init__(self) -> None:
         assert self.dim % self.heads == 0, f"dim {self.dim} must be divisible by heads {self.heads}"
+        if list(self.event_features) != list(EVENT_FEATURES):
+            raise ValueError(f"event_features {list(self.event_features)}: this version of lsm reads the event features "
+                             f"{list(EVENT_FEATURES)} (society.scenario.EVENT_FEATURES); they are not a setting")
+
+    @classmethod
+    def from_preset(cls, preset: str | Path = "small", **changes: Any) -> "StudentConfig":
+        """The student of a training preset (`model.student` of `configs/train/NAME.yaml`, a
+        shipped name or a path) with `changes` applied: how `lsm recovery` and the benchmark size
+        their student without restating it (a bad block is one `ConfigError`)."""
+        path = resolve_config(preset, "train")
+        data = read_yaml(path, kind="training config")
+        model = data.get("model") if isinstance(data, dict) else None
+        block = model.get("student") if isinstance(model, dict) else None
+        return from_dict(cls, {**(block or {}), **changes}, source=f"{path} (model.student)", kind="student config")
 
 
 @dataclass
@@ -82,7 +116,7 @@ class TickInputs:
     edge_index: Tensor  # (2, E) row 0 sender j, row 1 receiver i (self loops added by the model)
     edge_type: Tensor  # (E,) long
     event_cat: Tensor  # (Ev, 3) long: source_type, channel, framing
-    event_num: Tensor  # (Ev, 2): valence, credibility
+    event_num: Tensor  # (Ev, F): the numeric event features, `EVENT_FEATURES` order
     event_emb: Tensor  # (Ev, T)
     exposure: Tensor  # (2, V) row 0 agent, row 1 event
     action_emb: Tensor  # (A, T) sentence embeddings of the action texts (name: description, or a bin range)
@@ -188,7 +222,7 @@ class SocietyModel(nn.Module):
         self.drawn_proj = nn.Linear(D, D)  # the last drawn action's key -> the agent's token
         self.msg_proj = nn.Linear(cfg.expression_dim + 1, D)  # broadcast = [expression, stance]
         self.ev_cat = nn.ModuleList(nn.Embedding(k, D) for k in cfg.event_vocab_sizes)
-        self.ev_num = nn.Linear(2, D)
+        self.ev_num = nn.Linear(len(cfg.event_features), D)
         self.ev_text = nn.Linear(T, D)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.read_q = nn.Linear(D, cfg.slot_dim)

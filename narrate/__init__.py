@@ -1,1 +1,2 @@
-"""lsm.narrate (see DESIGN.md; built by later issues)."""
+"""Grounded first-person narratives and interviews of one agent from its record
+(`lsm narrate`; docs/design.md §9)."""

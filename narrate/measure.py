@@ -9,15 +9,16 @@ import json
 
 import numpy as np
 
+from lsm.config import load_config, resolve_config
+from lsm.data_gen.teacher.config import TeacherConfig, make_backend
+from lsm.model.checkpoint import load_checkpoint
+from lsm.narrate.narrator import narrate
+from lsm.probes.readout import agent_readout
+
 QUESTION = "Why did you decide as you did in the last tick?"
 
 
 def main(argv: list[str] | None = None) -> None:
-    from lsm.config import load_config, resolve_config
-    from lsm.data_gen.teacher.config import TeacherConfig, make_backend
-    from lsm.model.checkpoint import load_checkpoint
-    from lsm.narrate.narrator import narrate
-    from lsm.probes.readout import agent_readout
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ckpt", required=True)

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from lsm.narrate.grounding import GroundingIssue, check_grounding
+from lsm.society import seeds
 
 SYSTEM = ("You are {name}, a person in a social simulation. Speak in the first person as {name}. Use only the facts "
           "in your record below: do not invent events, people or numbers. When you say what you did or saw, name the "
@@ -75,7 +76,7 @@ def narrate(record, backend, question: str | None = None, attempts: int = 3, see
     Narratives are *scaffolded*: for each tick the facts are written from the record ("In
     tick 2, I decided to wait") and the LLM continues with the reason ("because ..."), one
     sentence per tick, all ticks in one batched call. A small model cannot keep free-form
-    prose faithful (SmolLM2-135M, FINDINGS §1), but it can explain a given fact; and the
+    prose faithful (SmolLM2-135M; docs/results.md#narration), but it can explain a given fact; and the
     reasons are checked like everything else: a sentence that names another tick, decision or
     an unknown number is regenerated (new seed), up to `attempts`, then flagged.
     Interview answers are free text (`max_tokens` × 2), checked and regenerated the same way.
@@ -89,7 +90,8 @@ def narrate(record, backend, question: str | None = None, attempts: int = 3, see
         text, issues = "", []
         conv = base
         for attempt in range(1, attempts + 1):
-            text = backend.generate([conv], temperature=temperature, seed=seed + attempt, max_tokens=2 * max_tokens)[0].text.strip()
+            call_seed = seeds.int_seed(seed, seeds.Stream.INTERVIEW, attempt, bits=31)
+            text = backend.generate([conv], temperature=temperature, seed=call_seed, max_tokens=2 * max_tokens)[0].text.strip()
             issues = check_grounding(text, record)
             if not issues:
                 return Narration(record.agent, record.name, text, True, [], attempt, time.perf_counter() - t0, question)
@@ -106,8 +108,8 @@ def narrate(record, backend, question: str | None = None, attempts: int = 3, see
         if not todo:
             break
         used = attempt
-        gens = backend.generate([base + [{"role": "assistant", "content": prefixes[k]}] for k in todo],
-                                temperature=temperature, seed=seed + 97 * attempt, max_tokens=max_tokens)
+        gens = backend.generate([base + [{"role": "assistant", "content": prefixes[k]}] for k in todo], temperature=temperature,
+                                seed=seeds.int_seed(seed, seeds.Stream.NARRATION, attempt, bits=31), max_tokens=max_tokens)
         for k, g in zip(todo, gens):
             reason = _first_sentence(g.text)
             candidate = f"{prefixes[k]} {reason}." if reason else f"{prefixes[k].rsplit(' because', 1)[0]}."

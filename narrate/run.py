@@ -5,8 +5,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from lsm.config import UsageError, resolve_config
-from lsm.narrate.narrator import Narration
+
+from lsm.config import UsageError, load_config, resolve_config
+from lsm.data_gen.teacher.config import TeacherConfig, make_backend
+from lsm.model.checkpoint import load_checkpoint
+from lsm.narrate.narrator import Narration, narrate
+from lsm.probes.readout import agent_readout
+from lsm.society.store import TraceFile, read_configs
 from lsm.transcript import Echo, Transcript
 
 
@@ -44,7 +49,6 @@ def choose_agents(rollout: str | Path, agent: str | int | None = None, cluster: 
     """Agent ids of a rollout: given (`"3,7"`), or up to `limit` of one reasoning-profile cluster
     (from the report folder, default `<rollout without .h5>_report`), or up to `limit` whose
     final decision differs in the counterfactual rollout `flipped` (possibly none)."""
-    from lsm.society.store import TraceFile
 
     rollout = str(rollout)
     with TraceFile(rollout) as tf:
@@ -76,12 +80,6 @@ def run_narrate(rollout: str | Path, agent: str | int | None = None, ticks: str 
     """Narratives (or, with `ask`, interview answers) of the chosen agents (`choose_agents`) over
     the tick span `ticks` (`"A:B"`), each checked against the agent's record; with `out`, the
     markdown is also written there. `echo` receives each narration as soon as it is written."""
-    from lsm.config import load_config
-    from lsm.society.store import TraceFile, read_configs
-    from lsm.data_gen.teacher.config import TeacherConfig, make_backend
-    from lsm.model.checkpoint import load_checkpoint
-    from lsm.narrate.narrator import narrate
-    from lsm.probes.readout import agent_readout
 
     say = Transcript(echo)
     with TraceFile(rollout) as tf:

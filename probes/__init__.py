@@ -1,1 +1,2 @@
-"""lsm.probes (see DESIGN.md; built by later issues)."""
+"""Linear probes of the student's state, the axis-recovery report and one agent's readout
+(`lsm probe`; docs/design.md §9)."""

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lsm.society import seeds
+
 
 @dataclass
 class ProbeResult:
@@ -41,7 +43,7 @@ class ProbeResult:
 def split_by_agent(agents: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Boolean masks (train, test) over rows, whole agents on one side."""
     ids = np.unique(agents)
-    rng = np.random.default_rng(seed)
+    rng = seeds.rng(seed, seeds.Stream.PROBE_SPLIT)
     test_ids = rng.choice(ids, size=max(1, int(round(len(ids) * test_fraction))), replace=False)
     test = np.isin(agents, test_ids)
     return ~test, test
@@ -88,7 +90,7 @@ def fit_probe(x: np.ndarray, y: np.ndarray, agents: np.ndarray, kind: str, targe
     mu, sd = x[train].mean(0), x[train].std(0)
     sd = np.where(sd > 1e-9, sd, 1.0)
     xs = (x - mu) / sd
-    rng = np.random.default_rng(seed + 1)
+    rng = seeds.rng(seed, seeds.Stream.PROBE_SHUFFLE)
     y_shuf = y[train][rng.permutation(train.sum())]
     g = agents[train]
     if kind == "classification":

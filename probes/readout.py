@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lsm.infer.rollout import rollout_from_file
+from lsm.society.store import TraceFile
 from lsm.society.world.graph import EDGE_TYPES
 
 SELF = "self"
@@ -55,8 +57,6 @@ class AgentReadout:
 
 
 def agent_readout(student, rollout_path: str | Path, agent: int, ticks: range | None = None) -> AgentReadout:
-    from lsm.society.store import TraceFile
-    from lsm.infer.rollout import rollout_from_file
 
     r = rollout_from_file(student, rollout_path)
     if not 0 <= agent < r.n:

@@ -18,17 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
-from lsm.society.store import TraceFile
+from lsm.config import UsageError
+from lsm.infer.rollout import missing_fields
 from lsm.probes.features import TEXT_FEATURES, label_texts
 from lsm.probes.linear import ProbeResult, fit_probe
+from lsm.society.store import TraceFile
+from lsm.train.data import load_episode
+from lsm.train.evaluate import unroll
 
 SOURCES = ("latent", "channels", "memory")
 
 
 def replay_trace(student, trace: str | Path) -> dict[str, np.ndarray]:
     """The student run on a teacher trace's inputs: (T, N, ·) latent, channels, memory."""
-    from lsm.train.data import load_episode
-    from lsm.train.evaluate import unroll
 
     states = [state for state, _ in unroll(student.model.eval(), load_episode(trace, identity=student.identity))]
     return {k: np.stack([getattr(st, k).numpy() for st in states]).astype(np.float32) for k in SOURCES}
@@ -49,8 +51,6 @@ def identity_targets(pop, ticks: int) -> dict[str, tuple[str, np.ndarray]]:
 
 def axis_recovery(student, rollout: str | Path, teacher: str | Path | None = None, seed: int = 0) -> list[ProbeResult]:
     results: list[ProbeResult] = []
-    from lsm.config import UsageError
-    from lsm.infer.rollout import missing_fields
 
     with TraceFile(rollout) as tf:
         ask = missing_fields(tf.fields, {"latent": "latent", "memory": "memory"}, rollout, "lsm probe")

@@ -5,8 +5,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lsm.config import UsageError
+from lsm.model.checkpoint import load_checkpoint
 from lsm.probes.linear import ProbeResult
-from lsm.probes.readout import AgentReadout
+from lsm.probes.readout import AgentReadout, agent_readout
+from lsm.probes.report import axis_recovery, write_probe_report
+from lsm.society.store import TraceFile
 
 
 @dataclass
@@ -21,7 +24,6 @@ class ProbeRun:
 def most_changing_agent(rollout: str | Path) -> int:
     """The first agent whose decision changed most often over the rollout (0 for one tick)."""
     import numpy as np
-    from lsm.society.store import TraceFile
 
     with TraceFile(rollout) as tf:
         d = tf.array("decision")
@@ -34,9 +36,6 @@ def run_probe(ckpt: str | Path, rollout: str | Path, out: str | Path = "probe_re
     trace of the same world, the teacher's channels, decisions and reasoning features); read out
     `agent` (default: `most_changing_agent`); write `report.md`, `axis_recovery.png` and
     `probes.json` to `out`. An agent the rollout cannot replay raises `UsageError`."""
-    from lsm.model.checkpoint import load_checkpoint
-    from lsm.probes.readout import agent_readout
-    from lsm.probes.report import axis_recovery, write_probe_report
 
     student = load_checkpoint(ckpt)
     results = axis_recovery(student, rollout, teacher, seed)

@@ -21,6 +21,13 @@ from typing import Any, Callable
 import yaml
 
 from lsm.config import read_yaml, resolve_config
+from lsm.data_gen.gen import generate
+from lsm.data_gen.make_world import make_world
+from lsm.model.society import StudentConfig
+from lsm.recovery.metrics import measure
+from lsm.society import seeds
+from lsm.train.datamodule import TraceDataModule
+from lsm.train.module import DistillModule
 
 HELD_OUT_SEED, TRAIN_SEED = 2, 1
 """World seeds: the held-out world is never trained on."""
@@ -44,8 +51,14 @@ class RecoveryConfig:
     uniformly in 0.1..1 (seeded): with one scenario, an event's credibility is one number per
     event, confounded with its text, and its effect cannot be learned."""
     seed: int = 0
+    preset: str = "small"
+    """The training preset (a shipped name or a path) whose student is trained: its `model.student`
+    block (`StudentConfig`, the one definition of the student's size; `small`: the reference size
+    on a CPU). The training knobs are `DistillModule`'s defaults, with `training` applied."""
     student: dict[str, Any] = field(default_factory=dict)
-    """Overrides of the student's hyperparameters (`DistillModule` arguments), e.g. {"agent_noise": 0}."""
+    """Overrides of the preset's student (`StudentConfig` fields), e.g. {"agent_noise": 0}."""
+    training: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the training knobs (`DistillModule` arguments besides `student`), e.g. {"bptt": 8}."""
 
 
 class Steps:
@@ -83,31 +96,28 @@ def scenario_variant(sc_path: Path, out: Path, edit: Callable[[dict], None]) -> 
 
 def jitter_credibility(data: dict, seed: int) -> None:
     """Draw every event's credibility uniformly in 0.1..1 (a scenario variant for training)."""
-    import numpy as np
-
-    rng = np.random.default_rng([seed, 4242])
+    rng = seeds.rng(seed, seeds.Stream.CREDIBILITY_JITTER)
     for ev in data.get("events", []):
         ev["credibility"] = round(float(rng.uniform(0.1, 1.0)), 3)
 
 
-def train_student(train_files: list[Path], out: Path, epochs: int, max_agents: int, seed: int, **hparams: Any) -> float:
-    """Train a student (Lightning) on planted traces and save `out` (a checkpoint with everything
-    a rollout needs). Returns seconds per epoch."""
+def train_student(train_files: list[Path], out: Path, epochs: int, max_agents: int, seed: int, student: StudentConfig,
+                  **training: Any) -> float:
+    """Train `student` (Lightning; `training`: `DistillModule`'s training knobs) on planted traces
+    and save `out` (a checkpoint with everything a rollout needs). Returns seconds per epoch."""
     import logging
     import warnings
 
     import lightning as L
 
-    from lsm.train.datamodule import TraceDataModule
 
     for name in ("lightning.pytorch", "lightning.fabric"):  # one line per step is what this command prints
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module="lightning")
-    from lsm.train.module import DistillModule
 
     L.seed_everything(seed, verbose=False)
     dm = TraceDataModule([str(p) for p in train_files], max_agents=max_agents, seed=seed)
-    module = DistillModule(**{"dim": 64, "heads": 4, "layers": 2, "teacher_forcing_epochs": 2, "seed": seed, **hparams})
+    module = DistillModule(student, seed=seed, **training)
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, deterministic=True, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, num_sanity_val_steps=0)
@@ -121,9 +131,6 @@ def train_student(train_files: list[Path], out: Path, epochs: int, max_agents: i
 
 def run_recovery(out_dir: str | Path, cfg: RecoveryConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Every size in `cfg.agents`; returns `{"rows": [per-size results], **the largest size's results}`."""
-    from lsm.data_gen.gen import generate
-    from lsm.data_gen.make_world import make_world
-    from lsm.recovery.metrics import measure
 
     out = Path(out_dir)
     step = Steps(say)
@@ -160,12 +167,13 @@ def run_recovery(out_dir: str | Path, cfg: RecoveryConfig, say: Callable[[str], 
         timing: dict[str, float] = {}
         ckpt = {}
         for name, files, extra in (("student", [tr["planted"], *variants], {}),
-                                   ("identity_mlp", [tr["planted"], *variants], {"graph_attention": False}),
+                                   ("identity_mlp", [tr["planted"], *variants], {"graph": False}),
                                    ("null_student", [tr["null"]], {})):
             p = out / f"students/{name}_n{n}/last.ckpt"
 
             def fit(p=p, files=files, extra=extra):
-                per_epoch = train_student(files, p, cfg.epochs, cfg.max_agents, cfg.seed, **{**cfg.student, **extra})
+                student = StudentConfig.from_preset(cfg.preset, **{**cfg.student, **extra})
+                per_epoch = train_student(files, p, cfg.epochs, cfg.max_agents, cfg.seed, student, **cfg.training)
                 p.with_name("seconds_per_epoch.json").write_text(json.dumps(per_epoch))
 
             ckpt[name] = step(f"train {name} ({cfg.epochs} epochs)", p, fit)

@@ -10,8 +10,9 @@
 - Persistence: the drop in P(the drawn action) when the last draw is forgotten.
 - Decision KL(truth ‖ prediction) of the student, the identity-only model, and of the planted
   process against its own second noise seed (`truth_kl`).
-- Interventions (free-running rollouts, common random numbers): remove an event, halve an
-  event's credibility, sever household ties -- the change in the run's decision shares (over
+- Interventions (free-running rollouts, common random numbers; `INTERVENTIONS`, in the
+  intervention language): remove an event, halve an event's credibility, sever household ties
+  (removed from the world the student and the planted process both run on) -- the change in the run's decision shares (over
   every tick: in the planted process an event acts in the tick it is seen, so its effect on the
   final tick alone is mostly below the noise), relative error ‖Δstudent − Δtruth‖₁ / ‖Δtruth‖₁.
 - Rollout fidelity against the process's own floor (`infer.validate`: the same agents' random
@@ -29,11 +30,24 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from lsm.config import read_yaml
 
-from lsm.society.world.graph import EDGE_TYPES
+from lsm.config import load_config
+from lsm.data_gen.gen import generate
+from lsm.data_gen.planted.config import PlantedConfig
+from lsm.infer.report import RunView, shares
+from lsm.infer.rollout import Rollout, RolloutConfig
+from lsm.infer.validate import compare
+from lsm.model.checkpoint import load_checkpoint
 from lsm.recovery.truth import PlantedTrace
-from lsm.society import interventions as ab, stats
+from lsm.society import interventions as ab
+from lsm.society import stats
+from lsm.society.embed import persona_tensor
+from lsm.society.scenario import load_scenario
+from lsm.society.store import TraceFile
+from lsm.society.world import load_world, save_world
+from lsm.society.world.graph import EDGE_TYPES
+from lsm.train.data import load_episode
+from lsm.train.replay import replay
 
 MIN_ROWS = 30
 """Tie types shown in fewer agent-ticks of the held-out trace are left out of the influence slope."""
@@ -52,11 +66,15 @@ def _ci(x: tuple[float, float, float]) -> dict[str, float]:
 
 def table_edits(types_present: list[int]) -> dict[str, ab.TableEdit]:
     """Every shown-table edit measured, by name (the same edits for the student and the truth)."""
-    edits: dict[str, ab.TableEdit] = {"no_messages": ab.no_messages, "shuffled": ab.shuffled_senders(0),
-                                      "opposite": ab.opposite_stance}
+    specs = {"no_messages": "messages=none", "shuffled": "messages=shuffled", "opposite": "messages=opposite"}
     for ty in types_present:
         for sign in (1, -1):
-            edits[f"strong_{ty}_{sign}"] = ab.strong_neighbor(ty, sign)
+            specs[f"strong_{ty}_{sign}"] = f"messages=strong:{EDGE_TYPES[ty]}:{sign:+d}"
+    edits: dict[str, ab.TableEdit] = {}
+    for name, spec in specs.items():  # in the intervention language: a `messages` edit is a shown-table edit
+        table = ab.apply(ab.parse(spec, f"recovery ablation {name}")).perception
+        assert table is not None
+        edits[name] = table
     return edits
 
 
@@ -82,7 +100,6 @@ def _truth(tr: PlantedTrace, tables: dict[str, ab.TableEdit]) -> dict[str, np.nd
 
 def paired_ablations(student, ep, tr: PlantedTrace, samples: int) -> dict[str, Any]:
     """Student and truth under every edit, on the held-out planted trace."""
-    from lsm.train.replay import replay
 
     T, N = tr.shown.shape[:2]
     counts = {ty: int(sum(ab.rows_with_type(tr.shown[t], tr.types[t], ty).sum() for t in range(1, T))) for ty in range(len(EDGE_TYPES))}
@@ -145,14 +162,12 @@ KL_SAMPLES = 8
 
 def replay_kl(model, ep, tr: PlantedTrace) -> float:
     """Mean KL(truth ‖ the model's distribution averaged over `KL_SAMPLES` latent draws) per agent-tick."""
-    from lsm.train.replay import replay
 
     probs = replay(model, ep, samples=KL_SAMPLES if model.cfg.agent_noise else 1)["factual"]["probs"].numpy().mean(0)
     return float(_kl(tr.decision_dist, probs).mean())
 
 
 def null_tv(model, ep, samples: int) -> dict[str, float]:
-    from lsm.train.replay import replay
 
     res = replay(model, ep, {"no_messages": ab.as_edit(ab.no_messages, ep.targets["stance"])}, samples=samples)
     tv = stats.paired_tv(res["factual"]["probs"].numpy(), res["no_messages"]["probs"].numpy()).mean(0)[1:]
@@ -161,7 +176,6 @@ def null_tv(model, ep, samples: int) -> dict[str, float]:
 
 def run_shares(path: Path) -> np.ndarray:
     """(A,) decision shares over every agent-tick of a run (the run's average share per action)."""
-    from lsm.infer.report import RunView, shares
 
     v = RunView.read(path)
     return shares(v.decision.reshape(1, -1), v.valid.reshape(1, -1), len(v.actions))[0]
@@ -169,9 +183,6 @@ def run_shares(path: Path) -> np.ndarray:
 
 def measure(ckpt: dict[str, Path], held: Path, sc_path: Path, held_tr: dict[str, Path], planted_cfg: Path, rollouts: Path,
             cfg, say: Callable[[str], None]) -> dict[str, Any]:
-    from lsm.society.store import TraceFile
-    from lsm.model.checkpoint import load_checkpoint
-    from lsm.train.data import load_episode
 
     student = load_checkpoint(ckpt["student"])
     tr = PlantedTrace.read(held_tr["planted_s0"])
@@ -190,60 +201,62 @@ def measure(ckpt: dict[str, Path], held: Path, sc_path: Path, held_tr: dict[str,
     return out
 
 
+INTERVENTIONS = {
+    "remove_event_0": "events[0]=removed",
+    "halve_credibility_event_2": "events[2].credibility*=0.5",
+    "sever_household": "sever=household",
+}
+"""The interventions measured on free-running rollouts, in the intervention language
+(`society.interventions`): each is applied to the held-out scenario and world, for the student and
+the planted process alike (`sever` removes the ties from the world both run on)."""
+
+
+def intervention_inputs(spec: str, sc_path: Path, world, source: str = "recovery intervention") -> ab.Edited:
+    """The scenario and world an intervention runs on: `spec` (the compact form) applied to the
+    held-out scenario file and world."""
+
+    return ab.apply(ab.parse(spec, source), scenario=load_scenario(sc_path), world=world, source=source)
+
+
 def interventions_and_fidelity(student, held: Path, sc_path: Path, held_tr: dict[str, Path], planted_cfg: Path, rollouts: Path,
                                say: Callable[[str], None]) -> dict[str, Any]:
-    from lsm.society.embed import persona_tensor
-    from lsm.data_gen.gen import generate
-    from lsm.society.scenario import load_scenario
-    from lsm.society.world import load_world
-    from lsm.infer.report import RunView
-    from lsm.infer.rollout import Rollout, RolloutConfig
-    from lsm.infer.validate import compare
-    from lsm.recovery.experiment import planted_variant, scenario_variant
 
-    pc = read_yaml(planted_cfg, kind="planted society config")
-    weights = dict(pc.get("neighbor_weights") or {}) or None
+    rule = load_config(PlantedConfig, planted_cfg, kind="planted society config").neighbors
     rollouts.mkdir(parents=True, exist_ok=True)
     world = load_world(held)
     persona = persona_tensor(world.population)  # (N, T)
 
-    def rollout(name: str, scenario: Path, sever: bool = False) -> Path:
+    def rollout(name: str, ed: ab.Edited | None = None, world_file: Path = held) -> Path:
         p = rollouts / f"student_{name}.h5"
         if not p.exists():
-            rc = RolloutConfig(seed=0, neighbors=int(pc.get("neighbors", 4)), vary_neighbors=bool(pc.get("vary_neighbors", True)))
-            if weights:
-                rc.neighbor_weights = dict(weights)
-            if sever:
-                rc.neighbor_weights = {**rc.neighbor_weights, "household": 0.0}
-            Rollout(student, world, load_scenario(scenario), rc, persona, scenario_source=str(scenario)).run(
-                p, world_file=held, scenario_yaml=scenario.read_text())
+            sc, w = (load_scenario(sc_path), world) if ed is None else (ed.scenario, ed.world)
+            assert sc is not None and w is not None
+            Rollout(student, w, sc, RolloutConfig(seed=0, neighbors=rule), persona, scenario_source=str(sc_path),
+                    interventions=None if ed is None else ed.interventions).run(
+                p, world_file=world_file, scenario_yaml=sc_path.read_text() if ed is None else ed.scenario_yaml)
         return p
 
-    def planted(name: str, scenario: Path, conf: Path) -> Path:
+    def planted(name: str, scenario: Path, world_file: Path) -> Path:
         p = rollouts / f"planted_{name}.h5"
         if not p.exists():
-            generate(held, scenario, conf, 0, p, llm_seed=0, quiet=True)
+            generate(world_file, scenario, planted_cfg, 0, p, llm_seed=0, quiet=True)
         return p
 
-    def drop_event(d: dict) -> None:
-        del d["events"][0]
-
-    def halve(d: dict) -> None:
-        d["events"][2]["credibility"] = d["events"][2]["credibility"] / 2
-
-    variants = {
-        "remove_event_0": (scenario_variant(sc_path, rollouts / "sc_remove_event_0.yaml", drop_event), planted_cfg, False),
-        "halve_credibility_event_2": (scenario_variant(sc_path, rollouts / "sc_halve_event_2.yaml", halve), planted_cfg, False),
-        "sever_household": (sc_path, planted_variant(planted_cfg, rollouts / "planted_sever_household.yaml",
-                                                     neighbor_weights={**(weights or _default_weights()), "household": 0.0}), True),
-    }
-    base_s, base_t = run_shares(rollout("base", sc_path)), run_shares(held_tr["planted_s0"])
+    base_s, base_t = run_shares(rollout("base")), run_shares(held_tr["planted_s0"])
     interventions = {}
-    for name, (scen, conf, sever) in variants.items():
-        ds = run_shares(rollout(name, scen, sever)) - base_s
-        dt = run_shares(planted(name, scen, conf)) - base_t
+    for name, spec in INTERVENTIONS.items():
+        ed = intervention_inputs(spec, sc_path, world, source=f"recovery intervention {name}")
+        sc_file, world_file = rollouts / f"sc_{name}.yaml", held
+        sc_file.write_text(ed.scenario_yaml)
+        assert ed.world is not None
+        if ed.world is not world:  # the planted process and the rollout file read the edited world from a file
+            world_file = rollouts / f"world_{name}.h5"
+            if not world_file.exists():
+                save_world(ed.world, world_file)
+        ds = run_shares(rollout(name, ed, world_file)) - base_s
+        dt = run_shares(planted(name, sc_file, world_file)) - base_t
         rel = float(np.abs(ds - dt).sum() / max(np.abs(dt).sum(), 1e-9))
-        interventions[name] = {"student_delta": ds.tolist(), "truth_delta": dt.tolist(), "rel_error": rel}
+        interventions[name] = {"intervention": spec, "student_delta": ds.tolist(), "truth_delta": dt.tolist(), "rel_error": rel}
     ref, rep, stu = RunView.read(held_tr["planted_s0"]), RunView.read(held_tr["planted_s1"]), RunView.read(rollouts / "student_base.h5")
     s, f = compare(ref, stu), compare(ref, rep)
     ratio = lambda k, f=f: s[k] / f[k] if f[k] and not math.isnan(f[k]) else float("nan")  # noqa: E731
@@ -259,8 +272,3 @@ def interventions_and_fidelity(student, held: Path, sc_path: Path, held_tr: dict
             "channel_sd_ratio": float((sd_s / np.maximum(sd_t, 1e-9)).mean()),
             "tail_survival_min": s["tail_survival_min"]}
 
-
-def _default_weights() -> dict[str, float]:
-    from lsm.society.loop.neighbors import default_neighbor_weights
-
-    return default_neighbor_weights()

@@ -23,9 +23,9 @@ GOALS: dict[str, Goal] = {
     "identity_mlp_kl": ("–", lambda v, r: True),
     "truth_kl": ("–", lambda v, r: True),
 }
-"""The issue's goals at 10,000 training agents; `met` is reported for every size. `truth_kl` scores
-the process against another draw of its own per-tick noise, so a student predicting the
-distribution given what is observable can be *below* it: that counts as met."""
+"""The goals at 10,000 training agents (docs/recovery.md#what-is-measured); `met` is reported for
+every size. `truth_kl` scores the process against another draw of its own per-tick noise, so a
+student predicting the distribution given what is observable can be *below* it: that counts as met."""
 
 
 def _fmt(v: Any) -> str:

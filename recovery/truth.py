@@ -19,8 +19,8 @@ import numpy as np
 from lsm.config import from_dict
 from lsm.data_gen.planted.config import PlantedConfig
 from lsm.data_gen.planted.policy import PlantedSociety
-from lsm.society.store import TraceFile
 from lsm.society.interventions import TableEdit
+from lsm.society.store import TraceFile
 
 
 @dataclass
@@ -46,7 +46,7 @@ class PlantedTrace:
             pop, graph = tf.world()
             seeds = tf.seeds
             society = PlantedSociety(cfg, tf.scenario, pop, graph, int(seeds["teacher"]), int(seeds["llm"]))
-            push = {int(r["uid"]): society.push(float(r["valence"]), float(r["credibility"]), str(r["source_type"]), str(r["framing"]))
+            push = {int(r["uid"]): society.push(r, str(r["source_type"]), str(r["framing"]))
                     for r in tf.events()}
             exposed = tf.array("exposed_events")  # (T, N, E) uids, -1 padded
             lut_keys = np.array(sorted(push), dtype=np.int64)

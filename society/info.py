@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lsm.society.interventions import from_yaml
 from lsm.society.store import TRACE_FIELDS, TraceFile, check_header, open_h5
 
 
@@ -18,6 +19,9 @@ def describe(file: str | Path) -> list[str]:
                  f"  seeds: {f.attrs.get('seeds', '{}')}",
                  f"  configs: {', '.join(k.split('.', 1)[1] for k in f.attrs if k.startswith('config.'))}",
                  f"  packages: {f.attrs.get('package_versions', '{}')}"]
+        if "config.interventions" in f.attrs:  # a what-if / counterfactual: the edits that made its scenario and world
+            edits = from_yaml(str(f.attrs["config.interventions"]), f"{file}:config.interventions")
+            lines.append(f"  interventions: {edits.describe()}")
         if kind == "world":
             lines.append(f"  agents: {int(f['population'].attrs['n']):,}, edges: {f['graph/edge_index'].shape[1]:,}")
             return lines

@@ -2,7 +2,7 @@
 
 A scenario YAML holds `ticks`, `tick_length`, a free-text `context`, the decision `question`,
 the `actions` (categorical options, or a numeric range cut into bins), the anchored
-`channels` (default: the 8 of DESIGN §3), scheduled `events`, and endogenous `triggers` that
+`channels` (default: the 8 of docs/design.md §3), scheduled `events`, and endogenous `triggers` that
 inject an event at the next tick when a condition on the population's state holds. Loading
 validates everything and raises one `ScenarioError` naming the file, each bad field, its value
 and what was expected. `dynamics.py` runs the schedule (shared by teacher and student).
@@ -10,16 +10,27 @@ and what was expected. `dynamics.py` runs the schedule (shared by teacher and st
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Literal, get_args
 
 import numpy as np
 
 from lsm.config import Checked, ConfigError, Problem, from_dict, load_config
-from lsm.limits import (MAX_CHANNELS, MAX_CONTEXT_CHARS, MAX_EVENT_TEXT_CHARS, MAX_SCHEDULED_EVENTS, MAX_SCHEDULED_PER_TICK,
-                        MAX_LABEL_CHARS, MAX_OPTIONS, MAX_QUESTION_CHARS, MAX_TICKS, MAX_TRIGGERS, label_problem,
-                        name_problem)
+from lsm.limits import (
+    MAX_CHANNELS,
+    MAX_CONTEXT_CHARS,
+    MAX_EVENT_TEXT_CHARS,
+    MAX_LABEL_CHARS,
+    MAX_OPTIONS,
+    MAX_QUESTION_CHARS,
+    MAX_SCHEDULED_EVENTS,
+    MAX_SCHEDULED_PER_TICK,
+    MAX_TICKS,
+    MAX_TRIGGERS,
+    label_problem,
+    name_problem,
+)
 
 SourceType = Literal["government", "media", "scientist", "corporation", "influencer", "peer", "ngo", "religious_leader", "other"]
 MediaChannel = Literal["tv", "newspaper", "radio", "social_media", "online_news", "word_of_mouth", "official_letter", "billboard", "email", "other"]
@@ -180,6 +191,17 @@ class Exposure(Checked):
                 yield f"followers_of[{j}]", outlet, bad
 
 
+def event_feature(lo: float, hi: float, default: float | None = None) -> Any:
+    """Declares a numeric event feature: a float field of `Event` in [lo, hi] (checked on load)
+    that traces store as an `events/` column and the student reads (`EVENT_FEATURES`). Adding
+    one here is all the store, the student's features and its input width need; a checkpoint
+    records the features it was trained on and is refused by code with others. With a `default`
+    (a new feature, declared after the fields with defaults), scenario files may omit it and
+    traces written before it existed read it as that default."""
+    meta = {"event_feature": (lo, hi)}
+    return field(metadata=meta) if default is None else field(default=default, metadata=meta)
+
+
 @dataclass
 class Event(Checked):
     """Information reaching (part of) the population at one tick."""
@@ -189,9 +211,9 @@ class Event(Checked):
     source_type: SourceType
     channel: MediaChannel
     framing: Framing
-    valence: float
+    valence: float = event_feature(-1, 1)
     """-1 (strongly against the target behaviour) .. +1 (strongly for)."""
-    credibility: float
+    credibility: float = event_feature(0, 1)
     """0 .. 1: how credible the source is presented as."""
     tick: int | None = None
     """When it happens (0-based). Omitted for events emitted by a trigger."""
@@ -201,12 +223,27 @@ class Event(Checked):
     text_limits: ClassVar[dict[str, int]] = {"text": MAX_EVENT_TEXT_CHARS, "source": MAX_LABEL_CHARS}
 
     def check(self) -> Iterable[tuple[str, Any, str]]:
-        if not -1 <= self.valence <= 1:
-            yield "valence", self.valence, "a number between -1 and 1"
-        if not 0 <= self.credibility <= 1:
-            yield "credibility", self.credibility, "a number between 0 and 1"
+        for name, (lo, hi) in EVENT_FEATURE_RANGES.items():
+            if not lo <= getattr(self, name) <= hi:
+                yield name, getattr(self, name), f"a number between {lo:g} and {hi:g}"
         if not self.text.strip():
             yield "text", self.text, "a non-empty text"
+
+
+EVENT_FEATURE_RANGES: dict[str, tuple[float, float]] = {f.name: f.metadata["event_feature"] for f in fields(Event)
+                                                       if "event_feature" in f.metadata}
+EVENT_FEATURES: tuple[str, ...] = tuple(EVENT_FEATURE_RANGES)
+"""The numeric event features, in the order the student reads them (its `event_num` columns):
+every `Event` field declared with `event_feature`. The one list the store (`events/` columns),
+the student's features and input width, the planted society and the explorer read."""
+EVENT_FEATURE_DEFAULTS: dict[str, float] = {f.name: f.default for f in fields(Event)
+                                            if "event_feature" in f.metadata and isinstance(f.default, (int, float))}
+"""The features declared with a default: what a trace written before them reads."""
+
+
+def event_features(ev: Event) -> dict[str, float]:
+    """An event's numeric features by name (`EVENT_FEATURES` order)."""
+    return {name: float(getattr(ev, name)) for name in EVENT_FEATURES}
 
 
 Metric = Literal["action_share", "mean_decision", "median_decision", "channel_mean", "always"]
@@ -292,7 +329,7 @@ class Scenario(Checked):
     actions: ActionSpace
     description: str = ""
     channels: Literal["default"] | list[Channel] = "default"
-    """The anchored channels; `default` is the 8-channel set of DESIGN §3."""
+    """The anchored channels; `default` is the 8-channel set of docs/design.md §3."""
     events: list[Event] = field(default_factory=list)
     triggers: list[Trigger] = field(default_factory=list)
     text_limits: ClassVar[dict[str, int]] = {"tick_length": MAX_LABEL_CHARS, "context": MAX_CONTEXT_CHARS,
@@ -417,7 +454,8 @@ def describe_event(ev: Event) -> str:
     src = f"{ev.source} ({ev.source_type})" if ev.source else ev.source_type
     text = ev.text.strip().replace("\n", " ")
     text = text if len(text) <= 110 else text[:107] + "..."
-    return f"{src} via {ev.channel}, {ev.framing}, valence {ev.valence:+.2f}, credibility {ev.credibility:.2f} -> {scope}\n      \"{text}\""
+    feats = ", ".join(f"{k} {v:+.2f}" if EVENT_FEATURE_RANGES[k][0] < 0 else f"{k} {v:.2f}" for k, v in event_features(ev).items())
+    return f"{src} via {ev.channel}, {ev.framing}, {feats} -> {scope}\n      \"{text}\""
 
 
 def describe_measure(m: Measure) -> str:

@@ -5,7 +5,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lsm.config import resolve_config
+from lsm.society.loop.events import EventSchedule
 from lsm.society.scenario import Scenario, check_against_world, load_scenario, timeline
+from lsm.society.world import load_world
 
 
 @dataclass
@@ -36,8 +38,6 @@ def preview_scenario(file: str | Path, world: str | Path | None = None, seed: in
     lines = [f"{path}: valid.", timeline(sc)]
     rows: list[Exposure] = []
     if world is not None:
-        from lsm.society.loop.events import EventSchedule
-        from lsm.society.world import load_world
 
         w = load_world(world)
         check_against_world(sc, w.population, w.graph, source=path)

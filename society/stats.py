@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lsm.society import seeds
+
 
 def paired_tv(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """(..., A) two distributions per row -> (...) total-variation distance ½ Σ |p - q|."""
@@ -26,11 +28,11 @@ def bootstrap(values: np.ndarray, agents: np.ndarray, other: np.ndarray | None =
 
     def est(w: np.ndarray) -> float:
         if per_o is not None:
-            return float((w @ per_v) / max(w @ per_o, 1e-12))
-        return float((w @ per_v) / max(w @ count, 1e-12))
+            return float(w @ per_v) / max(float(w @ per_o), 1e-12)
+        return float(w @ per_v) / max(float(w @ count), 1e-12)
 
     point = est(np.ones(len(ids)))
-    rng = np.random.default_rng(seed)
+    rng = seeds.rng(seed, seeds.Stream.BOOTSTRAP)
     draws = rng.multinomial(len(ids), np.full(len(ids), 1 / len(ids)), size=resamples).astype(np.float64)  # (B, agents)
     boot = np.array([est(w) for w in draws])
     lo, hi = np.percentile(boot, [2.5, 97.5])

@@ -1,4 +1,4 @@
-"""The HDF5 store: worlds, teacher traces and student rollouts (DESIGN §5).
+"""The HDF5 store: worlds, teacher traces and student rollouts (docs/design.md §5).
 
 One self-describing file per world / run. Root attributes: `schema_version`, `kind`
 (`world`, `teacher_trace`, `student_rollout`), `complete`, `ticks_complete`, seeds, package
@@ -24,6 +24,9 @@ from typing import Any, Iterable, Sequence
 import h5py
 import numpy as np
 import yaml
+
+from lsm.documents import parse_document
+from lsm.society.scenario import EVENT_FEATURE_DEFAULTS, EVENT_FEATURES, scenario_from_dict
 
 SCHEMA_VERSION = "1.0"
 KINDS = ("world", "teacher_trace", "student_rollout")
@@ -98,8 +101,9 @@ TRACE_FIELDS: dict[str, FieldSpec] = {f.name: f for f in [
 REQUIRED_FIELDS = ("channels", "decision", "stance", "salience", "exposed_events", "valid")
 EVENT_COLUMNS = {
     "uid": "int32", "tick": "int32", "origin": "str", "source": "str", "source_type": "str",
-    "channel": "str", "framing": "str", "valence": "float32", "credibility": "float32", "text": "str",
+    "channel": "str", "framing": "str", **{name: "float32" for name in EVENT_FEATURES}, "text": "str",
 }
+"""The `events/` table: one float32 column per numeric event feature (`EVENT_FEATURES`)."""
 
 
 def package_versions() -> dict[str, str]:
@@ -306,6 +310,8 @@ _COMPRESS = dict(compression="gzip", compression_opts=4, shuffle=True)
 
 def write_world_groups(f: h5py.File | h5py.Group, pop, graph) -> None:
     """Write `population/` and `graph/` groups."""
+    # here, not at the top: `lsm.society.world` imports this module (the world file is a store file)
+    from lsm.society.world.graph import EDGE_TYPES
     from lsm.society.world.population import IdentityVocab
 
     p = f.create_group("population")
@@ -330,8 +336,6 @@ def write_world_groups(f: h5py.File | h5py.Group, pop, graph) -> None:
     if pop.backstory_emb is not None:
         p.create_dataset("backstory_emb", data=np.asarray(pop.backstory_emb, dtype=np.float16), **_COMPRESS)
 
-    from lsm.society.world.graph import EDGE_TYPES
-
     g = f.create_group("graph")
     g.attrs["n"] = graph.n
     g.attrs["edge_types"] = json.dumps(list(EDGE_TYPES))
@@ -347,6 +351,7 @@ def write_world_groups(f: h5py.File | h5py.Group, pop, graph) -> None:
 
 def read_world_groups(f: h5py.File | h5py.Group):
     """(Population, SocialGraph) from the `population/` and `graph/` groups."""
+    # here, not at the top: `lsm.society.world` imports this module
     from lsm.society.world.graph import SocialGraph
     from lsm.society.world.population import Population
 
@@ -473,7 +478,7 @@ class TraceWriter:
             "uid": [e.uid for e in rows], "tick": [e.tick for e in rows], "origin": [e.origin for e in rows],
             "source": [e.event.source for e in rows], "source_type": [e.event.source_type for e in rows],
             "channel": [e.event.channel for e in rows], "framing": [e.event.framing for e in rows],
-            "valence": [e.event.valence for e in rows], "credibility": [e.event.credibility for e in rows],
+            **{name: [getattr(e.event, name) for e in rows] for name in EVENT_FEATURES},
             "text": [e.event.text for e in rows],
         }
         for col, vals in values.items():
@@ -578,9 +583,7 @@ class TraceFile:
 
     @property
     def scenario(self):
-        from lsm.society.scenario import scenario_from_dict
 
-        from lsm.documents import parse_document
 
         source = f"{self.path}:scenario"
         return scenario_from_dict(parse_document(str(self.f["scenario"].attrs["yaml"]), source, "scenario"), source=source)
@@ -591,7 +594,13 @@ class TraceFile:
 
     def events(self) -> list[dict[str, Any]]:
         ev = self.f["events"]
-        cols = {c: ev[c][()] for c in EVENT_COLUMNS}
+        lacking = [c for c in EVENT_COLUMNS if c not in ev and c not in EVENT_FEATURE_DEFAULTS]
+        if lacking:
+            raise StoreError(f"{self.path}: its events/ table has no column {', '.join(lacking)} (this lsm stores "
+                             f"{', '.join(EVENT_COLUMNS)}): it was written by a version of lsm with other event "
+                             "features; regenerate it with this one")
+        n = ev["uid"].shape[0]  # a feature declared after the file was written: its default
+        cols = {c: ev[c][()] if c in ev else np.full(n, EVENT_FEATURE_DEFAULTS[c], np.float32) for c in EVENT_COLUMNS}
         out = []
         for i in range(len(cols["uid"])):
             row = {c: (v[i].decode() if isinstance(v[i], bytes) else v[i].item() if hasattr(v[i], "item") else v[i]) for c, v in cols.items()}

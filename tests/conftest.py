@@ -102,3 +102,19 @@ def kill_after_tick():
         return journal
 
     return kill
+
+
+SLOW_FIXTURES = {"recovered", "demo_dir", "backend", "server", "kill_after_tick", "client", "browser"}
+"""Fixtures that load the embedded LLM, train a recovery student, run the demo, serve the explorer
+or kill and resume a run: a test that uses one is in the full lane (`make test`) only."""
+SLOW_MODULES = {"test_demo", "test_explore_browser", "test_backend_embedded", "test_backend_openai", "test_teacher",
+                "test_scoring", "test_gpu_smoke", "test_fuzz", "test_explore_api", "test_report_scale"}
+"""Modules whose every test is in the full lane (real LLM, browser, property fuzzing, large populations)."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the full lane's tests `slow`: `make check` runs the rest (`-m "not slow"`), `make test` all."""
+    for item in items:
+        module = Path(str(item.fspath)).stem
+        if module in SLOW_MODULES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -244,7 +244,7 @@ def test_gen_through_the_server_and_a_server_that_dies_mid_run(tmp_path):
     """`lsm gen` with the openai backend (answers fully generated under the JSON schema). Then kill
     `lsm serve` while `lsm gen` runs through it: gen ends with one paragraph naming the URL (exit
     2), the journal keeps the finished tick, and after a restart the same command completes a file
-    equal to the uninterrupted run's (issue 14)."""
+    equal to the uninterrupted run's."""
     import os
     import signal
 

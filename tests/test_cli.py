@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from lsm.cli import main
@@ -147,3 +148,115 @@ def test_info_on_a_student_rollout(trained, tmp_path, capsys):
     assert fields["latent"] == "(2, 60, 8)" and fields["memory"] == "(2, 60, 16)"
     assert len(fields) == 10 and all(shape.startswith("(2, 60") for shape in fields.values())
     assert "expression_emb" not in fields and "reasoning_emb" not in fields  # not asked for
+
+
+# --------------------------------------------------------------------------- one CLI vocabulary
+
+# Per command: the arguments its parse needs (positionals), and one option whose name has two
+# words with a value, as (hyphen spelling, underscore spelling, value); commands whose options are
+# all one word show the rewrite on jsonargparse's own `--print-config`.
+SPELLINGS = {
+    "world": ([], None), "scenario": (["vaccine_campaign"], None), "gen": ([], ("--llm-seed", "--llm_seed", "7")),
+    "sensitivity": (["t.h5"], None), "evaluate": ([], ("--held-out", "--held_out", "h.h5")),
+    "rollout": ([], ("--agent-chunk", "--agent_chunk", "99")), "validate": ([], None),
+    "bench": ([], ("--teacher-agents", "--teacher_agents", "3")), "demo": ([], None), "probe": ([], None),
+    "narrate": ([], None), "serve": ([], ("--batch-size", "--batch_size", "3")), "explore": (["x"], None),
+    "recovery": ([], ("--held-out-agents", "--held_out_agents", "77")), "info": (["x.h5"], None),
+}
+
+
+def _printed_config(args, capsys) -> str:
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--print_config"])
+    assert stop.value.code in (0, None)
+    return capsys.readouterr().out
+
+
+def test_every_command_is_in_the_spelling_table():
+    assert list(SPELLINGS) == SUBCOMMANDS
+
+
+@pytest.mark.parametrize("command", [*SUBCOMMANDS, "train"])
+def test_every_command_accepts_both_spellings_of_a_flag(command, capsys):
+    """`--teacher-agents 3` and `--teacher_agents 3` (and `--trainer.default-root-dir`, whose
+    rewrite `lsm train` used to skip) parse to the same config, holding the value."""
+    from lsm.config import CONFIG_ROOT
+
+    if command == "train":
+        head = ["train", "fit", "--config", str(CONFIG_ROOT / "train/debug.yaml")]
+        hyphen, underscore, value = "--trainer.default-root-dir", "--trainer.default_root_dir", "out/elsewhere"
+    else:
+        positionals, flag = SPELLINGS[command]
+        head = [command, *positionals]
+        if flag is None:  # the rewrite shown on the parser's own two-word option
+            with pytest.raises(SystemExit):
+                main([*head, "--print-config"])
+            assert capsys.readouterr().out == _printed_config(head, capsys)
+            return
+        hyphen, underscore, value = flag
+    a = _printed_config([*head, hyphen, value], capsys)
+    b = _printed_config([*head, f"{underscore}={value}"], capsys)
+    assert a == b and re.search(rf"^ *{underscore[2:].rpartition('.')[2]}: {re.escape(value)}$", a, re.M), a
+
+
+def test_old_spellings_work_one_release_with_a_deprecation_line(tmp_path, capsys):
+    """`--teacher` for a trace file (validate, probe), `--teacher-repeat` and evaluate's positional
+    checkpoint and traces still parse to the new options, each with one line on stderr; `--teacher`
+    where it is a teacher config (gen) is not touched."""
+    trace_a, trace_b = str(CORPUS / "vaccine_campaign_s0.h5"), str(CORPUS / "vaccine_campaign_s1.h5")
+    out = tmp_path / "v.json"
+    assert main(["validate", "--teacher", trace_a, "--teacher-repeat", trace_b, "--student", trace_b,
+                 "--json", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert printed.err.splitlines() == ["lsm validate: --teacher is deprecated for a trace file; use --reference",
+                                        "lsm validate: --teacher-repeat is deprecated for a trace file; use --repeat"]
+    assert "| decision_jsd_mean | lower |" in printed.out and out.is_file()
+    assert main(["validate", "--reference", trace_a, "--repeat", trace_b, "--student", trace_b]) == 0
+    assert capsys.readouterr().err == ""
+
+    cfg = yaml.safe_load(_printed_config(["probe", "--ckpt", "c", "--rollout", "r.h5", "--teacher=t.h5"], capsys))
+    assert cfg["reference"] == "t.h5"
+    cfg = yaml.safe_load(_printed_config(["evaluate", "runs/x", "a.h5,b.h5", "--mlp", "m"], capsys))
+    assert (cfg["ckpt"], cfg["held_out"], cfg["mlp"]) == ("runs/x", "a.h5,b.h5", "m")
+    _printed_config(["probe", "--teacher", "t.h5"], capsys)
+    with pytest.raises(SystemExit):
+        main(["evaluate", "runs/x", "a.h5", "--print_config"])
+    assert capsys.readouterr().err.splitlines() == [
+        "lsm evaluate: the checkpoint as a positional argument is deprecated; use --ckpt",
+        "lsm evaluate: the held-out traces as a positional argument is deprecated; use --held_out"]
+    with pytest.raises(SystemExit):
+        main(["gen", "--teacher", "debug", "--print_config"])
+    assert capsys.readouterr().err == ""
+
+
+def test_every_command_help_gives_each_flag_one_line():
+    """`lsm COMMAND --help`: a one-sentence summary and a description of every parameter."""
+    import inspect
+
+    from docstring_parser import parse
+
+    from lsm.cli import COMMANDS
+
+    for name, fn in COMMANDS.items():
+        doc = parse(fn.__doc__)
+        assert doc.short_description and doc.short_description.endswith((".", "?")), (name, doc.short_description)
+        described = {p.arg_name: p.description for p in doc.params}
+        for param in inspect.signature(fn).parameters:
+            assert described.get(param), f"lsm {name} --{param} has no help"
+            assert "\n\n" not in described[param], f"lsm {name} --{param}: more than one paragraph"
+
+
+def test_lsm_train_default_root_dir_moves_checkpoints_and_logs(tmp_path, monkeypatch):
+    """`--trainer.default_root_dir X` puts a preset's checkpoints and TensorBoard logs under X (none
+    under `runs/`); a second fit into X overwrites `last.ckpt` instead of writing `last-v1.ckpt`."""
+    from lsm.config import CONFIG_ROOT
+
+    monkeypatch.chdir(tmp_path)
+    data = ["--data.train_files", f"[{CORPUS / 'vaccine_campaign_s0.h5'}]", "--data.val_files", f"[{CORPUS / 'vaccine_campaign_s1.h5'}]"]
+    for spelling in ("--trainer.default_root_dir", "--trainer.default-root-dir"):
+        assert main(["train", "fit", "--config", str(CONFIG_ROOT / "train/debug.yaml"), spelling, "X",
+                     "--trainer.max_epochs", "1", *data]) == 0
+    ckpts = tmp_path / "X" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["config.yaml", "last.ckpt", "student-epoch=0.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "X" / "tensorboard").iterdir()) == ["version_0", "version_1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X"]

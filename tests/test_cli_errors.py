@@ -1,6 +1,6 @@
 """Every command that reads an HDF5 file or writes one refuses a wrong one in one paragraph
 (exit status 2, no traceback), naming the path: missing, a directory, a text file, a truncated
-file, a file of the wrong kind, an output path that cannot be written (issue 14)."""
+file, a file of the wrong kind, an output path that cannot be written."""
 from __future__ import annotations
 
 import shutil
@@ -27,7 +27,7 @@ def bad(tmp_path_factory, world_file):
 
 TRACE_READERS = {
     "sensitivity": lambda p: ["sensitivity", str(p)],
-    "validate": lambda p: ["validate", "--teacher", str(p), "--teacher_repeat", str(TRACE2), "--student", str(TRACE2)],
+    "validate": lambda p: ["validate", "--reference", str(p), "--repeat", str(TRACE2), "--student", str(TRACE2)],
     "narrate": lambda p: ["narrate", "--rollout", str(p), "--agent", "0"],
     "info": lambda p: ["info", str(p)],
     "scenario --world": lambda p: ["scenario", "vaccine_campaign", "--world", str(p)],

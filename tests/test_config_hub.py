@@ -138,6 +138,7 @@ def test_training_config_parses_as_lsm_train_fit(configs, monkeypatch):
     the value of the object the CLI built."""
     from lightning.pytorch import Trainer
     from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
     from lsm.cli import main
 
     built = []
@@ -154,20 +155,29 @@ def test_training_config_parses_as_lsm_train_fit(configs, monkeypatch):
     for c in configs:
         want = _merge(want, yaml.safe_load(c.read_text()))
 
-    for k, v in want["model"].items():
-        assert model.hparams[k] == v, f"model.{k}: {model.hparams[k]!r}, YAML says {v!r}"
+    def leaves(d: dict, prefix: str = "model"):  # model.student.dim -> 64
+        for k, v in d.items():
+            yield from leaves(v, f"{prefix}.{k}") if isinstance(v, dict) else [(f"{prefix}.{k}", v)]
+
+    for k, v in leaves(want["model"]):
+        got = model.hparams
+        for part in k.split(".")[1:]:
+            got = got[part]
+        assert got == v, f"{k}: {got!r}, YAML says {v!r}"
     assert data.train_files == want["data"]["train_files"] and data.val_files == want["data"]["val_files"]
     assert data.train_paths and data.val_paths and all(Path(p).is_file() for p in data.train_paths + data.val_paths)
     t = want["trainer"]
     assert (trainer.max_epochs, trainer.default_root_dir, trainer.log_every_n_steps) == (
         t["max_epochs"], t["default_root_dir"], t["log_every_n_steps"])
+    # the presets name no logger and no checkpoint folder: both follow default_root_dir (lsm.train.cli)
     logger = trainer.logger
-    assert isinstance(logger, _resolve(t["logger"]["class_path"]))
-    assert (logger.save_dir, logger.name) == (t["logger"]["init_args"]["save_dir"], t["logger"]["init_args"]["name"])
+    assert "logger" not in t and isinstance(logger, TensorBoardLogger)
+    assert (logger.save_dir, logger.name) == (t["default_root_dir"], "tensorboard")
     checkpoints = [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)]
     assert len(checkpoints) == len(t["callbacks"])  # an overlay replaces the list, never appends to it
     for cb, spec in zip(checkpoints, t["callbacks"]):
         assert isinstance(cb, _resolve(spec["class_path"]))
         a = spec["init_args"]
-        assert (cb.dirpath, cb.filename, cb.save_last, cb.monitor, cb.mode) == (
-            str(ROOT / a["dirpath"]), a["filename"], a["save_last"], a["monitor"], a["mode"])
+        assert "dirpath" not in a and cb.dirpath == str(ROOT / t["default_root_dir"] / "checkpoints")
+        assert (cb.filename, cb.save_last, cb.monitor, cb.mode, cb._enable_version_counter) == (
+            a["filename"], a["save_last"], a["monitor"], a["mode"], False)

@@ -12,6 +12,7 @@ import torch
 from lsm.config import CONFIG_ROOT
 from lsm.train.data import load_episode
 from lsm.train.evaluate import _metrics, evaluate
+from lsm.model.society import StudentConfig
 from lsm.train.module import DistillModule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,10 +74,10 @@ def test_every_baseline_is_reported(episodes):
     sizes = {"categorical_sizes": [int(c) + 1 for c in ep0.identity_cat.max(0).values],
              "numeric_dim": ep0.identity_num.shape[1]}
     torch.manual_seed(0)
-    module = DistillModule(dim=16, heads=2, layers=1, **sizes)
+    module = DistillModule(StudentConfig(dim=16, heads=2, layers=1, **sizes))
     model = module.model.eval()
-    # the real identity-only baseline (configs/train/overlay/no_graph.yaml: graph_attention false), trained a few steps
-    no_graph = DistillModule(dim=16, heads=2, layers=1, graph_attention=False, teacher_forcing_epochs=0, **sizes)
+    # the real identity-only baseline (configs/train/overlay/no_graph.yaml: student.graph false), trained a few steps
+    no_graph = DistillModule(StudentConfig(dim=16, heads=2, layers=1, graph=False, **sizes), teacher_forcing_epochs=0)
     assert not no_graph.model.cfg.graph and all(b.graph is None for b in no_graph.model.blocks)
     opt = torch.optim.Adam(no_graph.parameters(), lr=3e-3)
 
@@ -132,7 +133,7 @@ def test_lsm_evaluate_end_to_end(tmp_path, monkeypatch, capsys):
     assert main(["train", "fit", "--config", str(CONFIG_ROOT / "train/debug.yaml"), "--trainer.max_epochs", "1",
                  "--data.train_files", f"[{train}]", "--data.val_files", f"[{val}]"]) == 0
     capsys.readouterr()
-    assert main(["evaluate", "runs/debug/checkpoints", val]) == 0
+    assert main(["evaluate", "--ckpt", "runs/debug/checkpoints", "--held_out", val]) == 0
     out = capsys.readouterr().out
     assert "| student |" in out and "| marginal per tick |" in out and "| repeat previous (teacher t-1) |" in out
     assert "| messages removed |" in out and "| opposite stances |" in out
@@ -140,8 +141,8 @@ def test_lsm_evaluate_end_to_end(tmp_path, monkeypatch, capsys):
     sens = tmp_path / "sens.json"
     sens.write_text(json.dumps({"trace": val, "tick": 3, "agent_ids": [0, 4, 7], "variants": {
         "no_messages": {"mean_tv": 0.25}, "opposite_messages": {"mean_tv": 0.17}}}))
-    assert main(["evaluate", "runs/debug/checkpoints", val, "--sensitivity", str(sens)]) == 0
+    assert main(["evaluate", "--ckpt", "runs/debug/checkpoints", "--held_out", val, "--sensitivity", str(sens)]) == 0
     out = capsys.readouterr().out
     assert "| no messages | 0.2500 |" in out and "| opposite messages | 0.1700 |" in out and "tick 3, 3 agents" in out
-    assert main(["evaluate", "runs/debug/checkpoints", str(tmp_path / "missing_*.h5")]) == 2
+    assert main(["evaluate", "--ckpt", "runs/debug/checkpoints", "--held_out", str(tmp_path / "missing_*.h5")]) == 2
     assert "no trace file matches" in capsys.readouterr().err

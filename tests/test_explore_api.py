@@ -43,7 +43,7 @@ def folder(trained, tmp_path_factory):
     sc["events"][0]["credibility"] = 0.1
     (root / "low.yaml").write_text(yaml.safe_dump(sc))
     run_rollout(ckpt=ckpt, world=world, scenario="vaccine_campaign", out=str(root / "rollout.h5"), ticks=4,
-                counterfactual=root / "low.yaml", teacher="debug", quiet=True)
+                counterfactual=root / "low.yaml", quiet=True)
     (root / "teacher").mkdir()
     for name in ("vaccine_campaign_s0.h5", "vaccine_campaign_s1.h5"):
         shutil.copy(CORPUS / name, root / "teacher" / name)

@@ -1,7 +1,7 @@
 """`lsm explore` end to end in a real browser (Debian's headless Chromium driven by Playwright)
 on the demo's artefacts: every view renders (non-blank canvases, the expected legends), a
 click on a node opens its agent, an interview comes back grounded or flagged, a what-if and a
-sweep run and draw their charts. Screenshots go to $LSM_SCREENSHOTS (the README's come from
+sweep run and draw their charts. Screenshots go to $LSM_SCREENSHOTS (docs/explorer.md's come from
 `make screenshots`: this test on `make demo`'s out/demo), else to the test's temporary folder."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Property-based fuzzing of every config family's loader (issue 14).
+"""Property-based fuzzing of every config family's loader.
 
 Each example starts from a shipped config, applies a few random mutations (type swaps, extreme
 and non-finite numbers, huge, empty and hostile unicode strings, deleted, duplicated and nested

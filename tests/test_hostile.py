@@ -1,7 +1,7 @@
-"""Hostile input files through the real command line (issue 14): every one is refused with one
+"""Hostile input files through the real command line: every one is refused with one
 printable paragraph naming the file, exit status 2, no traceback — none hangs or is accepted.
 
-The same files (tests/hostile.py) measured the before/after table of the issue's closing note:
+The same files (tests/hostile.py) also run outside pytest (docs/limits.md#how-it-is-tested):
 `python tests/hostile.py FOLDER WORLD.h5` runs each in its own process under a time and memory limit.
 """
 from __future__ import annotations

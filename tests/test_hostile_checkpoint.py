@@ -1,4 +1,4 @@
-"""A checkpoint that is not ours, or a world its student never saw (issue 14), through the real
+"""A checkpoint that is not ours, or a world its student never saw, through the real
 CLI: one paragraph naming the file and exit status 2, or a rollout with one warning line; never a
 traceback, and no code in a checkpoint file runs."""
 from __future__ import annotations
@@ -17,6 +17,7 @@ from lsm.config import CONFIG_ROOT
 from lsm.society.world import build_world, save_world
 from lsm.society.world.population import UNKNOWN_CODE, UNKNOWN_NUMERIC
 from lsm.model.checkpoint import load_checkpoint
+from lsm.society.scenario import EVENT_FEATURES
 
 
 class _Call:
@@ -137,6 +138,93 @@ def test_the_crafted_pickles_do_run_code_without_weights_only(tmp_path):
     assert marker.exists()
 
 
+# --------------------------------------------------------------------------- a student of other event features
+def _refused_in_one_paragraph(path, trained, tmp_path, capsys) -> str:
+    out = tmp_path / "r.h5"
+    rc = _rollout(path, trained[2], out)
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err[-800:]
+    assert err.startswith(f"error: {path}: this student was trained on the numeric event features ") and err.count("\n") == 1, err
+    assert not out.exists()
+    return err
+
+
+def test_a_checkpoint_trained_on_other_event_features_is_refused_in_one_paragraph(trained, tmp_path, capsys):
+    """The checkpoint records the numeric event features it was trained on; one the code does not
+    build (here a third, `urgency`, and its wider input layer) is refused by name through the CLI."""
+    real = _real(trained[1])
+    assert real["student_config"]["event_features"] == list(EVENT_FEATURES)
+    assert real["hyper_parameters"]["student"]["event_features"] == list(EVENT_FEATURES)
+    wider = {k: (torch.cat([v, v[:, :1]], 1) if k.endswith("ev_num.weight") else v) for k, v in real["state_dict"].items()}
+    p = tmp_path / "urgency.ckpt"
+    torch.save({**real, "student_config": {**real["student_config"], "event_features": [*EVENT_FEATURES, "urgency"]},
+                "state_dict": wider}, p)
+    err = _refused_in_one_paragraph(p, trained, tmp_path, capsys)
+    assert f"{', '.join(EVENT_FEATURES)}, urgency" in err and f"describes events by {', '.join(EVENT_FEATURES)} " in err, err
+
+
+def test_code_with_a_new_event_feature_refuses_a_checkpoint_trained_before_it(trained, tmp_path, capsys, monkeypatch):
+    """The other way round: the code gains a feature (monkeypatched), the checkpoint on disk lacks it."""
+    import lsm.model.checkpoint as checkpoint
+
+    monkeypatch.setattr(checkpoint, "EVENT_FEATURES", (*EVENT_FEATURES, "urgency"))
+    err = _refused_in_one_paragraph(trained[1] / "last.ckpt", trained, tmp_path, capsys)
+    assert f"trained on the numeric event features {', '.join(EVENT_FEATURES)}, but" in err and "urgency" in err, err
+
+
+def test_a_checkpoint_from_before_event_features_were_recorded_still_loads(trained, tmp_path):
+    """Written before `student_config.event_features` existed (and before the student's fields
+    moved under `hparams.student`): read as the two features every such version had."""
+    from lsm.model.checkpoint import UNRECORDED_EVENT_FEATURES
+
+    if tuple(EVENT_FEATURES) != UNRECORDED_EVENT_FEATURES:
+        pytest.skip("the code reads other event features than those checkpoints had: they are refused (tested above)")
+    real = _real(trained[1])
+    old_cfg = {k: v for k, v in real["student_config"].items() if k != "event_features"}
+    flat = {k: v for k, v in old_cfg.items() if k in ("dim", "heads", "layers", "latent_dim", "memory_dim", "slots")}
+    p = tmp_path / "old.ckpt"
+    torch.save({**real, "student_config": old_cfg, "hyper_parameters": {**flat, "graph_attention": True, "lr": 0.003}}, p)
+    student = load_checkpoint(p)
+    assert student.config.event_features == list(UNRECORDED_EVENT_FEATURES)
+    assert torch.equal(student.model.ev_num.weight, real["state_dict"]["model.ev_num.weight"])
+
+
+def _resume(ckpt, tmp_path) -> int:
+    corpus = CONFIG_ROOT.parent / "data_gen/corpus/n20"
+    return main(["train", "fit", "--config", str(CONFIG_ROOT / "train/debug.yaml"), "--trainer.max_epochs", "2",
+                 "--trainer.default_root_dir", str(tmp_path / "resumed"), "--ckpt_path", str(ckpt),
+                 "--data.train_files", f"[{corpus / 'vaccine_campaign_s0.h5'}]",
+                 "--data.val_files", f"[{corpus / 'vaccine_campaign_s1.h5'}]"])
+
+
+def test_resuming_training_from_a_checkpoint_of_flat_hyperparameters(trained, tmp_path):
+    """`lsm train fit --ckpt_path` re-reads the checkpoint's hyperparameters: those written before
+    the student's fields moved under `model.student` (flat `dim`, `graph_attention`) still resume."""
+    from lsm.train.module import upgrade_hparams
+
+    real = _real(trained[1])
+    h = real["hyper_parameters"]
+    flat = {**{k: v for k, v in h.items() if k != "student"}, "graph_attention": h["student"]["graph"],
+            **{k: v for k, v in h["student"].items() if k not in ("graph", "event_features", "event_vocab_sizes", "text_dim",
+                                                                 "num_edge_types", "rating_levels", "dropout")}}
+    assert upgrade_hparams(flat)["student"]["graph"] == h["student"]["graph"]
+    p = tmp_path / "flat.ckpt"
+    torch.save({**real, "hyper_parameters": flat}, p)
+    assert _resume(p, tmp_path) == 0
+    assert load_checkpoint(tmp_path / "resumed/checkpoints/last.ckpt").config.dim == h["student"]["dim"]
+
+
+def test_resuming_a_student_of_other_event_features_is_refused_in_one_paragraph(trained, tmp_path, capsys):
+    real = _real(trained[1])
+    features = [*EVENT_FEATURES, "urgency"]
+    p = tmp_path / "urgency.ckpt"
+    torch.save({**real, "hyper_parameters": {**real["hyper_parameters"], "student": {
+        **real["hyper_parameters"]["student"], "event_features": features}}}, p)
+    assert _resume(p, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith(f"error: Invalid checkpoint to resume {p}: 1 problem.") and "urgency" in err, err
+
+
 # --------------------------------------------------------------------------- a world from another population
 def test_identities_of_another_population_are_encoded_by_name_with_unknown_where_it_differs(trained, tmp_path, capsys):
     _, ckpt_dir, _ = trained
@@ -211,11 +299,11 @@ def generic_trace(tmp_path_factory):
 
 
 def test_evaluating_on_a_trace_of_another_population_uses_the_same_rule(trained, generic_trace, capsys):
-    """`lsm evaluate` (and `lsm probe --teacher`, through the same `load_episode(identity=...)`)
+    """`lsm evaluate` (and `lsm probe --reference`, through the same `load_episode(identity=...)`)
     encodes a held-out trace of another population as the rollout does: unknown, one warning."""
     _, ckpt_dir, _ = trained
     capsys.readouterr()
-    rc = main(["evaluate", str(ckpt_dir), str(generic_trace)])
+    rc = main(["evaluate", "--ckpt", str(ckpt_dir), "--held_out", str(generic_trace)])
     err = capsys.readouterr().err
     assert rc == 0 and "Traceback" not in err, err[-1500:]
     warnings = [ln for ln in err.splitlines() if "warning" in ln]

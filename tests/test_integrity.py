@@ -1,4 +1,4 @@
-"""Determinism and integrity (issue 14): two student rollouts with the same seed are bitwise
+"""Determinism and integrity: two student rollouts with the same seed are bitwise
 identical on CPU, and every file carries a content checksum that `lsm info --verify` checks."""
 from __future__ import annotations
 

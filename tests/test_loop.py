@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from lsm.config import CONFIG_ROOT, load_config, shipped
+from lsm.society import seeds
 from lsm.society.loop.neighbors import NeighborIndex, NeighborRule
 from lsm.society.loop.runner import MAX_EVENTS, Perception, SocietyLoop, capped_exposure
 from lsm.data_gen.planted.config import PlantedConfig
@@ -154,7 +155,7 @@ def test_planted_tick_matches_its_written_mechanism(tmp_path):
     society = PlantedSociety(cfg, sc, pop, graph, seed=2, llm_seed=9)
     t = 2
     noise = society.noise(t)
-    r = np.random.default_rng([2, 7001]).normal(0.0, cfg.agent_sd, pop.n)
+    r = seeds.rng(2, seeds.Stream.PLANTED_EFFECTS).normal(0.0, cfg.agent_sd, pop.n)
     labels = sc.actions.labels
     even = np.linspace(1, -1, len(labels))
     lean = [cfg.action_lean.get(a, even[k]) for k, a in enumerate(labels)]
@@ -169,7 +170,7 @@ def test_planted_tick_matches_its_written_mechanism(tmp_path):
         for j in shown[t, i][shown[t, i] >= 0]:
             types = graph.edge_type[(graph.edge_index[0] == j) & (graph.edge_index[1] == i)]
             etype = EDGE_TYPES[types.min()] if len(types) else "weak_tie"
-            o += cfg.dose * m * cfg.influence[etype] * stance[t - 1, j] / cfg.neighbors
+            o += cfg.dose * m * cfg.influence[etype] * stance[t - 1, j] / cfg.neighbors.k
         for uid in exposed[t, i][exposed[t, i] >= 0]:
             e = events[int(uid)]
             o += (cfg.events.valence_credibility * e["valence"] * e["credibility"]
@@ -238,7 +239,7 @@ def test_student_rollout_interrupted_and_killed_mid_run_resumes_to_an_identical_
             "--quiet", "true", "--clusters", "2"]
     ref, cut = tmp_path / "ref.h5", tmp_path / "cut.h5"
     subprocess.run(lsm + args + ["--out", str(ref)], check=True, capture_output=True)
-    # another process writing the same output: refused at once, nothing changed (issue 14)
+    # another process writing the same output: refused at once, nothing changed
     from lsm.cli import main
     from lsm.society.loop.journal import OutputLock
 

@@ -92,6 +92,7 @@ def test_drawn_decisions_feed_back_seeded_and_deterministic(planted_pair):
     from lsm.society.world import load_world
     from lsm.config import resolve_config
     from lsm.infer.rollout import Rollout, RolloutConfig
+    from lsm.society.loop.neighbors import NeighborRule
     from lsm.model.checkpoint import Student
     from lsm.model.society import SocietyModel, StudentConfig
     from lsm.society.world.population import IdentityVocab
@@ -106,7 +107,7 @@ def test_drawn_decisions_feed_back_seeded_and_deterministic(planted_pair):
     persona = torch.zeros(w.n, 384)
 
     def run(seed):
-        r = Rollout(student, w, sc, RolloutConfig(seed=seed, vary_neighbors=True), persona)
+        r = Rollout(student, w, sc, RolloutConfig(seed=seed, neighbors=NeighborRule()), persona)
         ticks = list(r.ticks())
         return ticks, r.policy.state
 
@@ -115,7 +116,7 @@ def test_drawn_decisions_feed_back_seeded_and_deterministic(planted_pair):
     c, _ = run(5)
     # the student reads the scenario's context: an edited context changes every agent's distribution
     edited = dataclasses.replace(sc, context="A rumour says the vaccine was rushed and nobody trusts the clinics.")
-    e = list(Rollout(student, w, edited, RolloutConfig(seed=4, vary_neighbors=True), persona).ticks())
+    e = list(Rollout(student, w, edited, RolloutConfig(seed=4, neighbors=NeighborRule()), persona).ticks())
     assert not np.allclose(e[0].data["decision_dist"], a[0].data["decision_dist"])
     assert all(np.array_equal(x.data["decision"], y.data["decision"]) for x, y in zip(a, b))
     assert not all(np.array_equal(x.data["decision"], y.data["decision"]) for x, y in zip(a, c))

@@ -9,6 +9,7 @@ import torch
 from lsm.config import CONFIG_ROOT
 from lsm.society.scenario import load_scenario
 from lsm.society.store import TraceFile
+from lsm.society.world.graph import EDGE_TYPES
 from lsm.infer.rollout import Rollout, RolloutConfig
 from lsm.model.checkpoint import load_checkpoint
 
@@ -86,6 +87,34 @@ def test_report_counterfactual_and_sweep_via_the_cli(trained, tmp_path):
     assert (rep / "sweep/sweep.png").is_file()
 
 
+def test_a_counterfactual_intervention_is_recorded_in_its_file(trained, tmp_path, capsys):
+    """`--counterfactual` given as an intervention (typed): the counterfactual's file holds the
+    edited scenario and world (friends severed), records the edits, and `lsm info` shows them; an
+    unknown event is exit 2 before any work."""
+    from lsm.cli import main
+    from lsm.society.interventions import from_data, parse
+    from lsm.society.store import read_configs
+    from lsm.society.world import load_world
+
+    _, ckpt, world = trained
+    out = tmp_path / "r.h5"
+    spec = "events[0].credibility*=0.5; sever=friend"
+    assert main(["rollout", "--ckpt", str(ckpt), "--world", str(world), "--scenario", "vaccine_campaign", "--out", str(out),
+                 "--quiet", "true", "--ticks", "2", "--clusters", "2", "--counterfactual", spec]) == 0
+    cf = tmp_path / "r_cf.h5"
+    with TraceFile(out) as fa, TraceFile(cf) as fb:
+        assert fb.scenario.events[0].credibility == fa.scenario.events[0].credibility / 2
+        assert "interventions" not in read_configs(fa.f) and from_data(read_configs(fb.f)["interventions"]) == parse(spec)
+    assert not (load_world(cf).graph.edge_type == EDGE_TYPES.index("friend")).any()
+    assert (load_world(out).graph.edge_type == EDGE_TYPES.index("friend")).any()
+    capsys.readouterr()
+    assert main(["info", str(cf)]) == 0
+    assert f"interventions: {parse(spec)}" in capsys.readouterr().out
+    assert main(["rollout", "--ckpt", str(ckpt), "--world", str(world), "--scenario", "vaccine_campaign", "--out",
+                 str(tmp_path / "x.h5"), "--quiet", "true", "--counterfactual", "events[7].valence=0"]) == 2
+    assert "events[7]" in capsys.readouterr().err and not (tmp_path / "x.h5").exists()
+
+
 def test_a_real_counterfactual_edit_changes_decisions_and_narrate_picks_the_flipped(recovered, tmp_path, capsys):
     """Event 0 turned into a hostile, low-credibility message: with the same seed the exposures are
     the same, so every difference is the edit's; the per-agent table equals the two files'
@@ -161,7 +190,8 @@ def test_rollout_errors_name_the_problem(trained, tmp_path, capsys):
     assert "needs --ckpt" in capsys.readouterr().err
     assert main(["rollout", "--ckpt", str(ckpt), "--world", str(world), "--scenario", "vaccine_campaign", "--out",
                  str(tmp_path / "x.h5"), "--quiet", "true", "--sweep", "events.9.credibility=0.1,0.2"]) == 2
-    assert "no 'events.9'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "field 'events[9]' = 9: expected one of the scenario's scheduled events 0..3" in err, err
     assert main(["rollout", "--ckpt", str(ckpt), "--world", str(world), "--scenario", "vaccine_campaign", "--out",
                  str(tmp_path / "x.h5"), "--quiet", "true", "--counterfactual", "product_adoption"]) == 2
     assert "must keep the action space" in capsys.readouterr().err
@@ -256,7 +286,7 @@ def test_a_default_rollout_stores_what_analyses_read_and_asks_for_the_rest(recov
                                   "exposed_events"}
     capsys.readouterr()
     traces = rec / "traces"
-    assert main(["validate", "--teacher", str(traces / "held_out_planted_s0.h5"), "--teacher_repeat",
+    assert main(["validate", "--reference", str(traces / "held_out_planted_s0.h5"), "--repeat",
                  str(traces / "held_out_planted_s1.h5"), "--student", str(out)]) == 0
     assert "decision_jsd_mean" in capsys.readouterr().out
     assert main(["probe", "--ckpt", str(ckpt), "--rollout", str(out), "--out", str(tmp_path / "p")]) == 2

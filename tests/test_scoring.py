@@ -278,7 +278,7 @@ def test_generation_from_a_shared_prefix_equals_generation_without_it(backend):
 def test_precision_is_a_choice_recorded_in_the_model_name(backend):
     """`embedded.dtype` / `scoring_dtype`: bfloat16 generation and scoring share one module, a
     float32 scorer beside bfloat16 generation is a second one, `auto` follows the CPU, and
-    bfloat16 distributions stay near float32's (the README measures how near on a teacher run)."""
+    bfloat16 distributions stay near float32's (docs/results.md#precision measures how near on a teacher run)."""
     import torch
 
     from lsm.data_gen.teacher.backends.embedded import native_bf16, resolve_dtype

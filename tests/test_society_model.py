@@ -5,6 +5,7 @@ import torch
 from torch.testing import assert_close
 
 from lsm.model.society import SocietyModel, StudentConfig, TickInputs, with_drawn
+from lsm.society.scenario import EVENT_FEATURES
 
 N = 5
 
@@ -18,7 +19,7 @@ def _inputs(perm=None):
     et = torch.tensor([0, 1, 2, 3, 4, 1])
     exposure = torch.tensor([[0, 2, 3, 3], [0, 0, 1, 0]])  # agent 3 sees both events
     inp = dict(identity_cat=cat, identity_num=num, persona_emb=persona, edge_index=ei, edge_type=et,
-               event_cat=torch.tensor([[1, 2, 3], [0, 1, 2]]), event_num=torch.tensor([[0.5, 0.9], [-0.8, 0.3]]),
+               event_cat=torch.tensor([[1, 2, 3], [0, 1, 2]]), event_num=torch.tensor([[0.5, 0.9], [-0.8, 0.3]]).repeat(1, len(EVENT_FEATURES))[:, :len(EVENT_FEATURES)],
                event_emb=torch.randn(2, 384, generator=g), exposure=exposure,
                action_emb=torch.randn(3, 384, generator=g))
     if perm is not None:

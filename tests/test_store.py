@@ -123,7 +123,7 @@ def test_unknown_schema_version_is_refused(trace):
 
 def test_newer_minor_schema_version_is_refused_older_and_equal_are_read(trace, monkeypatch):
     """Within our major version a file of an older or equal minor version reads; a newer minor
-    (written by a newer lsm) is refused with a message naming the versions (README: file formats)."""
+    (written by a newer lsm) is refused with a message naming the versions (docs/formats.md#hdf5-files)."""
     path, writer, ticks, _ = trace
     writer.append_tick(ticks[0])
     writer.close()

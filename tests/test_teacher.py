@@ -14,6 +14,7 @@ from lsm.config import load_config, shipped
 from lsm.data_gen.teacher import prompts as ag
 from lsm.data_gen.teacher.backends.base import LLMBackend
 from lsm.data_gen.teacher.backends.embedded import EmbeddedBackend, EmbeddedConfig
+from lsm.society import seeds
 from lsm.society.scenario import load_scenario
 from lsm.society.store import StoreError, TraceFile
 from lsm.data_gen.gen import generate
@@ -112,8 +113,8 @@ def test_gen_guessing_game_end_to_end(tiny, backend):
         shown, (_, graph) = tf.array("shown_neighbors"), tf.world()
         assert (shown[0] == -1).all()  # tick 0: nobody has spoken yet
         senders = {i: set(graph.edge_index[0][graph.edge_index[1] == i].tolist()) - {i} for i in range(5)}
-        k = yaml.safe_load(DEBUG.read_text())["neighbors"]
-        count = np.random.default_rng([0, 1, 18]).integers(0, k + 1, size=5)  # varied neighbourhoods (the default): 0..K heard
+        k = yaml.safe_load(DEBUG.read_text())["neighbors"]["k"]
+        count = seeds.rng(0, seeds.Stream.NEIGHBOR_COUNT, 1).integers(0, k + 1, size=5)  # varied neighbourhoods (the default): 0..K heard
         assert json.loads(tf.f.attrs["neighbor_rule"])["vary"] is True
         for i in range(5):
             js = [int(j) for j in shown[1, i] if j >= 0]
@@ -218,7 +219,7 @@ def test_teacher_config_errors_name_the_field(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(TeacherConfig, p)
     msg = str(e.value)
-    assert "'openai'" in msg and "neighbor_weights.friends" in msg and "'temperature' = 3" in msg
+    assert "'openai'" in msg and "neighbors.weights.friends" in msg and "'temperature' = 3" in msg
 
 
 def test_llm_backstories_extend_personas(backend):

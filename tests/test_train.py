@@ -10,6 +10,7 @@ from lightning.pytorch.cli import LightningCLI
 from lsm.config import CONFIG_ROOT
 from lsm.society.store import StoreError
 from lsm.train.datamodule import TraceDataModule
+from lsm.model.society import StudentConfig
 from lsm.train.module import DistillModule, load_student
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,15 +23,15 @@ PRESETS = sorted((CONFIG_ROOT / "train").glob("*.yaml"))
 def test_every_training_preset_parses(preset, monkeypatch):
     monkeypatch.chdir(ROOT)  # presets name the corpus relative to the repository
     cli = LightningCLI(DistillModule, TraceDataModule, args=["--config", str(preset)], run=False)
-    assert cli.model.hparams.dim > 0 and cli.datamodule.train_paths
+    assert cli.model.hparams.student["dim"] > 0 and cli.datamodule.train_paths
     assert {"debug", "small", "base"} <= {p.stem for p in PRESETS}
 
 
 def test_overfitting_one_episode_drives_the_loss_down():
     dm = TraceDataModule([TRAIN])
     dm.setup()
-    m = DistillModule(dim=32, heads=2, layers=1, bptt=8, teacher_forcing_epochs=0, expression_noise=0.0,
-                      categorical_sizes=dm.categorical_sizes, numeric_dim=dm.numeric_dim, channels=dm.channels)
+    m = DistillModule(StudentConfig(dim=32, heads=2, layers=1, expression_noise=0.0, categorical_sizes=dm.categorical_sizes,
+                                    numeric_dim=dm.numeric_dim, channels=dm.channels), bptt=8, teacher_forcing_epochs=0)
     opt = torch.optim.Adam(m.parameters(), lr=3e-3)
     ep = dm.train_episodes[0]
 
@@ -193,9 +194,10 @@ def test_datamodule_trains_on_subgraphs_of_large_episodes():
     # a student trained on those subgraph batches learns: its loss on the whole episode falls, its weights move
     import lightning as L
 
-    m = DistillModule(dim=16, heads=2, layers=1, latent_dim=4, memory_dim=8, slots=2, slot_dim=8, expression_dim=8,
-                      bptt=8, teacher_forcing_epochs=0, expression_noise=0.0, agent_noise=0, lr=1e-2,
-                      categorical_sizes=dm.categorical_sizes, numeric_dim=dm.numeric_dim, channels=dm.channels)
+    m = DistillModule(StudentConfig(dim=16, heads=2, layers=1, latent_dim=4, memory_dim=8, slots=2, slot_dim=8, expression_dim=8,
+                                    expression_noise=0.0, agent_noise=0, categorical_sizes=dm.categorical_sizes,
+                                    numeric_dim=dm.numeric_dim, channels=dm.channels),
+                      bptt=8, teacher_forcing_epochs=0, lr=1e-2)
     before = {k: v.clone() for k, v in m.state_dict().items()}
     loss0 = m.unroll(ep, False)["loss"].item()
     trainer = L.Trainer(max_epochs=4, accelerator="cpu", logger=False, enable_checkpointing=False,

@@ -99,7 +99,7 @@ def test_lsm_validate_on_the_reference_corpus(tmp_path, capsys):
 
     out = tmp_path / "v.json"
     # the teacher's two LLM seeds against each other: the student slot holds the repeat, so ratios are 1
-    assert main(["validate", "--teacher", str(CORPUS / "vaccine_campaign_s0.h5"), "--teacher-repeat",
+    assert main(["validate", "--reference", str(CORPUS / "vaccine_campaign_s0.h5"), "--repeat",
                  str(CORPUS / "vaccine_campaign_s1.h5"), "--student", str(CORPUS / "vaccine_campaign_s1.h5"),
                  "--json", str(out)]) == 0
     res = json.loads(out.read_text())
@@ -107,7 +107,7 @@ def test_lsm_validate_on_the_reference_corpus(tmp_path, capsys):
     for k in ("decision_jsd_mean", "decision_jsd_final", "channel_w1_mean", "agent_decision_agreement", "channel_mae"):
         assert res[k]["student"] == pytest.approx(res[k]["floor"]) and res[k]["ratio"] == pytest.approx(1.0)
     assert "| decision_jsd_mean | lower |" in capsys.readouterr().out
-    assert main(["validate", "--teacher", str(CORPUS / "vaccine_campaign_s0.h5"), "--teacher-repeat",
+    assert main(["validate", "--reference", str(CORPUS / "vaccine_campaign_s0.h5"), "--repeat",
                  str(CORPUS / "vaccine_campaign_s1.h5"), "--student", str(CORPUS / "product_adoption_s0.h5")]) == 2
     assert "share the scenario" in capsys.readouterr().err
 
@@ -128,7 +128,7 @@ def test_lsm_validate_values_of_a_student_that_differs_from_the_repeat(tmp_path)
         ch[..., 0] = np.where(v, ch[..., 0] + 0.05, ch[..., 0])
         f["decision"][...], f["channels"][...] = d, ch
     out = tmp_path / "v.json"
-    assert main(["validate", "--teacher", str(teacher), "--teacher-repeat", str(repeat), "--student", str(student),
+    assert main(["validate", "--reference", str(teacher), "--repeat", str(repeat), "--student", str(student),
                  "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     ref = _read(teacher)

@@ -1,1 +1,2 @@
-"""lsm.train (see DESIGN.md; built by later issues)."""
+"""Distillation of teacher traces into the student with Lightning (`lsm train`) and held-out
+evaluation (`lsm evaluate`; docs/design.md §7)."""

@@ -17,12 +17,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lsm.society.world.population import IdentityVocab, Population, encode_identity
-from lsm.society.embed import persona_features
-from lsm.society.store import StoreError, TraceFile
-from lsm.society.loop.neighbors import EdgeTyper
 from lsm.model.features import action_texts, context_text, embed_texts, event_tensors, typed_edges
 from lsm.model.society import TickInputs
+from lsm.society.embed import persona_features
+from lsm.society.loop.neighbors import EdgeTyper
+from lsm.society.store import StoreError, TraceFile
+from lsm.society.world.population import IdentityVocab, Population, encode_identity
+
 
 @dataclass
 class Episode:
@@ -34,7 +35,7 @@ class Episode:
     persona_emb: Tensor  # (N, T)
     action_emb: Tensor  # (A, T)
     edges: list[tuple[Tensor, Tensor]]  # per tick: edge_index (2, E_t), edge_type (E_t,)
-    events: list[tuple[Tensor, Tensor, Tensor, Tensor]]  # per tick: cat (Ev, 3), num (Ev, 2), emb (Ev, T), exposure (2, V)
+    events: list[tuple[Tensor, Tensor, Tensor, Tensor]]  # per tick: cat (Ev, 3), num (Ev, F), emb (Ev, T), exposure (2, V)
     targets: dict[str, Tensor]  # decision_dist (T, N, A), decision (T, N), channels (T, N, C), stance, salience (T, N),
     #                             expression_emb, reasoning_emb (T, N, T), valid (T, N); channel_dist (T, N, C, L) when stored
     context_emb: Tensor | None = None  # (T,) the scenario's context and question

@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import glob
+import json
+from dataclasses import asdict
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from lsm.society.world.population import IdentityVocab
+from lsm.config import UsageError
+from lsm.society import seeds
+from lsm.society.loop.neighbors import NeighborRule, recorded_rule
 from lsm.society.store import TraceFile
+from lsm.society.world.population import IdentityVocab
 from lsm.train.data import Episode, load_episode
 from lsm.train.sampler import sample_subgraphs
 
@@ -23,6 +28,22 @@ def expand_patterns(patterns: list[str]) -> list[str]:
     return out
 
 
+def training_rule(paths: list[str]) -> NeighborRule | None:
+    """The neighbour rule the training traces ran under (recorded in the checkpoint, so a rollout
+    shows agents their neighbours as the teacher did). Traces that disagree are refused: one
+    student learns one rule of who hears whom."""
+    rules = {}
+    for p in paths:
+        with TraceFile(p) as tf:
+            rules[p] = recorded_rule(tf.f.attrs, p)
+    distinct = {json.dumps(asdict(r), sort_keys=True) if r else "none" for r in rules.values()}
+    if len(distinct) > 1:
+        shown = "; ".join(f"{p}: {asdict(r) if r else 'none recorded'}" for p, r in rules.items())
+        raise UsageError(f"the training traces ran under different neighbour rules ({shown}); "
+                         "train on traces of one rule (the teacher config's `neighbors:`)")
+    return next(iter(rules.values()), None)
+
+
 class EpisodeStream(IterableDataset):
     """Training episodes in a fresh random order each epoch; an episode with more than
     `max_agents` agents is replaced by random subgraphs of `max_agents` seeds (`lsm.train.sampler`)."""
@@ -32,7 +53,7 @@ class EpisodeStream(IterableDataset):
         """`epoch` is set by `EpochLoader` in the main process: DataLoader workers iterate copies."""
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        g = seeds.torch_generator(self.seed, seeds.Stream.EPOCH_ORDER, self.epoch)
         items: list[Episode] = []
         for ep in self.episodes:
             big = self.max_agents is not None and ep.n > self.max_agents
@@ -56,7 +77,9 @@ class EpochLoader(DataLoader):
 
 
 class TraceDataModule(L.LightningDataModule):
-    """Args:
+    """Teacher traces as training and validation episodes.
+
+    Args:
         train_files: trace files or glob patterns for training.
         val_files: trace files or globs for validation (e.g. the second LLM seed).
         num_workers: DataLoader workers (episodes are loaded once in `setup`).
@@ -77,6 +100,7 @@ class TraceDataModule(L.LightningDataModule):
             pop, _ = tf.world()
             self.vocab = IdentityVocab.of(pop)
             self.channels = int(tf.dims["C"])
+        self.neighbor_rule = training_rule(self.train_paths)
         self.categorical_sizes = self.vocab.cardinalities
         self.numeric_dim = len(self.vocab.numeric)
         self.train_episodes: list[Episode] = []

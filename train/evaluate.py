@@ -1,4 +1,4 @@
-"""Held-out evaluation of a student against simple baselines (issue 4 §3).
+"""Held-out evaluation of a student against simple baselines.
 
 Metrics over valid teacher agent-ticks of held-out episodes: decision KL(teacher ‖ prediction),
 decision accuracy (argmax vs the teacher's recorded decision), channel MAE, expression cosine.
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from lsm.society import interventions, stats
 from lsm.train.data import Episode
+from lsm.train.replay import padded_inputs, replay, teacher_broadcast
 
 
 def _metrics(dist: torch.Tensor, channels: torch.Tensor | None, expr: torch.Tensor | None, ep: Episode) -> dict[str, float]:
@@ -44,7 +45,6 @@ def _metrics(dist: torch.Tensor, channels: torch.Tensor | None, expr: torch.Tens
 def unroll(model, ep: Episode):
     """Yield (state, outputs) of every tick of `ep`: the student replayed one tick ahead of the
     teacher's history (`train.replay`), its stochastic latents at their prior mean (zero)."""
-    from lsm.train.replay import padded_inputs, teacher_broadcast
 
     state = model.eval().initial_state(ep.n, ep.action_emb.shape[0])
     for t in range(ep.ticks):
@@ -56,7 +56,6 @@ def run_student(model, ep: Episode, edit: str | None = None, samples: int = 4, s
     """(T, N, A) decision probabilities (the mean over `samples` draws of the stochastic
     latents), (T, N, C) channels, (T, N, TEXT_DIM) expression embeddings; with `edit` (a name of
     `ABLATIONS`), under that change of what agents hear at every tick."""
-    from lsm.train.replay import replay
 
     edits = {edit: interventions.as_edit(ABLATIONS[edit], ep.targets["stance"])} if edit else None
     out = replay(model, ep, edits, samples=samples, seed=seed)[edit or "factual"]
@@ -71,7 +70,6 @@ ABLATIONS = {"messages removed": interventions.no_messages, "senders shuffled": 
 def paired_ablation_table(model, episodes: list[Episode], samples: int = 4) -> dict[str, dict[str, float]]:
     """Per ablation: the student's mean TV per agent-tick (ticks >= 1, valid teacher agent-ticks)
     between its factual and edited decision distributions, with a 95 % bootstrap interval over agents."""
-    from lsm.train.replay import replay
 
     tvs: dict[str, list[np.ndarray]] = {k: [] for k in ABLATIONS}
     agents: list[np.ndarray] = []

@@ -6,6 +6,13 @@ from pathlib import Path
 from typing import Sequence
 
 from lsm.config import ConfigError, UsageError
+from lsm.documents import read_document
+from lsm.model.checkpoint import load_checkpoint
+from lsm.society import interventions, stats
+from lsm.train.data import load_episode
+from lsm.train.datamodule import expand_patterns
+from lsm.train.evaluate import evaluate, format_table, paired_ablation_table
+from lsm.train.replay import replay
 
 
 @dataclass
@@ -21,7 +28,6 @@ class HeldOutResult:
 
 
 def _paths(files: str | Sequence[str]) -> list[str]:
-    from lsm.train.datamodule import expand_patterns
 
     return expand_patterns(files.split(",") if isinstance(files, str) else list(files))
 
@@ -30,10 +36,7 @@ def beside_sensitivity(model, held_paths: list[str], held_eps: list, sensitivity
     """The teacher's own TV (`lsm sensitivity --json`) beside the student's for the same agents and tick."""
     import numpy as np
 
-    from lsm.society import interventions, stats
-    from lsm.train.replay import replay
 
-    from lsm.documents import read_document
 
     try:
         r = read_document(sensitivity, kind="sensitivity JSON")  # a ConfigError (its own paragraph) if unreadable
@@ -65,9 +68,6 @@ def evaluate_checkpoint(checkpoint: str | Path, held_out: str | Sequence[str], m
     """Evaluate a checkpoint (file or run folder) on held-out trace files (a list, or one string
     of comma-separated files and globs); the marginal baseline comes from `train` (default: the
     checkpoint's own training files), the identity-only baseline from the `mlp` checkpoint."""
-    from lsm.model.checkpoint import load_checkpoint
-    from lsm.train.data import load_episode
-    from lsm.train.evaluate import evaluate, format_table, paired_ablation_table
 
     student = load_checkpoint(checkpoint)
     train_paths = _paths(train) if train else student.train_paths

@@ -1,4 +1,4 @@
-"""Distillation of teacher traces into the society transformer (DESIGN §7), with Lightning.
+"""Distillation of teacher traces into the society transformer (docs/design.md §7), with Lightning.
 
 Each training sample is an episode (one trace file: all ticks of one world × scenario × seed).
 The student unrolls over the ticks from its initial state. What each agent observably did last
@@ -23,9 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lsm.society.world.population import IdentityVocab
-from lsm.model.checkpoint import load_checkpoint
+from lsm.config import ConfigError, Problem
+from lsm.model.checkpoint import UNRECORDED_EVENT_FEATURES, load_checkpoint
 from lsm.model.society import LatentPosterior, SocietyModel, StudentConfig, TickOutputs, with_drawn
+from lsm.society import seeds
+from lsm.society.scenario import EVENT_FEATURES
+from lsm.society.world.population import IdentityVocab
 from lsm.train.data import Episode
 
 
@@ -41,6 +44,76 @@ class LossWeights:
     expression_code: float = 0.5
     latent_kl: float = 0.5
     """KL of the stochastic latents' posterior to their N(0, 1) prior (nats per agent)."""
+
+
+def student_config(student: StudentConfig | dict[str, Any] | None = None) -> StudentConfig:
+    """A (fresh) `StudentConfig` from a config, its fields as a dict (a module's hparams) or None
+    (the defaults)."""
+    if student is None:
+        return StudentConfig()
+    if isinstance(student, StudentConfig):
+        student = dataclasses.asdict(student)
+    return StudentConfig(**{k: list(v) if isinstance(v, (list, tuple)) else v for k, v in student.items()})
+
+
+RENAMED_STUDENT_KEYS = {"graph_attention": "graph"}
+"""Flat `DistillModule` arguments of before the student's fields moved under `student`, renamed there."""
+
+
+def moved_student_keys(keys: Any) -> dict[str, str]:
+    """Which of `keys` (a training config's `model:` keys, or `--model.X` flags) are the student's
+    fields written flat, as before they moved under `model.student`: {old key: its new name}."""
+    names = {f.name for f in dataclasses.fields(StudentConfig)}
+    return {k: RENAMED_STUDENT_KEYS.get(k, k) for k in keys if k in names or k in RENAMED_STUDENT_KEYS}
+
+
+def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's `hyper_parameters` in today's form: one written before the student's fields
+    moved under `student` (flat `dim`, `graph_attention`, ...) gets them moved there, so `lsm
+    train fit --ckpt_path OLD.ckpt` resumes it; anything else is returned as it is."""
+    moved = moved_student_keys(hparams)
+    if not moved or "student" in hparams:
+        return hparams
+    out = {k: v for k, v in hparams.items() if k not in moved}
+    out["student"] = {new: hparams[old] for old, new in moved.items() if hparams[old] is not None}  # categorical_sizes: None if unbuilt
+    return out
+
+
+def resumable_hparams(hparams: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """`upgrade_hparams`, and the refusal (`ConfigError`, one paragraph) of resuming a student
+    trained on other numeric event features than the code's `EVENT_FEATURES`."""
+    out = upgrade_hparams(hparams)
+    student = out.get("student")
+    have = student.get("event_features", list(UNRECORDED_EVENT_FEATURES)) if isinstance(student, dict) else None
+    if have is not None and have != list(EVENT_FEATURES):
+        raise ConfigError(path, [Problem("model.student.event_features", have, f"{', '.join(EVENT_FEATURES)}, the numeric event "
+                                         "features of this version of lsm (EVENT_FEATURES in society/scenario.py): a "
+                                         "student trained on others cannot resume here; train a new one")],
+                          kind="checkpoint to resume")
+    return out
+
+
+def refuse_flat_student_keys(config: Any = None, source: str = "", args: list[str] | None = None) -> None:
+    """One paragraph (`ConfigError`, exit status 2) instead of jsonargparse's "does not accept
+    option" when a training config or a flag still gives a student field directly under `model`
+    (`model: {dim: 64}`, `--model.dim 64`)."""
+    model = config.get("model") if isinstance(config, dict) else None
+    moved = moved_student_keys(model) if isinstance(model, dict) else {}
+    if moved:
+        raise ConfigError(source, [Problem(f"model.{k}", model[k], f"it under model.student, as `{v}` (the student's fields "
+                                           "moved there: model: student: {dim: ..., heads: ...})") for k, v in moved.items()],
+                          kind="training config")
+    args = list(args or [])
+    flags = {}  # old key -> its value as given
+    for i, a in enumerate(args):
+        if a.startswith("--model."):
+            key, eq, value = a.removeprefix("--model.").partition("=")
+            flags[key] = value if eq else (args[i + 1] if i + 1 < len(args) else "")
+    moved = moved_student_keys(flags)
+    if moved:
+        raise ConfigError("(command line)", [Problem(f"--model.{k}", flags[k], f"--model.student.{v} (the student's fields "
+                                                     "moved under model.student)") for k, v in moved.items()],
+                          kind="lsm train option")
 
 
 def tick_losses(out: TickOutputs, targets: dict[str, Tensor], t: int, channel_levels: bool = True) -> dict[str, Tensor]:
@@ -89,16 +162,18 @@ class DistillModule(L.LightningModule):
     """Student + distillation losses.
 
     Args:
-        dim, heads, layers, latent_dim, memory_dim, slots, slot_dim, expression_dim: the
-            student's size (`StudentConfig`); identity vocabularies come from the data.
-        lr, weight_decay: AdamW.
+        student: the student network (`StudentConfig`, the one definition of its size and switches:
+            `dim`, `heads`, `layers`, ..., `graph: false` for the identity-only baseline,
+            `agent_noise`, `expression_noise`, ...); its `categorical_sizes`, `numeric_dim` and
+            `channels` are filled from the data module when left unset. In a preset: `model:
+            student: {dim: 64, ...}`; on the command line `--model.student.dim 64`.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
         bptt: ticks per truncated-backpropagation window.
         teacher_forcing_epochs: epochs with the teacher's previous decision and channels.
         grad_clip: gradient-norm clip.
-        expression_noise: noise on the broadcast expression during training.
         loss_weights: weight of each loss term (`LossWeights` fields; others keep their default).
         seed: seed of the model's initialisation.
-        graph_attention: false trains the identity-only baseline (no attention to neighbours).
         own_message_rate: scheduled sampling of what neighbours hear: each sender's broadcast is
             the teacher's message and stance, replaced by the student's own with a probability
             rising linearly from 0 (after the teacher-forcing epochs) to this rate at the last epoch.
@@ -106,44 +181,33 @@ class DistillModule(L.LightningModule):
             regression on noisy inputs shrinks their coefficient (planted society, 2,000 agents:
             rate 0.5 gave an influence slope of 0.64 and 0.87 of the messages-removed effect,
             rate 0 gave 0.76 and 0.96).
-        agent_noise, tick_noise: widths of the stochastic latents (`StudentConfig`; 0: none).
-        context: condition on the scenario's context and question.
         cosine_lr: anneal the learning rate to a tenth over the epochs (cosine).
-        feedback, action_mlp: `StudentConfig` switches (ablations of the student's design).
         channel_levels: train channels on the stored 11-level distributions (False: squared error of the means).
         kl_warmup: fraction of the epochs over which the latents' KL weight rises from 0 to its
             value (a KL annealing that keeps the posterior from collapsing before the decoder uses it).
-        categorical_sizes, numeric_dim, channels: filled from the data module when left unset.
     """
 
-    def __init__(self, dim: int = 64, heads: int = 4, layers: int = 2, latent_dim: int = 16, memory_dim: int = 32,
-                 slots: int = 8, slot_dim: int = 32, expression_dim: int = 32, lr: float = 3e-3, weight_decay: float = 0.01,
-                 bptt: int = 4, teacher_forcing_epochs: int = 2, grad_clip: float = 1.0, expression_noise: float = 0.1,
-                 loss_weights: dict[str, float] | None = None, seed: int = 0,
-                 graph_attention: bool = True, own_message_rate: float = 0.0, agent_noise: int = 16, tick_noise: int = 0,
-                 context: bool = True, cosine_lr: bool = True, kl_warmup: float = 0.5, feedback: bool = True,
-                 action_mlp: bool = True, channel_levels: bool = True,
-                 categorical_sizes: list[int] | None = None, numeric_dim: int = 0, channels: int = 8):
+    def __init__(self, student: StudentConfig | None = None, lr: float = 3e-3, weight_decay: float = 0.01, bptt: int = 4,
+                 teacher_forcing_epochs: int = 2, grad_clip: float = 1.0, loss_weights: dict[str, float] | None = None,
+                 seed: int = 0, own_message_rate: float = 0.0, cosine_lr: bool = True, kl_warmup: float = 0.5,
+                 channel_levels: bool = True):
         super().__init__()
+        cfg = student_config(student)
+        student = dataclasses.asdict(cfg)  # noqa: F841 -- saved as plain data: a checkpoint's hparams load with weights_only=True
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.loss_weights = LossWeights(**(loss_weights or {}))
         self.model: SocietyModel | None = None
         self._prior_stats: list = [0, 0.0, 0.0]  # count, Σz, Σzzᵀ of this epoch's posterior samples
-        if categorical_sizes is not None:
-            self.build(categorical_sizes, numeric_dim, channels)
+        if cfg.categorical_sizes or cfg.numeric_dim:  # sizes known (a trained module's hparams): build now
+            self.build(cfg.categorical_sizes, cfg.numeric_dim, cfg.channels)
 
     def student_config(self) -> StudentConfig:
-        h = self.hparams
-        return StudentConfig(dim=h.dim, heads=h.heads, layers=h.layers, latent_dim=h.latent_dim, memory_dim=h.memory_dim,
-                             slots=h.slots, slot_dim=h.slot_dim, expression_dim=h.expression_dim, channels=h.channels,
-                             categorical_sizes=list(h.categorical_sizes), numeric_dim=h.numeric_dim,
-                             expression_noise=h.expression_noise, graph=h.graph_attention, agent_noise=h.agent_noise,
-                             tick_noise=h.tick_noise, context=h.context, feedback=h.feedback, action_mlp=h.action_mlp)
+        return student_config(self.hparams.student)
 
     def build(self, categorical_sizes: list[int], numeric_dim: int, channels: int) -> None:
         """Create the network once the identity vocabulary is known (from the data module)."""
-        self.hparams.categorical_sizes, self.hparams.numeric_dim, self.hparams.channels = list(categorical_sizes), numeric_dim, channels
+        self.hparams.student.update(categorical_sizes=list(categorical_sizes), numeric_dim=numeric_dim, channels=channels)
         torch.manual_seed(self.hparams.seed)
         self.model = SocietyModel(self.student_config())
 
@@ -261,7 +325,7 @@ class DistillModule(L.LightningModule):
             self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
             opt.step()
 
-        g = torch.Generator().manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
+        g = seeds.torch_generator(self.hparams.seed, seeds.Stream.TRAIN_NOISE, self.global_step)
         for ep in batch:
             totals = self.unroll(ep, tf, step, own_rate=self.own_rate(), generator=g, kl_scale=self.kl_scale())
             self.log_dict({f"train/{k}": v for k, v in totals.items()}, batch_size=1, prog_bar=False)
@@ -269,7 +333,8 @@ class DistillModule(L.LightningModule):
 
     def validation_step(self, batch: list[Episode], batch_idx: int) -> None:
         for ep in batch:
-            totals = self.unroll(ep, teacher_forcing=False, generator=torch.Generator().manual_seed(batch_idx))
+            g = seeds.torch_generator(self.hparams.seed, seeds.Stream.VALIDATION_NOISE, batch_idx)
+            totals = self.unroll(ep, teacher_forcing=False, generator=g)
             self.log_dict({f"val/{k}": v for k, v in totals.items()}, batch_size=1)
             self.log("val_loss", totals["loss"], prog_bar=True, batch_size=1)
 
@@ -282,6 +347,8 @@ class DistillModule(L.LightningModule):
             checkpoint["identity_vocab"] = json.dumps(dm.vocab.to_dict())
             checkpoint["train_paths"] = list(dm.train_paths)
             checkpoint["val_paths"] = list(dm.val_paths)
+            if getattr(dm, "neighbor_rule", None) is not None:  # who heard whom in the training traces
+                checkpoint["neighbor_rule"] = json.dumps(dataclasses.asdict(dm.neighbor_rule))
 
 
 def load_student(path: str | Path) -> tuple[SocietyModel, StudentConfig]:

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from lsm.model.society import SocietyModel, TickInputs, with_drawn
 from lsm.model.state import AgentState
+from lsm.society import seeds
 from lsm.train.data import Episode
 from lsm.train.module import drawn_decisions
 
@@ -58,7 +59,7 @@ def replay(model: SocietyModel, ep: Episode, edits: dict[str, Edit] | None = Non
     names = ["factual", *(edits or {})]
     rows: dict[str, dict[str, list]] = {k: {"probs": [], "channels": [], "stance": [], "expression": []} for k in names}
     for s in range(samples):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + s)
+        g = seeds.torch_generator(seed, seeds.Stream.REPLAY, s)
         state = model.initial_state(ep.n, ep.action_emb.shape[0])
         state.agent_noise = model.draw_agent_noise(ep.n, g)
         per: dict[str, dict[str, list]] = {k: {"probs": [], "channels": [], "stance": [], "expression": []} for k in names}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Reference teacher corpus (issue 3): one ANES world, 3 shipped scenarios x 2 LLM sampling seeds,
-# embedded SmolLM2 teacher. Files *_s1.h5 differ from *_s0.h5 only in the LLM sampling seed
-# (same exposures and shown-neighbour draws): the teacher's own noise floor for `lsm validate`.
+# Reference teacher corpus (docs/teacher.md#the-reference-corpora): one ANES world, 3 shipped
+# scenarios x 2 LLM sampling seeds, embedded SmolLM2 teacher. Files *_s1.h5 differ from *_s0.h5
+# only in the LLM sampling seed (same exposures and shown-neighbour draws): the teacher's own noise floor for `lsm validate`.
 #   AGENTS=200 data_gen/corpus/make_corpus.sh      # the full corpus (about 1.3 s per agent-tick here)
 #   AGENTS=20  data_gen/corpus/make_corpus.sh      # the subset shipped in the repository
 # Every run resumes if killed: re-run the script. COMMIT=1 commits each file as it is finished

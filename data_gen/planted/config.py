@@ -34,11 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
 
 from lsm.config import Checked
-from lsm.society.loop.neighbors import (
-    NeighborRule,
-    check_neighbor_rule,
-    default_neighbor_weights,
-)
+from lsm.society.loop.neighbors import NeighborRule
 from lsm.society.world.graph import EDGE_TYPES
 
 
@@ -62,11 +58,9 @@ class PlantedConfig(Checked):
 
     policy: Literal["planted"] = "planted"
     name: str = "planted"
-    neighbors: int = 4
-    """K: at most this many neighbours shown per agent-tick (the society loop's rule)."""
-    neighbor_weights: dict[str, float] = field(default_factory=default_neighbor_weights)
-    vary_neighbors: bool = True
-    """Draw the number of shown neighbours per agent-tick in 0..K (identifies the effect of hearing others)."""
+    neighbors: NeighborRule = field(default_factory=NeighborRule)
+    """Who hears whom (`society.loop.neighbors.NeighborRule`, the one definition): K shown per
+    agent-tick at most, tie-type weights, varied counts (which identify the effect of hearing others)."""
     identity: dict[str, dict[str, float]] = field(default_factory=dict)
     """Opinion effect of each category of a categorical attribute (unlisted: 0)."""
     identity_numeric: dict[str, float] = field(default_factory=dict)
@@ -107,7 +101,6 @@ class PlantedConfig(Checked):
     embedding_noise: float = 0.3
 
     def check(self) -> Iterable[tuple[str, Any, str]]:
-        yield from check_neighbor_rule(self.neighbors, self.neighbor_weights)
         for t, b in self.influence.items():
             if t not in EDGE_TYPES:
                 yield f"influence.{t}", b, f"an edge type among {list(EDGE_TYPES)}"
@@ -122,5 +115,6 @@ class PlantedConfig(Checked):
             if not -1 <= v <= 1:
                 yield f"action_lean.{a}", v, "a number from -1 to 1"
 
-    def neighbor_rule(self) -> NeighborRule:
-        return NeighborRule(self.neighbors, dict(self.neighbor_weights), self.vary_neighbors)
+    @classmethod
+    def upgrade(cls, data: dict) -> dict:
+        return NeighborRule.upgrade_flat(data)  # planted configs before 2026-12 spelled the rule flat

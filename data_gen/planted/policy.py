@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lsm.data_gen.planted.config import PlantedConfig
+from lsm.society import seeds
 from lsm.society.embed import (
     TEXT_DIM,
     shared_encoder,
@@ -23,8 +26,7 @@ from lsm.society.embed import (
 )
 from lsm.society.loop.neighbors import EdgeTyper
 from lsm.society.loop.runner import Perception, Progress, TickOutput, decision_shares
-from lsm.data_gen.planted.config import PlantedConfig
-from lsm.society.scenario import RATING_LEVELS, Scenario
+from lsm.society.scenario import RATING_LEVELS, Scenario, event_features
 from lsm.society.store import TraceWriter
 from lsm.society.world.graph import EDGE_TYPES
 
@@ -77,13 +79,13 @@ class PlantedSociety:
             cats = pop.categories[cfg.conformity_attribute]
             m = np.array([cfg.conformity.get(c, 1.0) for c in cats])
             self.conformity = m[pop.categorical[cfg.conformity_attribute].astype(np.int64)]
-        rng = np.random.default_rng([seed, 7001])
+        rng = seeds.rng(seed, seeds.Stream.PLANTED_EFFECTS)
         self.agent_effect = rng.normal(0.0, cfg.agent_sd, n)  # (N,) r_i
         self.channel_effect = rng.normal(0.0, cfg.channel_agent_sd, (n, C))  # (N, C) η_ic
         chans = scenario.channel_names
         self.loading = np.array([cfg.channel_loading.get(c, cfg.default_loading) for c in chans])  # (C,)
         self.channel_bias = np.array([cfg.channel_bias.get(c, 0.0) for c in chans])  # (C,)
-        d = np.random.default_rng([cfg.embedding_seed, 7100]).normal(size=(2 + A, TEXT_DIM))
+        d = seeds.rng(cfg.embedding_seed, seeds.Stream.PLANTED_DIRECTIONS).normal(size=(2 + A, TEXT_DIM))
         self.directions = d / np.linalg.norm(d, axis=1, keepdims=True)  # (2 + A, D): stance, opinion, actions
         self.last_stance = np.zeros(n)  # (N,) s_j,t-1
         self.last_draw = np.full(n, -1, dtype=np.int64)  # (N,) d_i,t-1 (-1: none yet)
@@ -105,25 +107,27 @@ class PlantedSociety:
     # -- the process ------------------------------------------------------------------------
     def noise(self, tick: int) -> Noise:
         n, C = self.pop.n, len(self.sc.channel_names)
-        rng = np.random.default_rng([self.llm_seed, tick, 7002])
+        rng = seeds.rng(self.llm_seed, seeds.Stream.PLANTED_NOISE, tick)
         return Noise(rng.normal(size=n), rng.normal(size=n), rng.normal(size=n), rng.normal(size=(n, C)),
                      rng.random(n), rng.random(n), rng.normal(size=(2, n, TEXT_DIM)))
 
-    def push(self, valence: float, credibility: float, source_type: str, framing: str) -> float:
-        """One event's push on the opinion of an agent who sees it."""
+    def push(self, features: dict[str, float], source_type: str, framing: str) -> float:
+        """One event's push on the opinion of an agent who sees it; `features`: its numeric
+        features by name (`event_features`, or a row of a trace's `events/` table)."""
         ev = self.cfg.events
-        return ev.valence_credibility * valence * credibility + ev.source_type.get(source_type, 0.0) + ev.framing.get(framing, 0.0)
+        return (ev.valence_credibility * features["valence"] * features["credibility"]
+                + ev.source_type.get(source_type, 0.0) + ev.framing.get(framing, 0.0))
 
     def event_push(self, p: Perception) -> np.ndarray:
         """(N,) the events term: Σ over the events each agent sees of its push."""
-        push = np.array([self.push(e.event.valence, e.event.credibility, e.event.source_type, e.event.framing)
+        push = np.array([self.push(event_features(e.event), e.event.source_type, e.event.framing)
                          for e in p.events])  # (Ev,)
         return p.seen.astype(np.float64) @ push if len(push) else np.zeros(p.n)
 
     def influence(self, shown: np.ndarray, stance: np.ndarray, types: np.ndarray | None = None) -> np.ndarray:
         """(N,) the social-influence term from the shown table (N, K) and the senders' stances
         (`types`: the tie type of each slot; default: the graph's tie between sender and receiver)."""
-        K = max(self.cfg.neighbors, 1)
+        K = max(self.cfg.neighbors.k, 1)
         mask = shown >= 0  # (N, K)
         types = self.typer.table(shown) if types is None else types  # (N, K)
         s = np.where(mask, stance[np.maximum(shown, 0)], 0.0)  # (N, K)

@@ -4,12 +4,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
 
-from lsm.data_gen.teacher.prompts import TextLimits
-from lsm.data_gen.teacher.backends.base import LLMBackend
-from lsm.data_gen.teacher.backends.embedded import EmbeddedConfig
-from lsm.society.loop.neighbors import NeighborRule, check_neighbor_rule, default_neighbor_weights
 from lsm.config import Checked
-from lsm.limits import MAX_COUNT, MAX_NEIGHBORS_SHOWN
+from lsm.data_gen.teacher.backends.base import LLMBackend
+from lsm.data_gen.teacher.backends.embedded import EmbeddedBackend, EmbeddedConfig
+from lsm.data_gen.teacher.backends.openai_http import OpenAIBackend
+from lsm.data_gen.teacher.backends.vllm_engine import VLLMBackend
+from lsm.data_gen.teacher.prompts import TextLimits
+from lsm.limits import MAX_COUNT
+from lsm.society.loop.neighbors import NeighborRule
 
 
 @dataclass
@@ -89,7 +91,7 @@ class VLLMConfig(Checked):
 
 @dataclass
 class TeacherConfig(Checked):
-    """How LLM agents play a scenario (DESIGN §4)."""
+    """How LLM agents play a scenario (docs/design.md §4)."""
 
     backend: Literal["embedded", "openai", "vllm"] = "embedded"
     embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig)
@@ -103,14 +105,9 @@ class TeacherConfig(Checked):
     max_tokens: int = 200
     chunk: int = 64
     """Agents per generate/score call (also the progress-bar step)."""
-    neighbors: int = 4
-    """K: at most this many neighbour messages from last tick in a prompt."""
-    neighbor_weights: dict[str, float] = field(default_factory=default_neighbor_weights)
-    """Relative chance that a neighbour of each edge type is shown (0 never shows that type)."""
-    vary_neighbors: bool = True
-    """Show each agent-tick a number of messages drawn uniformly in 0..K (seeded) instead of K,
-    so that the effect of hearing others is identifiable apart from the effect of the tick
-    (false: every agent hears min(K, neighbours who spoke), the rule of corpora before 2026-12)."""
+    neighbors: NeighborRule = field(default_factory=NeighborRule)
+    """Who hears whom: K messages from last tick at most per prompt, tie-type weights, varied
+    counts (`society.loop.neighbors.NeighborRule`, the one definition)."""
     memories: int = 3
     """k: salient episodic memories shown in the prompt."""
     memory_capacity: int = 8
@@ -119,7 +116,7 @@ class TeacherConfig(Checked):
     """R: first answer, then a re-ask with the error, then an extraction call."""
     calibrate_decision: bool = True
     """Contextual calibration of the decision distribution (divide by the distribution under a
-    content-free prompt, renormalise; FINDINGS)."""
+    content-free prompt, renormalise; docs/results.md#what-the-embedded-teacher-can-and-cannot-do)."""
     decision: Literal["sample", "argmax"] = "sample"
     """How the recorded decision is drawn from its distribution (texts mode)."""
     limits: TextLimits = field(default_factory=TextLimits)
@@ -133,7 +130,6 @@ class TeacherConfig(Checked):
             yield "max_attempts", self.max_attempts, "at least 1"
         if not 0 <= self.temperature <= 2:
             yield "temperature", self.temperature, "a number from 0 to 2"
-        yield from check_neighbor_rule(self.neighbors, self.neighbor_weights)
         if self.memories < 0:
             yield "memories", self.memories, "a non-negative count"
         if self.chunk < 1:
@@ -141,8 +137,6 @@ class TeacherConfig(Checked):
         for f in ("batch_size", "refill"):
             if not 1 <= getattr(self.embedded, f) <= MAX_COUNT:
                 yield f"embedded.{f}", getattr(self.embedded, f), f"a whole number from 1 to {MAX_COUNT:,}"
-        if self.neighbors > MAX_NEIGHBORS_SHOWN:
-            yield "neighbors", self.neighbors, f"at most {MAX_NEIGHBORS_SHOWN} messages per prompt"
         for f in ("max_tokens", "chunk", "memories", "memory_capacity", "max_attempts"):
             if getattr(self, f) > MAX_COUNT:
                 yield f, getattr(self, f), f"at most {MAX_COUNT:,}"
@@ -150,19 +144,17 @@ class TeacherConfig(Checked):
             if not 1 <= getattr(self.limits, f) <= MAX_COUNT:
                 yield f"limits.{f}", getattr(self.limits, f), f"a number of characters from 1 to {MAX_COUNT:,}"
 
-    def neighbor_rule(self) -> NeighborRule:
-        return NeighborRule(self.neighbors, dict(self.neighbor_weights), self.vary_neighbors)
+    @classmethod
+    def upgrade(cls, data: dict) -> dict:
+        return NeighborRule.upgrade_flat(data)  # teacher configs before 2026-12 spelled the rule flat
 
 
 def make_backend(cfg: TeacherConfig) -> LLMBackend:
     if cfg.backend == "embedded":
-        from lsm.data_gen.teacher.backends.embedded import EmbeddedBackend
 
         return EmbeddedBackend(cfg.embedded)
     if cfg.backend == "openai":
-        from lsm.data_gen.teacher.backends.openai_http import OpenAIBackend
 
         return OpenAIBackend(cfg.openai)  # type: ignore[arg-type]
-    from lsm.data_gen.teacher.backends.vllm_engine import VLLMBackend
 
     return VLLMBackend(cfg.vllm)  # type: ignore[arg-type]

@@ -1,6 +1,6 @@
 """The LLM teacher as a policy of the society loop: LLM agents answer for the population.
 
-Per tick (DESIGN §4), from the loop's `Perception`: one prompt per agent (persona, memory, the
+Per tick (docs/design.md §4), from the loop's `Perception`: one prompt per agent (persona, memory, the
 events it sees, the messages of the neighbours it is shown); answers generated in batches of
 `chunk` agents, validated, repaired (re-ask with the error, then an extraction call) and, after
 `max_attempts`, recorded invalid with the reason; decision and channel distributions read by
@@ -15,20 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from lsm.config import to_yaml
+from lsm.data_gen.teacher import prompts as ag
+from lsm.data_gen.teacher.backends.base import LLMBackend
+from lsm.data_gen.teacher.config import TeacherConfig
+from lsm.society import seeds
 from lsm.society.embed import TEXT_DIM, write_event_embeddings
 from lsm.society.loop.neighbors import EdgeTyper
 from lsm.society.loop.runner import Perception, Progress, TickOutput, decision_shares
 from lsm.society.scenario import Scenario
 from lsm.society.store import TraceWriter
-from lsm.data_gen.teacher import prompts as ag
-from lsm.data_gen.teacher.backends.base import LLMBackend
-from lsm.data_gen.teacher.config import TeacherConfig
-
-
-def _seed(*parts: int) -> int:
-    """A 31-bit seed from integers (stable across processes)."""
-    return int(np.random.default_rng([p & 0xFFFFFFFF for p in parts]).integers(0, 2**31 - 1))
 
 
 # --------------------------------------------------------------------------- run state
@@ -161,7 +158,8 @@ class Teacher:
                 batch = [ag.extraction_conversation(last_text[i], self.schema) for i in todo]
             t0 = time.perf_counter()
             gens = self.backend.generate(batch, schema=self.schema, temperature=self.cfg.temperature,
-                                         seed=_seed(self.llm_seed, tick, chunk_id, attempt), max_tokens=self.cfg.max_tokens)
+                                         seed=seeds.int_seed(self.llm_seed, seeds.Stream.LLM_CALL, tick, chunk_id, attempt),
+                                         max_tokens=self.cfg.max_tokens)
             if stats is not None:
                 stats.add("generation" if attempt == 0 else "repair attempts", time.perf_counter() - t0)
             still = []
@@ -259,7 +257,7 @@ class Teacher:
             if self.mode == "texts":
                 dec, rat, dt = self.distributions([users[i] for i in idx], answers, stats)
                 out["latency_s"][idx] += dt / len(idx)
-            rng = np.random.default_rng([self.llm_seed, tick, ci, 99])
+            rng = seeds.rng(self.llm_seed, seeds.Stream.TEACHER_DECISION, tick, ci)
             for r, (i, a) in enumerate(zip(idx, answers)):
                 if a is None:
                     continue

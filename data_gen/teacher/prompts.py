@@ -1,6 +1,6 @@
 """One teacher agent's turn: the prompt it sees, the answer schema, and answer validation.
 
-The prompt (DESIGN §4) holds the agent's persona, its memory (a running summary plus up to k
+The prompt (docs/design.md §4) holds the agent's persona, its memory (a running summary plus up to k
 salient episodic memories), the events it is exposed to this tick and up to K messages its
 neighbours broadcast last tick. The system message (scenario context and answer format) is
 the same for every agent of a tick, so backends with prefix caching compute it once.
@@ -11,8 +11,8 @@ Two answer schemas:
 - `texts`: reasoning, message, stance, memory, salience are generated; the decision and the
   channel ratings are then read as distributions by `score_options` on continuations of the
   agent's own reasoning (`decision_prefix`, `rating_prefix`). Used when the backend exposes
-  log-probabilities: the distributions are the distillation targets (FINDINGS: scoring option
-  texts beats letter choices for small models).
+  log-probabilities: the distributions are the distillation targets (scoring option texts beats
+  letter choices for small models: docs/results.md#what-the-embedded-teacher-can-and-cannot-do).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """How far the teacher's decisions move with the persona and with the neighbours' messages.
 
-FINDINGS: a teacher that ignores its neighbours makes a student that ignores the graph look
+A teacher that ignores its neighbours makes a student that ignores the graph look
 perfect, so sensitivity is a measured figure for every trace file, not an assumption. For a
 sample of agents at a tick, the agent's exact prompt is rebuilt from the trace (recorded
 events, recorded shown neighbours and their messages of the previous tick, memory replayed from
@@ -25,9 +25,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from lsm.society.store import TraceFile
+
+from lsm.config import from_dict
 from lsm.data_gen.teacher import prompts as ag
+from lsm.data_gen.teacher.config import TeacherConfig, make_backend
+from lsm.society import seeds
+from lsm.society.loop.neighbors import EdgeTyper
 from lsm.society.stats import bootstrap, paired_tv
+from lsm.society.store import TraceFile
 
 VARIANTS = ("unchanged", "no_messages", "opposite_messages", "reordered_messages", "other_persona")
 
@@ -64,9 +69,6 @@ class TracePrompts:
     rebuilt prompt re-scores to the recorded decision distribution."""
 
     def __init__(self, tf: TraceFile):
-        from lsm.config import from_dict
-        from lsm.society.loop.neighbors import EdgeTyper
-        from lsm.data_gen.teacher.config import TeacherConfig
 
         self.tf, self.sc = tf, tf.scenario
         self.cfg = from_dict(TeacherConfig, tf.configs["teacher"], source=f"{tf.path}:config.teacher")
@@ -91,7 +93,6 @@ class TracePrompts:
 
 
 def measure(trace: str, tick: int | None = None, agents: int = 16, seed: int = 0, backend=None) -> dict[str, Any]:
-    from lsm.data_gen.teacher.config import make_backend
 
     with TraceFile(trace) as tf:
         rebuilt = TracePrompts(tf)
@@ -104,7 +105,7 @@ def measure(trace: str, tick: int | None = None, agents: int = 16, seed: int = 0
         prev_msg = rebuilt.expression[tick - 1]
         prev_stance = tf.array("stance")[tick - 1]
         prev_valid = valid[tick - 1]
-        rng = np.random.default_rng([seed, tick])
+        rng = seeds.rng(seed, seeds.Stream.SENSITIVITY_SAMPLE, tick)
         candidates = np.nonzero(valid[tick] & ((shown >= 0).sum(1) > 0))[0]
         sample = rng.choice(candidates, size=min(agents, len(candidates)), replace=False) if len(candidates) else candidates
         backend = backend or make_backend(cfg)

@@ -11,8 +11,9 @@ endogenous triggers identically:
         schedule.after_tick(t, PopulationState(...))  # evaluates triggers -> events at t+1
 
 Every event gets a stable `uid` (scheduled events 0..S-1 in file order, injected ones S, S+1,
-... in firing order); exposure draws use `default_rng([seed, uid, tick])`, so the same seed
-and the same population state give the same exposures in any process.
+... in firing order); exposure draws use stream `EXPOSURE` of `lsm.society.seeds` keyed by
+(uid, tick), so the same seed and the same population state give the same exposures in any
+process.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from lsm.society import seeds
 from lsm.society.scenario import Event, Measure, Range, Scenario
 
 
@@ -105,7 +108,7 @@ def exposure_mask(event: Event, uid: int, tick: int, pop, graph, seed: int) -> n
             follows |= graph.followers_of(outlet)
         mask &= follows
     if rule.fraction < 1:
-        rng = np.random.default_rng([seed, uid, tick])
+        rng = seeds.rng(seed, seeds.Stream.EXPOSURE, uid, tick)
         mask &= rng.random(pop.n) < rule.fraction
     return mask
 

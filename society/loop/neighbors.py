@@ -1,10 +1,10 @@
 """Who hears whom: the shown-neighbour rule of the society loop and the type of every tie.
 
 Each tick every agent is shown up to K neighbours that broadcast a message last tick, drawn by
-Gumbel top-k with per-edge-type weights from one seeded generator (`default_rng([seed, tick,
-17])`), so every policy (LLM teacher, planted society, student) sees the same neighbours for
-the same world, scenario and seed. With `vary` the count shown to each agent-tick is itself
-drawn, uniformly in 0..K (`default_rng([seed, tick, 18])`), so the effect of hearing others is
+Gumbel top-k with per-edge-type weights from one seeded generator (stream `NEIGHBORS` of
+`lsm.society.seeds`, per tick), so every policy (LLM teacher, planted society, student) sees the
+same neighbours for the same world, scenario and seed. With `vary` the count shown to each
+agent-tick is itself drawn, uniformly in 0..K (stream `NEIGHBOR_COUNT`), so the effect of hearing others is
 identifiable apart from the effect of the tick.
 
 Notation: N agents | E edges | K shown neighbours.
@@ -13,8 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any, Iterable
 
 import numpy as np
+
+from lsm.config import Checked, from_dict
+from lsm.documents import parse_document
+from lsm.limits import MAX_NEIGHBORS_SHOWN
+from lsm.society import seeds
 from lsm.society.world.graph import EDGE_TYPES
 
 WEAK_TIE = EDGE_TYPES.index("weak_tie")
@@ -26,15 +32,66 @@ def default_neighbor_weights() -> dict[str, float]:
 
 
 @dataclass
-class NeighborRule:
-    """How many neighbours each agent hears per tick, and which."""
+class NeighborRule(Checked):
+    """How many neighbours each agent hears per tick, and which: the one definition, owned here.
+
+    A teacher or planted config holds one (`neighbors:`), every trace records the rule it ran
+    under (root attribute `neighbor_rule`), a checkpoint records the rule of its training traces,
+    and a rollout takes it from its checkpoint unless told otherwise."""
 
     k: int = 4
     """K: at most this many neighbour messages per agent-tick (0: agents never hear each other)."""
     weights: dict[str, float] = field(default_factory=default_neighbor_weights)
     """Relative chance of a tie type being shown (0: never shown)."""
-    vary: bool = False
-    """Draw the number shown per agent-tick uniformly in 0..K instead of always K (where enough spoke)."""
+    vary: bool = True
+    """Draw the number shown per agent-tick uniformly in 0..K instead of always K (where enough
+    spoke), so the effect of hearing others is identifiable apart from the effect of the tick
+    (false: every agent hears min(K, neighbours who spoke), the rule of corpora before 2026-12)."""
+
+    def check(self) -> Iterable[tuple[str, Any, str]]:
+        if not 0 <= self.k <= MAX_NEIGHBORS_SHOWN:
+            yield "k", self.k, f"a count from 0 to {MAX_NEIGHBORS_SHOWN} (messages per agent-tick)"
+        for t, w in self.weights.items():
+            if t not in EDGE_TYPES:
+                yield f"weights.{t}", w, f"an edge type among {list(EDGE_TYPES)}"
+            elif not w >= 0:
+                yield f"weights.{t}", w, "a weight >= 0"
+
+    @staticmethod
+    def upgrade_flat(data: dict) -> dict:
+        """A config mapping whose rule is spelled flat, as before 2026-12 (`neighbors: 4`,
+        `neighbor_weights: {...}`, `vary_neighbors: true`), with the rule nested under `neighbors`
+        instead; a mapping already nested is returned as it is. Used by every config that holds a
+        rule, so files and traces written before keep loading."""
+        if not isinstance(data, dict) or not ({"neighbor_weights", "vary_neighbors"} & set(data)
+                                              or not isinstance(data.get("neighbors", {}), dict)):
+            return data
+        out = {k: v for k, v in data.items() if k not in ("neighbors", "neighbor_weights", "vary_neighbors")}
+        rule = {new: data[old] for old, new in (("neighbors", "k"), ("neighbor_weights", "weights"), ("vary_neighbors", "vary"))
+                if old in data}
+        out["neighbors"] = rule
+        return out
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "neighbor_rule") -> "NeighborRule":
+        """The rule as recorded in a trace's or checkpoint's `neighbor_rule` (JSON); a malformed
+        one is a `ConfigError` naming `source`."""
+        return from_dict(cls, parse_document(text, source, "neighbour rule", fmt="json"), source=source, kind="neighbour rule")
+
+def recorded_rule(attrs: Any, source: str) -> NeighborRule | None:
+    """The rule a trace or rollout file ran under: its root attribute `neighbor_rule`; for a
+    teacher trace written before that was recorded, the flat fields of its embedded teacher
+    config with `vary` false (the only rule then); None when neither is there. `attrs` is the
+    file's root attribute mapping, `source` its name for errors."""
+    if "neighbor_rule" in attrs:
+        return NeighborRule.from_json(str(attrs["neighbor_rule"]), f"{source}:neighbor_rule")
+    if "config.teacher" not in attrs:
+        return None
+    data = parse_document(str(attrs["config.teacher"]), f"{source}:config.teacher", "teacher config")
+    if not isinstance(data, dict) or "neighbors" not in data:
+        return None
+    nested = NeighborRule.upgrade_flat({"vary_neighbors": False, **data})["neighbors"]
+    return from_dict(NeighborRule, nested, source=f"{source}:config.teacher", kind="neighbour rule")
 
 
 class EdgeTyper:
@@ -104,11 +161,11 @@ class NeighborIndex:
     def shown(self, rule: NeighborRule, has_message: np.ndarray, seed: int, tick: int) -> np.ndarray:
         """(N, max(K, 1)) the neighbours shown at `tick` under `rule` (-1 padded): the one
         definition every policy's perception goes through."""
-        shown = self.sample(rule.k, has_message, np.random.default_rng([seed, tick, 17]))  # (N, K)
+        shown = self.sample(rule.k, has_message, seeds.rng(seed, seeds.Stream.NEIGHBORS, tick))  # (N, K)
         if rule.k == 0:
             return np.full((self.n, 1), -1, dtype=np.int32)
         if rule.vary:
-            count = np.random.default_rng([seed, tick, 18]).integers(0, rule.k + 1, size=self.n)  # (N,)
+            count = seeds.rng(seed, seeds.Stream.NEIGHBOR_COUNT, tick).integers(0, rule.k + 1, size=self.n)  # (N,)
             shown[np.arange(rule.k)[None, :] >= count[:, None]] = -1
         return shown
 
@@ -159,14 +216,3 @@ class NeighborIndex:
             out[seg_recv[seg_of[hit]], j] = pair_s[hit]
             key[hit] = -np.inf
         return out
-
-
-def check_neighbor_rule(k: int, weights: dict[str, float]):
-    """(field, value, expected) problems of a config's `neighbors` and `neighbor_weights`."""
-    if k < 0:
-        yield "neighbors", k, "a non-negative count"
-    for t, w in weights.items():
-        if t not in EDGE_TYPES:
-            yield f"neighbor_weights.{t}", w, f"an edge type among {list(EDGE_TYPES)}"
-        elif not w >= 0:
-            yield f"neighbor_weights.{t}", w, "a weight >= 0"

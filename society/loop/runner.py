@@ -1,6 +1,6 @@
 """The society loop: one simulation of a society, tick by tick, whatever answers for the agents.
 
-The loop is written once and owns the per-tick process (DESIGN §2, "The loop and its policies"):
+The loop is written once and owns the per-tick process (docs/design.md §2, "The loop and its policies"):
 
     for t in range(T):
         events  = schedule.events_at(t)            # scheduled + injected by triggers last tick
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
+
 from lsm.config import Interrupted
 from lsm.society.embed import TEXT_DIM
 from lsm.society.loop.events import EventSchedule, PopulationState, ScheduledEvent

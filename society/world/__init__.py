@@ -7,12 +7,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from lsm.config import to_dict
-from lsm.society.world.graph import (EDGE_TYPES, GRAPH_STEPS, GraphConfig, SocialGraph, build_graph, degree_stats, homophily_attributes,
-                                homophily_stats, load_graph_config, peak_rss_gb)
-from lsm.society.world.population import Population, PopulationConfig, load_population_config, marginals_table, sample_population
-from lsm.society.store import (_write_header, check_header, open_h5, read_configs, read_world_groups, write_checksums,
-                                write_world_groups)
+from lsm.config import from_dict, to_dict
+from lsm.society.store import (
+    _write_header,
+    check_header,
+    open_h5,
+    read_configs,
+    read_world_groups,
+    write_checksums,
+    write_world_groups,
+)
+from lsm.society.world.backstory import META_PROMPTS
+from lsm.society.world.graph import (
+    EDGE_TYPES,
+    GRAPH_STEPS,
+    GraphConfig,
+    SocialGraph,
+    build_graph,
+    degree_stats,
+    homophily_attributes,
+    homophily_stats,
+    load_graph_config,
+    peak_rss_gb,
+)
+from lsm.society.world.population import (
+    Population,
+    PopulationConfig,
+    load_population_config,
+    marginals_table,
+    sample_population,
+)
 
 if TYPE_CHECKING:
     from torch_geometric.data import HeteroData
@@ -97,7 +121,6 @@ def save_world(world: World, path: str | Path) -> None:
         write_world_groups(f, world.population, world.graph)
         if world.backstories is not None:
             b = world.backstories
-            from lsm.society.world.backstory import META_PROMPTS
 
             f["population"].attrs["backstories"] = json.dumps({"meta_prompts": list(META_PROMPTS), "failed": b.failed})
             f["population"].create_dataset("backstory_prompt", data=b.prompt_index.astype("int8"))
@@ -109,7 +132,6 @@ def save_world(world: World, path: str | Path) -> None:
 
 def load_world(path: str | Path) -> World:
     """Read a world (or the world embedded in a trace / rollout file)."""
-    from lsm.config import from_dict
 
     with open_h5(path) as f:
         check_header(f, ["world", "teacher_trace", "student_rollout"])

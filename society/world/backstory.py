@@ -1,4 +1,4 @@
-"""LLM-written backstories from a population's attributes (DESIGN §3, as large LLM simulators do).
+"""LLM-written backstories from a population's attributes (docs/design.md §3, as large LLM simulators do).
 
 Each agent's one-line persona (built from its attributes) is expanded by the LLM into a short
 first-person backstory. Diversity comes from three sources, all seeded: one of several
@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+
+from lsm.society import seeds
 
 META_PROMPTS = (
     "Write two sentences, in the first person, about the life of this person: {persona} Mention their work and family.",
@@ -43,7 +45,7 @@ def write_backstories(personas: list[str], backend, seed: int = 0, temperatures:
 
     from tqdm import tqdm
 
-    rng = np.random.default_rng([seed, 4242])
+    rng = seeds.rng(seed, seeds.Stream.BACKSTORY)
     n = len(personas)
     prompt_index = rng.integers(0, len(META_PROMPTS), n)
     grid = np.linspace(temperatures[0], temperatures[1], levels)
@@ -57,7 +59,8 @@ def write_backstories(personas: list[str], backend, seed: int = 0, temperatures:
             if not idx:
                 continue
             convs = [[{"role": "user", "content": META_PROMPTS[prompt_index[i]].format(persona=personas[i])}] for i in idx]
-            gens = backend.generate(convs, schema=None, temperature=float(temp), seed=seed * 1000 + level * 10 + attempt,
+            call_seed = seeds.int_seed(seed, seeds.Stream.BACKSTORY_LLM, level, attempt, bits=31)
+            gens = backend.generate(convs, schema=None, temperature=float(temp), seed=call_seed,
                                     max_tokens=max_tokens)
             for i, g in zip(idx, gens):
                 texts[i] = _clean(g.text)

@@ -29,6 +29,7 @@ import numpy as np
 
 from lsm.config import Checked, ConfigError, Problem, load_config
 from lsm.limits import MAX_CONTEXT_CHARS, MAX_DEGREE, MAX_MEAN_DEGREE, label_problem, name_problem
+from lsm.society import seeds
 
 EDGE_TYPES = ("household", "friend", "professional", "weak_tie", "media")
 HOUSEHOLD, FRIEND, PROFESSIONAL, WEAK_TIE, MEDIA = range(5)
@@ -464,7 +465,7 @@ def build_graph(config: GraphConfig, pop, seed: int, source: str | None = None,
     is told each of `GRAPH_STEPS` as it starts (a progress bar)."""
     step = step or (lambda name: None)
     n = pop.n
-    rng = np.random.default_rng([seed, 0x51ED])
+    rng = seeds.rng(seed, seeds.Stream.GRAPH)
     keys = _GroupKeys(pop, config.quantile_bins, source)
     parts = []  # (src, dst, type, weight, symmetric)
 
@@ -531,7 +532,7 @@ def homophily_stats(graph: SocialGraph, pop, attributes: list[str], max_edges: i
     Σ p_c² (1 = no homophily). Numeric: Pearson correlation of the two endpoints' values
     (0 = none). Computed on at most `max_edges` sampled edges.
     """
-    rng = np.random.default_rng(seed)
+    rng = seeds.rng(seed, seeds.Stream.HOMOPHILY)
     e = graph.num_edges
     idx = rng.choice(e, size=max_edges, replace=False) if e > max_edges else np.arange(e)
     src, dst, et = graph.edge_index[0][idx], graph.edge_index[1][idx], graph.edge_type[idx]

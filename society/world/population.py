@@ -23,7 +23,18 @@ import numpy as np
 from scipy import special, stats
 
 from lsm.config import Checked, ConfigError, Problem, load_config
-from lsm.limits import MAX_ATTRIBUTES, MAX_CATEGORIES, MAX_CONTEXT_CHARS, MAX_LABEL_CHARS, MAX_NAME_CHARS, label_problem, name_problem
+from lsm.limits import (
+    MAX_ATTRIBUTES,
+    MAX_CATEGORIES,
+    MAX_CONTEXT_CHARS,
+    MAX_LABEL_CHARS,
+    MAX_NAME_CHARS,
+    label_problem,
+    name_problem,
+)
+from lsm.society import seeds
+from lsm.society.world.anes96 import ANES_ATTRIBUTES, ANES_CATEGORIES, resample_anes96
+from lsm.society.world.persona import make_names, make_personas
 
 
 # --------------------------------------------------------------------------- config schema
@@ -171,7 +182,6 @@ class PopulationConfig(Checked):
         known = set(self.attributes)
         parents = {a: s.category_names for a, s in self.attributes.items() if s.type == "categorical"}
         if self.source == "anes96":
-            from lsm.society.world.anes96 import ANES_ATTRIBUTES, ANES_CATEGORIES
 
             known |= set(ANES_ATTRIBUTES)
             parents.update(ANES_CATEGORIES)
@@ -305,7 +315,7 @@ def sample_population(config: PopulationConfig, n: int, seed: int, source_file: 
     """Sample N agents from `config` with `seed` (same inputs -> identical population)."""
     if n < 1:
         raise ConfigError("arguments", [Problem("agents", n, "a positive number of agents")], "request")
-    rng = np.random.default_rng([seed, 0x9E3779B9])
+    rng = seeds.rng(seed, seeds.Stream.POPULATION)
     categorical: dict[str, np.ndarray] = {}
     categories: dict[str, list[str]] = {}
     numeric: dict[str, np.ndarray] = {}
@@ -315,7 +325,6 @@ def sample_population(config: PopulationConfig, n: int, seed: int, source_file: 
     survey_corr = None
 
     if config.source == "anes96":
-        from lsm.society.world.anes96 import resample_anes96
 
         survey = resample_anes96(n, rng)
         categorical.update(survey.categorical)
@@ -383,7 +392,6 @@ def sample_population(config: PopulationConfig, n: int, seed: int, source_file: 
             raise ConfigError(source_file, [Problem(f"attributes.{a}.given", s.given, "no circular `given` chain")
                                             for a, s in pending.items()], "population")
 
-    from lsm.society.world.persona import make_names, make_personas
 
     names = make_names(categorical, categories, rng)
     pop = Population(

@@ -3,7 +3,8 @@
 A conversation is a list of chat messages `{"role": "system"|"user"|"assistant", "content": str}`.
 When the last message is from the assistant, its content is a *prefix* the model continues
 (e.g. "..., so this week I decided to"); `score_options` scores option texts as continuations of
-it, which FINDINGS.md shows is far more informative for small models than letter choices.
+it, which is far more informative for small models than letter choices
+(docs/results.md#what-the-embedded-teacher-can-and-cannot-do).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 `model.generate` runs a batch until its longest answer ends: here answers of one chunk range
 from ~45 to ~300 tokens, so a third of the rows' decode steps were spent on finished rows,
 and a decode step costs ~55 ms however few rows it carries (reading the weights, 30 layers of
-small operations) plus ~4 ms per row (`README`, teacher speed). This loop keeps up to
+small operations) plus ~4 ms per row (docs/results.md#teacher-speed-change-by-change). This loop keeps up to
 `batch_size` rows decoding: a finished row leaves the batch at once, and when `refill` slots
 are free the next prompts are encoded (one prefill pass, from the shared prefix's keys and
 values where there is one) and join it, their caches left padded to the batch's length. Keys
@@ -26,8 +26,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
+
+from lsm.society import seeds
 
 
 @dataclass
@@ -57,9 +58,7 @@ class DecodeTimes:
 
 def row_generator(seed: int, index: int) -> torch.Generator:
     """The sampling generator of the row at `index` of a call with `seed` (one definition)."""
-    g = torch.Generator()
-    g.manual_seed(int(np.random.SeedSequence([seed & 0xFFFFFFFF, index]).generate_state(1, np.uint64)[0] >> 1))
-    return g
+    return seeds.torch_generator(seed, seeds.Stream.LLM_ROW, index)
 
 
 def _left_pad(t: torch.Tensor, L: int) -> torch.Tensor:

@@ -25,6 +25,7 @@ from typing import Any, Literal, Sequence, get_args
 import numpy as np
 
 from lsm.data_gen.teacher.backends.base import Conversation, Generation, LLMBackend
+from lsm.data_gen.teacher.backends.scoring import option_sequences, prompt_ids, softmax_rows, split_prefix
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 Dtype = Literal["float32", "bfloat16", "auto"]
@@ -175,7 +176,9 @@ class EmbeddedBackend(LLMBackend):
         self.scorer = base.to(score_dtype)  # Module.to casts in place: the same module as `model` when the dtypes agree
         """Scores options (`option_logprobs`) and serves prompt log-probabilities (`lsm serve`)."""
         if self.config.attention == "gqa":
-            from lsm.data_gen.teacher.backends.attention import register
+            from lsm.data_gen.teacher.backends.attention import (
+                register,  # torch: loaded with the model, not when a teacher config is read
+            )
 
             name = register()
             for m in {id(self.model): self.model, id(self.scorer): self.scorer}.values():
@@ -201,7 +204,6 @@ class EmbeddedBackend(LLMBackend):
     def prompt_ids(self, conv: Conversation) -> list[int]:
         """The prompt's token ids by the one rule (`scoring.prompt_ids`): the chat template up to
         the assistant header, then a final assistant message's own tokens, continued."""
-        from lsm.data_gen.teacher.backends.scoring import prompt_ids
 
         return prompt_ids(self.tokenizer, conv)
 
@@ -212,7 +214,10 @@ class EmbeddedBackend(LLMBackend):
         return len(self._ids(text))
 
     def _template(self, schema: dict[str, Any]):
-        from lsm.data_gen.teacher.backends.constrained import FreeVocab, compile_schema
+        from lsm.data_gen.teacher.backends.constrained import (  # torch: loaded with the model, not when a teacher config is read
+            FreeVocab,
+            compile_schema,
+        )
 
         key = json.dumps(schema, sort_keys=True)
         if key not in self._templates:
@@ -237,8 +242,13 @@ class EmbeddedBackend(LLMBackend):
     def generate_ids(self, prompts: Sequence[list[int]], schema: dict[str, Any] | None = None,
                      temperature: float = 0.7, seed: int = 0, max_tokens: int = 256) -> list[Generation]:
         """`generate` from token-id prompts (`prompt_ids`; `lsm serve`'s completions endpoint)."""
-        from lsm.data_gen.teacher.backends.constrained import TemplateWalker
-        from lsm.data_gen.teacher.backends.decode_loop import DecodeTimes, decode
+        from lsm.data_gen.teacher.backends.constrained import (
+            TemplateWalker,  # torch: loaded with the model, not when a teacher config is read
+        )
+        from lsm.data_gen.teacher.backends.decode_loop import (  # torch: loaded with the model, not when a teacher config is read
+            DecodeTimes,
+            decode,
+        )
 
         tok, cfg = self.tokenizer, self.config
         walker = TemplateWalker(self._template(schema), tok.eos_token_id, self._vocab) if schema is not None else None
@@ -312,7 +322,6 @@ class EmbeddedBackend(LLMBackend):
         shared by every agent, and the prompt shared by an agent's options, are computed once.
         The result equals scoring every sequence separately (tested).
         """
-        from lsm.data_gen.teacher.backends.scoring import option_sequences, split_prefix
 
         t_start, self._forward_s = time.perf_counter(), 0.0
         seqs: list[tuple[list[int], int]] = []  # (prompt + option ids, number of option tokens)
@@ -485,6 +494,5 @@ class EmbeddedBackend(LLMBackend):
             scores[out_i] = total
 
     def score_options(self, conversations: Sequence[Conversation], option_labels: Sequence[Sequence[str]]) -> list[np.ndarray]:
-        from lsm.data_gen.teacher.backends.scoring import softmax_rows
 
         return softmax_rows(self.option_logprobs(conversations, option_labels))

@@ -1,6 +1,7 @@
 """Exact option scoring in token space: one rule for every backend that can see token ids.
 
-The rule (DESIGN §4, FINDINGS: options scored as continuations of an answer prefix):
+The rule (docs/design.md §4; options scored as continuations of an answer prefix, see
+docs/results.md#what-the-embedded-teacher-can-and-cannot-do):
 
 1. **Render** a conversation into token ids with the model's own chat template. A final
    assistant message is a *prefix* the model continues: the turns before it are rendered with

@@ -29,6 +29,8 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from lsm.data_gen.teacher.backends.base import Generation
+
 MODEL_ID = "smollm2-135m-instruct"
 
 
@@ -181,7 +183,6 @@ class CompletionServer(ThreadingHTTPServer):
         for max_tokens=1 at temperature 0; sampled with `seed` otherwise), without a second pass."""
         import torch
 
-        from lsm.data_gen.teacher.backends.base import Generation
 
         row = logp[-1]
         if temperature <= 0:

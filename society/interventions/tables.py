@@ -20,6 +20,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from lsm.society import seeds
+
 TableEdit = Callable[[int, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 """(tick, shown (N, K), types (N, K), last stance (N,)) -> edited shown (N, K), -1 padded."""
 
@@ -30,7 +32,7 @@ def no_messages(t: int, shown: np.ndarray, types: np.ndarray, stance: np.ndarray
 
 def shuffled_senders(seed: int = 0) -> TableEdit:
     def edit(t: int, shown: np.ndarray, types: np.ndarray, stance: np.ndarray) -> np.ndarray:
-        rng = np.random.default_rng([seed, t, 31])
+        rng = seeds.rng(seed, seeds.Stream.SHUFFLED_SENDERS, t)
         return np.where(shown >= 0, rng.integers(0, len(stance), shown.shape), -1)
 
     return edit
