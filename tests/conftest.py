@@ -110,11 +110,14 @@ or kill and resume a run: a test that uses one is in the full lane (`make test`)
 SLOW_MODULES = {"test_demo", "test_explore_browser", "test_backend_embedded", "test_backend_openai", "test_teacher",
                 "test_scoring", "test_gpu_smoke", "test_fuzz", "test_explore_api", "test_report_scale"}
 """Modules whose every test is in the full lane (real LLM, browser, property fuzzing, large populations)."""
+SLOW_TESTS = {"test_world_backstories_from_the_cli", "test_lsm_train_default_root_dir_moves_checkpoints_and_logs",
+              "test_narration_and_interview_with_the_embedded_llm", "test_every_baseline_is_reported"}
+"""Single tests of the full lane (the embedded LLM, two training runs)."""
 
 
 def pytest_collection_modifyitems(config, items):
     """Mark the full lane's tests `slow`: `make check` runs the rest (`-m "not slow"`), `make test` all."""
     for item in items:
         module = Path(str(item.fspath)).stem
-        if module in SLOW_MODULES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if module in SLOW_MODULES or item.originalname in SLOW_TESTS or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)

@@ -216,10 +216,14 @@ def test_teacher_config_errors_name_the_field(tmp_path):
 
     p = tmp_path / "t.yaml"
     p.write_text("backend: openai\nneighbor_weights: {friends: 1}\ntemperature: 3\n")
-    with pytest.raises(ConfigError) as e:
+    with pytest.raises(ConfigError) as e:  # the nested neighbour rule is checked first (older flat spelling)
+        load_config(TeacherConfig, p)
+    assert "neighbors.weights.friends" in str(e.value)
+    p.write_text("backend: openai\nneighbors: {weights: {friend: 1}}\ntemperature: 3\n")
+    with pytest.raises(ConfigError) as e:  # then every rule of the teacher config at once
         load_config(TeacherConfig, p)
     msg = str(e.value)
-    assert "'openai'" in msg and "neighbors.weights.friends" in msg and "'temperature' = 3" in msg
+    assert "'openai'" in msg and "'temperature' = 3" in msg
 
 
 def test_llm_backstories_extend_personas(backend):
