@@ -165,6 +165,15 @@ class Range(Checked):
         elif self.min is not None and self.max is not None and self.min > self.max:
             yield "max", self.max, f"a number >= min ({self.min})"
 
+    def mask(self, values: np.ndarray) -> np.ndarray:
+        """Bool, shaped like `values`: which lie in min..max (an absent bound does not limit)."""
+        inside = np.ones(np.shape(values), dtype=bool)
+        if self.min is not None:
+            inside &= values >= self.min
+        if self.max is not None:
+            inside &= values <= self.max
+        return inside
+
 
 @dataclass
 class Exposure(Checked):

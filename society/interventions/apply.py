@@ -121,11 +121,7 @@ def _where_mask(pop, where: dict, path: str, problems: list[Problem]) -> np.ndar
             if not isinstance(rule, Range):
                 problems.append(Problem(join(path, attr), rule, f"a range MIN..MAX ('{attr}' is numeric)"))
                 continue
-            v = pop.numeric[attr]
-            if rule.min is not None:
-                mask &= v >= rule.min
-            if rule.max is not None:
-                mask &= v <= rule.max
+            mask &= rule.mask(pop.numeric[attr])
         else:
             problems.append(Problem(join(path, attr), attr, f"an attribute of the world's population ({', '.join(pop.attributes)})"))
     return mask

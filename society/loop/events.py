@@ -94,11 +94,7 @@ def exposure_mask(event: Event, uid: int, tick: int, pop, graph, seed: int) -> n
     mask = np.ones(pop.n, dtype=bool)
     for attr, allowed in rule.where.items():
         if isinstance(allowed, Range):
-            v = pop.numeric[attr]
-            if allowed.min is not None:
-                mask &= v >= allowed.min
-            if allowed.max is not None:
-                mask &= v <= allowed.max
+            mask &= allowed.mask(pop.numeric[attr])
         else:
             codes = [pop.categories[attr].index(c) for c in allowed]
             mask &= np.isin(pop.categorical[attr], codes)
