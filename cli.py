@@ -398,9 +398,10 @@ def explore(path: str, ckpt: str | None = None, port: int = 8765, host: str = "1
     run_server(ExploreConfig([p for p in path.split(",") if p.strip()], ckpt, teacher), host, port)
 
 
-def recovery(out: str = "out/recovery", agents: str = "2000", held_out_agents: int = 2000, epochs: int = 60,
-             planted: str = "planted", scenario: str = "vaccine_campaign", samples: int = 2, max_agents: int = 10000,
-             json: str | None = None, seed: int = 0, train_variants: int = 0) -> None:
+def recovery(out: str = "out/recovery", agents: str = "2000", held_out_agents: int = 2000, steps: int = 1500,
+             epochs: int | None = None, planted: str = "planted", scenario: str = "vaccine_campaign", samples: int = 2,
+             max_agents: int = 256, patience: int = 6, json: str | None = None, seed: int = 0, train_variants: int = 8,
+             variant_keep_sign: bool = False, ablations: str = "") -> None:
     """The known-answer experiment: does the student recover a planted society's mechanism?
 
     Trains the student on a planted society whose mechanism is written down, then measures on a
@@ -412,27 +413,49 @@ def recovery(out: str = "out/recovery", agents: str = "2000", held_out_agents: i
         out: experiment folder (every step is skipped when its output exists: a killed run resumes).
         agents: training-world sizes, comma-separated (`200,1000,10000`: the scaling curve).
         held_out_agents: size of the held-out world (one, shared by every size).
-        epochs: training epochs of each model.
+        steps: optimiser steps of each model (the same budget at every size); training stops
+            earlier when the loss on a validation world has not improved for `patience` checks,
+            and the best checkpoint is kept.
+        epochs: train this many epochs instead (no early stopping: the earlier behaviour).
         planted: planted configuration (a path or a shipped name, e.g. `planted`); its null
-            variant (dose 0) is derived from it.
-        scenario: scenario (a path or a shipped name).
+            variant (dose 0) is derived from it. `random:K` (or `random:K@SEED`, seed 0 unless
+            given): K configurations drawn from the prior of `lsm.data_gen.planted.prior`, the
+            whole experiment once per configuration in OUT/random_<k>/, one goal table each.
+        scenario: scenario (a path or a shipped name: vaccine_campaign, product_adoption,
+            policy_announcement; the measured interventions need three scheduled events).
         samples: paired draws of the student's stochastic latents per replay.
-        max_agents: train on subgraphs of at most this many seed agents.
-        json: also write the results here (headline figures at top level, the largest size).
+        max_agents: agents per training batch (each hears the teacher's messages of the whole
+            population: exact; smaller batches, more steps per epoch).
+        patience: validations without improvement before a model stops training.
+        json: also write the results here (headline figures at top level, the largest size;
+            with `random:K`, `configs`: each configuration's name, parameters and results).
         seed: training seed.
         train_variants: also train on this many copies of the scenario with its events'
-            credibilities drawn at random (otherwise a credibility is confounded with its event).
+            valences (-1..1) and credibilities (0.1..1) drawn at random (otherwise they are
+            confounded with their event, and their effect cannot be learned).
+        variant_keep_sign: the variants keep each event's sign of valence (|valence| drawn in 0..1).
+        ablations: pathways to switch off, one student each at the same step budget, comma-separated
+            (`social_sum,event_sum,stance_noise,channel_effects`, or `all` for every one at once):
+            one row each in the printed table and in the JSON's `ablation_rows`.
     """
     import json as _json
 
     from lsm.infer.run import parse_sizes
-    from lsm.recovery.experiment import RecoveryConfig, run_recovery
+    from lsm.recovery.experiment import RecoveryConfig, format_random, run_recovery
     from lsm.recovery.report import format_table
 
+    from lsm.recovery.experiment import PATHWAYS
+
+    off = [a.strip() for a in ablations.split(",") if a.strip()]
+    unknown = [a for a in off if a not in (*PATHWAYS, "all")]
+    if unknown:
+        raise UsageError(f"--ablations {ablations}: {', '.join(map(repr, unknown))} is not a pathway; expected a comma-separated "
+                         f"subset of {', '.join(PATHWAYS)}, or all")
     cfg = RecoveryConfig(agents=parse_sizes(agents), held_out_agents=held_out_agents, scenario=scenario, planted=planted,
-                         epochs=epochs, max_agents=max_agents, samples=samples, seed=seed, train_variants=train_variants)
+                         steps=steps, epochs=epochs, max_agents=max_agents, patience=patience, samples=samples, seed=seed,
+                         train_variants=train_variants, variant_keep_sign=variant_keep_sign, ablations=off)
     result = run_recovery(out, cfg, say=print)
-    print(format_table(result))
+    print(format_random(result) if "configs" in result else format_table(result))
     if json:
         Path(json).write_text(_json.dumps(result, indent=1))
         print(f"Written: {json}")

@@ -22,7 +22,8 @@ from lsm.config import CONFIG_ROOT, resolve_config
 from lsm.data_gen.gen import generate
 from lsm.model.checkpoint import load_checkpoint
 from lsm.model.chunks import auto_chunk, forward_chunk
-from lsm.model.society import SocietyModel, StudentConfig, TickInputs
+from lsm.model.society import Draws, SocietyModel, StudentConfig, TickInputs
+from lsm.model.tick import advance
 from lsm.society import seeds
 from lsm.society.scenario import shorten
 from lsm.society.store import TraceFile
@@ -61,8 +62,10 @@ def synthetic_inputs(cfg: StudentConfig, n: int, neighbors: int = 20, actions: i
     who = torch.nonzero(torch.rand(n, generator=g) < exposure).squeeze(1)  # (V,)
     exposure_index = torch.stack([who, torch.randint(0, events, (len(who),), generator=g)])
     action_emb = torch.nn.functional.normalize(torch.randn(actions, cfg.text_dim, generator=g), dim=-1)
+    draws = Draws(uniform=torch.rand(n, generator=g), stance_eps=torch.randn(n, generator=g) if cfg.stance_noise else None,
+                  channel_eps=torch.randn(n, cfg.channels, generator=g) if cfg.channel_effects else None)  # as a rollout draws
     inp = TickInputs(cat, num, persona, torch.stack([senders, receivers]), edge_type, ev_cat, ev_num, ev_emb,
-                     exposure_index, action_emb, *padded)
+                     exposure_index, action_emb, *padded, draws=draws)
     return inp.to(device)
 
 
@@ -78,9 +81,11 @@ def time_student(model: SocietyModel, n: int, ticks: int = 3, neighbors: int = 2
     `chunk` agents per forward pass as rollouts run it (`forward_in_chunks`; 0: one pass)."""
     model = model.to(device=device, dtype=dtype).eval()
     model.agent_chunk = agent_chunk
-    step = (lambda s: model.forward_in_chunks(inp, s, chunk)) if chunk and padded else (lambda s: model(inp, s))
+    step = (lambda s: advance(model, s, inp, chunk=chunk if padded else 0))  # noqa: E731 -- as a rollout runs it
     inp = synthetic_inputs(model.cfg, n, neighbors, device=device, padded_table=padded)
-    inp = TickInputs(**{k: (t.to(dtype) if t is not None and t.is_floating_point() else t) for k, t in vars(inp).items()})
+    cast = lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # noqa: E731
+    inp = TickInputs(**{k: cast(t) for k, t in vars(inp).items() if k != "draws"},
+                     draws=Draws(**{k: cast(t) for k, t in vars(inp.draws).items()}) if inp.draws is not None else None)
     state = model.initial_state(n, inp.action_emb.shape[0], device=device)
     state = type(state)(**{k: v.to(dtype) for k, v in vars(state).items()})
     cuda = torch.device(device).type == "cuda"

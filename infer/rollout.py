@@ -23,8 +23,9 @@ import torch
 from lsm.model.checkpoint import Student
 from lsm.model.chunks import auto_chunk, forward_chunk
 from lsm.model.features import action_texts, context_text, embed_texts, event_tensors
-from lsm.model.society import TickInputs, with_drawn
+from lsm.model.society import Draws, TickInputs
 from lsm.model.state import AgentState
+from lsm.model.tick import advance
 from lsm.society import seeds
 from lsm.society.embed import persona_tensor
 from lsm.society.interventions import Interventions
@@ -179,9 +180,9 @@ class StudentPolicy:
         try:
             if capture:
                 self.model.agent_chunk = auto_chunk(self.world.n)
-                return self.model(inp, self.state, return_attention=True)
+                return advance(self.model, self.state, inp, return_attention=True)
             self.model.agent_chunk = 0 if self.chunk else auto_chunk(self.world.n)
-            return self.model.forward_in_chunks(inp, self.state, self.chunk)
+            return advance(self.model, self.state, inp, chunk=self.chunk)
         finally:
             self.model.decode_text = True  # the model is shared (training, replays): leave its default
 
@@ -199,11 +200,23 @@ class StudentPolicy:
         return TickInputs(cat, num, persona, none, torch.zeros(0, dtype=torch.long, device=dev), ev_cat.to(dev),
                           ev_num.to(dev), ev_emb.to(dev), exposure.to(dev), actions,
                           torch.from_numpy(p.shown.astype(np.int64)).to(dev), torch.from_numpy(self.typer.table(p.shown)).to(dev),
-                          self.context, tick_noise)
+                          self.context, tick_noise, self.draws(p.tick, p.n))
+
+    def draws(self, tick: int, n: int) -> Draws:
+        """This tick's random numbers, per agent and seeded (`society.seeds`): the decision's
+        inverse-CDF uniform, the stance's and the reported channels' standard-normal noise (the
+        last two where the student predicts them: `stance_noise`, `channel_effects`)."""
+        c, dev = self.model.cfg, self.cfg.device
+        uniform = torch.rand(n, generator=seeds.torch_generator(self.cfg.seed, seeds.Stream.STUDENT_DECISION, tick))  # (N,)
+        stance = torch.randn(n, generator=seeds.torch_generator(self.cfg.seed, seeds.Stream.STUDENT_STANCE, tick)) \
+            if c.stance_noise else None  # (N,)
+        channels = torch.randn(n, c.channels, generator=seeds.torch_generator(self.cfg.seed, seeds.Stream.STUDENT_CHANNELS, tick)) \
+            if c.channel_effects else None  # (N, C)
+        return Draws(uniform=uniform, stance_eps=stance, channel_eps=channels).to(dev)
 
     @torch.inference_mode()
     def act(self, p: Perception, progress: Progress | None = None, capture: bool = False) -> TickOutput:
-        cfg, n, t = self.cfg, p.n, p.tick
+        cfg, n = self.cfg, p.n
         inp = self.inputs(p)
         t0 = time.perf_counter()
         self.state, out = self.forward(inp, capture)
@@ -211,10 +224,8 @@ class StudentPolicy:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
         probs = torch.softmax(out.decision_logits.float(), -1)  # (N, A)
-        g = seeds.torch_generator(cfg.seed, seeds.Stream.STUDENT_DECISION, t, device=probs.device)
-        drawn = torch.multinomial(probs, 1, generator=g).squeeze(1)  # (N,)
-        self.state = with_drawn(self.state, drawn, probs.shape[1])  # agents remember what they did
-        decision = drawn.cpu().numpy()
+        assert out.drawn is not None  # drawn in the tick (`Draws.uniform`); the state records it
+        decision = out.drawn.cpu().numpy()
         state = self.state
         data: dict[str, np.ndarray] = {
             "channels": out.channels.float().cpu().numpy(), "decision": decision.astype(np.int16),

@@ -134,6 +134,9 @@ def load_checkpoint(path: str | Path) -> Student:
         raise StoreError(f"{p}: its state_dict is not a mapping of parameter names to tensors")
     check_event_features(raw_cfg.get("event_features", list(UNRECORDED_EVENT_FEATURES)), p)
     weights = {k.removeprefix("model."): v for k, v in raw_sd.items()}
+    if weights and "drawn_now.weight" not in weights:
+        raise StoreError(f"{p}: a student of an earlier version of lsm (its stance and message are not read given the decision "
+                         "drawn, and it has none of the additive pathways): this version cannot run it; train a new one with lsm train")
     layers = raw_cfg.get("layers")
     if isinstance(layers, int) and layers > len(weights):  # each layer holds weights: refused before building a million
         raise StoreError(f"{p}: its weights do not fit its student_config (layers={layers}, but {len(weights)} tensors stored)")

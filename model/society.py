@@ -87,6 +87,27 @@ class StudentConfig:
     action_mlp: bool = True
     """Score actions against an MLP of their text and place, plus a per-action bias and a
     persistence bonus for the last drawn action (False: the first student's linear scorer)."""
+    direct_dim: int = 4
+    """P: width of the additive pathway (`social_sum`, `event_sum`): a small vector summed from
+    what each agent hears and sees, added linearly to the decision logits (through a per-action
+    lean), the stance before its tanh and the channels' level tilt, so a push is neither
+    renormalised against other inputs nor squashed by a LayerNorm."""
+    social_sum: bool = True
+    """The social sum: Σ over shown senders j of gain_τ(j→i) ⊙ W·broadcast_j, scaled per receiver
+    by a gain of its identity (`SocialSum`): multiplicative in what a sender says, a gain per tie
+    type, not normalised by who else is shown (False: only the graph attention hears neighbours)."""
+    event_sum: bool = True
+    """The event sum: Σ over the events an agent sees of a push with products of the numeric
+    features (valence × credibility) and terms per source, framing and text (`EventSum`); events
+    add up (False: only the event attention, which averages them)."""
+    stance_noise: bool = True
+    """The stance is a distribution (mean and sd, trained by its Gaussian likelihood) conditioned
+    on the decision drawn this tick, and rollouts draw it: what neighbours hear keeps its spread
+    (False: the conditional mean, trained by squared error)."""
+    channel_effects: bool = True
+    """The agent latent reaches the channel head directly (a per-agent tilt of each channel's
+    level distribution), and rollouts add per-tick channel noise of the residual SD fitted in
+    training (`channel_tick_sd`) to the channels they report (False: channels are conditional means)."""
 
     def __post_init__(self) -> None:
         assert self.dim % self.heads == 0, f"dim {self.dim} must be divisible by heads {self.heads}"
@@ -124,10 +145,61 @@ class TickInputs:
     neighbor_type: Tensor | None = None  # (N, K) their edge types (ignored where neighbors is -1)
     context_emb: Tensor | None = None  # (T,) sentence embedding of the scenario's context and question
     tick_noise: Tensor | None = None  # (N, Rt) this tick's stochastic latent (None: the prior mean, 0)
+    draws: "Draws | None" = None  # what this tick's agents did (a trace's) or the random numbers they draw it with
 
     def to(self, device: torch.device | str) -> "TickInputs":
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
         return replace(self, **{k: v.to(device) for k, v in moved.items() if v is not None})
+
+    def rows(self, idx: Tensor | slice, exposure: Tensor | None = None) -> "TickInputs":
+        """The inputs of a subset of the agents (padded neighbour table only: it holds ids into
+        the whole population, so the senders stay the population's); `exposure`: the subset's
+        exposures when the caller has them (re-indexed), else they are selected here."""
+        assert self.neighbors is not None and self.neighbor_type is not None, "a subset of agents needs the padded neighbour table"
+        agent = self.exposure[0]
+        if exposure is not None:
+            pass
+        elif isinstance(idx, slice):
+            keep = (agent >= idx.start) & (agent < idx.stop)
+            exposure = torch.stack([agent[keep] - idx.start, self.exposure[1][keep]])  # (2, V')
+        else:
+            pos = torch.full((self.identity_cat.shape[0],), -1, dtype=torch.long, device=agent.device)  # (N_all,)
+            pos[idx] = torch.arange(len(idx), device=agent.device)
+            new = pos[agent]  # (V,) the exposed agents' places in the subset, -1 outside it
+            keep = new >= 0
+            exposure = torch.stack([new[keep], self.exposure[1][keep]])  # (2, V')
+        return replace(self, identity_cat=self.identity_cat[idx], identity_num=self.identity_num[idx],
+                       persona_emb=self.persona_emb[idx], exposure=exposure, neighbors=self.neighbors[idx],
+                       neighbor_type=self.neighbor_type[idx],
+                       tick_noise=self.tick_noise[idx] if self.tick_noise is not None else None,
+                       draws=self.draws.rows(idx) if self.draws is not None else None)
+
+
+@dataclass
+class Draws:
+    """How this tick's decision, stance and reported channels are drawn (every field per agent,
+    optional).
+
+    A trace's agents (training, replay): `decision` is what each did (-1: unknown, invalid), and
+    `stance` and `expression` what it said; the new state records them, so next tick the agent
+    and its neighbours see what the teacher's agents did. A rollout: `uniform` draws the decision
+    by the inverse CDF of its distribution, `stance_eps` and `channel_eps` the stance and the
+    reported channels; the numbers are drawn per agent beforehand, so a chunked pass draws as one
+    pass does. Fields left None: the decision is the distribution's mean (its expected action
+    key), the stance and channels their means."""
+
+    decision: Tensor | None = None  # (N,) long: the drawn decision, -1 where unknown
+    stance: Tensor | None = None  # (N,) the said stance (with `decision`)
+    expression: Tensor | None = None  # (N, X) the said message, encoded (with `decision`)
+    uniform: Tensor | None = None  # (N,) in [0, 1): the inverse-CDF draw of the decision
+    stance_eps: Tensor | None = None  # (N,) standard normal
+    channel_eps: Tensor | None = None  # (N, C) standard normal
+
+    def rows(self, idx: Tensor | slice) -> "Draws":
+        return Draws(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[idx] for f in fields(self)})
+
+    def to(self, device: torch.device | str) -> "Draws":
+        return Draws(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device) for f in fields(self)})
 
 
 @dataclass
@@ -142,6 +214,11 @@ class TickOutputs:
     attention: list[Tensor] | None = None  # per layer (E + N, H), or (N, K + 1, H) on the padded path
     memory_read: Tensor | None = None  # (N, S) weights of the episodic read (readouts)
     write_slot: Tensor | None = None  # (N,) slot written this tick (its gate is `salience`)
+    drawn: Tensor | None = None  # (N,) long: the decision drawn or given this tick (-1: none, the mean was used)
+    expression: Tensor | None = None  # (N, X) the agent's own message (the state records a given one instead)
+    stance_mean: Tensor | None = None  # (N,) the stance's mean (`stance` is the drawn one where drawn)
+    stance_sd: Tensor | None = None  # (N,) its predicted sd (`stance_noise`)
+    direct: Tensor | None = None  # (N, P) the additive pathway's vector (`social_sum`, `event_sum`)
 
 
 class EventAttention(nn.Module):
@@ -170,6 +247,88 @@ class EventAttention(nn.Module):
         return self.o(out.view(n, -1))
 
 
+class SocialSum(nn.Module):
+    r"""What a receiver hears, summed: z_i = (1 + W_u u_i) ⊙ Σ_{j shown to i} g_{τ(j,i)} ⊙ W_m m_j.
+
+    m_j is sender j's broadcast [expression, stance], τ(j, i) the tie type, u_i the receiver's
+    identity vector: a push multiplicative in what each sender says, with a gain per tie type and
+    per receiver, summed over the senders shown (not normalised by who else is shown: a fourth
+    sender adds). `forward` takes the padded table (N, K) of sender ids (-1 padded) into
+    `messages`, `forward_edges` an edge list; the two are equal (tested).
+    """
+
+    def __init__(self, message_dim: int, identity_dim: int, num_edge_types: int, width: int):
+        super().__init__()
+        self.message = nn.Linear(message_dim, width, bias=False)
+        self.type_gain = nn.Embedding(num_edge_types, width)
+        self.receiver = nn.Linear(identity_dim, width)
+        nn.init.ones_(self.type_gain.weight)  # every tie heard alike at first
+        nn.init.zeros_(self.receiver.weight)  # every receiver alike at first
+        nn.init.zeros_(self.receiver.bias)
+
+    def forward(self, messages: Tensor, neighbors: Tensor, neighbor_type: Tensor, identity: Tensor) -> Tensor:
+        """messages (N_all, X + 1), neighbors / neighbor_type (N, K), identity (N, Di) -> (N, P)."""
+        n, K = neighbors.shape
+        proj = self.message(messages)  # (N_all, P)
+        got = proj.index_select(0, neighbors.clamp_min(0).reshape(-1)).view(n, K, -1)  # (N, K, P)
+        gain = self.type_gain(neighbor_type.long().clamp_min(0)) * (neighbors >= 0)[..., None]  # (N, K, P)
+        return (1 + self.receiver(identity)) * (got * gain).sum(1)
+
+    def forward_edges(self, messages: Tensor, edge_index: Tensor, edge_type: Tensor, identity: Tensor) -> Tensor:
+        """The same over an edge list (2, E) sender -> receiver (no self loops) -> (N, P)."""
+        j, i = edge_index[0].long(), edge_index[1].long()  # (E,), (E,)
+        push = self.message(messages)[j] * self.type_gain(edge_type.long())  # (E, P)
+        out = torch.zeros(identity.shape[0], push.shape[1], dtype=push.dtype, device=push.device).index_add_(0, i, push)
+        return (1 + self.receiver(identity)) * out
+
+
+class EventSum(nn.Module):
+    r"""What an agent sees, summed: z_i = Σ_{e seen by i} [(A f_e + a) ⊙ (B f_e + b) + C f_e
+    + Σ_k E_k[cat_ek] + W_t text_e], f_e the numeric event features (`EVENT_FEATURES`): the
+    product of two affine maps can form valence × credibility, and events seen together add."""
+
+    def __init__(self, num_features: int, vocab_sizes: list[int], text_dim: int, width: int):
+        super().__init__()
+        self.left, self.right = nn.Linear(num_features, width), nn.Linear(num_features, width)
+        self.linear = nn.Linear(num_features, width, bias=False)
+        self.cat = nn.ModuleList(nn.Embedding(k, width) for k in vocab_sizes)
+        self.text = nn.Linear(text_dim, width, bias=False)
+
+    def push(self, event_cat: Tensor, event_num: Tensor, event_emb: Tensor) -> Tensor:
+        """(Ev, P) each event's push."""
+        p = self.left(event_num) * self.right(event_num) + self.linear(event_num) + self.text(event_emb)  # (Ev, P)
+        for k, emb in enumerate(self.cat):
+            p = p + emb(event_cat[:, k])
+        return p
+
+    def forward(self, n: int, event_cat: Tensor, event_num: Tensor, event_emb: Tensor, exposure: Tensor) -> Tensor:
+        """-> (N, P): the sum of the pushes of the events each of the `n` agents is exposed to."""
+        p = self.push(event_cat, event_num, event_emb)  # (Ev, P)
+        out = p.new_zeros(n, p.shape[1])
+        if exposure.shape[1]:
+            out.index_add_(0, exposure[0].long(), p[exposure[1].long()])
+        return out
+
+
+@dataclass
+class NeighborTable:
+    """What receivers hear on the padded path: each receiver's senders as a table of ids into the
+    population's broadcasts (rollouts, replays and training)."""
+
+    senders: Tensor  # (N_all, X + 1) the raw broadcasts [expression, stance] of the population
+    neighbors: Tensor  # (N, K + 1) sender ids, -1 padded, the receiver's own id last (the self loop)
+    types: Tensor  # (N, K + 1) tie types, SELF_LOOP_TYPE last
+
+
+@dataclass
+class EdgeList:
+    """What receivers hear on the edge-list path (any graph; self loops included)."""
+
+    messages: Tensor  # (N, D) projected broadcasts
+    edge_index: Tensor  # (2, E + N) sender j, receiver i
+    edge_type: Tensor  # (E + N,)
+
+
 class Block(nn.Module):
     def __init__(self, cfg: StudentConfig):
         super().__init__()
@@ -178,17 +337,18 @@ class Block(nn.Module):
         self.events = EventAttention(cfg.dim, cfg.heads)
         self.mlp = nn.Sequential(nn.LayerNorm(cfg.dim), nn.Linear(cfg.dim, 4 * cfg.dim), nn.GELU(), nn.Linear(4 * cfg.dim, cfg.dim))
 
-    def forward(self, h, msg, u, inp: TickInputs, edges, events, want_attention: bool, agent_chunk: int = 0):
+    def forward(self, h: Tensor, heard: NeighborTable | EdgeList, u: Tensor, events: Tensor, exposure: Tensor,
+                message_proj: nn.Linear, want_attention: bool, agent_chunk: int = 0):
         att = None
         if self.graph is not None:
-            if edges[0] == "padded":  # msg is the raw broadcast; its projection is folded in
-                g = self.graph.forward_padded(h, msg[0], edges[1], edges[2], identity=u, agent_chunk=agent_chunk,
-                                              return_attention_weights=want_attention, message_proj=msg[1])
+            if isinstance(heard, NeighborTable):  # raw broadcasts; their projection is folded into the attention
+                g = self.graph.forward_padded(h, heard.senders, heard.neighbors, heard.types, identity=u, agent_chunk=agent_chunk,
+                                              return_attention_weights=want_attention, message_proj=message_proj)
             else:
-                g = self.graph(h, msg, edges[1], edges[2], identity=u, return_attention_weights=want_attention)
+                g = self.graph(h, heard.messages, heard.edge_index, heard.edge_type, identity=u, return_attention_weights=want_attention)
             g, att = g if want_attention else (g, None)
             h = h + g
-        h = h + self.events(h, events, inp.exposure)
+        h = h + self.events(h, events, exposure)
         return h + self.mlp(h), att
 
 
@@ -197,6 +357,7 @@ class SocietyModel(nn.Module):
 
     prior_mean: Tensor  # (Ra,) buffer: mean of the agent latent's fitted prior
     prior_scale: Tensor  # (Ra, Ra) buffer: its lower-triangular Cholesky factor
+    channel_tick_sd: Tensor  # (C,) buffer: the per-tick channel noise rollouts add (`channel_effects`)
 
     def __init__(self, cfg: StudentConfig):
         super().__init__()
@@ -240,6 +401,18 @@ class SocietyModel(nn.Module):
         self.head_expression_text = nn.Linear(cfg.expression_dim, T)  # decoded from the bottleneck only
         self.expression_in = nn.Linear(T, cfg.expression_dim)  # a teacher message -> the bottleneck (teacher forcing)
         self.head_reasoning_text = nn.Linear(D, T)
+        self.drawn_now = nn.Linear(D, D)  # this tick's drawn action's key -> the token its stance and message are read from
+        self.head_stance_sd = nn.Linear(D, 1) if cfg.stance_noise else None
+        P = cfg.direct_dim
+        self.social_sum = SocialSum(cfg.expression_dim + 1, D, cfg.num_edge_types, P) if cfg.social_sum and cfg.graph else None
+        self.event_sum = EventSum(len(cfg.event_features), cfg.event_vocab_sizes, T, P) if cfg.event_sum else None
+        direct = self.social_sum is not None or self.event_sum is not None
+        self.direct_in = nn.Linear(P, D) if direct else None  # z -> the token (every head reads it)
+        self.direct_lean = nn.Linear(D, P, bias=False) if direct else None  # action key -> its lean on z (logit += z·lean_a)
+        self.direct_stance = nn.Linear(P, 1, bias=False) if direct else None
+        self.direct_channels = nn.Linear(P, cfg.channels, bias=False) if direct else None  # z -> each channel's level tilt
+        self.agent_channels = nn.Linear(cfg.agent_noise, cfg.channels, bias=False) if cfg.channel_effects and cfg.agent_noise else None
+        self.register_buffer("channel_tick_sd", torch.zeros(cfg.channels))  # (C,) fitted in training (`fit_channel_noise`)
         self.posterior = LatentPosterior(cfg) if cfg.agent_noise + cfg.tick_noise else None
         # Rollouts draw the agent latent from the *aggregate* posterior of the training agents
         # (a Gaussian with its mean and covariance, refitted every training epoch), not from N(0, 1):
@@ -298,10 +471,14 @@ class SocietyModel(nn.Module):
 
     def forward(self, inp: TickInputs, state: AgentState, return_attention: bool = False,
                 generator: torch.Generator | None = None, senders: Tensor | None = None,
-                first: int = 0) -> tuple[AgentState, TickOutputs]:
-        """One tick. `senders` (N_all, X + 1) and `first`: the receivers are agents `first ..
-        first + N - 1` of a larger population whose broadcasts are `senders` (`forward_in_chunks`;
-        padded neighbour tables only, holding ids into `senders`)."""
+                receivers: Tensor | None = None) -> tuple[AgentState, TickOutputs]:
+        """One tick (`model.tick.advance` is how every caller runs it).
+
+        `senders` (N_all, X + 1): the broadcasts the receivers hear, ids of the padded neighbour
+        table pointing into it (default: the receivers' own last broadcasts); `receivers` (N,):
+        the receivers' own ids in `senders` (their self loops; default 0..N-1). `inp.draws`: the
+        decision, stance and channels drawn or given this tick (`Draws`); the new state records
+        the decision and what the agent said."""
         n, cfg = state.n, self.cfg
         u = self.identity(inp)  # (N, D)
         actions = self.action_keys(inp.action_emb)  # (A, D)
@@ -313,25 +490,21 @@ class SocietyModel(nn.Module):
         if self.noise_proj is not None:
             tick = inp.tick_noise if inp.tick_noise is not None else h.new_zeros(n, cfg.tick_noise)
             h = h + self.noise_proj(torch.cat([state.agent_noise, tick], -1))
-        broadcast = torch.cat([state.expression, state.stance[:, None]], -1) if senders is None else senders  # (N, X + 1): what neighbours hear
-        assert senders is None or inp.neighbors is not None, "senders of another population need a padded neighbour table"
+        if senders is None:
+            senders = torch.cat([state.expression, state.stance[:, None]], -1)  # (N, X + 1): what neighbours hear
+        else:
+            assert inp.neighbors is not None, "senders of another population need a padded neighbour table"
         events = self.ev_text(inp.event_emb) + self.ev_num(inp.event_num)  # (Ev, D)
         for k, emb in enumerate(self.ev_cat):
             events = events + emb(inp.event_cat[:, k])
-        if inp.neighbors is not None:  # padded table + a self-loop column: dense gathers, no scatter
-            assert inp.neighbor_type is not None, "TickInputs.neighbors needs neighbor_type"
-            loops = torch.arange(first, first + n, device=h.device)[:, None]  # (N, 1) the receivers' own ids
-            edges = ("padded", torch.cat([inp.neighbors.long(), loops], 1),  # (N, K + 1)
-                     torch.cat([inp.neighbor_type.long(), torch.full_like(loops, SELF_LOOP_TYPE)], 1))  # (N, K + 1)
-            msg: Any = (broadcast, self.msg_proj)  # the projection is folded into the attention
-        else:  # every agent also hears itself: N self loops appended, typed SELF_LOOP_TYPE
-            edge_index, edge_type = add_self_loops(inp.edge_index.long(), inp.edge_type.long(),
-                                                   fill_value=SELF_LOOP_TYPE, num_nodes=n)  # (2, E + N), (E + N,)
-            edges = ("list", edge_index, edge_type)
-            msg = self.msg_proj(broadcast)  # (N, D)
+        heard = self.heard(inp, senders, receivers, n)
+        z = self.direct(inp, senders, heard, u, n)  # (N, P) or None
+        if z is not None:
+            assert self.direct_in is not None
+            h = h + self.direct_in(z)
         attention = []
         for block in self.blocks:
-            h, att = block(h, msg, u, inp, edges, events, return_attention, self.agent_chunk)
+            h, att = block(h, heard, u, events, inp.exposure, self.msg_proj, return_attention, self.agent_chunk)
             attention.append(att)
         # Content-addressed read of the episodic buffer, weighted towards salient slots.
         q = self.read_q(h)  # (N, M)
@@ -339,11 +512,31 @@ class SocietyModel(nn.Module):
         scores = scores + torch.log(state.episode_salience.clamp_min(1e-6))
         read = torch.softmax(scores, -1)  # (N, S)
         h = self.norm(h + self.read_out(torch.einsum("ns,nsm->nm", read, state.episodes)))
-        # Heads.
+        # The decision, then what the agent says given the decision it drew.
+        logits = self.head_decision(h) @ actions.T / math.sqrt(cfg.dim)  # (N, A)
+        if cfg.action_mlp:
+            logits = logits + self.action_bias(actions).T + self.head_persistence(h) * drawn
+        if z is not None:
+            assert self.direct_lean is not None
+            logits = logits + z @ self.direct_lean(actions).T  # (N, A): z · lean_a
+        draws = inp.draws or Draws()
+        now = self.draw_decision(logits, draws)  # (N,) long, -1: the mean
+        onehot = torch.zeros_like(logits).scatter_(1, now.clamp_min(0)[:, None], 1.0) * (now >= 0)[:, None]  # (N, A)
+        mean_key = torch.softmax(logits, -1)  # (N, A) where no decision was drawn
+        said_from = h + self.drawn_now(torch.where((now >= 0)[:, None], onehot, mean_key) @ actions)  # (N, D)
         salience = torch.sigmoid(self.head_salience(h)).squeeze(-1)  # (N,)
-        expression = torch.tanh(self.head_expression(h))  # (N, X)
+        expression = torch.tanh(self.head_expression(said_from))  # (N, X)
         if self.training and cfg.expression_noise > 0:
             expression = expression + cfg.expression_noise * torch.randn(expression.shape, generator=generator, device=h.device)
+        pre = self.head_stance(said_from).squeeze(-1)  # (N,)
+        if z is not None:
+            assert self.direct_stance is not None
+            pre = pre + self.direct_stance(z).squeeze(-1)
+        stance_mean = torch.tanh(pre)  # (N,)
+        stance_sd = torch.exp(self.head_stance_sd(said_from).squeeze(-1).clamp(-6, 1)) if self.head_stance_sd is not None else None
+        new_stance = stance_mean
+        if stance_sd is not None and draws.stance_eps is not None:
+            new_stance = (stance_mean + stance_sd * draws.stance_eps).clamp(-1, 1)
         # Salience-gated write into the least salient slot.
         slot = torch.argmin(state.episode_salience, dim=-1)  # (N,)
         rows = torch.arange(n, device=h.device)
@@ -354,23 +547,88 @@ class SocietyModel(nn.Module):
         L = cfg.rating_levels
         channel_logits = self.head_channels(h).view(n, cfg.channels, L)  # (N, C, L)
         levels = torch.arange(L, dtype=h.dtype, device=h.device) / (L - 1)  # (L,)
+        tilt = self.channel_tilt(z, state.agent_noise)  # (N, C) or None
+        if tilt is not None:
+            channel_logits = channel_logits + tilt[..., None] * (2 * levels - 1)  # a linear tilt moves each distribution's level
         channels = torch.softmax(channel_logits, -1) @ levels  # (N, C): the teacher's rule (expected level)
-        logits = self.head_decision(h) @ actions.T / math.sqrt(cfg.dim)  # (N, A)
-        if cfg.action_mlp:
-            logits = logits + self.action_bias(actions).T + self.head_persistence(h) * drawn
-        new_stance = torch.tanh(self.head_stance(h)).squeeze(-1)  # (N,)
+        # The state records what the agent did: the given or drawn decision and stance, its message.
+        said_stance, said_expr = new_stance, expression
+        if draws.decision is not None and draws.stance is not None:
+            known = draws.decision >= 0  # (N,)
+            said_stance = torch.where(known, draws.stance, new_stance)
+            if draws.expression is not None:
+                said_expr = torch.where(known[:, None], draws.expression, expression)
         new = AgentState(
             channels=channels, latent=torch.tanh(self.head_latent(h)),
             memory=self.gru(h, state.memory), episodes=episodes,
             episode_salience=torch.maximum(state.episode_salience * (1 - gate), gate) * 0.98,  # slow decay
-            expression=expression, decision_logits=logits, stance=new_stance,
-            drawn=state.drawn, agent_noise=state.agent_noise,  # the caller records this tick's draw (`with_drawn`)
+            expression=said_expr, decision_logits=logits, stance=said_stance,
+            drawn=onehot if draws.decision is not None or draws.uniform is not None else state.drawn,
+            agent_noise=state.agent_noise,
         )
-        out = TickOutputs(decision_logits=logits, channels=channels, channel_logits=channel_logits, salience=salience,
+        reported = channels
+        if draws.channel_eps is not None and cfg.channel_effects:
+            reported = (channels + self.channel_tick_sd * draws.channel_eps).clamp(0, 1)  # per-tick noise, reported only
+        out = TickOutputs(decision_logits=logits, channels=reported, channel_logits=channel_logits, salience=salience,
                           stance=new_stance, expression_text=self.head_expression_text(expression) if self.decode_text else None,
                           reasoning_text=self.head_reasoning_text(h) if self.decode_text else None,
-                          attention=attention if return_attention else None, memory_read=read, write_slot=slot)
+                          attention=attention if return_attention else None, memory_read=read, write_slot=slot,
+                          drawn=now, expression=expression, stance_mean=stance_mean, stance_sd=stance_sd, direct=z)
         return new, out
+
+    def heard(self, inp: TickInputs, senders: Tensor, receivers: Tensor | None, n: int) -> NeighborTable | EdgeList:
+        """What the receivers hear, on the path `inp` gives: its padded neighbour table (with a
+        self-loop column) or its edge list (with N self loops appended, typed SELF_LOOP_TYPE)."""
+        if inp.neighbors is not None:
+            assert inp.neighbor_type is not None, "TickInputs.neighbors needs neighbor_type"
+            own = receivers if receivers is not None else torch.arange(n, device=senders.device)
+            loops = own.long()[:, None]  # (N, 1) the receivers' own ids
+            return NeighborTable(senders, torch.cat([inp.neighbors.long(), loops], 1),  # (N, K + 1)
+                                 torch.cat([inp.neighbor_type.long(), torch.full_like(loops, SELF_LOOP_TYPE)], 1))
+        edge_index, edge_type = add_self_loops(inp.edge_index.long(), inp.edge_type.long(),
+                                               fill_value=SELF_LOOP_TYPE, num_nodes=n)  # (2, E + N), (E + N,)
+        return EdgeList(self.msg_proj(senders), edge_index, edge_type)
+
+    def direct(self, inp: TickInputs, senders: Tensor, heard: NeighborTable | EdgeList, u: Tensor, n: int) -> Tensor | None:
+        """(N, P) the additive pathway: the social sum plus the event sum (None: both off)."""
+        if self.direct_in is None:
+            return None
+        z = u.new_zeros(n, self.cfg.direct_dim)
+        if self.social_sum is not None:
+            if isinstance(heard, NeighborTable):  # the shown senders only, not the self loop
+                z = z + self.social_sum(senders, inp.neighbors, inp.neighbor_type, u)  # type: ignore[arg-type]
+            else:
+                z = z + self.social_sum.forward_edges(senders, inp.edge_index, inp.edge_type, u)
+        if self.event_sum is not None:
+            z = z + self.event_sum(n, inp.event_cat, inp.event_num, inp.event_emb, inp.exposure)
+        return z
+
+    def channel_tilt(self, z: Tensor | None, agent_noise: Tensor) -> Tensor | None:
+        """(N, C) the shift of each channel's level distribution from the additive pathway and
+        the agent's latent (`channel_effects`), or None."""
+        tilt = None
+        if z is not None:
+            assert self.direct_channels is not None
+            tilt = self.direct_channels(z)
+        if self.agent_channels is not None:
+            a = self.agent_channels(agent_noise)
+            tilt = a if tilt is None else tilt + a
+        return tilt
+
+    @staticmethod
+    def draw_decision(logits: Tensor, draws: Draws) -> Tensor:
+        """(N,) long: the decision given (`draws.decision`), or drawn by the inverse CDF at
+        `draws.uniform`, or -1 (none: the distribution's mean is used)."""
+        if draws.decision is not None:
+            return draws.decision.long()
+        if draws.uniform is not None:
+            cdf = torch.softmax(logits.float(), -1).cumsum(-1)  # (N, A)
+            return torch.clamp((cdf < draws.uniform[:, None]).sum(-1), max=logits.shape[1] - 1)
+        return torch.full((logits.shape[0],), -1, dtype=torch.long, device=logits.device)
+
+    def fit_channel_noise(self, sd: Tensor) -> None:
+        """Set the per-tick channel noise rollouts add (`channel_effects`) to `sd` (C,)."""
+        self.channel_tick_sd.copy_(sd.to(self.channel_tick_sd))
 
 
     @torch.inference_mode()
@@ -403,17 +661,14 @@ class SocietyModel(nn.Module):
             e = min(s + chunk, n)
             part = exposure[:, bounds[c]:bounds[c + 1]].clone()  # (2, V_c)
             part[0] -= s
-            sub = replace(inp, identity_cat=inp.identity_cat[s:e], identity_num=inp.identity_num[s:e],
-                          persona_emb=inp.persona_emb[s:e], exposure=part, neighbors=inp.neighbors[s:e],
-                          neighbor_type=inp.neighbor_type[s:e],
-                          tick_noise=inp.tick_noise[s:e] if inp.tick_noise is not None else None)
+            sub = inp.rows(slice(s, e), exposure=part)
             new, out = self(sub, AgentState(**{f.name: getattr(state, f.name)[s:e] for f in fields(state)}),
-                            senders=senders, first=s)
+                            senders=senders, receivers=torch.arange(s, e, device=senders.device))
             for f in fields(new):
                 put(new_parts, f.name, getattr(new, f.name), s, e)
             for f in fields(out):
                 value = getattr(out, f.name)
-                if isinstance(value, Tensor):
+                if isinstance(value, Tensor) and value.dim() > 0:
                     put(out_parts, f.name, value, s, e)
         outputs = {f.name: out_parts.get(f.name) for f in fields(TickOutputs)}
         return AgentState(**new_parts), TickOutputs(**outputs)  # type: ignore[arg-type]

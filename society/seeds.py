@@ -73,6 +73,8 @@ class Stream(IntEnum):
     """The random senders of the shuffled-senders intervention, per tick."""
     BOOTSTRAP = 105
     """The agent resamples of the paired bootstrap (`lsm.society.stats.bootstrap`)."""
+    DECILE_SENDERS = 106
+    """The random senders of the top- and bottom-decile sender edits (`interventions.tables.decile_sender`), per (tick, tie type, decile)."""
 
     # -- data generation ---------------------------------------------------------------------
     PLANTED_EFFECTS = 111
@@ -85,6 +87,10 @@ class Stream(IntEnum):
     """The agents `lsm sensitivity` asks again, per tick."""
     CREDIBILITY_JITTER = 115
     """The events' credibilities of a recovery scenario variant, per variant."""
+    VALENCE_JITTER = 116
+    """The events' valences of a recovery scenario variant, per variant."""
+    PLANTED_PRIOR = 117
+    """A random planted configuration drawn from the prior (`data_gen/planted/prior.py`), per (configuration k, part)."""
 
     # -- the student: rollouts, training, replays ---------------------------------------------
     AGENT_NOISE = 121
@@ -98,11 +104,15 @@ class Stream(IntEnum):
     VALIDATION_NOISE = 125
     """Validation unrolls' noise, per validation batch."""
     EPOCH_ORDER = 126
-    """Training episodes' order and subgraph seed agents, per epoch."""
+    """Training batches' order and the agents of each batch, per epoch."""
     REPLAY = 127
     """Teacher-forced replays (paired ablations): agent latents and tick noise, per sample."""
     SYNTHETIC_INPUTS = 128
     """`lsm bench`'s random inputs of the right shapes."""
+    STUDENT_STANCE = 129
+    """A student rollout's stances drawn from their predicted distributions (`stance_noise`), per tick."""
+    STUDENT_CHANNELS = 130
+    """A student rollout's per-tick channel noise (`channel_effects`), per tick."""
 
     # -- analyses ----------------------------------------------------------------------------
     CLUSTER_SAMPLE = 131

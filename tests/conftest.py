@@ -70,7 +70,8 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="session")
 def recovered(tmp_path_factory):
     """(folder, printed text): a small known-answer recovery (`lsm recovery`, 1500 training agents,
-    400 held out, 40 epochs, ~2.5 min): its students respond to the planted influence and events."""
+    400 held out, 2 scenario variants, 240 steps of 256-agent batches, ~3 min): its students
+    respond to the planted influence and events."""
     import contextlib
     import io
 
@@ -79,8 +80,8 @@ def recovered(tmp_path_factory):
     out = tmp_path_factory.mktemp("recovery")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert main(["recovery", "--out", str(out / "rec"), "--agents", "1500", "--held_out_agents", "400", "--epochs", "40",
-                     "--json", str(out / "r.json")]) == 0
+        assert main(["recovery", "--out", str(out / "rec"), "--agents", "1500", "--held_out_agents", "400", "--steps", "240",
+                     "--train_variants", "2", "--json", str(out / "r.json")]) == 0
     return out, printed.getvalue()
 
 

@@ -249,7 +249,6 @@ def test_gen_through_the_server_and_a_server_that_dies_mid_run(tmp_path):
     import signal
 
     from lsm.cli import main
-    from lsm.society.world import build_world, save_world
 
     port = _free_port()
     serve = [sys.executable, "-m", "lsm", "serve", "--port", str(port)]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lsm.society.loop.neighbors import EdgeTyper, NeighborIndex
+from lsm.society.loop.neighbors import NeighborIndex
 
 
 def loop_reference(idx: NeighborIndex, keys: np.ndarray, k: int) -> np.ndarray:

@@ -141,18 +141,30 @@ def test_small_recovery_finds_the_planted_influence_and_not_the_null(recovered):
     assert r["student_kl"] < r["identity_mlp_kl"]  # the graph pays on a society with planted influence
 
 
-def test_training_variants_draw_credibilities_seeded(tmp_path):
+def test_training_variants_draw_valences_and_credibilities_seeded(tmp_path):
     from functools import partial
 
     from lsm.config import resolve_config
     from lsm.society.scenario import load_scenario
-    from lsm.recovery.experiment import jitter_credibility, scenario_variant
+    from lsm.recovery.experiment import RecoveryConfig, jitter_events, scenario_variant
 
+    assert RecoveryConfig().train_variants == 8
     base = resolve_config("vaccine_campaign", "scenarios")
-    a = load_scenario(scenario_variant(base, tmp_path / "a.yaml", partial(jitter_credibility, seed=1)))
-    b = load_scenario(scenario_variant(base, tmp_path / "b.yaml", partial(jitter_credibility, seed=1)))
-    c = load_scenario(scenario_variant(base, tmp_path / "c.yaml", partial(jitter_credibility, seed=2)))
-    orig = [e.credibility for e in load_scenario(base).events]
-    ca, cb, cc = ([e.credibility for e in s.events] for s in (a, b, c))
-    assert ca == cb and ca != cc and ca != orig and all(0.1 <= x <= 1.0 for x in ca)
-    assert [e.text for e in a.events] == [e.text for e in load_scenario(base).events]  # only credibility changes
+    orig = load_scenario(base)
+    a, b, c, kept = (load_scenario(scenario_variant(base, tmp_path / f"{name}.yaml", partial(jitter_events, seed=seed, keep_sign=keep)))
+                     for name, seed, keep in (("a", 1, False), ("b", 1, False), ("c", 2, False), ("kept", 1, True)))
+
+    def events(s):  # scheduled events, then the triggers' events
+        return [*s.events, *(t.event for t in s.triggers)]
+
+    ca, cb, cc = ([e.credibility for e in events(s)] for s in (a, b, c))
+    va, vb, vc = ([e.valence for e in events(s)] for s in (a, b, c))
+    assert ca == cb and va == vb and ca != cc and va != vc  # seeded
+    assert ca != [e.credibility for e in events(orig)] and all(0.1 <= x <= 1.0 for x in ca)
+    assert va != [e.valence for e in events(orig)] and all(-1.0 <= x <= 1.0 for x in va)
+    flipped = [(v.valence > 0) != (e.valence > 0) for k in range(1, 9) for v, e in zip(events(load_scenario(scenario_variant(
+        base, tmp_path / f"v{k}.yaml", partial(jitter_events, seed=k)))), events(orig))]
+    assert any(flipped) and not all(flipped)  # the sign is drawn too: a valence's effect is not its event's
+    assert [e.credibility for e in events(kept)] == ca  # the credibilities' draws do not depend on the valences'
+    assert all((v > 0) == (e.valence > 0) and abs(v) <= 1 for v, e in zip((e.valence for e in events(kept)), events(orig)))
+    assert [e.text for e in events(a)] == [e.text for e in events(orig)]  # only valence and credibility change

@@ -69,7 +69,7 @@ def test_gradients_reach_every_parameter_over_two_ticks():
     s = with_drawn(s, torch.tensor([0, 2, -1, 1, 1]), 3)  # the drawn decisions are fed back
     s, out = m(inp, s)  # messages of tick 2 come from tick 1's expressions
     loss = out.decision_logits.pow(2).sum() + out.channels.sum() + out.expression_text.pow(2).sum() \
-        + out.reasoning_text.sum() + out.salience.sum() + out.stance.sum() + s.latent.sum() + s.memory.sum()
+        + out.reasoning_text.sum() + out.salience.sum() + out.stance.sum() + out.stance_sd.sum() + s.latent.sum() + s.memory.sum()
     loss.backward()
     # the posterior of the stochastic latents is trained through the distillation loss (test_train)
     missing = [k for k, p in m.named_parameters() if (p.grad is None or p.grad.abs().sum() == 0) and not k.startswith("posterior.")]

@@ -85,128 +85,123 @@ def test_checkpoint_folder_is_self_contained(tmp_path, monkeypatch):
         load_checkpoint(tmp_path)
 
 
-def test_sampled_subgraphs_cover_every_agent_once_and_keep_the_seeds_receptive_field():
-    from dataclasses import replace
-
-    from lsm.model.society import SocietyModel, StudentConfig
-    from lsm.train.sampler import receptive_field, sample_subgraphs, subgraph_episode
-
-    dm = TraceDataModule([TRAIN])
-    dm.setup()
-    _tag_agents(dm)
-    ep = dm.train_episodes[0]
-    subs = sample_subgraphs(ep, 6, hops=2, generator=torch.Generator().manual_seed(0))
-    assert len(subs) == -(-ep.n // 6)  # every agent is a seed exactly once per epoch
-    assert sum(int(s.targets["valid"].any(0).sum()) for s in subs) == int(ep.targets["valid"].any(0).sum())
-    # one tick, given the states, a 1-hop subgraph: the seeds' outputs equal the full graph's
-    one = replace(ep, edges=ep.edges[1:2], events=ep.events[1:2], targets={k: v[1:2] for k, v in ep.targets.items()})
-    torch.manual_seed(0)
-    model = SocietyModel(StudentConfig(dim=16, heads=2, layers=2, categorical_sizes=dm.categorical_sizes,
-                                       numeric_dim=dm.numeric_dim)).eval()
-    A = ep.action_emb.shape[0]
-    state = model.initial_state(ep.n, A)
-    state.expression = torch.randn(state.expression.shape, generator=torch.Generator().manual_seed(2))  # distinct messages
-    _, full = model(one.inputs(0), state)
-    seeds = torch.randperm(ep.n, generator=torch.Generator().manual_seed(1))[:3].sort().values
-    nodes = receptive_field(one.edges, seeds, ep.n, hops=1)
-    assert len(seeds) < len(nodes) < ep.n
-    sub = subgraph_episode(one, nodes, seeds)
-    _, part = model(sub.inputs(0), state.index(nodes))
-    torch.testing.assert_close(part.decision_logits[torch.searchsorted(nodes, seeds)], full.decision_logits[seeds])
-    assert int(sub.targets["valid"].sum()) <= len(seeds)
-    # without the neighbours (0 hops) the seeds' outputs change: the check can fail
-    _, cut = model(subgraph_episode(one, seeds, seeds).inputs(0), state.index(seeds))
-    assert not torch.allclose(cut.decision_logits, full.decision_logits[seeds])
-
-
 def _tag_agents(*dms) -> None:
-    """Give every agent a unique persona input (templated personas have none: zeros), so that
-    `_agent_ids` can tell which episode agent is behind each row of a subgraph item."""
+    """Give every agent a distinct persona input (templated personas have none: zeros)."""
     for dm in dms:
         for ep in dm.train_episodes:
             ep.persona_emb.copy_(torch.randn(ep.persona_emb.shape, generator=torch.Generator().manual_seed(0)))
 
 
-def _agent_ids(item, ep) -> torch.Tensor:
-    """(n,) the episode agent behind each row of a subgraph item (matched by the persona input `_tag_agents` made unique)."""
-    match = (item.persona_emb[:, None] == ep.persona_emb[None]).all(-1)  # (n, N)
-    assert (match.sum(1) == 1).all()
-    return match.float().argmax(1)
+def _student(dm, **kw) -> StudentConfig:
+    base = dict(dim=16, heads=2, layers=1, latent_dim=4, memory_dim=8, slots=2, slot_dim=8, expression_dim=8, expression_noise=0.0,
+                agent_noise=0, categorical_sizes=dm.categorical_sizes, numeric_dim=dm.numeric_dim, channels=dm.channels)
+    return StudentConfig(**{**base, **kw})
 
 
-def _check_subgraph_epoch(items, ep, max_agents: int) -> list[tuple[int, ...]]:
-    """One epoch of 1-hop subgraph items of `ep`, checked against the episode by hand; returns the seed sets."""
-    N, T = ep.n, ep.ticks
-    in_edges = torch.cat([ei for ei, _ in ep.edges], 1)  # (2, ΣE) sender j -> receiver i, over all ticks
-    assert len(items) == -(-N // max_agents)
-    covered = torch.zeros(T, N, dtype=torch.long)
-    seed_sets = []
-    for it in items:
-        ids = _agent_ids(it, ep)
-        assert bool((ids[1:] > ids[:-1]).all())  # sorted node ids, no repeats
-        is_seed = it.targets["valid"].any(0)  # losses on the seeds only
-        seeds = ids[is_seed]
-        assert 1 <= len(seeds) <= max_agents and f"[{len(seeds)} seeds/{it.n} agents]" in it.name
-        # the kept nodes are exactly the seeds and their senders (in-neighbours, one hop, any tick)
-        senders = in_edges[0][torch.isin(in_edges[1], seeds)]
-        assert ids.tolist() == sorted(set(seeds.tolist()) | set(senders.tolist()))
-        for t in range(T):  # every edge among the kept nodes, relabelled, and no other
-            ei, et = ep.edges[t]
-            keep = torch.isin(ei, ids).all(0)
-            want = sorted(zip(ei[0, keep].tolist(), ei[1, keep].tolist(), et[keep].tolist()))
-            sub_ei, sub_et = it.edges[t]
-            assert sorted(zip(ids[sub_ei[0]].tolist(), ids[sub_ei[1]].tolist(), sub_et.tolist())) == want
-        for k, v in ep.targets.items():  # the kept agents' own targets; valid only on the seeds
-            want = v[:, ids] & is_seed[None] if k == "valid" else v[:, ids]
-            assert torch.equal(it.targets[k], want), k
-        covered[:, ids] += it.targets["valid"].long()
-        seed_sets.append(tuple(seeds.tolist()))
-    assert sorted(sum(seed_sets, ())) == list(range(N))  # the seed sets partition the agents
-    assert torch.equal(covered, ep.targets["valid"].long())  # each valid agent-tick trained exactly once
-    return sorted(seed_sets)
+def test_one_tick_function_gives_the_same_answer_to_training_batches_replay_and_rollout_chunks():
+    """`model.tick.advance` along a trace: a batch of agents hearing the teacher's broadcasts of the
+    whole population gets exactly the whole episode's outputs for those agents at every tick; the
+    replay (`train.replay`) gives the same distributions; and a rollout's chunked pass equals one pass."""
+    from lsm.model.society import Draws, SocietyModel
+    from lsm.model.tick import advance, trace_senders
+    from lsm.train.replay import replay, trace_inputs
 
-
-def test_datamodule_trains_on_subgraphs_of_large_episodes():
-    dm = TraceDataModule([TRAIN], max_agents=8, hops=1, seed=3)
+    dm = TraceDataModule([TRAIN])
     dm.setup()
-    _tag_agents(dm)
     ep = dm.train_episodes[0]
-    assert ep.n == 20 and bool(ep.targets["valid"].any(0).all())  # every agent valid at some tick: its seed rows show
+    torch.manual_seed(0)
+    model = SocietyModel(_student(dm, layers=2)).eval()
+    rows = torch.tensor([1, 4, 5, 11, 17])
+    whole = model.initial_state(ep.n, ep.action_emb.shape[0])
+    part = model.initial_state(len(rows), ep.action_emb.shape[0])
+    probs = []
+    with torch.no_grad():
+        for t in range(ep.ticks):
+            inp = trace_inputs(model, ep, t)
+            heard = trace_senders(model, ep.targets, t)
+            if t == 3:  # a batch that does not hear the population is not the same: the check can fail
+                cut = advance(model, part, inp.rows(rows), senders=torch.zeros_like(heard), receivers=rows)[1]
+            whole, out_w = advance(model, whole, inp, senders=heard)
+            part, out_p = advance(model, part, inp.rows(rows), senders=heard, receivers=rows)
+            if t == 3:
+                assert not torch.allclose(cut.decision_logits, out_p.decision_logits)
+            torch.testing.assert_close(out_p.decision_logits, out_w.decision_logits[rows])
+            torch.testing.assert_close(out_p.channels, out_w.channels[rows])
+            probs.append(torch.softmax(out_w.decision_logits, -1))
+            # the recorded decision is the teacher's, where valid
+            v = ep.targets["valid"][t]
+            assert torch.equal(whole.drawn.argmax(1)[v], ep.targets["decision"][t][v].long())
+    rep = replay(model, ep, samples=1)["factual"]["probs"][0]  # (T, N, A); agent_noise 0: no latent draw
+    torch.testing.assert_close(rep, torch.stack(probs))
+    # a rollout's inputs, in chunks of 7 receivers and in one pass, draw the same decisions
+    inp = trace_inputs(model, ep, 2)
+    inp = inp.__class__(**{**inp.__dict__, "draws": Draws(uniform=torch.rand(ep.n, generator=torch.Generator().manual_seed(0)),
+                                                           stance_eps=torch.randn(ep.n))})
+    one_state, one = advance(model, whole, inp)
+    with torch.inference_mode():
+        chunk_state, chunked = advance(model, whole, inp, chunk=7)
+    torch.testing.assert_close(chunked.decision_logits, one.decision_logits)
+    assert torch.equal(chunked.drawn, one.drawn) and torch.equal(chunk_state.drawn, one_state.drawn)
+    torch.testing.assert_close(chunk_state.stance, one_state.stance)
+
+
+def test_datamodule_trains_on_agent_batches_of_large_episodes():
+    dm = TraceDataModule([TRAIN], max_agents=8, seed=3)
+    dm.setup()
+    ep = dm.train_episodes[0]
+    assert ep.n == 20
+
+    def epoch(loader) -> list[tuple[int, ...]]:
+        items = [b[0] for b in loader]
+        assert len(items) == 3 and all(it.episode is ep or it.episode.name == ep.name for it in items)
+        sets = [tuple(it.rows.tolist()) for it in items]
+        assert all(1 <= len(r) <= 8 and list(r) == sorted(r) for r in sets)
+        assert sorted(sum(sets, ())) == list(range(20))  # the batches partition the agents
+        return sorted(sets)
+
     loader = dm.train_dataloader()  # Lightning iterates the same loader every epoch
-    epochs = [_check_subgraph_epoch([b[0] for b in loader], ep, 8) for _ in range(2)]
-    assert epochs[0] != epochs[1]  # resampled each epoch
-    # with DataLoader workers: each epoch still yields every subgraph once, resampled, the same as without
-    workers = TraceDataModule([TRAIN], max_agents=8, hops=1, seed=3, num_workers=2)
+    epochs = [epoch(loader) for _ in range(2)]
+    assert epochs[0] != epochs[1]  # redrawn each epoch
+    workers = TraceDataModule([TRAIN], max_agents=8, seed=3, num_workers=2)
     workers.setup()
-    _tag_agents(workers)
     wl = workers.train_dataloader()
-    assert [_check_subgraph_epoch([b[0] for b in wl], ep, 8) for _ in range(2)] == epochs
-    # two seeds a subgraph: neighbourhoods small enough that senders and receivers differ (8 seeds reach most agents)
-    small = TraceDataModule([TRAIN], max_agents=2, hops=1, seed=3)
-    small.setup()
-    _tag_agents(small)
-    items = [b[0] for b in small.train_dataloader()]
-    _check_subgraph_epoch(items, ep, 2)
-    assert min(it.n for it in items) < ep.n  # a real subgraph, not the whole episode under another name
+    assert [epoch(wl) for _ in range(2)] == epochs  # with DataLoader workers: the same batches
     whole = TraceDataModule([TRAIN])
     whole.setup()
-    assert [b[0].n for b in whole.train_dataloader()] == [20]
+    assert [b[0].rows for b in whole.train_dataloader()] == [None]
 
-    # a student trained on those subgraph batches learns: its loss on the whole episode falls, its weights move
+    # a student trained on those batches learns: its loss on the whole episode falls, its weights move
     import lightning as L
 
-    m = DistillModule(StudentConfig(dim=16, heads=2, layers=1, latent_dim=4, memory_dim=8, slots=2, slot_dim=8, expression_dim=8,
-                                    expression_noise=0.0, agent_noise=0, categorical_sizes=dm.categorical_sizes,
-                                    numeric_dim=dm.numeric_dim, channels=dm.channels),
-                      bptt=8, teacher_forcing_epochs=0, lr=1e-2)
+    m = DistillModule(_student(dm), bptt=8, teacher_forcing_epochs=0, lr=1e-2)
     before = {k: v.clone() for k, v in m.state_dict().items()}
     loss0 = m.unroll(ep, False)["loss"].item()
     trainer = L.Trainer(max_epochs=4, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
     trainer.fit(m, datamodule=dm)
-    assert trainer.global_step == 4 * 3  # one optimiser step per subgraph item (bptt covers the 8 ticks)
+    assert trainer.global_step == 4 * 3  # one optimiser step per batch (bptt covers the 8 ticks)
     loss1 = m.unroll(ep, False)["loss"].item()
     assert loss1 < loss0 / 2, (loss0, loss1)
     moved = [k for k, v in m.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
-    graph = [k for k in before if ".graph." in k]
-    assert graph and set(graph) <= set(moved), sorted(set(graph) - set(moved))  # the graph layers train on the subgraphs too
+    graph = [k for k in before if ".graph." in k or "social_sum" in k]
+    assert graph and set(graph) <= set(moved), sorted(set(graph) - set(moved))  # the graph layers train on the batches too
+
+
+def test_a_step_budget_trains_that_many_steps_and_stops_early_on_a_held_out_episode(tmp_path):
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    dm = TraceDataModule([TRAIN], [VAL], max_agents=10, seed=0)
+    m = DistillModule(_student(dm), bptt=4, teacher_forcing_epochs=0, lr=3e-3)
+    trainer = L.Trainer(max_steps=10, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(m, datamodule=dm)
+    assert trainer.global_step == 10  # 4 steps an epoch (2 batches x 2 BPTT windows): stopped mid-epoch, at the budget
+    assert m.progress() == 1.0
+    # early stopping: a patience of 0 on a validation loss that cannot improve when the learning rate is 0
+    frozen = DistillModule(_student(dm), bptt=4, teacher_forcing_epochs=0, lr=0.0)
+    stop = EarlyStopping(monitor="val_loss", patience=0, min_delta=1e-9)
+    t2 = L.Trainer(max_steps=1000, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, num_sanity_val_steps=0, callbacks=[stop])
+    t2.fit(frozen, datamodule=dm)
+    assert 0 < t2.global_step < 1000 and stop.stopped_epoch > 0

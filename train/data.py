@@ -57,6 +57,28 @@ class Episode:
                           context_emb=self.context_emb)
 
 
+@dataclass
+class AgentBatch:
+    """A training batch: `rows` (B,) of an episode's agents (None: all of them), unrolled over
+    every tick, hearing the teacher's broadcasts of the whole population."""
+
+    episode: Episode
+    rows: Tensor | None = None
+
+    @property
+    def n(self) -> int:
+        return self.episode.n if self.rows is None else len(self.rows)
+
+
+def agent_batches(ep: Episode, size: int | None, generator: torch.Generator) -> list[AgentBatch]:
+    """The episode's agents in random batches of at most `size` (every agent once: one epoch);
+    one whole-episode batch when `size` is None or not smaller than the episode."""
+    if size is None or ep.n <= size:
+        return [AgentBatch(ep)]
+    order = torch.randperm(ep.n, generator=generator)
+    return [AgentBatch(ep, order[s:s + size].sort().values) for s in range(0, ep.n, size)]
+
+
 def load_episode(path: str | Path, vocab: IdentityVocab | None = None,
                  identity: Callable[[Population, str], tuple[Tensor, Tensor]] | None = None) -> Episode:
     """The trace at `path` as an episode. Identities are encoded by `identity(pop, path)` when

@@ -14,8 +14,7 @@ from lsm.society import seeds
 from lsm.society.loop.neighbors import NeighborRule, recorded_rule
 from lsm.society.store import TraceFile
 from lsm.society.world.population import IdentityVocab
-from lsm.train.data import Episode, load_episode
-from lsm.train.sampler import sample_subgraphs
+from lsm.train.data import AgentBatch, Episode, agent_batches, load_episode
 
 
 def expand_patterns(patterns: list[str]) -> list[str]:
@@ -45,19 +44,18 @@ def training_rule(paths: list[str]) -> NeighborRule | None:
 
 
 class EpisodeStream(IterableDataset):
-    """Training episodes in a fresh random order each epoch; an episode with more than
-    `max_agents` agents is replaced by random subgraphs of `max_agents` seeds (`lsm.train.sampler`)."""
+    """Training batches in a fresh random order each epoch: every episode's agents in random
+    batches of at most `max_agents` (`train.data.agent_batches`; None: whole episodes)."""
 
-    def __init__(self, episodes: list[Episode], max_agents: int | None, hops: int, seed: int):
-        self.episodes, self.max_agents, self.hops, self.seed, self.epoch = episodes, max_agents, hops, seed, 0
+    def __init__(self, episodes: list[Episode], max_agents: int | None, seed: int):
+        self.episodes, self.max_agents, self.seed, self.epoch = episodes, max_agents, seed, 0
         """`epoch` is set by `EpochLoader` in the main process: DataLoader workers iterate copies."""
 
     def __iter__(self):
         g = seeds.torch_generator(self.seed, seeds.Stream.EPOCH_ORDER, self.epoch)
-        items: list[Episode] = []
+        items: list[AgentBatch] = []
         for ep in self.episodes:
-            big = self.max_agents is not None and ep.n > self.max_agents
-            items += sample_subgraphs(ep, self.max_agents, self.hops, g) if big else [ep]
+            items += agent_batches(ep, self.max_agents, g)
         order = torch.randperm(len(items), generator=g).tolist()
         worker = get_worker_info()  # with workers, each yields its share of the one epoch-wide order
         for k in order if worker is None else order[worker.id :: worker.num_workers]:
@@ -83,17 +81,17 @@ class TraceDataModule(L.LightningDataModule):
         train_files: trace files or glob patterns for training.
         val_files: trace files or globs for validation (e.g. the second LLM seed).
         num_workers: DataLoader workers (episodes are loaded once in `setup`).
-        max_agents: train on sampled subgraphs of at most this many seed agents (plus their
-            `hops`-hop neighbourhood) when an episode is larger; None: whole episodes.
-        hops: neighbourhood depth of the sampled subgraphs (1 is exact within a tick; see `lsm.train.sampler`).
+        max_agents: train on random batches of at most this many of an episode's agents (each
+            hearing the teacher's messages of the whole population: exact, not a truncated
+            subgraph); None: whole episodes. Smaller batches: more optimiser steps per epoch.
         seed: seed of the episode order and the subgraph samples.
     """
 
     def __init__(self, train_files: list[str], val_files: list[str] | None = None, num_workers: int = 0,
-                 max_agents: int | None = None, hops: int = 1, seed: int = 0):
+                 max_agents: int | None = None, seed: int = 0):
         super().__init__()
         self.train_files, self.val_files, self.num_workers = list(train_files), list(val_files or []), num_workers
-        self.max_agents, self.hops, self.seed = max_agents, hops, seed
+        self.max_agents, self.seed = max_agents, seed
         self.train_paths = expand_patterns(self.train_files)
         self.val_paths = expand_patterns(self.val_files) if self.val_files else []
         with TraceFile(self.train_paths[0]) as tf:
@@ -112,7 +110,7 @@ class TraceDataModule(L.LightningDataModule):
             self.val_episodes = [load_episode(p, self.vocab) for p in self.val_paths]
 
     def train_dataloader(self) -> DataLoader:
-        stream = EpisodeStream(self.train_episodes, self.max_agents, self.hops, self.seed)
+        stream = EpisodeStream(self.train_episodes, self.max_agents, self.seed)
         return EpochLoader(stream, batch_size=1, collate_fn=list, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:

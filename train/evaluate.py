@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 from lsm.society import interventions, stats
 from lsm.train.data import Episode
-from lsm.train.replay import padded_inputs, replay, teacher_broadcast
+from lsm.model.tick import advance, trace_senders
+from lsm.train.replay import replay, trace_inputs
 
 
 def _metrics(dist: torch.Tensor, channels: torch.Tensor | None, expr: torch.Tensor | None, ep: Episode) -> dict[str, float]:
@@ -48,7 +49,7 @@ def unroll(model, ep: Episode):
 
     state = model.eval().initial_state(ep.n, ep.action_emb.shape[0])
     for t in range(ep.ticks):
-        state, out = model(padded_inputs(ep, t), teacher_broadcast(model, ep, state, t))
+        state, out = advance(model, state, trace_inputs(model, ep, t), senders=trace_senders(model, ep.targets, t))
         yield state, out
 
 

@@ -25,11 +25,12 @@ from torch import Tensor
 
 from lsm.config import ConfigError, Problem
 from lsm.model.checkpoint import UNRECORDED_EVENT_FEATURES, load_checkpoint
-from lsm.model.society import LatentPosterior, SocietyModel, StudentConfig, TickOutputs, with_drawn
+from lsm.model.society import LatentPosterior, SocietyModel, StudentConfig, TickOutputs
+from lsm.model.tick import advance, trace_senders
 from lsm.society import seeds
 from lsm.society.scenario import EVENT_FEATURES
-from lsm.society.world.population import IdentityVocab
-from lsm.train.data import Episode
+from lsm.train.data import AgentBatch, Episode
+from lsm.train.replay import trace_inputs
 
 
 @dataclasses.dataclass
@@ -40,7 +41,8 @@ class LossWeights:
     reasoning: float = 0.5
     salience: float = 0.2
     stance: float = 10.0
-    """≈ a Gaussian log-likelihood with the planted stance noise (MSE / 2σ², σ ≈ 0.2): stance is what neighbours hear."""
+    """≈ a Gaussian log-likelihood with the planted stance noise (MSE / 2σ², σ ≈ 0.2): stance is what neighbours hear
+    (with `stance_noise`, the term is a tenth of the NLL of the predicted mean and sd: `stance_loss`)."""
     expression_code: float = 0.5
     latent_kl: float = 0.5
     """KL of the stochastic latents' posterior to their N(0, 1) prior (nats per agent)."""
@@ -141,18 +143,25 @@ def tick_losses(out: TickOutputs, targets: dict[str, Tensor], t: int, channel_le
         "expression": (1 - F.cosine_similarity(out.expression_text[v], targets["expression_emb"][t][v], dim=-1)).mean(),
         "reasoning": (1 - F.cosine_similarity(out.reasoning_text[v], targets["reasoning_emb"][t][v], dim=-1)).mean(),
         "salience": F.mse_loss(out.salience[v], targets["salience"][t][v]),
-        "stance": F.mse_loss(out.stance[v], targets["stance"][t][v]),
+        "stance": stance_loss(out, targets["stance"][t], v),
     }
 
 
-def drawn_decisions(targets: dict[str, Tensor], t: int) -> Tensor:
-    """(N,) the teacher's drawn decision at tick t, -1 where the agent-tick is invalid."""
-    return torch.where(targets["valid"][t], targets["decision"][t].long(), torch.full_like(targets["decision"][t].long(), -1))
+def stance_loss(out: TickOutputs, stance: Tensor, v: Tensor) -> Tensor:
+    """The squared error of the predicted stance; with a predicted sd (`stance_noise`), a tenth of
+    its Gaussian negative log-likelihood (so `LossWeights.stance`, set for the squared error,
+    weighs the mean about as before: 10 · NLL / 10 has gradient (x − μ)/σ², ≈ 25 (x − μ) at σ = 0.2)."""
+    mean = out.stance_mean if out.stance_mean is not None else out.stance
+    if out.stance_sd is None:
+        return F.mse_loss(mean[v], stance[v])
+    sd = out.stance_sd[v]
+    return 0.1 * (0.5 * ((stance[v] - mean[v]) / sd) ** 2 + torch.log(sd)).mean()
 
 
-def posterior_features(ep: Episode) -> Tensor:
-    """(T, N, F) what the teacher observably did at each tick, for the latents' posterior."""
-    tg = ep.targets
+def posterior_features(ep: Episode, rows: Tensor | None = None) -> Tensor:
+    """(T, N, F) what the teacher observably did at each tick (`rows` of its agents; default
+    all), for the latents' posterior."""
+    tg = ep.targets if rows is None else {k: v[:, rows] for k, v in ep.targets.items()}
     d = tg["decision"].long().clamp(0, ep.action_emb.shape[0] - 1)  # (T, N)
     drawn_emb = ep.action_emb[d] * tg["valid"][..., None]  # (T, N, T)
     return LatentPosterior.features(tg["stance"], tg["salience"], tg["channels"], tg["reasoning_emb"], drawn_emb)
@@ -199,6 +208,8 @@ class DistillModule(L.LightningModule):
         self.loss_weights = LossWeights(**(loss_weights or {}))
         self.model: SocietyModel | None = None
         self._prior_stats: list = [0, 0.0, 0.0]  # count, Σz, Σzzᵀ of this epoch's posterior samples
+        self._channel_stats: list = [0.0, 0.0]  # Σ squared within-agent channel residuals, their degrees of freedom (C,)
+        self._channel_residuals: list[Tensor] = []  # this unroll's (N, C) residuals, per tick
         if cfg.categorical_sizes or cfg.numeric_dim:  # sizes known (a trained module's hparams): build now
             self.build(cfg.categorical_sizes, cfg.numeric_dim, cfg.channels)
 
@@ -221,21 +232,53 @@ class DistillModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._prior_stats = [0, 0.0, 0.0]
-        if self.hparams.cosine_lr and self.trainer.max_epochs:
-            frac = self.current_epoch / max(self.trainer.max_epochs - 1, 1)
-            for group in self.optimizers().optimizer.param_groups:
-                group["lr"] = self.hparams.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        self._channel_stats = [0.0, 0.0]
+
+    def progress(self) -> float:
+        """How far training is, 0..1: optimiser steps of the step budget (`Trainer(max_steps)`),
+        else epochs of `max_epochs` (what the learning rate, KL and own-message schedules follow)."""
+        tr = self._trainer
+        if tr is None:
+            return 1.0
+        if tr.max_steps and tr.max_steps > 0:
+            return min(self.global_step / tr.max_steps, 1.0)
+        return min(self.current_epoch / max((tr.max_epochs or 1) - 1, 1), 1.0)
+
+    def set_lr(self) -> None:
+        """Anneal the learning rate to a tenth over training (cosine), when `cosine_lr`."""
+        if not self.hparams.cosine_lr or self._trainer is None:
+            return
+        frac = self.progress()
+        for group in self.optimizers().optimizer.param_groups:
+            group["lr"] = self.hparams.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
     def on_train_epoch_end(self) -> None:
-        """Refit the prior rollouts draw agent latents from to this epoch's posterior samples."""
+        self.fit_buffers()
+
+    def on_validation_epoch_start(self) -> None:
+        """Refit before validating: under a step budget the checkpoint kept is one written after a
+        validation, possibly mid-epoch."""
+        if self.trainer.training or self.trainer.state.fn == "fit":
+            self.fit_buffers()
+
+    def fit_buffers(self) -> None:
+        """Refit what rollouts draw from to this epoch's training batches so far: the prior of the
+        agent latents (their posterior samples) and the per-tick channel noise (the within-agent
+        channel residuals)."""
         if self.model is not None and self._prior_stats[0]:
             self.model.fit_prior(float(self._prior_stats[0]), self._prior_stats[1], self._prior_stats[2])
+        if self.model is not None and isinstance(self._channel_stats[1], Tensor) and bool((self._channel_stats[1] > 0).all()):
+            self.model.fit_channel_noise((self._channel_stats[0] / self._channel_stats[1]).sqrt())
 
     def kl_scale(self) -> float:
-        """This epoch's multiplier of the latents' KL weight (KL annealing)."""
-        epochs = (self.trainer.max_epochs if self._trainer is not None else None) or 1
-        ramp = self.hparams.kl_warmup * epochs
-        return 1.0 if ramp <= 0 else min(1.0, (self.current_epoch + 1) / ramp)
+        """This step's multiplier of the latents' KL weight (KL annealing over the first
+        `kl_warmup` of training)."""
+        tr = self._trainer
+        if tr is None or self.hparams.kl_warmup <= 0:
+            return 1.0
+        if tr.max_steps and tr.max_steps > 0:
+            return min(1.0, (self.global_step + 1) / (self.hparams.kl_warmup * tr.max_steps))
+        return min(1.0, (self.current_epoch + 1) / (self.hparams.kl_warmup * (tr.max_epochs or 1)))
 
     def own_rate(self) -> float:
         """This epoch's probability that a sender is heard with its own (student) broadcast."""
@@ -245,53 +288,62 @@ class DistillModule(L.LightningModule):
 
     # -- unrolling -----------------------------------------------------------------------
     def unroll(self, ep: Episode, teacher_forcing: bool, step_fn=None, own_rate: float = 0.0,
-               generator: torch.Generator | None = None, kl_scale: float = 1.0) -> dict[str, Tensor]:
-        """Run all ticks; `step_fn(loss)` is called at every BPTT boundary (training).
+               generator: torch.Generator | None = None, kl_scale: float = 1.0, rows: Tensor | None = None) -> dict[str, Tensor]:
+        """Run all ticks (`model.tick.advance`); `step_fn(loss)` is called at every BPTT boundary (training).
 
-        What an agent did last tick is observed, as in a rollout: the teacher's drawn decision
-        and stance are fed back into the state. Neighbours hear the teacher's messages and
-        stances, each sender replaced by the student's own broadcast with probability `own_rate`.
-        With `teacher_forcing` the previous decision distribution and channels are the teacher's too.
-        The stochastic latents come from their posterior given the teacher's answers."""
+        What an agent did last tick is observed, as in a rollout: the teacher's drawn decision,
+        stance and message are recorded in the state (`model.tick.said`). Neighbours hear the
+        teacher's messages and stances, each sender replaced by the student's own broadcast with
+        probability `own_rate` (whole episodes only). With `teacher_forcing` the previous decision
+        distribution and channels are the teacher's too. The stochastic latents come from their
+        posterior given the teacher's answers. `rows` (B,): train on these agents only (a batch):
+        they hear the teacher's broadcasts of the whole population, which is exact, since with
+        `own_rate` 0 what a sender broadcasts is the teacher's whatever the student computes."""
         assert self.model is not None
-        m, tg, T = self.model, ep.targets, ep.ticks
-        state = m.initial_state(ep.n, ep.action_emb.shape[0], device=self.device)
-        feats = posterior_features(ep) if m.posterior is not None else None  # (T, N, F)
-        agent_eps = torch.randn(ep.n, m.cfg.agent_noise, generator=generator) if m.cfg.agent_noise else None
+        m, T = self.model, ep.ticks
+        if rows is not None and own_rate > 0:
+            raise ValueError("own_message_rate > 0 needs whole episodes: set the data module's max_agents to None")
+        tg = ep.targets if rows is None else {k: v[:, rows] for k, v in ep.targets.items()}
+        n = ep.n if rows is None else len(rows)
+        state = m.initial_state(n, ep.action_emb.shape[0], device=self.device)
+        feats = posterior_features(ep, rows) if m.posterior is not None else None  # (T, N, F)
+        agent_eps = torch.randn(n, m.cfg.agent_noise, generator=generator) if m.cfg.agent_noise else None
         totals: dict[str, Tensor] = {}
         window: list[Tensor] = []
         agent_kl = None
-        identity = m.identity(ep.inputs(0)) if m.posterior is not None else None  # (N, D), for the posterior
+        own: Tensor | None = None  # (N, X + 1) the student's own last broadcast (scheduled sampling)
         for t in range(T):
+            inp = trace_inputs(m, ep, t, rows)
             if m.cfg.agent_noise and not window:  # once per BPTT window: the same draw, a fresh graph
-                if t > 0:
-                    identity = m.identity(ep.inputs(0))  # a fresh graph for this window
-                state.agent_noise, agent_kl = m.posterior.agent(feats, tg["valid"], identity, eps=agent_eps)  # (N, Ra), (N,)
+                assert m.posterior is not None and feats is not None
+                state.agent_noise, agent_kl = m.posterior.agent(feats, tg["valid"], m.identity(inp), eps=agent_eps)  # (N, Ra), (N,)
                 if t == 0 and self.training:  # the aggregate posterior, for the prior rollouts draw from
                     z = state.agent_noise.detach()[tg["valid"].any(0)]
                     self._prior_stats[0] += len(z)
                     self._prior_stats[1] = self._prior_stats[1] + z.sum(0)
                     self._prior_stats[2] = self._prior_stats[2] + z.T @ z
-            if t > 0:
-                v = tg["valid"][t - 1]
-                state = with_drawn(state, drawn_decisions(tg, t - 1), ep.action_emb.shape[0])
-                heard = v if own_rate <= 0 else v & (torch.rand(ep.n, generator=generator) >= own_rate)
-                state.expression = torch.where(heard[:, None], m.encode_expression(tg["expression_emb"][t - 1]), state.expression)
-                state.stance = torch.where(heard, tg["stance"][t - 1], state.stance)
-                if teacher_forcing:
-                    state.channels = torch.where(v[:, None], tg["channels"][t - 1], state.channels)
-                    state.decision_logits = torch.where(v[:, None], torch.log(tg["decision_dist"][t - 1].clamp_min(1e-6)), state.decision_logits)
-            inp = ep.inputs(t)
-            kl = torch.zeros(ep.n)
+            senders = trace_senders(m, ep.targets, t)  # (N_all, X + 1) the teacher's broadcasts of t - 1
+            if own_rate > 0 and own is not None:
+                heard = torch.rand(n, generator=generator) >= own_rate
+                senders = torch.where(heard[:, None], senders, own)
+            kl = torch.zeros(n)
             if m.cfg.tick_noise:
+                assert m.posterior is not None and feats is not None
                 inp.tick_noise, kl = m.posterior.tick(feats[t], m.identity(inp), generator)
             if agent_kl is not None:
                 kl = kl + agent_kl / T
-            state, out = m(inp, state)
-            parts = tick_losses(out, tg, t, self.hparams.channel_levels)
-            parts["expression_code"] = self.expression_code_loss(state.expression, tg, t)
+            state, out = advance(m, state, inp, senders=senders, receivers=rows, generator=generator)
+            assert out.expression is not None
+            own = torch.cat([out.expression, out.stance[:, None]], -1).detach()
             v = tg["valid"][t]
+            if teacher_forcing:
+                state.channels = torch.where(v[:, None], tg["channels"][t], state.channels)
+                state.decision_logits = torch.where(v[:, None], torch.log(tg["decision_dist"][t].clamp_min(1e-6)), state.decision_logits)
+            parts = tick_losses(out, tg, t, self.hparams.channel_levels)
+            parts["expression_code"] = self.expression_code_loss(out.expression, tg, t)
             parts["latent_kl"] = kl[v].mean() if v.any() else kl.sum() * 0
+            if self.training and m.cfg.channel_effects:
+                self._channel_residuals.append((tg["channels"][t] - out.channels).detach().where(v[:, None], torch.nan))
             loss = sum(getattr(self.loss_weights, k) * v * (kl_scale if k == "latent_kl" else 1.0) for k, v in parts.items())
             window.append(loss)
             for k, val in parts.items():
@@ -300,8 +352,22 @@ class DistillModule(L.LightningModule):
                 step_fn(torch.stack(window).mean())
                 window = []
                 state = state.detach()
+        if self._channel_residuals:
+            self._channel_noise_stats(torch.stack(self._channel_residuals))
+            self._channel_residuals = []
         totals["loss"] = sum(getattr(self.loss_weights, k) * totals[k] for k in list(totals))
         return totals
+
+    def _channel_noise_stats(self, residual: Tensor) -> None:
+        """Accumulate the within-agent variance of the channel residuals (T, N, C; NaN where
+        invalid): the per-tick channel noise the student cannot know (`channel_tick_sd`)."""
+        ok = ~residual.isnan()  # (T, N, C)
+        count = ok.sum(0)  # (N, C)
+        mean = residual.nan_to_num().sum(0) / count.clamp_min(1)  # (N, C)
+        sq = ((residual - mean).nan_to_num() ** 2).sum(0)  # (N, C)
+        keep = count >= 2
+        self._channel_stats[0] = self._channel_stats[0] + (sq * keep).sum(0)  # (C,)
+        self._channel_stats[1] = self._channel_stats[1] + ((count - 1) * keep).sum(0)  # (C,)
 
     def expression_code_loss(self, expression: Tensor, targets: dict[str, Tensor], t: int) -> Tensor:
         """Ties the message encoder used for teacher forcing to the student's own broadcasts:
@@ -315,19 +381,21 @@ class DistillModule(L.LightningModule):
         recon = 1 - F.cosine_similarity(self.model.head_expression_text(code), emb, dim=-1).mean()
         return recon + F.mse_loss(expression[v], code.detach())
 
-    def training_step(self, batch: list[Episode], batch_idx: int) -> None:
+    def training_step(self, batch: list[AgentBatch], batch_idx: int) -> None:
         opt = self.optimizers()
         tf = self.current_epoch < self.hparams.teacher_forcing_epochs
 
         def step(loss: Tensor) -> None:
+            self.set_lr()
             opt.zero_grad()
             self.manual_backward(loss)
             self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
             opt.step()
 
         g = seeds.torch_generator(self.hparams.seed, seeds.Stream.TRAIN_NOISE, self.global_step)
-        for ep in batch:
-            totals = self.unroll(ep, tf, step, own_rate=self.own_rate(), generator=g, kl_scale=self.kl_scale())
+        for item in batch:
+            totals = self.unroll(item.episode, tf, step, own_rate=self.own_rate(), generator=g, kl_scale=self.kl_scale(),
+                                 rows=item.rows)
             self.log_dict({f"train/{k}": v for k, v in totals.items()}, batch_size=1, prog_bar=False)
         self.log("train_loss", totals["loss"], prog_bar=True, batch_size=1)
 

@@ -20,11 +20,11 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from lsm.model.society import SocietyModel, TickInputs, with_drawn
+from lsm.model.society import SocietyModel, TickInputs
 from lsm.model.state import AgentState
+from lsm.model.tick import advance, said, trace_senders, with_said
 from lsm.society import seeds
 from lsm.train.data import Episode
-from lsm.train.module import drawn_decisions
 
 Edit = Callable[[int, TickInputs, AgentState], tuple[TickInputs, AgentState]]
 
@@ -32,46 +32,44 @@ Edit = Callable[[int, TickInputs, AgentState], tuple[TickInputs, AgentState]]
 def padded_inputs(ep: Episode, t: int) -> TickInputs:
     """Tick t's inputs on the padded path (the trace's shown table), as a rollout builds them."""
     if ep.shown is None or ep.shown_type is None:
-        raise ValueError(f"{ep.name}: the episode has no shown-neighbour table (a sampled subgraph?)")
+        raise ValueError(f"{ep.name}: the episode has no shown-neighbour table")
     return replace(ep.inputs(t), neighbors=ep.shown[t], neighbor_type=ep.shown_type[t])
 
 
-def teacher_broadcast(model: SocietyModel, ep: Episode, state: AgentState, t: int) -> AgentState:
-    """The state at the start of tick t with what the teacher's agents did at t - 1 fed back:
-    drawn decisions, stances and messages (invalid agent-ticks keep the student's own)."""
-    if t == 0:
-        return state
-    tg = ep.targets
-    v = tg["valid"][t - 1]
-    state = with_drawn(state, drawn_decisions(tg, t - 1), ep.action_emb.shape[0])
-    state.expression = torch.where(v[:, None], model.encode_expression(tg["expression_emb"][t - 1]), state.expression)
-    state.stance = torch.where(v, tg["stance"][t - 1], state.stance)
-    return state
+def trace_inputs(model: SocietyModel, ep: Episode, t: int, rows: Tensor | None = None) -> TickInputs:
+    """Tick t's inputs along the trace (of `rows` of its agents; default all): the padded path,
+    with what the teacher's agents did at t (`model.tick.said`), which the new state records
+    for tick t + 1."""
+    inp = padded_inputs(ep, t)
+    return with_said(inp if rows is None else inp.rows(rows), said(model, ep.targets, t, rows))
 
 
 @torch.no_grad()
 def replay(model: SocietyModel, ep: Episode, edits: dict[str, Edit] | None = None, samples: int = 4,
            seed: int = 0) -> dict[str, dict[str, Tensor]]:
     """`{"factual": outputs, name: outputs for each edit}`, outputs = `probs` (S, T, N, A),
-    `channels` (S, T, N, C), `stance` (S, T, N), `expression` (S, T, N, TEXT_DIM)."""
+    `channels` (S, T, N, C), `channel_dist` (S, T, N, C, L) the predicted rating-level
+    distributions, `stance` (S, T, N), `expression` (S, T, N, TEXT_DIM)."""
     model = model.eval()
     cfg = model.cfg
     names = ["factual", *(edits or {})]
-    rows: dict[str, dict[str, list]] = {k: {"probs": [], "channels": [], "stance": [], "expression": []} for k in names}
+    rows: dict[str, dict[str, list]] = {k: {"probs": [], "channels": [], "channel_dist": [], "stance": [], "expression": []}
+                                        for k in names}
     for s in range(samples):
         g = seeds.torch_generator(seed, seeds.Stream.REPLAY, s)
         state = model.initial_state(ep.n, ep.action_emb.shape[0])
         state.agent_noise = model.draw_agent_noise(ep.n, g)
-        per: dict[str, dict[str, list]] = {k: {"probs": [], "channels": [], "stance": [], "expression": []} for k in names}
+        per: dict[str, dict[str, list]] = {k: {"probs": [], "channels": [], "channel_dist": [], "stance": [], "expression": []}
+                                           for k in names}
         for t in range(ep.ticks):
-            state = teacher_broadcast(model, ep, state, t)
-            inp = padded_inputs(ep, t)
+            inp = trace_inputs(model, ep, t)
             inp.tick_noise = torch.randn(ep.n, cfg.tick_noise, generator=g)
             for name in names:
                 i2, s2 = (inp, state) if name == "factual" else edits[name](t, replace(inp), replace(state))  # type: ignore[index]
-                new, out = model(i2, s2)
+                new, out = advance(model, s2, i2, senders=trace_senders(model, ep.targets, t))
                 per[name]["probs"].append(torch.softmax(out.decision_logits, -1))
                 per[name]["channels"].append(out.channels)
+                per[name]["channel_dist"].append(torch.softmax(out.channel_logits, -1))
                 per[name]["stance"].append(out.stance)
                 assert out.expression_text is not None, "replays need SocietyModel.decode_text"
                 per[name]["expression"].append(out.expression_text)

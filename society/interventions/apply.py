@@ -11,7 +11,7 @@ import numpy as np
 from lsm.config import ConfigError, Problem, join, to_dict
 from lsm.society.interventions import tables
 from lsm.society.interventions.edits import (KIND, SCENARIO_KINDS, WORLD_KINDS, Edit, EditMessages, EventRef, Interventions,
-                                             MoveEvent, RemoveEvent, ScaleEvent, SetAttributes, SetEvent, SetExposure, SeverTies,
+                                             MoveEvent, RemoveEvent, ScaleEvent, SetAttributes, SetEvent, SeverTies,
                                              edit_to_dict)
 from lsm.society.scenario import Range, Scenario, scenario_from_dict
 from lsm.society.world.graph import EDGE_TYPES

@@ -10,8 +10,7 @@ import numpy as np
 
 from lsm.config import ConfigError, Problem
 from lsm.limits import MAX_SWEEP_VALUES, number_problem
-from lsm.society.interventions.edits import (KIND, NUMERIC_EVENT_FIELDS, EditMessages, EventRef, Interventions, RemoveEvent,
-                                             SetEvent, SeverTies, _num)
+from lsm.society.interventions.edits import (KIND, NUMERIC_EVENT_FIELDS, EditMessages, EventRef, Interventions, SetEvent, SeverTies, _num)
 from lsm.society.interventions.parse import _split, parse
 
 

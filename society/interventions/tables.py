@@ -8,7 +8,10 @@ the planted process (`recovery.truth`), so both are asked exactly the same quest
 - `opposite_stance`: every sender is replaced by the agent whose last stance is closest to the
   opposite of the sender's (its real message, the opposite stance);
 - `strong_neighbor(type, sign)`: in every row with a slot of that tie type, the first such slot's
-  sender is replaced by the agent with the most positive (sign +1) or negative (-1) last stance.
+  sender is replaced by the agent with the most positive (sign +1) or negative (-1) last stance;
+- `decile_sender(type, top)`: in every row with a slot of that tie type, the first such slot's
+  sender is replaced by a random agent (seeded) of the top (or bottom) decile of last stances;
+- `without_ties(types)`: the slots of those tie types are emptied (a `sever` within one tick).
 
 Notation: N agents | K shown | T ticks | A actions | B bootstrap resamples.
 """
@@ -55,6 +58,44 @@ def strong_neighbor(edge_type: int, sign: int) -> TableEdit:
         rows = np.nonzero(hit.any(1))[0]
         out[rows, hit[rows].argmax(1)] = extreme
         return out
+
+    return edit
+
+
+def first_slot(shown: np.ndarray, types: np.ndarray, edge_type: int) -> np.ndarray:
+    """(N,) the first slot of each row holding a neighbour of the tie type (-1: none): the slot
+    `strong_neighbor` and `decile_sender` replace."""
+    hit = (shown >= 0) & (types == edge_type)  # (N, K)
+    return np.where(hit.any(1), hit.argmax(1), -1)
+
+
+DECILE = 0.1
+"""The share of agents a decile sender is drawn from (top or bottom of last stances)."""
+
+
+def decile_sender(edge_type: int, top: bool, seed: int = 0) -> TableEdit:
+    """In every row with a slot of that tie type, the first such slot's sender is replaced by an
+    agent drawn at random (per row; `Stream.DECILE_SENDERS`, per tick, type and decile) from the
+    top (`top`) or bottom `DECILE` of last stances. The slot keeps its tie type."""
+    def edit(t: int, shown: np.ndarray, types: np.ndarray, stance: np.ndarray) -> np.ndarray:
+        n = len(stance)
+        m = max(1, int(np.ceil(DECILE * n)))
+        order = np.argsort(stance, kind="stable")
+        pool = order[-m:] if top else order[:m]  # (m,)
+        pick = pool[seeds.rng(seed, seeds.Stream.DECILE_SENDERS, t, edge_type, int(top)).integers(0, m, n)]  # (N,)
+        slot = first_slot(shown, types, edge_type)
+        rows = np.nonzero(slot >= 0)[0]
+        out = shown.copy()
+        out[rows, slot[rows]] = pick[rows]
+        return out
+
+    return edit
+
+
+def without_ties(edge_types: tuple[int, ...]) -> TableEdit:
+    """The shown slots of these tie types emptied: nobody hears along those ties this tick."""
+    def edit(t: int, shown: np.ndarray, types: np.ndarray, stance: np.ndarray) -> np.ndarray:
+        return np.where(np.isin(types, edge_types), -1, shown)
 
     return edit
 
