@@ -253,7 +253,8 @@ class SocialSum(nn.Module):
     m_j is sender j's broadcast [expression, stance], τ(j, i) the tie type, u_i the receiver's
     identity vector: a push multiplicative in what each sender says, with a gain per tie type and
     per receiver, summed over the senders shown (not normalised by who else is shown: a fourth
-    sender adds). `forward` takes the padded table (N, K) of sender ids (-1 padded) into
+    sender adds). The gains start near 0: the sum is all but silent until the data asks for it.
+    `forward` takes the padded table (N, K) of sender ids (-1 padded) into
     `messages`, `forward_edges` an edge list; the two are equal (tested).
     """
 
@@ -262,7 +263,7 @@ class SocialSum(nn.Module):
         self.message = nn.Linear(message_dim, width, bias=False)
         self.type_gain = nn.Embedding(num_edge_types, width)
         self.receiver = nn.Linear(identity_dim, width)
-        nn.init.ones_(self.type_gain.weight)  # every tie heard alike at first
+        nn.init.normal_(self.type_gain.weight, std=0.02)  # near silent at first: a society without influence need not unlearn any
         nn.init.zeros_(self.receiver.weight)  # every receiver alike at first
         nn.init.zeros_(self.receiver.bias)
 
@@ -283,20 +284,26 @@ class SocialSum(nn.Module):
 
 
 class EventSum(nn.Module):
-    r"""What an agent sees, summed: z_i = Σ_{e seen by i} [(A f_e + a) ⊙ (B f_e + b) + C f_e
-    + Σ_k E_k[cat_ek] + W_t text_e], f_e the numeric event features (`EVENT_FEATURES`): the
-    product of two affine maps can form valence × credibility, and events seen together add."""
+    r"""What an agent sees, summed: z_i = Σ_{e seen by i} [W_f φ(f_e) + Σ_k E_k[cat_ek] + W_t text_e],
+    φ(f) = (f, f_a · f_b for a ≤ b) the numeric event features (`EVENT_FEATURES`) and their
+    pairwise products: valence × credibility is a feature of its own, learned as fast as any
+    linear term, and events seen together add."""
 
     def __init__(self, num_features: int, vocab_sizes: list[int], text_dim: int, width: int):
         super().__init__()
-        self.left, self.right = nn.Linear(num_features, width), nn.Linear(num_features, width)
-        self.linear = nn.Linear(num_features, width, bias=False)
+        self.pairs = torch.triu_indices(num_features, num_features)  # (2, F(F+1)/2) the products φ holds
+        self.features = nn.Linear(num_features + self.pairs.shape[1], width)
         self.cat = nn.ModuleList(nn.Embedding(k, width) for k in vocab_sizes)
         self.text = nn.Linear(text_dim, width, bias=False)
 
+    def expand(self, event_num: Tensor) -> Tensor:
+        """(Ev, F) -> (Ev, F + F(F+1)/2): the features and their pairwise products, φ(f)."""
+        a, b = self.pairs.to(event_num.device)
+        return torch.cat([event_num, event_num[:, a] * event_num[:, b]], -1)
+
     def push(self, event_cat: Tensor, event_num: Tensor, event_emb: Tensor) -> Tensor:
         """(Ev, P) each event's push."""
-        p = self.left(event_num) * self.right(event_num) + self.linear(event_num) + self.text(event_emb)  # (Ev, P)
+        p = self.features(self.expand(event_num)) + self.text(event_emb)  # (Ev, P)
         for k, emb in enumerate(self.cat):
             p = p + emb(event_cat[:, k])
         return p
@@ -596,7 +603,7 @@ class SocietyModel(nn.Module):
         z = u.new_zeros(n, self.cfg.direct_dim)
         if self.social_sum is not None:
             if isinstance(heard, NeighborTable):  # the shown senders only, not the self loop
-                z = z + self.social_sum(senders, inp.neighbors, inp.neighbor_type, u)  # type: ignore[arg-type]
+                z = z + self.social_sum(senders, inp.neighbors, inp.neighbor_type, u)
             else:
                 z = z + self.social_sum.forward_edges(senders, inp.edge_index, inp.edge_type, u)
         if self.event_sum is not None:

@@ -207,8 +207,8 @@ def train_student(train_files: list[Path], out: Path, cfg: RecoveryConfig, stude
     best = ModelCheckpoint(dirpath=out.parent / "best", filename="best", monitor="val_loss", mode="min", save_top_k=1,
                            enable_version_counter=False)
     stop = EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience)
-    common = dict(accelerator="cpu", devices=1, deterministic=True, logger=False, enable_progress_bar=False,
-                  enable_model_summary=False, num_sanity_val_steps=0)
+    common: dict[str, Any] = dict(accelerator="cpu", devices=1, deterministic=True, logger=False, enable_progress_bar=False,
+                                  enable_model_summary=False, num_sanity_val_steps=0)
     if by_steps:
         trainer = L.Trainer(max_steps=cfg.steps, val_check_interval=cfg.val_every, check_val_every_n_epoch=None,
                             callbacks=[best, stop], **common)

@@ -151,5 +151,19 @@ def format_table(result: dict[str, Any]) -> str:
     p = last["persistence"]
     lines += ["", f"Persistence (ΔP of the drawn action when it is forgotten): student {p['student']:.4f}, truth {p['truth']:.4f}, "
               f"ratio {p['ratio']['value']:.3f} [{p['ratio']['low']:.3f}, {p['ratio']['high']:.3f}]"]
-    lines += interventions(last) + tails(last) + floors(last)
+    lines += interventions(last) + tails(last) + floors(last) + pathway_rows(last)
     return "\n".join(lines)
+
+
+def pathway_rows(last: dict[str, Any]) -> list[str]:
+    """The pathway ablations (`--ablations`): the student beside the same student with a pathway
+    switched off, trained to the same step budget."""
+    table = last.get("ablation_rows")
+    if not table:
+        return []
+    keys = list(next(iter(table.values())))
+    out = ["", f"Pathway ablations (the same step budget, {last.get('steps')} steps; training in `training`):", "",
+           "| student | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for name, row in table.items():
+        out.append(f"| {name} | " + " | ".join(_fmt(row.get(k)) for k in keys) + " |")
+    return out

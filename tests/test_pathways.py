@@ -101,13 +101,12 @@ def test_the_event_sum_forms_valence_times_credibility_and_events_add_up():
     m = _model(social_sum=False)
     es = m.event_sum
     v, c = EVENT_FEATURES.index("valence"), EVENT_FEATURES.index("credibility")
-    with torch.no_grad():  # push_0 = valence · credibility
-        for lin in (es.left, es.right, es.linear, es.text):
-            lin.weight.zero_()
-        es.left.bias.zero_()
-        es.right.bias.zero_()
-        es.left.weight[0, v] = 1.0
-        es.right.weight[0, c] = 1.0
+    with torch.no_grad():  # push_0 = valence · credibility: the product's column of φ(f)
+        es.features.weight.zero_()
+        es.features.bias.zero_()
+        es.text.weight.zero_()
+        col = len(EVENT_FEATURES) + [(int(a), int(b)) for a, b in es.pairs.T].index((min(v, c), max(v, c)))
+        es.features.weight[0, col] = 1.0
         for emb in es.cat:
             emb.weight.zero_()
     F = len(EVENT_FEATURES)
