@@ -267,10 +267,13 @@ class SocialSum(nn.Module):
         nn.init.zeros_(self.receiver.weight)  # every receiver alike at first
         nn.init.zeros_(self.receiver.bias)
 
-    def forward(self, messages: Tensor, neighbors: Tensor, neighbor_type: Tensor, identity: Tensor) -> Tensor:
-        """messages (N_all, X + 1), neighbors / neighbor_type (N, K), identity (N, Di) -> (N, P)."""
+    def forward(self, messages: Tensor, neighbors: Tensor, neighbor_type: Tensor, identity: Tensor,
+                projected: Tensor | None = None) -> Tensor:
+        """messages (N_all, X + 1), neighbors / neighbor_type (N, K), identity (N, Di) -> (N, P);
+        `projected` (N_all, P): `self.message(messages)` when the caller has it (one tick in chunks
+        of receivers projects the population's messages once)."""
         n, K = neighbors.shape
-        proj = self.message(messages)  # (N_all, P)
+        proj = self.message(messages) if projected is None else projected  # (N_all, P)
         got = proj.index_select(0, neighbors.clamp_min(0).reshape(-1)).view(n, K, -1)  # (N, K, P)
         gain = self.type_gain(neighbor_type.long().clamp_min(0)) * (neighbors >= 0)[..., None]  # (N, K, P)
         return (1 + self.receiver(identity)) * (got * gain).sum(1)
@@ -478,14 +481,15 @@ class SocietyModel(nn.Module):
 
     def forward(self, inp: TickInputs, state: AgentState, return_attention: bool = False,
                 generator: torch.Generator | None = None, senders: Tensor | None = None,
-                receivers: Tensor | None = None) -> tuple[AgentState, TickOutputs]:
+                receivers: Tensor | None = None, senders_projected: Tensor | None = None) -> tuple[AgentState, TickOutputs]:
         """One tick (`model.tick.advance` is how every caller runs it).
 
         `senders` (N_all, X + 1): the broadcasts the receivers hear, ids of the padded neighbour
         table pointing into it (default: the receivers' own last broadcasts); `receivers` (N,):
         the receivers' own ids in `senders` (their self loops; default 0..N-1). `inp.draws`: the
         decision, stance and channels drawn or given this tick (`Draws`); the new state records
-        the decision and what the agent said."""
+        the decision and what the agent said. `senders_projected` (N_all, P): the social sum's
+        projection of `senders`, when the caller computed it once for several passes."""
         n, cfg = state.n, self.cfg
         u = self.identity(inp)  # (N, D)
         actions = self.action_keys(inp.action_emb)  # (A, D)
@@ -505,7 +509,7 @@ class SocietyModel(nn.Module):
         for k, emb in enumerate(self.ev_cat):
             events = events + emb(inp.event_cat[:, k])
         heard = self.heard(inp, senders, receivers, n)
-        z = self.direct(inp, senders, heard, u, n)  # (N, P) or None
+        z = self.direct(inp, senders, heard, u, n, senders_projected)  # (N, P) or None
         if z is not None:
             assert self.direct_in is not None
             h = h + self.direct_in(z)
@@ -596,14 +600,15 @@ class SocietyModel(nn.Module):
                                                fill_value=SELF_LOOP_TYPE, num_nodes=n)  # (2, E + N), (E + N,)
         return EdgeList(self.msg_proj(senders), edge_index, edge_type)
 
-    def direct(self, inp: TickInputs, senders: Tensor, heard: NeighborTable | EdgeList, u: Tensor, n: int) -> Tensor | None:
+    def direct(self, inp: TickInputs, senders: Tensor, heard: NeighborTable | EdgeList, u: Tensor, n: int,
+               projected: Tensor | None = None) -> Tensor | None:
         """(N, P) the additive pathway: the social sum plus the event sum (None: both off)."""
         if self.direct_in is None:
             return None
         z = u.new_zeros(n, self.cfg.direct_dim)
         if self.social_sum is not None:
             if isinstance(heard, NeighborTable):  # the shown senders only, not the self loop
-                z = z + self.social_sum(senders, inp.neighbors, inp.neighbor_type, u)
+                z = z + self.social_sum(senders, inp.neighbors, inp.neighbor_type, u, projected)
             else:
                 z = z + self.social_sum.forward_edges(senders, inp.edge_index, inp.edge_type, u)
         if self.event_sum is not None:
@@ -651,6 +656,7 @@ class SocietyModel(nn.Module):
             return self(inp, state)
         assert inp.neighbors is not None and inp.neighbor_type is not None, "chunks need the padded neighbour table"
         senders = torch.cat([state.expression, state.stance[:, None]], -1)  # (N, X + 1)
+        projected = self.social_sum.message(senders) if self.social_sum is not None else None  # (N, P), once for every chunk
         exposure = inp.exposure
         if exposure.shape[1] > 1 and not bool((exposure[0, 1:] >= exposure[0, :-1]).all()):
             exposure = exposure[:, torch.argsort(exposure[0], stable=True)]  # by agent, so each chunk is a slice
@@ -670,7 +676,7 @@ class SocietyModel(nn.Module):
             part[0] -= s
             sub = inp.rows(slice(s, e), exposure=part)
             new, out = self(sub, AgentState(**{f.name: getattr(state, f.name)[s:e] for f in fields(state)}),
-                            senders=senders, receivers=torch.arange(s, e, device=senders.device))
+                            senders=senders, receivers=torch.arange(s, e, device=senders.device), senders_projected=projected)
             for f in fields(new):
                 put(new_parts, f.name, getattr(new, f.name), s, e)
             for f in fields(out):

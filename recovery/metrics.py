@@ -101,6 +101,20 @@ def through_origin(y: np.ndarray, x: np.ndarray) -> float:
 # -- the rules: pure arithmetic on arrays ----------------------------------------------------------
 
 
+def signed_error_floors(tr: PlantedTrace, edit: ab.TableEdit, dt: np.ndarray, agents: np.ndarray) -> dict[str, float]:
+    """The signed error (`signed_agreement`) of an edit's change Δp_truth (T, N, A; at the
+    realised noise) as predicted by the oracle, E_ξ[Δp] (it knows everything but the tick's noise
+    ξ), and by the agent-blind oracle, E_{ξ, r}[Δp] (nor the agent's random effect r): a
+    prediction that does not see ξ cannot be at 0, and one that has not inferred r from an
+    agent's history does no better than the agent-blind figure."""
+    out = {}
+    for name, blind in (("oracle", False), ("agent_blind", True)):
+        fact = np.stack([tr.expected(t, agent_blind=blind)[0] for t in range(tr.ticks)])  # (T, N, A)
+        changed = np.stack([tr.expected(t, edit=edit, agent_blind=blind)[0] for t in range(tr.ticks)])
+        out[name] = signed_agreement((changed - fact)[1:], dt[1:], agents)["signed_error"]["value"]
+    return out
+
+
 def signed_agreement(ds: np.ndarray, dt: np.ndarray, agents: np.ndarray) -> dict[str, dict[str, float]]:
     """Student against truth on the signed change of a distribution, ds, dt (..., A) per agent-tick
     (Δp = changed - factual), agents (R,) each agent-tick's agent (R: the leading dims, flattened):
@@ -354,6 +368,7 @@ def paired_ablations(student, ep, tr: PlantedTrace, samples: int, interventions:
                                   **signed_agreement(delta_s[name][1:], delta_t[name][1:], agents)}
     out["ablation_tv_ratio"] = out["ablations"]["no_messages"]["ratio"]["value"]
     out["ablation_signed_error"] = out["ablations"]["no_messages"]["signed_error"]["value"]
+    out["ablation_signed_error_floor"] = signed_error_floors(tr, tabs["no_messages"], delta_t["no_messages"], agents)
     out["ablation_slope"] = out["ablations"]["no_messages"]["slope"]["value"]
     out.update(influence(tr, tabs, delta_s, delta_t, types_present))
     out.update(conformity(tr, stu_tv["no_messages"], truth))
@@ -432,9 +447,12 @@ def decision_kl(probs: np.ndarray, mlp_probs: np.ndarray, tr: PlantedTrace) -> d
     mean = np.stack([m for m, _ in oracle])  # (T, N, A) p̄
     okl = float(np.stack([k for _, k in oracle]).mean())
     s, m = float(_kl(tr.decision_dist, probs).mean()), float(_kl(tr.decision_dist, mlp_probs).mean())
+    blind = np.stack([tr.expected(t, agent_blind=True)[0] for t in range(tr.ticks)])  # (T, N, A)
+    bkl = float(_kl(tr.decision_dist, blind).mean())
     gap = m - okl
-    return {"student_kl": s, "identity_mlp_kl": m, "oracle_kl": okl,
+    return {"student_kl": s, "identity_mlp_kl": m, "oracle_kl": okl, "agent_blind_kl": bkl,
             "kl_oracle_normalised": (s - okl) / gap if gap > 0 else float("nan"),
+            "kl_agent_blind_normalised": (s - bkl) / (m - bkl) if m > bkl else float("nan"),
             "student_kl_expected": float(_kl(mean, probs).mean()), "identity_mlp_kl_expected": float(_kl(mean, mlp_probs).mean())}
 
 

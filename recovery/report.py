@@ -21,6 +21,8 @@ GOALS: dict[str, Goal] = {
     "student_kl": ("–", lambda v, r: True),
     "identity_mlp_kl": ("–", lambda v, r: True),
     "oracle_kl": ("–", lambda v, r: True),
+    "agent_blind_kl": ("–", lambda v, r: True),
+    "kl_agent_blind_normalised": ("–", lambda v, r: True),
     "truth_kl": ("–", lambda v, r: True),
     "channel_sd_ratio": ("0.9–1.1", lambda v, r: 0.9 <= v <= 1.1),
     "channel_w1_ratio_population_floor": ("≤ 1.5", lambda v, r: v <= 1.5),
@@ -79,6 +81,10 @@ def ablations(last: dict[str, Any]) -> list[str]:
     for name, a in last["ablations"].items():
         signed = f"{_ci(a['signed_error'], 3)} | {_ci(a['slope'], 3)}" if "signed_error" in a else "– | –"
         lines.append(f"| {name.replace('_', ' ')} | {_ci(a['student_tv'])} | {_ci(a['truth_tv'])} | {_ci(a['ratio'])} | {signed} |")
+    floor = last.get("ablation_signed_error_floor")
+    if floor:
+        lines += ["", f"Signed error of messages removed, floors: the oracle (knows all but the tick's noise) "
+                  f"{floor['oracle']:.3f}, the agent-blind oracle (nor the agent's random effect) {floor['agent_blind']:.3f}"]
     return lines
 
 
@@ -131,6 +137,10 @@ def floors(last: dict[str, Any]) -> list[str]:
                   f"{last['identity_mlp_kl']:.4f}, oracle floor {last['oracle_kl']:.4f} (normalised "
                   f"{_fmt(last['kl_oracle_normalised'])}); to the oracle's expected distribution: student "
                   f"{last['student_kl_expected']:.4f}, identity-only {last['identity_mlp_kl_expected']:.4f}"]
+        if "agent_blind_kl" in last:
+            lines += [f"The agent-blind oracle (the agent's random effect integrated out too): KL {last['agent_blind_kl']:.4f}; "
+                      f"the student against it {_fmt(last['kl_agent_blind_normalised'])} (0: as good, < 0: better, by "
+                      "what it infers of each agent from its history)"]
     c = last.get("channel_crps")
     if c:
         lines += ["", f"Channel CRPS (per agent-tick-channel, 0..1 scale): student's level distribution {c['student']:.4f}, "

@@ -135,16 +135,23 @@ class PlantedTrace:
         opinion = self.opinion(t, edit, events) + soc.cfg.noise_sd * soc.noise(t).opinion
         return soc.probabilities(soc.logits(opinion, np.full_like(draw, -1) if forget_draw else draw))
 
-    def expected(self, t: int, nodes: int = QUADRATURE_NODES) -> tuple[np.ndarray, np.ndarray]:
+    def expected(self, t: int, nodes: int = QUADRATURE_NODES, edit: TableEdit | None = None,
+                 events: EventChanges | None = None, agent_blind: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """The oracle at tick t: ((N, A) p̄ = E_ξ softmax(logits(o + σξ)), (N,) E_ξ KL(p_ξ ‖ p̄)),
-        ξ ~ N(0, 1) integrated out by Gauss–Hermite quadrature; o: the opinion's known part.
-        The recorded distribution is p_ξ at the realised ξ, so E_ξ KL(recorded ‖ q) =
-        oracle KL + KL(p̄ ‖ q) for any q that does not see ξ: the oracle KL is the floor."""
+        ξ ~ N(0, 1) integrated out by Gauss–Hermite quadrature; o: the opinion's known part
+        (under `edit` / `events`, as `probabilities`). The recorded distribution is p_ξ at the
+        realised ξ, so E_ξ KL(recorded ‖ q) = oracle KL + KL(p̄ ‖ q) for any q that does not see
+        ξ: the oracle KL is the floor. `agent_blind`: the agent's random effect r_i is integrated
+        out too (r_i + σξ ~ N(0, σ_agent² + σ²)): the best prediction of an agent met for the
+        first time, whose history has told nothing yet."""
         soc = self.society
         _, draw = self.last(t)
         x, w = hermegauss(nodes)  # (Q,), weights of exp(-x²/2)
         w = w / w.sum()
-        base = self.opinion(t)  # (N,)
-        p = np.stack([soc.probabilities(soc.logits(base + soc.cfg.noise_sd * xq, draw)) for xq in x])  # (Q, N, A)
+        base = self.opinion(t, edit, events)  # (N,)
+        sd = soc.cfg.noise_sd
+        if agent_blind:
+            base, sd = base - soc.agent_effect, float(np.hypot(soc.cfg.noise_sd, soc.cfg.agent_sd))
+        p = np.stack([soc.probabilities(soc.logits(base + sd * xq, draw)) for xq in x])  # (Q, N, A)
         mean = np.einsum("q,qna->na", w, p)  # (N, A)
         return mean, np.einsum("q,qn->n", w, _kl(p, mean[None]))

@@ -168,3 +168,12 @@ def test_training_variants_draw_valences_and_credibilities_seeded(tmp_path):
     assert [e.credibility for e in events(kept)] == ca  # the credibilities' draws do not depend on the valences'
     assert all((v > 0) == (e.valence > 0) and abs(v) <= 1 for v, e in zip((e.valence for e in events(kept)), events(orig)))
     assert [e.text for e in events(a)] == [e.text for e in events(orig)]  # only valence and credibility change
+
+
+def test_recovery_refuses_an_unknown_pathway_to_ablate(tmp_path, capsys):
+    from lsm.cli import main
+
+    assert main(["recovery", "--out", str(tmp_path / "r"), "--ablations", "social_sum,telepathy"]) == 2
+    err = capsys.readouterr().err
+    assert "'telepathy' is not a pathway" in err and "channel_effects" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # refused before anything was built

@@ -55,6 +55,30 @@ def test_oracle_kl_is_the_monte_carlo_expectation_and_the_recorded_floor(planted
     assert okl.mean() > 0.005  # the noise is real
 
 
+def test_the_agent_blind_oracle_integrates_the_agent_effect_out_and_scores_worse(planted):
+    _, tr = planted
+    soc = tr.society
+    rng = np.random.default_rng(1)
+    t = 3
+    mean, _ = tr.expected(t, agent_blind=True)
+    _, draw = tr.last(t)
+    base = tr.opinion(t) - soc.agent_effect
+    r = rng.normal(0, soc.cfg.agent_sd, size=(2000, len(base)))  # fresh agents' effects, and the tick's noise
+    xi = rng.normal(size=(2000, len(base)))
+    p = np.stack([soc.probabilities(soc.logits(base + a + soc.cfg.noise_sd * x, draw)) for a, x in zip(r, xi)])
+    np.testing.assert_allclose(p.mean(0), mean, atol=5 * p.std(0).max() / np.sqrt(len(p)) + 1e-9)
+    # knowing each agent's effect is worth something: the oracle's KL is the lower
+    blind = np.stack([tr.expected(u, agent_blind=True)[0] for u in range(tr.ticks)])
+    oracle = np.stack([tr.expected(u)[0] for u in range(tr.ticks)])
+    assert M._kl(tr.decision_dist, oracle).mean() < M._kl(tr.decision_dist, blind).mean()
+    T, N = tr.shown.shape[:2]
+    edit = M.table_edits()["no_messages"]
+    fact = np.stack([tr.probabilities(u) for u in range(T)])
+    changed = np.stack([tr.probabilities(u, edit) for u in range(T)])
+    floors = M.signed_error_floors(tr, edit, changed - fact, np.broadcast_to(np.arange(N), (T - 1, N)).ravel())
+    assert 0 < floors["oracle"] < floors["agent_blind"] < 1
+
+
 def test_decision_kl_normalises_between_the_oracle_and_the_identity_model(planted):
     _, tr = planted
     mean = np.stack([tr.expected(t)[0] for t in range(tr.ticks)])
