@@ -401,7 +401,7 @@ def explore(path: str, ckpt: str | None = None, port: int = 8765, host: str = "1
 def recovery(out: str = "out/recovery", agents: str = "2000", held_out_agents: int = 2000, steps: int = 1500,
              epochs: int | None = None, planted: str = "planted", scenario: str = "vaccine_campaign", samples: int = 2,
              max_agents: int = 256, patience: int = 6, json: str | None = None, seed: int = 0, train_variants: int = 8,
-             variant_keep_sign: bool = False, ablations: str = "") -> None:
+             variant_keep_sign: bool = False, ablations: str = "", seeds: int = 4) -> None:
     """The known-answer experiment: does the student recover a planted society's mechanism?
 
     Trains the student on a planted society whose mechanism is written down, then measures on a
@@ -437,6 +437,8 @@ def recovery(out: str = "out/recovery", agents: str = "2000", held_out_agents: i
         ablations: pathways to switch off, one student each at the same step budget, comma-separated
             (`social_sum,event_sum,stance_noise,channel_effects`, or `all` for every one at once):
             one row each in the printed table and in the JSON's `ablation_rows`.
+        seeds: common seeds of the intervention runs (student and planted alike; at least 2, so
+            that the truth's seed-to-seed spread gives a floor).
     """
     import json as _json
 
@@ -451,9 +453,11 @@ def recovery(out: str = "out/recovery", agents: str = "2000", held_out_agents: i
     if unknown:
         raise UsageError(f"--ablations {ablations}: {', '.join(map(repr, unknown))} is not a pathway; expected a comma-separated "
                          f"subset of {', '.join(PATHWAYS)}, or all")
+    if seeds < 2:
+        raise UsageError(f"--seeds {seeds}: the intervention runs need at least 2 common seeds (their spread is the floor)")
     cfg = RecoveryConfig(agents=parse_sizes(agents), held_out_agents=held_out_agents, scenario=scenario, planted=planted,
                          steps=steps, epochs=epochs, max_agents=max_agents, patience=patience, samples=samples, seed=seed,
-                         train_variants=train_variants, variant_keep_sign=variant_keep_sign, ablations=off)
+                         train_variants=train_variants, variant_keep_sign=variant_keep_sign, ablations=off, seeds=seeds)
     result = run_recovery(out, cfg, say=print)
     print(format_random(result) if "configs" in result else format_table(result))
     if json:

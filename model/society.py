@@ -5,7 +5,8 @@ One forward pass advances every agent of one or more worlds by one tick (docs/de
 Notation: N agents | E edges (self loops included) | V exposures (agent, event pairs) |
 Ev events this tick | D width | C channels | Z latent | H memory | S slots | M slot width |
 X expression width | A actions | T text-embedding width (`TEXT_DIM`) | L rating levels (11) |
-Ra agent noise | Rt tick noise | F numeric event features (`EVENT_FEATURES`).
+Ra agent noise | Rt tick noise | F numeric event features (`EVENT_FEATURES`) | K shown senders |
+P width of the additive pathways (`direct_dim`) | N_all the population the senders belong to.
 """
 from __future__ import annotations
 

@@ -303,8 +303,12 @@ def run_recovery(out_dir: str | Path, cfg: RecoveryConfig, say: Callable[[str], 
                 p.with_name("training.json").write_text(json.dumps(done))
 
             step(f"train the student without {off}", p, fit_off)
-            res = measure({**ckpt, "student": p}, held, sc_path, held_tr, shipped, out / f"rollouts/n{n}_without_{off}", cfg, say)
-            rows_off[off] = {k: res.get(k) for k in ABLATION_ROW_KEYS}
+
+            def row(p=p, off=off):
+                res = measure({**ckpt, "student": p}, held, sc_path, held_tr, shipped, out / f"rollouts/n{n}_without_{off}", cfg, say)
+                p.with_name("row.json").write_text(json.dumps({k: res.get(k) for k in ABLATION_ROW_KEYS}))
+
+            rows_off[off] = json.loads(step(f"measure the student without {off}", p.with_name("row.json"), row).read_text())
         t0 = time.perf_counter()
         result = measure(ckpt, held, sc_path, held_tr, shipped, out / f"rollouts/n{n}", cfg, say)
         if rows_off:
