@@ -134,7 +134,7 @@ def load_checkpoint(path: str | Path) -> Student:
         raise StoreError(f"{p}: its state_dict is not a mapping of parameter names to tensors")
     check_event_features(raw_cfg.get("event_features", list(UNRECORDED_EVENT_FEATURES)), p)
     weights = {k.removeprefix("model."): v for k, v in raw_sd.items()}
-    if weights and "drawn_now.weight" not in weights:
+    if "social_sum" not in raw_cfg:  # its config predates the pathways' switches
         raise StoreError(f"{p}: a student of an earlier version of lsm (its stance and message are not read given the decision "
                          "drawn, and it has none of the additive pathways): this version cannot run it; train a new one with lsm train")
     layers = raw_cfg.get("layers")

@@ -104,6 +104,10 @@ def _case(name: str, tmp_path, trained):
     if name == "weights_missing":
         torch.save({**real, "state_dict": dict(list(real["state_dict"].items())[:3])}, p)
         return p, "do not fit its student_config"
+    if name == "student_of_an_earlier_version":  # written before the pathways' switches existed
+        old = {k: v for k, v in real["student_config"].items() if k not in ("social_sum", "event_sum", "stance_noise", "channel_effects")}
+        torch.save({**real, "student_config": old}, p)
+        return p, "earlier version of lsm"
     if name == "vocabulary_does_not_fit":
         torch.save({**real, "identity_vocab": '{"categorical": [], "numeric": []}'}, p)
         return p, "identity vocabulary"
@@ -114,7 +118,7 @@ BAD_CHECKPOINTS = ["random_bytes", "empty_file", "hdf5_world_file", "missing_fil
                    "pickle_calling_os_system", "pickle_calling_open", "torch_file_without_student_config",
                    "student_config_with_unknown_field", "student_config_heads_do_not_divide_dim",
                    "student_config_not_a_mapping", "student_config_of_a_huge_model", "weights_do_not_fit",
-                   "weights_missing", "vocabulary_does_not_fit"]
+                   "weights_missing", "student_of_an_earlier_version", "vocabulary_does_not_fit"]
 
 
 @pytest.mark.parametrize("kind", BAD_CHECKPOINTS)
