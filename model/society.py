@@ -533,7 +533,7 @@ class SocietyModel(nn.Module):
             logits = logits + z @ self.direct_lean(actions).T  # (N, A): z · lean_a
         draws = inp.draws or Draws()
         now = self.draw_decision(logits, draws)  # (N,) long, -1: the mean
-        onehot = torch.zeros_like(logits).scatter_(1, now.clamp_min(0)[:, None], 1.0) * (now >= 0)[:, None]  # (N, A)
+        onehot = drawn_onehot(now, logits.shape[1]).to(logits)  # (N, A)
         mean_key = torch.softmax(logits, -1)  # (N, A) where no decision was drawn
         said_from = h + self.drawn_now(torch.where((now >= 0)[:, None], onehot, mean_key) @ actions)  # (N, D)
         salience = torch.sigmoid(self.head_salience(h)).squeeze(-1)  # (N,)
@@ -735,9 +735,14 @@ class LatentPosterior(nn.Module):
         return self.sample(self.tick_net(torch.cat([feats, identity], -1)), generator)
 
 
-def with_drawn(state: AgentState, drawn: Tensor, actions: int) -> AgentState:
-    """The state with this tick's drawn decisions (N,) recorded as one-hot (N, A); -1: none (zeros)."""
-    onehot = torch.zeros(state.n, actions, device=state.channels.device)
+def drawn_onehot(drawn: Tensor, actions: int) -> Tensor:
+    """(N,) drawn decisions -> (N, A) one-hot, the way a state records them; -1: none (zeros)."""
+    onehot = torch.zeros(len(drawn), actions, device=drawn.device)
     ok = drawn >= 0
     onehot[ok, drawn[ok].long()] = 1.0
-    return replace(state, drawn=onehot)
+    return onehot
+
+
+def with_drawn(state: AgentState, drawn: Tensor, actions: int) -> AgentState:
+    """The state with drawn decisions (N,) recorded as one-hot (N, A); -1: none (zeros)."""
+    return replace(state, drawn=drawn_onehot(drawn.to(state.channels.device), actions))

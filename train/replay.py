@@ -64,9 +64,10 @@ def replay(model: SocietyModel, ep: Episode, edits: dict[str, Edit] | None = Non
         for t in range(ep.ticks):
             inp = trace_inputs(model, ep, t)
             inp.tick_noise = torch.randn(ep.n, cfg.tick_noise, generator=g)
+            heard = trace_senders(model, ep.targets, t)  # (N, X + 1) the same for every edit
             for name in names:
                 i2, s2 = (inp, state) if name == "factual" else edits[name](t, replace(inp), replace(state))  # type: ignore[index]
-                new, out = advance(model, s2, i2, senders=trace_senders(model, ep.targets, t))
+                new, out = advance(model, s2, i2, senders=heard)
                 per[name]["probs"].append(torch.softmax(out.decision_logits, -1))
                 per[name]["channels"].append(out.channels)
                 per[name]["channel_dist"].append(torch.softmax(out.channel_logits, -1))
