@@ -158,10 +158,10 @@ def stance_loss(out: TickOutputs, stance: Tensor, v: Tensor) -> Tensor:
     return 0.1 * (0.5 * ((stance[v] - mean[v]) / sd) ** 2 + torch.log(sd)).mean()
 
 
-def posterior_features(ep: Episode, rows: Tensor | None = None) -> Tensor:
-    """(T, N, F) what the teacher observably did at each tick (`rows` of its agents; default
-    all), for the latents' posterior."""
-    tg = ep.targets if rows is None else {k: v[:, rows] for k, v in ep.targets.items()}
+def posterior_features(ep: Episode, targets: dict[str, Tensor] | None = None) -> Tensor:
+    """(T, N, F) what the teacher observably did at each tick, for the latents' posterior
+    (`targets`: the episode's, or those of a batch of its agents)."""
+    tg = ep.targets if targets is None else targets
     d = tg["decision"].long().clamp(0, ep.action_emb.shape[0] - 1)  # (T, N)
     drawn_emb = ep.action_emb[d] * tg["valid"][..., None]  # (T, N, T)
     return LatentPosterior.features(tg["stance"], tg["salience"], tg["channels"], tg["reasoning_emb"], drawn_emb)
@@ -306,7 +306,7 @@ class DistillModule(L.LightningModule):
         tg = ep.targets if rows is None else {k: v[:, rows] for k, v in ep.targets.items()}
         n = ep.n if rows is None else len(rows)
         state = m.initial_state(n, ep.action_emb.shape[0], device=self.device)
-        feats = posterior_features(ep, rows) if m.posterior is not None else None  # (T, N, F)
+        feats = posterior_features(ep, tg) if m.posterior is not None else None  # (T, N, F)
         agent_eps = torch.randn(n, m.cfg.agent_noise, generator=generator) if m.cfg.agent_noise else None
         totals: dict[str, Tensor] = {}
         window: list[Tensor] = []
