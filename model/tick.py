@@ -21,6 +21,7 @@ from torch import Tensor
 
 from lsm.model.society import Draws, SocietyModel, TickInputs, TickOutputs
 from lsm.model.state import AgentState
+from lsm.society.contrasts import keeps_events, kept_messages
 
 
 def advance(model: SocietyModel, state: AgentState, inp: TickInputs, senders: Tensor | None = None,
@@ -61,3 +62,22 @@ def trace_senders(model: SocietyModel, targets: dict[str, Tensor], t: int) -> Te
 def with_said(inp: TickInputs, draws: Draws) -> TickInputs:
     """`inp` with this tick's `draws` (a trace's `said`, or a rollout's random numbers)."""
     return replace(inp, draws=draws)
+
+
+def contrast_rows(inp: TickInputs, name: str, candidates: Tensor) -> tuple[Tensor, TickInputs | None]:
+    """The student's side of paired contrast `name` (`lsm.society.contrasts`): (sel (S,), the
+    inputs of those agents with the contrast's edit), for the `candidates` (N,) bool whose
+    perception the contrast changes (the others' answer would not move: (empty, None)). The edit
+    sets the removed ties' entries of the neighbour table to -1, or drops the agents' exposures."""
+    assert inp.neighbors is not None and inp.neighbor_type is not None, "contrasts need the padded neighbour table"
+    keep = kept_messages(name, inp.neighbor_type) | (inp.neighbors < 0)  # (N, K)
+    if keeps_events(name):
+        changed = (~keep).any(1)
+    else:
+        changed = torch.zeros_like(candidates)
+        changed[inp.exposure[0]] = True
+    sel = torch.nonzero(candidates & changed).squeeze(1)  # (S,)
+    if not len(sel):
+        return sel, None
+    sub = inp.rows(sel, exposure=None if keeps_events(name) else torch.zeros(2, 0, dtype=torch.long, device=sel.device))
+    return sel, replace(sub, neighbors=torch.where(keep[sel], sub.neighbors, -1))

@@ -85,6 +85,13 @@ class Stream(IntEnum):
     """The planted society's per-tick noise (opinion, stance, channels, decision draws, texts), from the LLM seed."""
     SENSITIVITY_SAMPLE = 114
     """The agents `lsm sensitivity` asks again, per tick."""
+    MESSAGE_ORDERS = 118
+    """The orders of an agent-tick's shown messages that the teacher scores (order-free targets,
+    `lsm sensitivity`), per (tick, agent)."""
+    PLACEBO_TEXTS = 119
+    """The placebo messages `lsm sensitivity` shows in place of the real ones, per (tick, agent)."""
+    CONTRAST_SAMPLE = 120
+    """Which agent-ticks the teacher also scores under paired contrasts, per tick."""
     CREDIBILITY_JITTER = 115
     """The events' credibilities of a recovery scenario variant, per variant."""
     VALENCE_JITTER = 116

@@ -28,7 +28,9 @@ import yaml
 from lsm.documents import parse_document
 from lsm.society.scenario import EVENT_FEATURE_DEFAULTS, EVENT_FEATURES, scenario_from_dict
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
+"""1.1 (2026-12): a teacher trace may hold `decision_dist_order_sd` and `contrast_dist` (with the
+`contrasts` attribute); 1.0 files are read as before."""
 KINDS = ("world", "teacher_trace", "student_rollout")
 AGENT_CHUNK = 1 << 16
 """At most this many agents per chunk of a per-tick field."""
@@ -54,7 +56,7 @@ class FieldSpec:
     dims: tuple[str, ...]
     """Per-tick dims (the leading T is implied). Letters: N agents, C channels, R rating levels
     (11), A actions, D text-embedding dim, K shown neighbours, E events per agent-tick,
-    Z free latent, H memory summary."""
+    Z free latent, H memory summary, X paired contrasts."""
     dtype: str
     doc: str
     fill: Any = 0
@@ -80,6 +82,12 @@ TRACE_FIELDS: dict[str, FieldSpec] = {f.name: f for f in [
     FieldSpec("decision", ("N",), "int16", "action index (bin index for numeric actions); -1 if invalid", -1),
     FieldSpec("decision_value", ("N",), "float32", "numeric actions: the reported number", np.nan),
     FieldSpec("decision_dist", ("N", "A"), "float32", "distribution over actions / bins"),
+    FieldSpec("decision_dist_order_sd", ("N", "A"), "float32",
+              "teacher: standard deviation of the decision distribution across the orders of the shown messages "
+              "(`decision_dist` is their average; 0 with one order)"),
+    FieldSpec("contrast_dist", ("N", "X", "A"), "float32",
+              "teacher: decision distribution under each paired contrast (attribute `contrasts` names the X axis; "
+              "scored without the reasoning); NaN where the agent-tick was not sampled", np.nan),
     FieldSpec("stance", ("N",), "float32", "public stance of the expression, -1..1"),
     FieldSpec("expression_emb", ("N", "D"), "float16", "sentence embedding of the public expression"),
     FieldSpec("reasoning_emb", ("N", "D"), "float16", "sentence embedding of the private reasoning"),

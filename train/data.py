@@ -5,10 +5,11 @@ neighbours whose messages they were shown (`shown_neighbors`, typed by the graph
 between them) and the events they were exposed to (`exposed_events`). Targets are the teacher's
 decision distribution, channels, stance, salience and text embeddings; `valid` masks them.
 
-Notation: T ticks | N agents | A actions | C channels | Ev events | V exposures | K shown.
+Notation: T ticks | N agents | A actions | C channels | Ev events | V exposures | K shown | X contrasts.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from torch import Tensor
 
 from lsm.model.features import action_texts, context_text, embed_texts, event_tensors, typed_edges
 from lsm.model.society import TickInputs
+from lsm.society.contrasts import CONTRASTS
 from lsm.society.embed import persona_features
 from lsm.society.loop.neighbors import EdgeTyper
 from lsm.society.store import StoreError, TraceFile
@@ -37,7 +39,8 @@ class Episode:
     edges: list[tuple[Tensor, Tensor]]  # per tick: edge_index (2, E_t), edge_type (E_t,)
     events: list[tuple[Tensor, Tensor, Tensor, Tensor]]  # per tick: cat (Ev, 3), num (Ev, F), emb (Ev, T), exposure (2, V)
     targets: dict[str, Tensor]  # decision_dist (T, N, A), decision (T, N), channels (T, N, C), stance, salience (T, N),
-    #                             expression_emb, reasoning_emb (T, N, T), valid (T, N); channel_dist (T, N, C, L) when stored
+    #                             expression_emb, reasoning_emb (T, N, T), valid (T, N); channel_dist (T, N, C, L) and
+    #                             contrast_dist (T, N, X, A) when stored
     context_emb: Tensor | None = None  # (T,) the scenario's context and question
     shown: Tensor | None = None  # (T, N, K) the shown-neighbour table (-1 padded), for replays on the padded path
     shown_type: Tensor | None = None  # (T, N, K) the type of each shown tie
@@ -128,6 +131,11 @@ def load_episode(path: str | Path, vocab: IdentityVocab | None = None,
         }
         if "channel_dist" in tf.fields:
             targets["channel_dist"] = torch.from_numpy(tf.array("channel_dist").astype(np.float32))
+        if "contrast_dist" in tf.fields:  # paired contrasts (`lsm.society.contrasts`), NaN where not sampled
+            names = json.loads(tf.f.attrs["contrasts"])
+            if tuple(names) != CONTRASTS:
+                raise StoreError(f"{path}: its paired contrasts are {names}; this LSM reads {list(CONTRASTS)}")
+            targets["contrast_dist"] = torch.from_numpy(tf.array("contrast_dist").astype(np.float32))
         return Episode(f"{sc.name}:{Path(path).name}", cat, num, persona, embed_texts(tuple(action_texts(sc))), edges, events, targets,
                        embed_texts((context_text(sc),))[0], torch.from_numpy(shown.astype(np.int64)),
                        torch.from_numpy(shown_type.astype(np.int64)))

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 from lsm.society import interventions, stats
 from lsm.train.data import Episode
-from lsm.model.tick import advance, trace_senders
+from lsm.model.tick import advance, contrast_rows, trace_senders
+from lsm.society.contrasts import CONTRASTS
 from lsm.train.replay import replay, trace_inputs
 
 
@@ -90,6 +91,66 @@ def paired_ablation_table(model, episodes: list[Episode], samples: int = 4) -> d
         est, lo, hi = stats.bootstrap(np.concatenate(v), ids)
         out[k] = {"student_tv": est, "low": lo, "high": hi}
     return out
+
+
+@torch.no_grad()
+def paired_contrast_table(model, episodes: list[Episode]) -> dict[str, dict[str, float | int | None]]:
+    """Per paired contrast (`lsm.society.contrasts`), over the agent-ticks whose contrasts the
+    teacher scored and whose perception the contrast changes: the teacher's mean TV between its
+    decision distribution under the contrast and as shown, the student's (replayed along the
+    trace, `unroll`, asked again from the same state with the same edit, `model.tick.contrast_rows`),
+    each with a 95 % bootstrap interval over agents, their ratio, and the mean signed shift of each
+    action. Episodes without contrasts are skipped; {} when none has them."""
+    rows: dict[str, dict[str, list]] = {name: {"teacher": [], "student": [], "ids": [], "dt": [], "ds": []} for name in CONTRASTS[1:]}
+    offset = 0
+    for ep in episodes:
+        q_all = ep.targets.get("contrast_dist")
+        if q_all is None:
+            continue
+        state = model.eval().initial_state(ep.n, ep.action_emb.shape[0])
+        for t in range(ep.ticks):
+            inp, heard = trace_inputs(model, ep, t), trace_senders(model, ep.targets, t)
+            new, out = advance(model, state, inp, senders=heard)
+            q = q_all[t]  # (N, X, A)
+            sampled = torch.isfinite(q[:, 0, 0]) & ep.targets["valid"][t]
+            p_shown = torch.softmax(out.decision_logits, -1)
+            for x, name in enumerate(CONTRASTS[1:], start=1):
+                sel, sub = contrast_rows(inp, name, sampled)
+                if sub is None:
+                    continue
+                o = advance(model, state.index(sel), sub, senders=heard, receivers=sel)[1]
+                ds = torch.softmax(o.decision_logits, -1) - p_shown[sel]  # (S, A)
+                dt = q[sel, x] - q[sel, 0]  # (S, A)
+                r = rows[name]
+                r["teacher"].append(0.5 * dt.abs().sum(-1).numpy())
+                r["student"].append(0.5 * ds.abs().sum(-1).numpy())
+                r["dt"].append(dt.numpy())
+                r["ds"].append(ds.numpy())
+                r["ids"].append(sel.numpy() + offset)
+            state = new
+        offset += ep.n
+    out: dict[str, dict[str, float | int | None]] = {}
+    for name, r in rows.items():
+        if not r["teacher"]:
+            continue
+        ids = np.concatenate(r["ids"])
+        te, te_lo, te_hi = stats.bootstrap(np.concatenate(r["teacher"]), ids)
+        st, st_lo, st_hi = stats.bootstrap(np.concatenate(r["student"]), ids)
+        dt, ds = np.concatenate(r["dt"]), np.concatenate(r["ds"])
+        out[name] = {"agent_ticks": int(len(ids)), "teacher_tv": te, "teacher_low": te_lo, "teacher_high": te_hi,
+                     "student_tv": st, "student_low": st_lo, "student_high": st_hi, "ratio": st / te if te else None,
+                     "teacher_shift": dt.mean(0).round(4).tolist(), "student_shift": ds.mean(0).round(4).tolist()}
+    return out
+
+
+def format_contrast_table(table: dict[str, dict]) -> str:
+    lines = ["Paired contrasts (teacher-scored agent-ticks whose perception the contrast changes; 95 % bootstrap "
+             "intervals over agents):", "| contrast | agent-ticks | teacher TV | student TV | student / teacher |", "|---|---|---|---|---|"]
+    for name, r in table.items():
+        ratio = "–" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        lines.append(f"| {name} | {r['agent_ticks']} | {r['teacher_tv']:.3f} [{r['teacher_low']:.3f}, {r['teacher_high']:.3f}] | "
+                     f"{r['student_tv']:.3f} [{r['student_low']:.3f}, {r['student_high']:.3f}] | {ratio} |")
+    return "\n".join(lines)
 
 
 def _tick_means(ep: Episode, key: str, ticks: int) -> torch.Tensor:

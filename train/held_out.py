@@ -11,7 +11,7 @@ from lsm.model.checkpoint import load_checkpoint
 from lsm.society import interventions, stats
 from lsm.train.data import load_episode
 from lsm.train.datamodule import expand_patterns
-from lsm.train.evaluate import evaluate, format_table, paired_ablation_table
+from lsm.train.evaluate import evaluate, format_contrast_table, format_table, paired_ablation_table, paired_contrast_table
 from lsm.train.replay import replay
 
 
@@ -21,6 +21,9 @@ class HeldOutResult:
     """predictor -> metric -> mean over the held-out episodes (see `train.evaluate.evaluate`)."""
     ablations: dict[str, dict[str, float]]
     """paired ablation -> the student's TV per agent-tick and its interval (`paired_ablation_table`)."""
+    contrasts: dict[str, dict]
+    """paired contrast -> the teacher's and the student's TV and their ratio (`paired_contrast_table`;
+    {} when no held-out trace stores contrasts)."""
     held_out: list[str]
     train: list[str]
     text: str
@@ -84,6 +87,9 @@ def evaluate_checkpoint(checkpoint: str | Path, held_out: str | Sequence[str], m
             "(ticks >= 1; 95 % bootstrap interval over agents). The teacher's own: `lsm sensitivity TRACE`.", "",
             "| change | student TV | 95 % interval |", "|---|---|---|"]
     text += [f"| {k} | {v['student_tv']:.4f} | [{v['low']:.4f}, {v['high']:.4f}] |" for k, v in abl.items()]
+    contrasts = paired_contrast_table(student.model, held_eps)
+    if contrasts:
+        text += ["", format_contrast_table(contrasts)]
     if sensitivity:
         text += ["", beside_sensitivity(student.model, held_paths, held_eps, sensitivity)]
-    return HeldOutResult(metrics, abl, held_paths, list(train_paths), "\n".join(text))
+    return HeldOutResult(metrics, abl, contrasts, held_paths, list(train_paths), "\n".join(text))

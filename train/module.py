@@ -25,9 +25,11 @@ from torch import Tensor
 
 from lsm.config import ConfigError, Problem
 from lsm.model.checkpoint import UNRECORDED_EVENT_FEATURES, load_checkpoint
-from lsm.model.society import LatentPosterior, SocietyModel, StudentConfig, TickOutputs
-from lsm.model.tick import advance, trace_senders
+from lsm.model.society import LatentPosterior, SocietyModel, StudentConfig, TickInputs, TickOutputs
+from lsm.model.state import AgentState
+from lsm.model.tick import advance, contrast_rows, trace_senders
 from lsm.society import seeds
+from lsm.society.contrasts import CONTRASTS
 from lsm.society.scenario import EVENT_FEATURES
 from lsm.train.data import AgentBatch, Episode
 from lsm.train.replay import trace_inputs
@@ -46,6 +48,10 @@ class LossWeights:
     expression_code: float = 0.5
     latent_kl: float = 0.5
     """KL of the stochastic latents' posterior to their N(0, 1) prior (nats per agent)."""
+    contrast: float = 10.0
+    """The paired loss (`contrast_loss`): squared error of the student's change of its decision
+    distribution under each paired contrast against the teacher's, summed over actions (traces
+    that store `contrast_dist`; others give it 0)."""
 
 
 def student_config(student: StudentConfig | dict[str, Any] | None = None) -> StudentConfig:
@@ -332,6 +338,7 @@ class DistillModule(L.LightningModule):
                 inp.tick_noise, kl = m.posterior.tick(feats[t], m.identity(inp), generator)
             if agent_kl is not None:
                 kl = kl + agent_kl / T
+            prev = state
             state, out = advance(m, state, inp, senders=senders, receivers=rows, generator=generator)
             assert out.expression is not None
             own = torch.cat([out.expression, out.stance[:, None]], -1).detach()
@@ -342,6 +349,8 @@ class DistillModule(L.LightningModule):
             parts = tick_losses(out, tg, t, self.hparams.channel_levels)
             parts["expression_code"] = self.expression_code_loss(out.expression, tg, t)
             parts["latent_kl"] = kl[v].mean() if v.any() else kl.sum() * 0
+            if "contrast_dist" in tg and self.loss_weights.contrast:
+                parts["contrast"] = self.contrast_loss(prev, inp, out, tg, t, senders, rows, generator)
             if self.training and m.cfg.channel_effects:
                 self._channel_residuals.append((tg["channels"][t] - out.channels).detach().where(v[:, None], torch.nan))
             loss = sum(getattr(self.loss_weights, k) * v * (kl_scale if k == "latent_kl" else 1.0) for k, v in parts.items())
@@ -357,6 +366,32 @@ class DistillModule(L.LightningModule):
             self._channel_residuals = []
         totals["loss"] = sum(getattr(self.loss_weights, k) * totals[k] for k in list(totals))
         return totals
+
+    def contrast_loss(self, prev: AgentState, inp: TickInputs, out: TickOutputs, tg: dict[str, Tensor], t: int,
+                      senders: Tensor, rows: Tensor | None, generator: torch.Generator | None) -> Tensor:
+        """The paired loss of tick t: for the agents whose contrasts the teacher scored, the
+        student is asked again from the same state with the same edit (`lsm.society.contrasts`:
+        messages of all, or of one tie type, removed from its neighbour table; its events
+        removed), and its change of decision distribution is compared with the teacher's:
+        Σ_a (Δ_student − Δ_teacher)², averaged over (agent, contrast). Contrasts that remove
+        nothing an agent perceived (both changes are 0) are skipped. Zero when none was scored."""
+        q = tg["contrast_dist"][t]  # (N, X, A)
+        sampled = torch.isfinite(q[:, 0, 0]) & tg["valid"][t]  # (N,)
+        zero = out.decision_logits.sum() * 0
+        if not sampled.any():
+            return zero
+        p_shown = torch.softmax(out.decision_logits, -1)  # (N, A)
+        terms = []
+        for x, name in enumerate(CONTRASTS[1:], start=1):
+            sel, sub = contrast_rows(inp, name, sampled)
+            if sub is None:
+                continue
+            _, o = advance(self.model, prev.index(sel), sub, senders=senders, receivers=sel if rows is None else rows[sel],
+                           generator=generator)
+            d_student = torch.softmax(o.decision_logits, -1) - p_shown[sel]  # (S, A)
+            d_teacher = q[sel, x] - q[sel, 0]  # (S, A)
+            terms.append(((d_student - d_teacher) ** 2).sum(-1))
+        return torch.cat(terms).mean() if terms else zero
 
     def _channel_noise_stats(self, residual: Tensor) -> None:
         """Accumulate the within-agent variance of the channel residuals (T, N, C; NaN where

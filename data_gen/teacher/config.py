@@ -119,6 +119,16 @@ class TeacherConfig(Checked):
     content-free prompt, renormalise; docs/results.md#what-the-embedded-teacher-can-and-cannot-do)."""
     decision: Literal["sample", "argmax"] = "sample"
     """How the recorded decision is drawn from its distribution (texts mode)."""
+    orders: int = 4
+    """M (texts mode): the decision and the ratings are scored under up to M orders of an agent's
+    shown messages (the shown one and M - 1 others, every order where there are fewer) and the
+    stored distributions are their average, an order-free target; `decision_dist_order_sd` holds
+    the spread across orders. The answer's texts are generated once, in the shown order. 1: the
+    shown order only (docs/teacher.md#order-free-targets)."""
+    contrast_fraction: float = 0.25
+    """Fraction of valid agent-ticks (texts mode) whose decision is also scored under the paired
+    contrasts of `lsm.society.contrasts` (messages removed, each tie type's removed, events
+    removed), stored as `contrast_dist`; 0: none (docs/teacher.md#paired-contrasts)."""
     limits: TextLimits = field(default_factory=TextLimits)
 
     def check(self) -> Iterable[tuple[str, Any, str]]:
@@ -134,6 +144,10 @@ class TeacherConfig(Checked):
             yield "memories", self.memories, "a non-negative count"
         if self.chunk < 1:
             yield "chunk", self.chunk, "at least 1"
+        if not 1 <= self.orders <= 24:
+            yield "orders", self.orders, "1 to 24 orders of the shown messages"
+        if not 0 <= self.contrast_fraction <= 1:
+            yield "contrast_fraction", self.contrast_fraction, "a fraction from 0 to 1"
         for f in ("batch_size", "refill"):
             if not 1 <= getattr(self.embedded, f) <= MAX_COUNT:
                 yield f"embedded.{f}", getattr(self.embedded, f), f"a whole number from 1 to {MAX_COUNT:,}"

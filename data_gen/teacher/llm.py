@@ -10,6 +10,7 @@ tick, chunk, attempt), so a resumed run equals an uninterrupted one. The loop
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from lsm.data_gen.teacher import prompts as ag
 from lsm.data_gen.teacher.backends.base import LLMBackend
 from lsm.data_gen.teacher.config import TeacherConfig
 from lsm.society import seeds
+from lsm.society.contrasts import CONTRASTS, keeps_events, kept_messages
 from lsm.society.embed import TEXT_DIM, write_event_embeddings
 from lsm.society.loop.neighbors import EdgeTyper
 from lsm.society.loop.runner import Perception, Progress, TickOutput, decision_shares
@@ -45,7 +47,7 @@ class RunState:
 
 
 PROFILE_PHASES = ("prompts", "generation", "repair attempts", "option scoring", "content-free calibration",
-                  "sentence embedding", "memory and messages")
+                  "paired contrasts", "sentence embedding", "memory and messages")
 """The teacher's phases as `lsm gen --profile` lists them (the loop adds "journal")."""
 
 
@@ -64,6 +66,20 @@ class TickStats:
 
     def add(self, phase: str, seconds: float) -> None:
         self.phase_s[phase] = self.phase_s.get(phase, 0.0) + seconds
+
+
+@dataclass
+class AgentTickPrompt:
+    """What one agent's prompt at a tick is made of besides its persona and memory."""
+
+    tick: int
+    agent: int
+    events: list[str]
+    """The event lines it sees."""
+    messages: list[tuple[str, str, str]]
+    """(neighbour name, relation words, message) of its shown neighbours, in the shown order."""
+    ties: np.ndarray
+    """(k,) the tie-type code of each shown neighbour (`EdgeTyper`: no tie counts as a weak tie)."""
 
 
 # --------------------------------------------------------------------------- the teacher
@@ -91,10 +107,14 @@ class Teacher:
         self.numeric = scenario.actions.type == "numeric"
         self._cf_cache: dict[str, np.ndarray] = {}
         self.state = RunState([ag.Memory() for _ in range(pop.n)], [""] * pop.n)
+        self._seen: list[AgentTickPrompt] = []  # this tick's prompt parts, per agent (`prompts`)
+        texts = self.mode == "texts"
+        self.orders = cfg.orders if texts else 1
+        self.contrast_fraction = cfg.contrast_fraction if texts else 0.0
 
     # -- the policy's contract ------------------------------------------------------------
     def dims(self) -> dict[str, int]:
-        return {}
+        return {"X": len(CONTRASTS)} if self.contrast_fraction > 0 else {}
 
     def fields(self) -> list[str]:
         f = ["channels", "decision", "decision_dist", "stance", "expression_emb", "reasoning_emb", "salience",
@@ -104,6 +124,10 @@ class Teacher:
             f.append("channel_dist")
         if self.numeric:
             f.append("decision_value")
+        if self.orders > 1:
+            f.append("decision_dist_order_sd")
+        if self.contrast_fraction > 0:
+            f.append("contrast_dist")
         return f
 
     def configs(self) -> dict[str, Any]:
@@ -119,20 +143,51 @@ class Teacher:
         """Backend and answer mode; the event texts embedded once."""
         writer.f.attrs["teacher_backend"] = getattr(self.backend, "model_name", self.backend.name)
         writer.f.attrs["answer_mode"] = self.mode
+        if self.contrast_fraction > 0:
+            writer.f.attrs["contrasts"] = json.dumps(list(CONTRASTS))
         write_event_embeddings(writer, self.encoder)
 
     # -- prompts --------------------------------------------------------------------------
     def prompts(self, p: Perception) -> list[str]:
         """The user prompt of every agent: persona, memory, the events it sees, the messages of
-        the neighbours it is shown."""
-        users = []
+        the neighbours it is shown (their parts are kept for `order_prompts` and `contrast_prompts`)."""
+        self._seen = []
         for i in range(self.pop.n):
             texts = [ag.event_line(e.event.source, e.text) for e in p.events_of(i)]
-            msgs = [(self.pop.names[j], ag.relation_words(self.ties.relation(i, j)), self.state.last_message[j])
-                    for j in p.shown[i] if j >= 0]
-            users.append(ag.user_prompt(self.sc, p.tick, self.pop.names[i], self.pop.persona[i], self.state.memories[i],
-                                        self.cfg.memories, texts, msgs))
-        return users
+            js = np.array([j for j in p.shown[i] if j >= 0], dtype=np.int64)
+            msgs = [(self.pop.names[j], ag.relation_words(self.ties.relation(i, int(j))), self.state.last_message[j]) for j in js]
+            self._seen.append(AgentTickPrompt(p.tick, i, texts, msgs, self.ties(js, np.full(len(js), i))))
+        return [self.user(s) for s in self._seen]
+
+    def user(self, seen: "AgentTickPrompt", events: list[str] | None = None,
+             messages: list[tuple[str, str, str]] | None = None) -> str:
+        """Agent `seen.agent`'s user prompt, with other events or messages where given."""
+        i = seen.agent
+        return ag.user_prompt(self.sc, seen.tick, self.pop.names[i], self.pop.persona[i], self.state.memories[i],
+                              self.cfg.memories, seen.events if events is None else events,
+                              seen.messages if messages is None else messages)
+
+    def order_prompts(self, i: int) -> list[str]:
+        """Agent i's user prompt under the other orders of its shown messages (`message_orders`:
+        up to `orders` - 1 of them, none with fewer than two messages)."""
+        seen = self._seen[i]
+        rng = seeds.rng(self.llm_seed, seeds.Stream.MESSAGE_ORDERS, seen.tick, i)
+        orders = ag.message_orders(len(seen.messages), self.orders, rng)[1:]
+        return [self.user(seen, messages=[seen.messages[k] for k in o]) for o in orders]
+
+    def contrast_prompts(self, i: int) -> list[str | None]:
+        """Agent i's user prompt under each of `CONTRASTS` (None where the contrast removes nothing
+        the agent saw: its prompt is the shown one)."""
+        seen = self._seen[i]
+        out: list[str | None] = []
+        for name in CONTRASTS:
+            keep = kept_messages(name, seen.ties)
+            events = seen.events if keeps_events(name) else []
+            if name != "shown" and keep.all() and len(events) == len(seen.events):
+                out.append(None)
+                continue
+            out.append(self.user(seen, events=events, messages=[m for m, k in zip(seen.messages, keep) if k]))
+        return out
 
     # -- answers --------------------------------------------------------------------------
     def answer(self, tick: int, chunk_id: int, users: list[str],
@@ -186,44 +241,98 @@ class Teacher:
             self._cf_cache[key] = self.backend.score_options([conv], [options])[0]
         return self._cf_cache[key]
 
-    def distributions(self, users: list[str], answers: list[ag.Answer | None],
-                      stats: TickStats | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-        """(decision probs [n, n_options], rating probs [n, C, 11], seconds) for valid answers
-        (rows of invalid agents are zero). One score_options call: the decision and every channel
-        continue the agent's own reasoning, so a prefix-sharing backend encodes it once."""
+    def _calibrated(self, probs: np.ndarray, prefix_fn, options: list[str], key: str) -> np.ndarray:
+        """Decision distributions (rows) divided by the content-free one under the same answer
+        prefix and renormalised (`calibrate_decision`), else as they are."""
+        if not self.cfg.calibrate_decision or not len(probs):
+            return probs
+        cal = probs / np.maximum(self._content_free(prefix_fn, options, key), 1e-12)
+        return cal / cal.sum(axis=-1, keepdims=True)
+
+    def distributions(self, idx: np.ndarray, users: list[str], answers: list[ag.Answer | None],
+                      stats: TickStats | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """(decision probs [n, n_options], rating probs [n, C, 11], decision spread across orders
+        [n, A], seconds) for the valid answers of agents `idx` (rows of invalid agents are
+        zero). Each is the average over the orders of the agent's shown messages (`order_prompts`;
+        the spread is their standard deviation, 0 with one order), every order continuing the
+        agent's own reasoning. One score_options call: the decision and every channel continue
+        the same reasoning, so a prefix-sharing backend encodes each prompt once, and the shown
+        order's prompt is the one generation has just encoded."""
         sc = self.sc
         dec_opts = ag.decision_options(sc)
         dec_prefix = ag.numeric_decision_prefix if self.numeric else ag.decision_prefix
-        convs, opts, rows = [], [], []
-        for i, a in enumerate(answers):
+        convs, opts, rows = [], [], []  # rows: (answer row, number of orders)
+        for r, a in enumerate(answers):
             if a is None:
                 continue
-            base = ag.conversation(self.system, users[i])
-            convs.append(base + [{"role": "assistant", "content": dec_prefix(a.reasoning)}])
-            opts.append(dec_opts)
-            for c in sc.channel_names:
-                convs.append(base + [{"role": "assistant", "content": ag.rating_prefix(a.reasoning, c)}])
-                opts.append(ag.RATING_OPTIONS)
-            rows.append(i)
+            variants = [users[r], *(self.order_prompts(int(idx[r])) if self.orders > 1 else [])]
+            for u in variants:
+                base = ag.conversation(self.system, u)
+                convs.append(base + [{"role": "assistant", "content": dec_prefix(a.reasoning)}])
+                opts.append(dec_opts)
+                for c in sc.channel_names:
+                    convs.append(base + [{"role": "assistant", "content": ag.rating_prefix(a.reasoning, c)}])
+                    opts.append(ag.RATING_OPTIONS)
+            rows.append((r, len(variants)))
         C = len(sc.channel_names)
         dec = np.zeros((len(answers), len(dec_opts)))
+        spread = np.zeros((len(answers), self.sc.actions.n))
         rat = np.zeros((len(answers), C, ag.RATING_MAX + 1))
         t0 = time.perf_counter()
         if convs:
             probs = self.backend.score_options(convs, opts)
-            for r, i in enumerate(rows):
-                dec[i] = probs[r * (C + 1)]
-                rat[i] = np.stack(probs[r * (C + 1) + 1 : (r + 1) * (C + 1)])
             t_cal = time.perf_counter()
             if stats is not None:
                 stats.add("option scoring", t_cal - t0)
-            if self.cfg.calibrate_decision:
-                cf = self._content_free(dec_prefix, dec_opts, "decision")
-                cal = dec[rows] / np.maximum(cf, 1e-12)
-                dec[rows] = cal / cal.sum(axis=1, keepdims=True)
+            at = 0
+            for r, m in rows:
+                block = probs[at : at + m * (C + 1)]  # per order: the decision, then each channel
+                at += m * (C + 1)
+                d = self._calibrated(np.stack(block[:: C + 1]), dec_prefix, dec_opts, "decision")  # (M, options)
+                dec[r], spread[r] = d.mean(0), np.std([self.to_actions(x) for x in d], axis=0)
+                rat[r] = np.mean([np.stack(block[o * (C + 1) + 1 : (o + 1) * (C + 1)]) for o in range(m)], axis=0)
             if stats is not None:
                 stats.add("content-free calibration", time.perf_counter() - t_cal)
-        return dec, rat, time.perf_counter() - t0
+        return dec, rat, spread, time.perf_counter() - t0
+
+    def contrasts(self, idx: np.ndarray, answers: list[ag.Answer | None], sampled: np.ndarray,
+                  stats: TickStats | None = None) -> np.ndarray:
+        """(n, X, A) the decision distribution of the sampled valid agents of `idx` under each of
+        `CONTRASTS` (NaN elsewhere), scored without the agent's reasoning (which already reflects
+        the shown prompt) and calibrated like the targets; a contrast that removes nothing the
+        agent saw copies the `shown` row (the same prompt scores the same)."""
+        A, X = self.sc.actions.n, len(CONTRASTS)
+        out = np.full((len(idx), X, A), np.nan, np.float32)
+        bare = ag.bare_decision_prefix(self.numeric)
+        dec_opts = ag.decision_options(self.sc)
+        convs, where = [], []  # where: (row, contrast index)
+        for r, (i, a) in enumerate(zip(idx, answers)):
+            if a is None or not sampled[i]:
+                continue
+            for x, u in enumerate(self.contrast_prompts(int(i))):
+                if u is not None:
+                    convs.append(ag.conversation(self.system, u) + [{"role": "assistant", "content": bare}])
+                    where.append((r, x))
+        if not convs:
+            return out
+        t0 = time.perf_counter()
+        probs = self._calibrated(np.stack(self.backend.score_options(convs, [dec_opts] * len(convs))), lambda _: bare,
+                                 dec_opts, "decision_bare")
+        for (r, x), q in zip(where, probs):
+            out[r, x] = self.to_actions(q)
+        for r in {r for r, _ in where}:
+            missing = np.isnan(out[r, :, 0])
+            out[r, missing] = out[r, 0]
+        if stats is not None:
+            stats.add("paired contrasts", time.perf_counter() - t0)
+        return out
+
+    def to_actions(self, q: np.ndarray) -> np.ndarray:
+        """(A,) a distribution over the scored options as one over actions (numeric: their bins)."""
+        if not self.numeric:
+            return q
+        bins = self.sc.actions.bin_of(np.arange(int(self.sc.actions.min), int(self.sc.actions.max) + 1))
+        return np.bincount(bins, weights=q, minlength=self.sc.actions.n)
 
     # -- one tick -------------------------------------------------------------------------
     def act(self, p: Perception, progress: Progress | None = None, capture: bool = False) -> TickOutput:
@@ -243,20 +352,25 @@ class Teacher:
             "salient_memory": np.array([""] * n, dtype=object), "error": np.array([""] * n, dtype=object),
             "attempts": np.zeros(n, np.int8), "tokens_prompt": np.zeros(n, np.int32),
             "tokens_completion": np.zeros(n, np.int32), "latency_s": np.zeros(n, np.float32),
+            "decision_dist_order_sd": np.zeros((n, A), np.float32),
+            "contrast_dist": np.full((n, len(CONTRASTS), A), np.nan, np.float32),
         }
+        sampled = seeds.rng(self.llm_seed, seeds.Stream.CONTRAST_SAMPLE, tick).random(n) < self.contrast_fraction  # (n,)
         t_tick = time.perf_counter()
         approx0 = self.backend.approximate_scores
         size = self.cfg.chunk
-        if self.numeric:  # bin of every number the decision can take (the scored options min..max)
-            number_bins = self.sc.actions.bin_of(np.arange(int(self.sc.actions.min), int(self.sc.actions.max) + 1))
         for ci, lo in enumerate(range(0, n, size)):
             idx = np.arange(lo, min(n, lo + size))
             answers, acc = self.answer(tick, ci, [users[i] for i in idx], stats)
             for k in ("attempts", "tokens_prompt", "tokens_completion", "latency_s", "error"):
                 out[k][idx] = acc[k]
             if self.mode == "texts":
-                dec, rat, dt = self.distributions([users[i] for i in idx], answers, stats)
-                out["latency_s"][idx] += dt / len(idx)
+                dec, rat, spread, dt = self.distributions(idx, [users[i] for i in idx], answers, stats)
+                out["decision_dist_order_sd"][idx] = spread
+                t_c = time.perf_counter()
+                if self.contrast_fraction > 0:
+                    out["contrast_dist"][idx] = self.contrasts(idx, answers, sampled, stats)
+                out["latency_s"][idx] += (dt + time.perf_counter() - t_c) / len(idx)
             rng = seeds.rng(self.llm_seed, seeds.Stream.TEACHER_DECISION, tick, ci)
             for r, (i, a) in enumerate(zip(idx, answers)):
                 if a is None:
@@ -278,7 +392,7 @@ class Teacher:
                 pick = int(rng.choice(len(q), p=q)) if self.cfg.decision == "sample" else int(np.argmax(q))
                 if self.numeric:
                     value = float(self.sc.actions.min) + pick  # options are the integers min..max
-                    out["decision_dist"][i] = np.bincount(number_bins, weights=q, minlength=A)
+                    out["decision_dist"][i] = self.to_actions(q)
                     out["decision_value"][i] = value
                     out["decision"][i] = int(self.sc.actions.bin_of(np.array([value]))[0])
                 else:

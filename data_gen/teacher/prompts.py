@@ -16,7 +16,9 @@ Two answer schemas:
 """
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,6 +160,51 @@ def user_prompt(sc: Scenario, tick: int, name: str, persona: str, memory: Memory
     return "\n".join(lines)
 
 
+def message_orders(k: int, m: int, rng: np.random.Generator) -> list[tuple[int, ...]]:
+    """Up to `m` distinct orders of `k` shown messages, the shown order (the identity) first.
+
+    Where k! <= m every order is returned once (the average over them is the exact order-free
+    value); otherwise the identity and m - 1 distinct permutations drawn from `rng`. One message
+    or none has one order."""
+    identity = tuple(range(k))
+    if k < 2 or m <= 1:
+        return [identity]
+    if math.factorial(k) <= m:
+        return [identity] + [p for p in itertools.permutations(range(k)) if p != identity]
+    out = [identity]
+    seen = {identity}
+    while len(out) < m:
+        p = tuple(int(x) for x in rng.permutation(k))
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
+
+
+PLACEBO_SENTENCES = (
+    "The bus was a few minutes late this morning.", "It rained most of the afternoon.",
+    "I finally fixed the squeaky kitchen door.", "The library has moved its opening hours.",
+    "We had soup and bread for dinner.", "The garden needs watering again.",
+    "My cousin is repainting her living room.", "There is a new bakery on the corner.",
+    "The football match went to extra time.", "I found my old board games in the attic.",
+    "Traffic on the bridge was slow today.", "The neighbour's cat sleeps on our porch.",
+    "I am reading a long book about ships.", "The store ran out of fresh apples.",
+    "We walked along the river on Sunday.", "The power was out for an hour last night.",
+)
+"""Neutral, off-topic sentences placebo messages are made of (no scenario, no stance)."""
+
+
+def placebo_message(length: int, rng: np.random.Generator) -> str:
+    """A neutral, off-topic message of exactly `length` characters (the length of the real
+    message it stands in for): seeded sentences from `PLACEBO_SENTENCES`, cut to length."""
+    if length <= 0:
+        return ""
+    parts: list[str] = []
+    while sum(len(p) + 1 for p in parts) < length + 1:
+        parts.append(PLACEBO_SENTENCES[int(rng.integers(len(PLACEBO_SENTENCES)))])
+    return " ".join(parts)[:length]
+
+
 def conversation(system: str, user: str) -> Conversation:
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
@@ -165,6 +212,12 @@ def conversation(system: str, user: str) -> Conversation:
 def decision_prefix(reasoning: str) -> str:
     """The assistant's answer up to the decision value (the continuation that is scored)."""
     return '{"reasoning": ' + json.dumps(reasoning) + ', "decision": "'
+
+
+def bare_decision_prefix(numeric: bool = False) -> str:
+    """The answer prefix up to the decision without any reasoning: scoring a changed prompt
+    (`lsm sensitivity`, paired contrasts), whose reasoning would be the unchanged prompt's."""
+    return '{"decision": ' if numeric else '{"decision": "'
 
 
 def numeric_decision_prefix(reasoning: str) -> str:
