@@ -104,27 +104,34 @@ def gen(
 
 
 def sensitivity(trace: str, tick: int | None = None, agents: int = 16, seed: int = 0, write: bool = False,
-                json: str | None = None) -> None:
-    """How far the teacher's decisions move with neighbour messages and persona.
+                json: str | None = None, orders: int = 4) -> None:
+    """How far the teacher's decisions move with its neighbours' messages, and why.
 
-    Re-scores a sample of agents with messages removed, messages of the opposite stance, or
-    another agent's persona.
+    Re-scores a sample of agents with the messages removed, in several orders, one at a time, as
+    same-length placebo texts, as the most opposite-stance messages, or with another agent's
+    persona; prints order noise, the presence, content and total social effects, how additive
+    single messages are and how well sender stance, tie type and message embedding predict a
+    message's content effect (95 % bootstrap intervals over agents).
 
     Args:
         trace: teacher trace file (from `lsm gen`).
         tick: tick to probe (default: the last; tick 0 has no messages).
         agents: how many agents to sample.
-        seed: seed of the sample.
+        seed: seed of the sample, of the message orders and of the placebo texts.
         write: also store the result in the trace file (attribute `sensitivity`).
         json: also write the result here (`lsm evaluate --sensitivity` puts the student's TV for
             the same agents and tick beside it).
+        orders: orders of the shown messages scored per agent (all of them where there are no
+            more); their average is the order-free distribution.
     """
     import json as _json
 
     from lsm.data_gen.teacher.sensitivity import format_report, measure
     from lsm.society.store import open_h5
 
-    r = measure(trace, tick, agents, seed)
+    if orders < 1:
+        raise UsageError("--orders must be 1 or more")
+    r = measure(trace, tick, agents, seed, orders=orders)
     print(format_report(r))
     if write:
         with open_h5(trace, "a") as f:
@@ -398,6 +405,41 @@ def explore(path: str, ckpt: str | None = None, port: int = 8765, host: str = "1
     run_server(ExploreConfig([p for p in path.split(",") if p.strip()], ckpt, teacher), host, port)
 
 
+def capacity(traces: str = "data_gen/corpus/n200/vaccine_campaign_s0.h5,data_gen/corpus/n200/vaccine_campaign_s1.h5",
+             sizes: str = "25,50,100,150", held_out: int = 50, steps: int = 300, beta: float = 1.5, seed: int = 0,
+             json: str | None = None) -> None:
+    """The text pathway's capacity on real messages, with a known answer.
+
+    Keeps real teacher traces (world, who was shown whom, the real messages and their
+    embeddings) and plants the decisions: influence through a hidden direction of the message
+    embeddings, unrelated to the senders' stances. Trains a student on a growing number of
+    agents (the same steps each; with and without the paired loss) and prints, for held-out
+    agents, how well its change when messages are removed follows the truth's (docs/recovery.md#the-text-pathways-capacity-lsm-capacity).
+
+    Args:
+        traces: teacher traces of one world, comma-separated.
+        sizes: training agents per trace, comma-separated (the sample-size curve).
+        held_out: agents held out of training and scored.
+        steps: optimiser steps of every model.
+        beta: the planted influence's strength (logit change per unit of the hidden projection).
+        seed: seed of the direction, the split and training.
+        json: also write the results here.
+    """
+    from lsm.recovery.capacity import CapacityConfig, main_capacity
+
+    try:
+        size_list = [int(x) for x in sizes.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--sizes {sizes!r}: comma-separated whole numbers of agents, e.g. 25,50,100") from None
+    files = [x for x in traces.split(",") if x.strip()]
+    for f in files:
+        if not Path(f).is_file():
+            raise UsageError(f"--traces: {f} is not a file")
+    if not size_list or min(size_list) < 1 or held_out < 1 or steps < 1:
+        raise UsageError(f"--sizes {sizes!r}, --held_out {held_out}, --steps {steps}: each at least 1")
+    main_capacity(CapacityConfig(files, size_list, held_out, steps, beta=beta, seed=seed), json)
+
+
 def recovery(out: str = "out/recovery", agents: str = "2000", held_out_agents: int = 2000, steps: int = 1500,
              epochs: int | None = None, planted: str = "planted", scenario: str = "vaccine_campaign", samples: int = 2,
              max_agents: int = 256, patience: int = 6, json: str | None = None, seed: int = 0, train_variants: int = 8,
@@ -486,7 +528,7 @@ DESCRIPTION = ("LSM, a Large Societal Model. Also: `lsm train {fit,validate,test
 
 COMMANDS = {"world": world, "scenario": scenario, "gen": gen, "sensitivity": sensitivity, "evaluate": evaluate,
             "rollout": rollout, "validate": validate, "bench": bench, "demo": demo,
-            "probe": probe, "narrate": narrate, "serve": serve, "explore": explore, "recovery": recovery, "info": info}
+            "probe": probe, "narrate": narrate, "serve": serve, "explore": explore, "recovery": recovery, "capacity": capacity, "info": info}
 
 
 # Renamed options: (command, old spelling, new spelling, what the value is). The old spelling is

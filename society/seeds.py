@@ -98,6 +98,13 @@ class Stream(IntEnum):
     """The events' valences of a recovery scenario variant, per variant."""
     PLANTED_PRIOR = 117
     """A random planted configuration drawn from the prior (`data_gen/planted/prior.py`), per (configuration k, part)."""
+    SCENARIO_VARIANT = 138
+    """A corpus scenario variant's draws (`data_gen/corpus/variants.py`), per (scenario, variant,
+    part): which paraphrase each event's text takes, the variant's seed of `jitter_events`, and
+    (per scenario) the order in which training variants take the rule's training values."""
+    CAPACITY = 139
+    """`lsm capacity` and the paired-effects experiment: the held-out split (part 0), the sampled
+    contrasts (part 1), the planted decision draws (part 2, per trace)."""
 
     # -- the student: rollouts, training, replays ---------------------------------------------
     AGENT_NOISE = 121

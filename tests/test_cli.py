@@ -18,7 +18,7 @@ from lsm.society.world import load_world
 
 CORPUS = Path(__file__).resolve().parents[1] / "data_gen/corpus/n20"
 SUBCOMMANDS = ["world", "scenario", "gen", "sensitivity", "evaluate", "rollout", "validate", "bench", "demo", "probe",
-               "narrate", "serve", "explore", "recovery", "info"]
+               "narrate", "serve", "explore", "recovery", "capacity", "info"]
 
 
 def test_world_command_writes_world_and_prints_summary(tmp_path, capsys):
@@ -161,7 +161,8 @@ SPELLINGS = {
     "rollout": ([], ("--agent-chunk", "--agent_chunk", "99")), "validate": ([], None),
     "bench": ([], ("--teacher-agents", "--teacher_agents", "3")), "demo": ([], None), "probe": ([], None),
     "narrate": ([], None), "serve": ([], ("--batch-size", "--batch_size", "3")), "explore": (["x"], None),
-    "recovery": ([], ("--held-out-agents", "--held_out_agents", "77")), "info": (["x.h5"], None),
+    "recovery": ([], ("--held-out-agents", "--held_out_agents", "77")), "capacity": ([], ("--held-out", "--held_out", "77")),
+    "info": (["x.h5"], None),
 }
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 import sys
 from pathlib import Path
 
@@ -239,6 +240,51 @@ def test_llm_backstories_extend_personas(backend):
     assert again.texts == b.texts  # seeded
 
 
+def test_stored_contrasts_equal_a_fresh_rescoring(tiny, backend, tmp_path):
+    """`contrast_dist` holds, for the sampled agent-ticks, the decision distribution of the prompt
+    rebuilt from the trace under each contrast (messages of all or of one tie type removed, events
+    removed), scored without the reasoning and calibrated by the content-free prompt; the rows of
+    agent-ticks not sampled are NaN, and an old trace without contrasts still opens."""
+    from lsm.data_gen.teacher.sensitivity import TracePrompts
+    from lsm.society.contrasts import CONTRASTS, keeps_events, kept_messages
+    from lsm.society.loop.neighbors import EdgeTyper
+
+    cfg = yaml.safe_load(DEBUG.read_text())
+    cfg["contrast_fraction"] = 0.6
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "c.h5"
+    generate(tiny / "w.h5", tiny / "vaccine_campaign.yaml", tmp_path / "t.yaml", seed=2, out=out, backend=backend, quiet=True)
+    with TraceFile(out) as tf:
+        assert json.loads(tf.f.attrs["contrasts"]) == list(CONTRASTS) and tf.f.attrs["schema_version"] == "1.1"
+        c, valid = tf.array("contrast_dist"), tf.array("valid")  # (T, N, X, A)
+        rebuilt, sc = TracePrompts(tf), tf.scenario
+        sampled = np.isfinite(c[..., 0, 0])
+        assert sampled.any() and not sampled.all() and not (sampled & ~valid).any()
+        typer = EdgeTyper(tf.world()[1])
+        cases = []
+        for t, i in zip(*np.nonzero(sampled)):
+            parts = rebuilt.parts(int(i), int(t))
+            ties = typer(np.array(parts.shown, dtype=np.int64), np.full(len(parts.shown), i))
+            for x, name in enumerate(CONTRASTS):
+                keep = kept_messages(name, ties)
+                edited = replace(parts, messages=[m for m, k in zip(parts.messages, keep) if k],
+                                 events=parts.events if keeps_events(name) else [])
+                cases.append(((t, i, x), rebuilt.user(int(i), int(t), edited)))
+        assert any(x == 1 and c[t, i, 1].tolist() != c[t, i, 0].tolist() for (t, i, x), _ in cases)  # removing messages moves it
+    opts = ag.decision_options(sc)
+    bare = [{"role": "assistant", "content": ag.bare_decision_prefix()}]
+    raw = np.array(backend.score_options([ag.conversation(rebuilt.system, u) + bare for _, u in cases], [opts] * len(cases)))
+    cf = backend.score_options([ag.conversation(rebuilt.system, ag.user_prompt(sc, 0, "N/A", "N/A", ag.Memory(), 0, [], [])) + bare],
+                               [opts])[0]
+    cal = raw / np.asarray(cf)
+    cal /= cal.sum(1, keepdims=True)
+    np.testing.assert_allclose(np.array([c[k] for k, _ in cases]), cal, atol=2e-3)
+    from lsm.train.data import load_episode
+
+    old = Path(__file__).resolve().parents[1] / "data_gen/corpus/n20/vaccine_campaign_s0.h5"  # schema 1.0, no contrasts
+    assert "contrast_dist" in load_episode(out).targets and "contrast_dist" not in load_episode(old).targets
+
+
 def test_sensitivity_report_rebuilds_prompts_from_the_trace(tiny, backend, tmp_path, capsys):
     """The prompt rebuilt from the trace, continued with the recorded reasoning and calibrated by
     the content-free prompt (divide, renormalise), re-scores to the recorded decision distribution;
@@ -255,14 +301,28 @@ def test_sensitivity_report_rebuilds_prompts_from_the_trace(tiny, backend, tmp_p
         rows = [(t, i) for t in range(2) for i in range(5) if valid[t, i]]
         users = {(t, i): rebuilt.user(i, t) for t, i in rows}
         assert any(rebuilt.parts(i, 1).messages for t, i in rows if t == 1)  # the messages are part of what is checked
+        # order-free targets: every order of an agent's shown messages (debug shows 2 at most: both orders)
+        orders = {(t, i): ag.message_orders(len(rebuilt.parts(i, t).messages), rebuilt.cfg.orders,
+                                             seeds.rng(2, seeds.Stream.MESSAGE_ORDERS, t, i)) for t, i in rows}
+        order_users = {r: [rebuilt.user(i, t, replace(rebuilt.parts(i, t), messages=[rebuilt.parts(i, t).messages[k] for k in o]))
+                           for o in orders[r]] for r in rows for t, i in [r]}
+        spread = tf.array("decision_dist_order_sd")
+    assert rebuilt.cfg.orders == 4 and any(len(o) == 2 for o in orders.values())  # some agent-tick is averaged over 2 orders
     opts = ag.decision_options(sc)
-    raw = np.array(backend.score_options([ag.conversation(rebuilt.system, users[r]) + [
-        {"role": "assistant", "content": ag.decision_prefix(str(reasoning[r]))}] for r in rows], [opts] * len(rows)))
+    flat = [(r, u) for r in rows for u in order_users[r]]
+    raw = np.array(backend.score_options([ag.conversation(rebuilt.system, u) + [
+        {"role": "assistant", "content": ag.decision_prefix(str(reasoning[r]))}] for r, u in flat], [opts] * len(flat)))
     content_free = ag.conversation(rebuilt.system, ag.user_prompt(sc, 0, "N/A", "N/A", ag.Memory(), 0, [], [])) + [
         {"role": "assistant", "content": ag.decision_prefix("N/A")}]
     cal = raw / np.array(backend.score_options([content_free], [opts])[0])
     cal /= cal.sum(1, keepdims=True)
-    np.testing.assert_allclose(dist[tuple(np.array(rows).T)], cal, atol=2e-3)
+    per_row = {r: np.array([c for (r2, _), c in zip(flat, cal) if r2 == r]) for r in rows}  # (orders, A) each
+    np.testing.assert_allclose(dist[tuple(np.array(rows).T)], [per_row[r].mean(0) for r in rows], atol=2e-3)
+    np.testing.assert_allclose(spread[tuple(np.array(rows).T)], [per_row[r].std(0) for r in rows], atol=2e-3)
+    two_orders = [r for r in rows if len(per_row[r]) == 2]
+    assert max(np.abs(per_row[r][0] - per_row[r][1]).max() for r in two_orders) > 1e-3  # the orders differ: averaging matters
+    shown_only = np.array([per_row[r][0] for r in rows])
+    assert np.abs(dist[tuple(np.array(rows).T)] - shown_only).max() > 1e-3  # a target of the shown order alone fails the check
     assert np.abs(cal - raw).max() > 0.02  # calibration moves these distributions: dropping it fails the check
     # every channel's 11-level distribution is the rating continuation of *that* channel's name
     two = rows[:2]

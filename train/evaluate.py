@@ -139,17 +139,28 @@ def paired_contrast_table(model, episodes: list[Episode]) -> dict[str, dict[str,
         dt, ds = np.concatenate(r["dt"]), np.concatenate(r["ds"])
         out[name] = {"agent_ticks": int(len(ids)), "teacher_tv": te, "teacher_low": te_lo, "teacher_high": te_hi,
                      "student_tv": st, "student_low": st_lo, "student_high": st_hi, "ratio": st / te if te else None,
+                     "r": _correlation(dt, ds),
                      "teacher_shift": dt.mean(0).round(4).tolist(), "student_shift": ds.mean(0).round(4).tolist()}
     return out
 
 
+def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Pearson correlation of two changes over (agent-tick, action) pairs, each action centred on
+    its mean change (so an agent-independent shift does not count as agreement); None where either is constant."""
+    a, b = a - a.mean(0), b - b.mean(0)
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 1e-12 else None
+
+
 def format_contrast_table(table: dict[str, dict]) -> str:
     lines = ["Paired contrasts (teacher-scored agent-ticks whose perception the contrast changes; 95 % bootstrap "
-             "intervals over agents):", "| contrast | agent-ticks | teacher TV | student TV | student / teacher |", "|---|---|---|---|---|"]
+             "intervals over agents; r: correlation of the two changes across agent-ticks, each action centred):",
+             "| contrast | agent-ticks | teacher TV | student TV | student / teacher | r |", "|---|---|---|---|---|---|"]
     for name, r in table.items():
         ratio = "–" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        corr = "–" if r.get("r") is None else f"{r['r']:.2f}"
         lines.append(f"| {name} | {r['agent_ticks']} | {r['teacher_tv']:.3f} [{r['teacher_low']:.3f}, {r['teacher_high']:.3f}] | "
-                     f"{r['student_tv']:.3f} [{r['student_low']:.3f}, {r['student_high']:.3f}] | {ratio} |")
+                     f"{r['student_tv']:.3f} [{r['student_low']:.3f}, {r['student_high']:.3f}] | {ratio} | {corr} |")
     return "\n".join(lines)
 
 

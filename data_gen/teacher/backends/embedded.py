@@ -17,6 +17,7 @@ import copy
 import importlib.util
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from lsm.data_gen.teacher.backends.base import Conversation, Generation, LLMBack
 from lsm.data_gen.teacher.backends.scoring import option_sequences, prompt_ids, softmax_rows, split_prefix
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-Dtype = Literal["float32", "bfloat16", "auto"]
+Dtype = Literal["float32", "bfloat16", "int8", "auto"]
 DTYPES: tuple[str, ...] = get_args(Dtype)
 """The precisions `EmbeddedConfig.dtype` and `scoring_dtype` accept (one definition)."""
 
@@ -44,8 +45,11 @@ class EmbeddedConfig:
     tree_tokens: int = 2048
     """Scoring packs prompts and options into prefix trees of about this many tokens."""
     dtype: Dtype = "float32"
-    """Generation's precision (weights and activations): float32, bfloat16, or auto (bfloat16
-    where the CPU multiplies it natively, i.e. reports avx512_bf16 or amx_bf16, else float32)."""
+    """Generation's precision: float32, bfloat16 (weights and activations), int8 (the linear
+    layers' weights and, per call, their inputs quantised to int8, everything else float32:
+    `quantize_int8`; ~1.7x float32's speed, but its distributions are far from float32's), or
+    auto (`resolve_dtype`: bfloat16 where the CPU multiplies it natively, i.e. reports
+    avx512_bf16 or amx_bf16, else float32)."""
     scoring_dtype: Dtype = "float32"
     """Option scoring's precision (the distributions the student learns); log-softmax is taken
     in float32 either way. A second copy of the weights is held when it differs from `dtype`."""
@@ -66,7 +70,8 @@ class EmbeddedConfig:
     prompt_cache: int = 128
     """Generation keeps the key/value cache of this many recent prompts (0: none), so that
     scoring an answer's options after that prompt encodes only the answer prefix and the options
-    (`option_logprobs`; ~20 MB per 430-token prompt)."""
+    (`option_logprobs`; ~20 MB per 430-token prompt). Not with int8 generation beside another
+    scoring precision: int8 keys and values would carry int8's error into the scores."""
 
 
 def gguf_path() -> Path:
@@ -117,12 +122,50 @@ def native_bf16() -> bool:
 
 
 def resolve_dtype(name: str) -> str:
-    """float32 or bfloat16: `EmbeddedConfig.dtype` with auto decided for this machine."""
+    """float32, bfloat16 or int8: `EmbeddedConfig.dtype` with auto decided for this machine:
+    bfloat16 where it is native, else float32. Never int8: it is faster than float32, but its
+    option distributions are not close to float32's (docs/teacher.md, *Precision*)."""
     if name not in DTYPES:
         raise ValueError(f"embedded.dtype must be one of {list(DTYPES)}, not {name!r}")
     if name == "auto":
         return "bfloat16" if native_bf16() else "float32"
     return name
+
+
+def activation_dtype(precision: str):
+    """The torch dtype of a model's activations, masks and key/value caches at a precision
+    (`resolve_dtype`'s answer): int8 quantises only inside the linear layers, which return float32."""
+    import torch
+
+    return torch.bfloat16 if precision == "bfloat16" else torch.float32
+
+
+def quantize_int8(model, lm_head: bool = True):
+    """`model` (float32) with its `nn.Linear` modules replaced, in place, by dynamically quantised
+    ones (torch's x86/fbgemm engine: int8 weights per output channel; each call quantises its
+    input to 7 bits over the whole tensor, accumulates in int32 and returns float32). The
+    lm_head shares its weight with the token embedding: it is quantised from a copy (the
+    embedding keeps its float32 weight), or left float32 with `lm_head=False` (measured: the same
+    scores, generation 1.28x slower; docs/teacher.md, *Precision*)."""
+    import warnings
+
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao.quantization's deprecation (it points to torchao, not installed)
+        warnings.simplefilter("ignore")
+        quantize_dynamic(model if lm_head else model.model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8,
+                         inplace=True)
+    if lm_head:  # the head is its own int8 copy now: transformers must not tie it to the embedding again
+        model.config.tie_word_embeddings = False
+    return model
+
+
+def _at_precision(model, precision: str):
+    """`model` (float32) at a precision, in place: cast to bfloat16, or `quantize_int8`."""
+    import torch
+
+    return quantize_int8(model) if precision == "int8" else model.to(getattr(torch, precision))
 
 
 def load_smollm2(cfg: EmbeddedConfig):
@@ -170,11 +213,15 @@ class EmbeddedBackend(LLMBackend):
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         self.tokenizer, base = load_smollm2(self.config)  # float32
-        gen_dtype, score_dtype = (getattr(torch, resolve_dtype(d)) for d in (self.config.dtype, self.config.scoring_dtype))
-        self.model = base.to(gen_dtype) if gen_dtype == score_dtype else copy.deepcopy(base).to(gen_dtype)
+        self.precision, self.scoring_precision = (resolve_dtype(d) for d in (self.config.dtype, self.config.scoring_dtype))
+        """Generation's and scoring's precision: float32, bfloat16 or int8 (`auto` resolved)."""
+        self.model = _at_precision(base if self.precision == self.scoring_precision else copy.deepcopy(base), self.precision)
         """Generates (`generate_ids`)."""
-        self.scorer = base.to(score_dtype)  # Module.to casts in place: the same module as `model` when the dtypes agree
+        self.scorer = _at_precision(base, self.scoring_precision)  # in place: the same module as `model` when they agree
         """Scores options (`option_logprobs`) and serves prompt log-probabilities (`lsm serve`)."""
+        if "auto" in (self.config.dtype, self.config.scoring_dtype):  # say what auto picked, once
+            print(f"embedded teacher: {self._precision_words()} (auto: this CPU "
+                  f"{'multiplies bfloat16 natively' if native_bf16() else 'has no native bfloat16'})", file=sys.stderr, flush=True)
         if self.config.attention == "gqa":
             from lsm.data_gen.teacher.backends.attention import (
                 register,  # torch: loaded with the model, not when a teacher config is read
@@ -195,9 +242,26 @@ class EmbeddedBackend(LLMBackend):
         self._templates: dict[str, list] = {}
 
     @property
+    def scoring_activations(self):
+        """The torch dtype of the scorer's activations: its masks and key/value caches are built
+        in it (float32 for an int8 scorer, whose parameters say nothing of its arithmetic)."""
+        return activation_dtype(self.scoring_precision)
+
+    @property
+    def _keeps_prompts(self) -> bool:
+        """Whether generation keeps its prompts' keys and values for scoring (`prompt_cache`)."""
+        return self.config.prompt_cache > 0 and (self.precision != "int8" or self.scoring_precision == "int8")
+
+    def _precision_words(self) -> str:
+        gen, score = self.precision, self.scoring_precision
+        return gen if gen == score else f"generation {gen}, scoring {score}"
+
+    @property
     def model_name(self) -> str:
-        gen, score = (str(m.dtype).removeprefix("torch.") for m in (self.model, self.scorer))
-        precision = "" if gen == score == "float32" else f", {gen}" if gen == score else f", generation {gen}, scoring {score}"
+        """Recorded in a trace (`teacher_backend`) and printed by `lsm gen`: float32 unmarked (as
+        corpora before the option), else ", bfloat16", ", int8" or ", generation …, scoring …"."""
+        gen, score = self.precision, self.scoring_precision
+        precision = "" if gen == score == "float32" else f", {self._precision_words()}"
         return f"SmolLM2-135M-Instruct (embedded, {GGUF_FILE}{precision})"
 
     # -- prompts -----------------------------------------------------------------------
@@ -257,7 +321,7 @@ class EmbeddedBackend(LLMBackend):
         done = decode(self.model, prompts, batch_size=cfg.batch_size, refill=cfg.refill if cfg.continuous else cfg.batch_size,
                       seed=seed, temperature=temperature, max_tokens=max_tokens, eos_id=tok.eos_token_id,
                       pad_id=tok.pad_token_id, walker=walker, prefix_for=self._prefix_for,
-                      on_prompts=self._keep_prompts if cfg.prompt_cache > 0 else None, times=times)
+                      on_prompts=self._keep_prompts if self._keeps_prompts else None, times=times)
         dt = (time.perf_counter() - t0) / max(1, len(prompts))
         self.add_time("prefill", times.prefill)
         self.add_time("constrained decoding", times.constrained)
@@ -425,11 +489,12 @@ class EmbeddedBackend(LLMBackend):
                     allowed[r, v, Lp:] = allowed[r, parent[v], Lp:]
                 allowed[r, v, Lp + v] = True
             allowed[r, m:, Lp + m :] = torch.eye(n - m, dtype=torch.bool)  # padding attends itself
-        mask = torch.zeros((B, 1, n, Lp + n), dtype=self.scorer.dtype).masked_fill(~allowed[:, None], torch.finfo(self.scorer.dtype).min)
+        act = self.scoring_activations
+        mask = torch.zeros((B, 1, n, Lp + n), dtype=act).masked_fill(~allowed[:, None], torch.finfo(act).min)
 
         def padded(layer: int, kv: int):  # (B, kv heads, Lp, d) the prompts' keys or values, right padded
             first = self._prompt_kv[prompts[0]][layer][kv]  # generation's dtype; cast to the scorer's
-            out = torch.zeros((B, first.shape[1], Lp, first.shape[3]), dtype=self.scorer.dtype)
+            out = torch.zeros((B, first.shape[1], Lp, first.shape[3]), dtype=act)
             for r, p in enumerate(prompts):
                 out[r, :, : lengths[r]] = self._prompt_kv[p][layer][kv][0]
             return out
@@ -478,7 +543,8 @@ class EmbeddedBackend(LLMBackend):
             if parent[v] > 0:
                 allowed[v - 1] = allowed[parent[v] - 1]
             allowed[v - 1, v - 1] = True
-        mask = torch.zeros((1, 1, n, n), dtype=self.scorer.dtype).masked_fill(~allowed, torch.finfo(self.scorer.dtype).min)
+        act = self.scoring_activations
+        mask = torch.zeros((1, 1, n, n), dtype=act).masked_fill(~allowed, torch.finfo(act).min)
         t0 = time.perf_counter()
         with torch.inference_mode():
             hidden = self.scorer.model(input_ids=ids, position_ids=pos, attention_mask=mask).last_hidden_state[0]  # (n, D)
