@@ -56,6 +56,8 @@ class CapacityConfig:
     """The rule's strength: logit change per unit of s."""
     contrast_fraction: float = 0.25
     """The paired-loss models see the exact contrasts of this fraction of training agent-ticks."""
+    contrast_weight: float = 10.0
+    """The paired loss's weight where it is on (`LossWeights.contrast`)."""
     preset: str = "small"
     seed: int = 0
     lr: float = 3e-3
@@ -123,7 +125,7 @@ def train_on_agents(ep_list: list[Episode], rows: torch.Tensor, sizes: dict[str,
 
     torch.manual_seed(cfg.seed)
     m = DistillModule(StudentConfig.from_preset(cfg.preset, **sizes), seed=cfg.seed, lr=cfg.lr,
-                      loss_weights=None if contrasts else {"contrast": 0.0})
+                      loss_weights={"contrast": cfg.contrast_weight if contrasts else 0.0})
     opt = torch.optim.AdamW(m.parameters(), lr=cfg.lr, weight_decay=0.01)
 
     def step(loss: torch.Tensor) -> None:

@@ -1,6 +1,7 @@
 """What the paired loss buys on a teacher corpus with contrasts, at equal training steps.
 
-    python -m lsm.recovery.paired --traces A.h5,B.h5 [--held_out 20] [--steps 300] [--seeds 2] [--json P.json]
+    python -m lsm.recovery.paired --traces A.h5,B.h5 [--held_out 20] [--steps 300] [--seeds 2] [--contrast_weight 10]
+                                  [--models "student + paired loss"] [--json P.json]
 
 The traces' agents are split (a seeded permutation; the last `held_out` are held out of every
 model). Three students are trained on the others for the same number of steps, each with
@@ -50,7 +51,8 @@ def only_rows(ep: Episode, rows: torch.Tensor) -> Episode:
     return replace(ep, targets={**ep.targets, "contrast_dist": q})
 
 
-def run(traces: list[str], held_out: int = 20, steps: int = 300, seeds: int = 2, preset: str = "small") -> dict[str, Any]:
+def run(traces: list[str], held_out: int = 20, steps: int = 300, seeds: int = 2, preset: str = "small",
+        contrast_weight: float = 10.0, models: list[str] | None = None) -> dict[str, Any]:
     from lsm.train.datamodule import TraceDataModule
 
     dm = TraceDataModule(list(traces))
@@ -63,20 +65,21 @@ def run(traces: list[str], held_out: int = 20, steps: int = 300, seeds: int = 2,
     order = held_out_split(N, 0)
     train_rows, held = order[: N - held_out].sort().values, order[N - held_out:].sort().values
     scored = [only_rows(e, held) for e in eps]
-    out: dict[str, Any] = {"traces": list(traces), "held_out_agents": int(held_out), "steps": steps, "models": {}}
+    out: dict[str, Any] = {"traces": list(traces), "held_out_agents": int(held_out), "steps": steps,
+                           "contrast_weight": contrast_weight, "models": {}}
     for name, (student, paired) in MODELS.items():
+        if models and name not in models:
+            continue
         runs = []
         for s in range(seeds):
             t0 = time.perf_counter()
-            cfg = CapacityConfig(steps=steps, seed=s, preset=preset)
+            cfg = CapacityConfig(steps=steps, seed=s, preset=preset, contrast_weight=contrast_weight)
             model = train_on_agents(eps, train_rows, {**sizes, **student}, cfg, paired)
             table = paired_contrast_table(model, scored) if student.get("graph", True) else {}
             runs.append({"seed": s, "kl": held_out_kl(model, eps, held), "contrasts": table,
                          "seconds": round(time.perf_counter() - t0, 1)})
             print(f"  {name}, seed {s}: held-out KL {runs[-1]['kl']:.4f}, {runs[-1]['seconds']:.0f} s", flush=True)
         out["models"][name] = runs
-    out["teacher_contrasts"] = {k: {kk: v[kk] for kk in ("agent_ticks", "teacher_tv", "teacher_low", "teacher_high")}
-                                for k, v in out["models"]["student"][0]["contrasts"].items()}
     return out
 
 
@@ -87,7 +90,8 @@ def format_paired(r: dict[str, Any]) -> str:
         kl = [x["kl"] for x in runs]
         lines.append(f"| {name} | {np.mean(kl):.4f} ({', '.join(f'{k:.4f}' for k in kl)}) |")
     for name in ("student", "student + paired loss"):
-        lines += ["", f"{name}, seed 0:", format_contrast_table(r["models"][name][0]["contrasts"])]
+        if name in r["models"]:
+            lines += ["", f"{name}, seed 0:", format_contrast_table(r["models"][name][0]["contrasts"])]
     return "\n".join(lines)
 
 
@@ -97,9 +101,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--held_out", type=int, default=20)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--contrast_weight", type=float, default=10.0, help="the paired loss's weight")
+    ap.add_argument("--models", default="", help="only these models, comma-separated (default: all of MODELS)")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
-    r = run([t for t in a.traces.split(",") if t], a.held_out, a.steps, a.seeds)
+    r = run([t for t in a.traces.split(",") if t], a.held_out, a.steps, a.seeds, contrast_weight=a.contrast_weight,
+            models=[m for m in a.models.split(",") if m])
     print(format_paired(r))
     if a.json:
         Path(a.json).write_text(json.dumps(r, indent=1))

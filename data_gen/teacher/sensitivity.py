@@ -206,10 +206,12 @@ def ridge_cv_predict(X: np.ndarray, Y: np.ndarray, groups: np.ndarray, emb: np.n
             mu = e[tr].mean(0)
             c = min(components, int(tr.sum()) - 1, e.shape[1])
             if c > 0:
-                w = np.linalg.svd(e[tr] - mu, full_matrices=False)[2][:c].T  # (D, c)
+                _, sv, vt = np.linalg.svd(e[tr] - mu, full_matrices=False)
+                c = min(c, int((sv > 1e-3 * sv[0]).sum()))  # components with (numerically) no spread would blow up held-out rows
+                w = vt[:c].T  # (D, c)
                 xtr, xte = np.hstack([xtr, (e[tr] - mu) @ w]), np.hstack([xte, (e[te] - mu) @ w])
         mu, sd = xtr.mean(0), xtr.std(0)
-        sd = np.where(sd > 1e-12, sd, np.inf)  # a constant training column: no information
+        sd = np.where(sd > 1e-6 * max(float(sd.max(initial=0.0)), 1e-12), sd, np.inf)  # a (numerically) constant training column: no information
         ztr, zte = (xtr - mu) / sd, (xte - mu) / sd
         ym = Y[tr].mean(0)
         beta = np.linalg.solve(ztr.T @ ztr + alpha * np.eye(ztr.shape[1]), ztr.T @ (Y[tr] - ym))
