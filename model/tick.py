@@ -80,4 +80,5 @@ def contrast_rows(inp: TickInputs, name: str, candidates: Tensor) -> tuple[Tenso
     if not len(sel):
         return sel, None
     sub = inp.rows(sel, exposure=None if keeps_events(name) else torch.zeros(2, 0, dtype=torch.long, device=sel.device))
+    assert sub.neighbors is not None
     return sel, replace(sub, neighbors=torch.where(keep[sel], sub.neighbors, -1))

@@ -89,25 +89,26 @@ def planted_targets(ep: Episode, w: np.ndarray, beta: float, sampled: torch.Tens
     u[0], u[-1] = 1.0, -1.0
     e = torch.nn.functional.normalize(tg["expression_emb"], dim=-1)  # (T, N, D)
     push = (e @ torch.as_tensor(w, dtype=torch.float32)) * tg["valid"]  # (T, N) what each agent's message carries
-    assert ep.shown is not None and ep.shown_type is not None
+    shown, shown_type = ep.shown, ep.shown_type
+    assert shown is not None and shown_type is not None
 
     def rule(t: int, keep: torch.Tensor) -> torch.Tensor:  # (N, A) the distribution hearing the kept shown messages
         if t == 0:
             return torch.softmax(torch.zeros(N, A), -1)
-        nb = ep.shown[t]  # (N, K)
+        nb = shown[t]  # (N, K)
         ok = (nb >= 0) & keep
         vals = push[t - 1][nb.clamp_min(0)] * ok  # (N, K)
         s = vals.sum(1) / ok.sum(1).clamp_min(1).sqrt()  # (N,)
         return torch.softmax(beta * s[:, None] * u, -1)
 
-    dist = torch.stack([rule(t, torch.ones_like(ep.shown[t], dtype=torch.bool)) for t in range(T)])  # (T, N, A)
+    dist = torch.stack([rule(t, torch.ones_like(shown[t], dtype=torch.bool)) for t in range(T)])  # (T, N, A)
     g = seeds.torch_generator(seed, seeds.Stream.CAPACITY, 2, draw_key)
     drawn = torch.multinomial(dist.reshape(-1, A), 1, generator=g).reshape(T, N)
     contrast = torch.full((T, N, len(CONTRASTS), A), float("nan"))
     for t in range(T):
         rows = sampled[t]
         for x, name in enumerate(CONTRASTS):
-            keep = kept_messages(name, ep.shown_type[t])
+            keep = kept_messages(name, shown_type[t])
             contrast[t, rows, x] = rule(t, keep)[rows]  # events play no part: no_events equals shown
     return {**tg, "decision_dist": dist, "decision": drawn, "contrast_dist": contrast}
 
@@ -146,6 +147,7 @@ def train_on_agents(ep_list: list[Episode], rows: torch.Tensor, sizes: dict[str,
                 m.unroll(ep, False, step, generator=g, rows=perm[lo:lo + cfg.batch].sort().values)
                 done += 1
         epoch += 1
+    assert m.model is not None
     return m.model.eval()
 
 
