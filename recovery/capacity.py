@@ -37,6 +37,8 @@ from lsm.model.society import StudentConfig
 from lsm.society import seeds
 from lsm.society.contrasts import CONTRASTS, kept_messages
 from lsm.train.data import Episode
+from lsm.train.datamodule import TraceDataModule
+from lsm.train.module import DistillModule
 from lsm.train.evaluate import paired_contrast_table
 
 
@@ -122,8 +124,6 @@ def train_on_agents(ep_list: list[Episode], rows: torch.Tensor, sizes: dict[str,
     """A student of `cfg.preset` trained for `cfg.steps` steps on the agents `rows` of every
     episode (batches of at most `cfg.batch`, each hearing the whole population), with the paired
     loss (`contrasts`) or without it."""
-    from lsm.train.module import DistillModule
-
     torch.manual_seed(cfg.seed)
     m = DistillModule(StudentConfig.from_preset(cfg.preset, **sizes), seed=cfg.seed, lr=cfg.lr,
                       loss_weights={"contrast": cfg.contrast_weight if contrasts else 0.0})
@@ -153,8 +153,6 @@ def train_on_agents(ep_list: list[Episode], rows: torch.Tensor, sizes: dict[str,
 
 def run_capacity(cfg: CapacityConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     t0 = time.perf_counter()
-    from lsm.train.datamodule import TraceDataModule
-
     dm = TraceDataModule(list(cfg.traces))
     dm.setup()
     eps = dm.train_episodes

@@ -25,6 +25,7 @@ import torch
 
 from lsm.recovery.capacity import CapacityConfig, held_out_split, train_on_agents
 from lsm.train.data import Episode
+from lsm.train.datamodule import TraceDataModule
 from lsm.train.evaluate import format_contrast_table, paired_contrast_table, unroll
 
 MODELS = {"identity only": ({"graph": False}, False), "student": ({}, False), "student + paired loss": ({}, True)}
@@ -53,8 +54,6 @@ def only_rows(ep: Episode, rows: torch.Tensor) -> Episode:
 
 def run(traces: list[str], held_out: int = 20, steps: int = 300, seeds: int = 2, preset: str = "small",
         contrast_weight: float = 10.0, models: list[str] | None = None) -> dict[str, Any]:
-    from lsm.train.datamodule import TraceDataModule
-
     dm = TraceDataModule(list(traces))
     dm.setup()
     eps = dm.train_episodes

@@ -13,6 +13,7 @@ import yaml
 
 from lsm.cli import main
 from lsm.config import shipped
+from lsm.society.store import SCHEMA_VERSION
 from lsm.society.store import TraceFile  # noqa: F401  (import check)
 from lsm.society.world import load_world
 
@@ -84,7 +85,7 @@ def test_malformed_scenario_exits_nonzero_with_readable_error(tmp_path):
 
 def test_info_and_bad_file(world_file, tmp_path, capsys):
     assert main(["info", str(world_file)]) == 0
-    assert "world, schema 1.0" in capsys.readouterr().out
+    assert f"world, schema {SCHEMA_VERSION}" in capsys.readouterr().out
     junk = tmp_path / "junk.h5"
     junk.write_text("nope")
     assert main(["info", str(junk)]) == 2
@@ -137,7 +138,7 @@ def test_info_on_a_student_rollout(trained, tmp_path, capsys):
                  "--out", str(out), "--ticks", "2", "--quiet", "true", "--store", "latent,memory"]) == 0
     capsys.readouterr()
     head, dims, fields = _info(out, capsys)
-    assert head[0] == f"{out}: student_rollout, schema 1.0, complete: True"
+    assert head[0] == f"{out}: student_rollout, schema {SCHEMA_VERSION}, complete: True"
     assert json.loads(head[1].removeprefix("  seeds: ")) == {"world_seed": 7, "seed": 0}
     assert head[2] == "  configs: graph, population, rollout, scenario, student"
     assert head[4] == "  scenario: vaccine_campaign, actions: vaccinate, wait, refuse"

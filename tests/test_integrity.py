@@ -75,7 +75,7 @@ def test_checksums_hashed_while_writing_equal_those_read_back(world_file, tmp_pa
     block by block (also with tiny blocks: rows split along axis 1), for every field type, and
     after an append that failed half-way (the file is then read back)."""
     n = int(h5py.File(world_file)["population"].attrs["n"])
-    dims = {"N": n, "C": 3, "R": 11, "A": 4, "D": 8, "K": 2, "E": 2, "Z": 4, "H": 5}
+    dims = {"N": n, "C": 3, "R": 11, "A": 4, "D": 8, "K": 2, "E": 2, "Z": 4, "H": 5, "X": 3}
     sc = shipped("scenarios", "vaccine_campaign.yaml").read_text()
     rng = np.random.default_rng(0)
     paths = {}

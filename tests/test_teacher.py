@@ -89,7 +89,7 @@ def test_gen_guessing_game_end_to_end(tiny, backend):
     assert outer <= summary["wall_seconds_this_process"] + 0.05 + 0.0005 * len(prof)
     inside = prof["llm prefill"] + prof["llm decode"] + prof["llm constrained decoding"]
     assert 0 < prof["llm prefill"] and abs(inside - prof["generation"] - prof.get("repair attempts", 0)) < 0.05 * inside + 0.05
-    assert prof["llm scoring forward"] <= prof["option scoring"] + prof["content-free calibration"] + 1e-6
+    assert prof["llm scoring forward"] <= prof["option scoring"] + prof["content-free calibration"] + prof["paired contrasts"] + 1e-6
     assert "| llm" not in format_profile(summary) and "&nbsp;&nbsp;prefill" in format_profile(summary)
     with TraceFile(out) as tf:
         assert tf.n_ticks == 2 and tf.n_agents == 5

@@ -33,6 +33,7 @@ import yaml
 from lsm.config import ConfigError, Problem, UsageError, read_yaml, resolve_config
 from lsm.society import seeds
 from lsm.society.scenario import scenario_from_dict
+from lsm.society.variants import jitter_events
 
 PARAPHRASES = Path(__file__).with_name("paraphrases.yaml")
 """The one definition of the paraphrases, the rule values and the held-out values."""
@@ -251,7 +252,6 @@ def _scenario_key(scenario: str) -> int:
 
 def build_variant(spec: Spec, variant: Variant, seed: int) -> tuple[dict[str, Any], str]:
     """The variant's scenario data (validated) and the comment that heads its file."""
-    from lsm.recovery.experiment import jitter_events  # heavy import (torch, lightning): only here
 
     data = copy.deepcopy(read_yaml(spec.path, kind="scenario"))
     keys = (_scenario_key(spec.scenario), variant.kind, variant.index)
