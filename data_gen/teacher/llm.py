@@ -289,7 +289,7 @@ class Teacher:
                 block = probs[at : at + m * (C + 1)]  # per order: the decision, then each channel
                 at += m * (C + 1)
                 d = self._calibrated(np.stack(block[:: C + 1]), dec_prefix, dec_opts, "decision")  # (M, options)
-                dec[r], spread[r] = d.mean(0), np.std([self.to_actions(x) for x in d], axis=0)
+                dec[r], spread[r] = d.mean(0), np.std([ag.options_to_actions(self.sc, x) for x in d], axis=0)
                 rat[r] = np.mean([np.stack(block[o * (C + 1) + 1 : (o + 1) * (C + 1)]) for o in range(m)], axis=0)
             if stats is not None:
                 stats.add("content-free calibration", time.perf_counter() - t_cal)
@@ -319,20 +319,13 @@ class Teacher:
         probs = self._calibrated(np.stack(self.backend.score_options(convs, [dec_opts] * len(convs))), lambda _: bare,
                                  dec_opts, "decision_bare")
         for (r, x), q in zip(where, probs):
-            out[r, x] = self.to_actions(q)
+            out[r, x] = ag.options_to_actions(self.sc, q)
         for r in {r for r, _ in where}:
             missing = np.isnan(out[r, :, 0])
             out[r, missing] = out[r, 0]
         if stats is not None:
             stats.add("paired contrasts", time.perf_counter() - t0)
         return out
-
-    def to_actions(self, q: np.ndarray) -> np.ndarray:
-        """(A,) a distribution over the scored options as one over actions (numeric: their bins)."""
-        if not self.numeric:
-            return q
-        bins = self.sc.actions.bin_of(np.arange(int(self.sc.actions.min), int(self.sc.actions.max) + 1))
-        return np.bincount(bins, weights=q, minlength=self.sc.actions.n)
 
     # -- one tick -------------------------------------------------------------------------
     def act(self, p: Perception, progress: Progress | None = None, capture: bool = False) -> TickOutput:
@@ -392,7 +385,7 @@ class Teacher:
                 pick = int(rng.choice(len(q), p=q)) if self.cfg.decision == "sample" else int(np.argmax(q))
                 if self.numeric:
                     value = float(self.sc.actions.min) + pick  # options are the integers min..max
-                    out["decision_dist"][i] = self.to_actions(q)
+                    out["decision_dist"][i] = ag.options_to_actions(self.sc, q)
                     out["decision_value"][i] = value
                     out["decision"][i] = int(self.sc.actions.bin_of(np.array([value]))[0])
                 else:

@@ -237,6 +237,15 @@ def decision_options(sc: Scenario) -> list[str]:
     return [f"{v}," for v in range(int(a.min), int(a.max) + 1)]  # type: ignore[arg-type]
 
 
+def options_to_actions(sc: Scenario, q: np.ndarray) -> np.ndarray:
+    """(A,) a distribution over `decision_options` as one over the actions: categorical options
+    are the actions; numeric ones (every integer min..max) are summed into their bins."""
+    a = sc.actions
+    if a.type == "categorical":
+        return q
+    return np.bincount(a.bin_of(np.arange(int(a.min), int(a.max) + 1)), weights=q, minlength=a.n)
+
+
 RATING_OPTIONS = [f"{v}," for v in range(RATING_MAX + 1)]
 
 

@@ -316,9 +316,7 @@ def measure(trace: str, tick: int | None = None, agents: int = 16, seed: int = 0
             pairs += [(i, float(prev_stance[j]), int(t), j) for j, t in zip(js, ties)]
     probs = backend.score_options(convs, [ag.decision_options(sc)] * len(convs)) if convs else []
     A = sc.actions.n
-    if sc.actions.type == "numeric":
-        bins = sc.actions.bin_of(np.arange(int(sc.actions.min), int(sc.actions.max) + 1))
-        probs = [np.bincount(bins, weights=p, minlength=A) for p in probs]
+    probs = [ag.options_to_actions(sc, p) for p in probs]
     S = np.array(probs, np.float64).reshape(len(convs), A)
     P = S[[pl["variants"] for pl in plan]] if plan else np.zeros((0, len(VARIANTS), A))
     out: dict[str, Any] = {"trace": str(trace), "tick": tick, "agents": int(len(sample)), "agent_ids": [int(i) for i in sample],
