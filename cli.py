@@ -440,6 +440,80 @@ def capacity(traces: str = "data_gen/corpus/n200/vaccine_campaign_s0.h5,data_gen
     main_capacity(CapacityConfig(files, size_list, held_out, steps, beta=beta, seed=seed), json)
 
 
+def calibrate(
+    ckpt: str | None = None,
+    world: str | None = None,
+    scenario: str | None = None,
+    observed: str | None = None,
+    fit: str | None = None,
+    out: str = "calibration",
+    method: str = "adam",
+    baseline: str = "none",
+    restarts: int = 3,
+    steps: int = 30,
+    lr: float = 0.3,
+    budget: int = 0,
+    seed: int = 0,
+    check: bool = False,
+    truth: str = "planted",
+    planted: str = "planted",
+    true: str | None = None,
+    device: str = "cpu",
+    quiet: bool = False,
+    restart: bool = False,
+) -> None:
+    """Fit a scenario's unknowns to observed aggregates by the gradient through the student.
+
+    The rollout of the student is made differentiable in the unknowns (event features and group
+    offsets enter as tensors, draws are straight-through with fixed random numbers) and Adam
+    fits them from several seeded starts; the fitted scenario is an ordinary scenario that
+    `lsm rollout` takes (docs/calibrate.md).
+
+    Args:
+        ckpt: student checkpoint file or folder.
+        world: world HDF5 file the population is simulated on.
+        scenario: the base scenario (a path or a shipped name); the unknowns are written into it.
+        observed: the observation file (CSV: tick, metric, target, group, value, se, n;
+            docs/calibrate.md#the-observation-file). With --check, made from the truth.
+        fit: the unknowns with bounds: a YAML file, or inline
+            `events.0.credibility=0..1,events.1.valence=-1..0,offsets.vaccinate.party=republican=-2..2`
+            (also events.I.exposure.fraction and neighbors.weights.TIE, gradient-free methods only).
+        out: output folder (fitted_scenario.yaml, fit.json, series.csv, fit.png, loss.png, report.md).
+        method: adam (the gradient), cmaes or random.
+        baseline: also run a gradient-free method (cmaes or random) with the same number of rollouts,
+            and report how much faster and closer the gradient is (none: skip).
+        restarts: Adam's seeded starting points.
+        steps: Adam's steps per restart (one differentiable rollout each).
+        lr: Adam's step size in the reparameterised unknowns.
+        budget: rollouts of a gradient-free method (0: restarts x steps).
+        seed: seed of the rollouts (exposures, neighbours, draws), the starts and the search.
+        check: the known-answer check: a truth with hidden values plays the scenario, only its
+            aggregates are fitted, and fitted values are scored against the true ones.
+        truth: the check's truth: planted (the planted society; a student trained on its traces)
+            or student (the student itself with the hidden values).
+        planted: the planted society's config for --truth planted (a path or a shipped name).
+        true: the check's hidden values, `PATH=VALUE,...` (default: drawn with --seed).
+        device: cpu or cuda.
+        quiet: no progress bar.
+        restart: discard the saved progress (`OUT/progress.json`) instead of resuming it.
+    """
+    from lsm.calibrate.fit import FitConfig
+
+    if ckpt is None or world is None or scenario is None or fit is None or (observed is None and not check):
+        raise UsageError("lsm calibrate needs --ckpt DIR --world WORLD.h5 --scenario SCENARIO --fit PARAMS and "
+                         "--observed OBS.csv (or --check); see lsm calibrate --help")
+    cfg = FitConfig(method=method, baseline=baseline, restarts=restarts, steps=steps, lr=lr, budget=budget, seed=seed)
+    if check:
+        from lsm.calibrate.check import run_check
+
+        print(run_check(ckpt, world, scenario, fit, out, cfg, truth, planted, true, seed, device, quiet, restart).text)
+        return
+    from lsm.calibrate.run import run_calibrate
+
+    assert observed is not None
+    print(run_calibrate(ckpt, world, scenario, observed, fit, out, cfg, seed, device, quiet, restart).text)
+
+
 def recovery(out: str = "out/recovery", agents: str = "2000", held_out_agents: int = 2000, steps: int = 1500,
              epochs: int | None = None, planted: str = "planted", scenario: str = "vaccine_campaign", samples: int = 2,
              max_agents: int = 256, patience: int = 6, json: str | None = None, seed: int = 0, train_variants: int = 8,
@@ -528,7 +602,8 @@ DESCRIPTION = ("LSM, a Large Societal Model. Also: `lsm train {fit,validate,test
 
 COMMANDS = {"world": world, "scenario": scenario, "gen": gen, "sensitivity": sensitivity, "evaluate": evaluate,
             "rollout": rollout, "validate": validate, "bench": bench, "demo": demo,
-            "probe": probe, "narrate": narrate, "serve": serve, "explore": explore, "recovery": recovery, "capacity": capacity, "info": info}
+            "probe": probe, "narrate": narrate, "serve": serve, "explore": explore, "recovery": recovery, "capacity": capacity,
+            "calibrate": calibrate, "info": info}
 
 
 # Renamed options: (command, old spelling, new spelling, what the value is). The old spelling is

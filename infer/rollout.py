@@ -28,6 +28,7 @@ from lsm.model.state import AgentState
 from lsm.model.tick import advance
 from lsm.society import seeds
 from lsm.society.embed import persona_tensor
+from lsm.society.groups import logit_offsets
 from lsm.society.interventions import Interventions
 from lsm.society.loop.neighbors import EdgeTyper, NeighborRule
 from lsm.society.loop.runner import (
@@ -128,6 +129,8 @@ class StudentPolicy:
         self._text_cache: dict[tuple[str, ...], torch.Tensor] = {}
         self._static = [t.to(cfg.device) for t in (self.cat, self.num, self.persona, self.action_emb)]
         self.context = embed_texts((context_text(scenario),))[0].to(cfg.device)  # (T,)
+        offsets = logit_offsets(scenario, pop)
+        self.offsets = None if offsets is None else torch.from_numpy(offsets).to(cfg.device)  # (N, A) the scenario's fitted leans
         self.state = self.fresh_state()
 
     def fresh_state(self) -> AgentState:
@@ -200,7 +203,7 @@ class StudentPolicy:
         return TickInputs(cat, num, persona, none, torch.zeros(0, dtype=torch.long, device=dev), ev_cat.to(dev),
                           ev_num.to(dev), ev_emb.to(dev), exposure.to(dev), actions,
                           torch.from_numpy(p.shown.astype(np.int64)).to(dev), torch.from_numpy(self.typer.table(p.shown)).to(dev),
-                          self.context, tick_noise, self.draws(p.tick, p.n))
+                          self.context, tick_noise, self.draws(p.tick, p.n), self.offsets)
 
     def draws(self, tick: int, n: int) -> Draws:
         """This tick's random numbers, per agent and seeded (`society.seeds`): the decision's

@@ -147,6 +147,7 @@ class TickInputs:
     context_emb: Tensor | None = None  # (T,) sentence embedding of the scenario's context and question
     tick_noise: Tensor | None = None  # (N, Rt) this tick's stochastic latent (None: the prior mean, 0)
     draws: "Draws | None" = None  # what this tick's agents did (a trace's) or the random numbers they draw it with
+    logit_offset: Tensor | None = None  # (N, A) added to the decision logits (a scenario's fitted `offsets`; lsm calibrate)
 
     def to(self, device: torch.device | str) -> "TickInputs":
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -173,6 +174,7 @@ class TickInputs:
                        persona_emb=self.persona_emb[idx], exposure=exposure, neighbors=self.neighbors[idx],
                        neighbor_type=self.neighbor_type[idx],
                        tick_noise=self.tick_noise[idx] if self.tick_noise is not None else None,
+                       logit_offset=self.logit_offset[idx] if self.logit_offset is not None else None,
                        draws=self.draws.rows(idx) if self.draws is not None else None)
 
 
@@ -379,6 +381,9 @@ class SocietyModel(nn.Module):
         """Decode the predicted message and reasoning embeddings (`TickOutputs.expression_text`,
         `reasoning_text`); a rollout that stores neither turns it off: at 10^6 agents they are
         3 GB of outputs and ~60 GFLOP per tick nothing reads."""
+        self.straight_through = False
+        """Draws pass the gradient of the decision distribution (straight-through; `lsm calibrate`'s
+        differentiable rollout): the state still records the drawn one-hot."""
         D, T = cfg.dim, cfg.text_dim
         self.cat_emb = nn.ModuleList(nn.Embedding(k, D) for k in cfg.categorical_sizes)
         self.num_proj = nn.Linear(cfg.numeric_dim, D) if cfg.numeric_dim else None
@@ -531,9 +536,14 @@ class SocietyModel(nn.Module):
         if z is not None:
             assert self.direct_lean is not None
             logits = logits + z @ self.direct_lean(actions).T  # (N, A): z · lean_a
+        if inp.logit_offset is not None:
+            logits = logits + inp.logit_offset
         draws = inp.draws or Draws()
         now = self.draw_decision(logits, draws)  # (N,) long, -1: the mean
         onehot = drawn_onehot(now, logits.shape[1]).to(logits)  # (N, A)
+        if self.straight_through:  # the drawn one-hot forward, the distribution's gradient backward
+            p = torch.softmax(logits, -1)
+            onehot = torch.where((now >= 0)[:, None], onehot + p - p.detach(), onehot)
         mean_key = torch.softmax(logits, -1)  # (N, A) where no decision was drawn
         said_from = h + self.drawn_now(torch.where((now >= 0)[:, None], onehot, mean_key) @ actions)  # (N, D)
         salience = torch.sigmoid(self.head_salience(h)).squeeze(-1)  # (N,)

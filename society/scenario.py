@@ -255,6 +255,33 @@ def event_features(ev: Event) -> dict[str, float]:
     return {name: float(getattr(ev, name)) for name in EVENT_FEATURES}
 
 
+@dataclass
+class LogitOffset(Checked):
+    """A group's lean towards an action, beyond what the model predicts: `logit` is added to
+    `action`'s decision logit of every agent matching `where`, every tick. Fitted by `lsm
+    calibrate` (a fitted scenario carries them) and applied by the student and the planted
+    society; an LLM teacher cannot apply them and refuses a scenario that has any."""
+
+    action: str
+    logit: float
+    where: dict[str, list[str] | Range] = field(default_factory=dict)
+    """Attribute filters, as an event's `exposure.where` (none: every agent)."""
+
+    def check(self) -> Iterable[tuple[str, Any, str]]:
+        if not -MAX_LOGIT_OFFSET <= self.logit <= MAX_LOGIT_OFFSET:
+            yield "logit", self.logit, f"a number from {-MAX_LOGIT_OFFSET:g} to {MAX_LOGIT_OFFSET:g}"
+        for attr, rule in self.where.items():
+            if bad := name_problem(attr):
+                yield f"where.{attr}", attr, bad
+            for j, cat in enumerate(rule if isinstance(rule, list) else []):
+                if bad := label_problem(cat):
+                    yield f"where.{attr}[{j}]", cat, bad
+
+
+MAX_LOGIT_OFFSET = 10.0
+"""The largest offset a scenario may add to a logit (e^10: a 22,000-fold odds change)."""
+
+
 Metric = Literal["action_share", "mean_decision", "median_decision", "channel_mean", "always"]
 
 
@@ -341,6 +368,8 @@ class Scenario(Checked):
     """The anchored channels; `default` is the 8-channel set of docs/design.md §3."""
     events: list[Event] = field(default_factory=list)
     triggers: list[Trigger] = field(default_factory=list)
+    offsets: list[LogitOffset] = field(default_factory=list)
+    """Fitted leans of groups towards actions (`LogitOffset`; `lsm calibrate` writes them)."""
     text_limits: ClassVar[dict[str, int]] = {"tick_length": MAX_LABEL_CHARS, "context": MAX_CONTEXT_CHARS,
                                              "description": MAX_CONTEXT_CHARS, "question": MAX_QUESTION_CHARS}
 
@@ -372,6 +401,9 @@ class Scenario(Checked):
                 yield f"events[{i}].tick", None, "the tick the event happens at"
             elif not 0 <= ev.tick < self.ticks:
                 yield f"events[{i}].tick", ev.tick, f"a tick between 0 and {self.ticks - 1} (ticks: {self.ticks})"
+        for i, off in enumerate(self.offsets):
+            if off.action not in self.actions.labels:
+                yield f"offsets[{i}].action", off.action, f"an action among {self.actions.labels}"
         names = self.channel_names
         if len(set(names)) != len(names):
             yield "channels", names, "distinct channel names"
@@ -428,8 +460,9 @@ def check_against_world(scenario: Scenario, pop, graph, source: str | Path | Non
     problems: list[Problem] = []
     exposures = [(f"events[{i}].exposure", e.exposure) for i, e in enumerate(scenario.events)]
     exposures += [(f"triggers[{i}].event.exposure", t.event.exposure) for i, t in enumerate(scenario.triggers)]
-    for path, exp in exposures:
-        for attr, rule in exp.where.items():
+    filters = [(p, e.where) for p, e in exposures] + [(f"offsets[{i}]", o.where) for i, o in enumerate(scenario.offsets)]
+    for path, where in filters:
+        for attr, rule in where.items():
             if attr in pop.categorical:
                 if isinstance(rule, Range):
                     problems.append(Problem(f"{path}.where.{attr}", {"min": rule.min, "max": rule.max}, f"a list of categories of '{attr}' ({', '.join(pop.categories[attr])})"))
@@ -442,6 +475,7 @@ def check_against_world(scenario: Scenario, pop, graph, source: str | Path | Non
                     problems.append(Problem(f"{path}.where.{attr}", rule, f"a range {{min, max}} ('{attr}' is numeric)"))
             else:
                 problems.append(Problem(f"{path}.where.{attr}", attr, f"an attribute of the world's population ({', '.join(pop.attributes)})"))
+    for path, exp in exposures:
         for outlet in exp.followers_of:
             if outlet not in graph.outlets:
                 problems.append(Problem(f"{path}.followers_of", outlet, f"a media outlet of the world ({', '.join(graph.outlets) or 'none'})"))

@@ -105,6 +105,12 @@ class Stream(IntEnum):
     CAPACITY = 139
     """`lsm capacity` and the paired-effects experiment: the held-out split (part 0), the sampled
     contrasts (part 1), the planted decision draws (part 2, per trace)."""
+    CALIBRATE_START = 140
+    """`lsm calibrate`: each restart's starting point in the parameters' box (key: restart)."""
+    CALIBRATE_SEARCH = 141
+    """`lsm calibrate`: the gradient-free baselines' draws (CMA-ES's seed, random search's points)."""
+    CALIBRATE_TRUTH = 142
+    """`lsm calibrate --check`: the hidden true values drawn in the parameters' box."""
 
     # -- the student: rollouts, training, replays ---------------------------------------------
     AGENT_NOISE = 121

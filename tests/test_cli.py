@@ -19,7 +19,7 @@ from lsm.society.world import load_world
 
 CORPUS = Path(__file__).resolve().parents[1] / "data_gen/corpus/n20"
 SUBCOMMANDS = ["world", "scenario", "gen", "sensitivity", "evaluate", "rollout", "validate", "bench", "demo", "probe",
-               "narrate", "serve", "explore", "recovery", "capacity", "info"]
+               "narrate", "serve", "explore", "recovery", "capacity", "calibrate", "info"]
 
 
 def test_world_command_writes_world_and_prints_summary(tmp_path, capsys):
@@ -163,6 +163,7 @@ SPELLINGS = {
     "bench": ([], ("--teacher-agents", "--teacher_agents", "3")), "demo": ([], None), "probe": ([], None),
     "narrate": ([], None), "serve": ([], ("--batch-size", "--batch_size", "3")), "explore": (["x"], None),
     "recovery": ([], ("--held-out-agents", "--held_out_agents", "77")), "capacity": ([], ("--held-out", "--held_out", "77")),
+    "calibrate": ([], None),
     "info": (["x.h5"], None),
 }
 

@@ -3,7 +3,7 @@ other. Every module's imports are read with `ast`, at the top of the file and in
 
 From the ground floor up (a layer may import any layer below it, never one above or beside it):
   base modules at the root (errors, limits, documents, config, paths, transcript)
-  society  <-  data_gen | model  <-  train  <-  infer  <-  probes  <-  narrate  <-  explore | recovery
+  society  <-  data_gen | model  <-  train  <-  infer  <-  probes  <-  narrate  <-  explore | recovery | calibrate
   <-  the pipeline driver (pipeline.py)  <-  the command line (cli.py, then __main__.py)
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("infer",),
     ("probes",),
     ("narrate",),
-    ("explore", "recovery"),
+    ("explore", "recovery", "calibrate"),
     ("pipeline",),
     ("cli",),
     ("__main__", "__init__"),

@@ -24,6 +24,7 @@ from lsm.society.embed import (
     shared_encoder,
     write_event_embeddings,
 )
+from lsm.society.groups import logit_offsets
 from lsm.society.loop.neighbors import EdgeTyper
 from lsm.society.loop.runner import Perception, Progress, TickOutput, decision_shares
 from lsm.society.scenario import RATING_LEVELS, Scenario, event_features
@@ -69,6 +70,8 @@ class PlantedSociety:
         even = np.linspace(1.0, -1.0, A)
         self.lean = np.array([cfg.action_lean.get(a, even[k]) for k, a in enumerate(labels)])  # (A,)
         self.bias = np.array([cfg.action_bias.get(a, 0.0) for a in labels])  # (A,)
+        offsets = logit_offsets(scenario, pop)
+        self.offsets = np.zeros((n, A)) if offsets is None else offsets.astype(np.float64)  # (N, A) the scenario's group leans
         self.beta = np.array([cfg.influence.get(t, 0.0) for t in EDGE_TYPES]) * cfg.dose  # (n_types,)
         self.identity = self._identity(pop)  # (N,)
         self.conformity = np.ones(n)  # (N,) m_i
@@ -147,7 +150,7 @@ class PlantedSociety:
     def logits(self, opinion: np.ndarray, last_draw: np.ndarray | None = None) -> np.ndarray:
         """(N, A) decision logits from the opinion and the last drawn decision."""
         last = self.last_draw if last_draw is None else last_draw
-        u = self.bias[None, :] + self.cfg.scale * opinion[:, None] * self.lean[None, :]  # (N, A)
+        u = self.bias[None, :] + self.cfg.scale * opinion[:, None] * self.lean[None, :] + self.offsets  # (N, A)
         has = last >= 0
         u[np.nonzero(has)[0], last[has]] += self.cfg.persistence
         return u

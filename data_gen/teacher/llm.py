@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from lsm.config import to_yaml
+from lsm.config import UsageError, to_yaml
 from lsm.data_gen.teacher import prompts as ag
 from lsm.data_gen.teacher.backends.base import LLMBackend
 from lsm.data_gen.teacher.config import TeacherConfig
@@ -90,6 +90,10 @@ class Teacher:
 
     def __init__(self, cfg: TeacherConfig, backend: LLMBackend, scenario: Scenario, pop, graph, seed: int, encoder=None,
                  llm_seed: int | None = None):
+        if scenario.offsets:
+            raise UsageError(f"scenario {scenario.name} has `offsets` (fitted leans of groups towards actions, from lsm "
+                             "calibrate), which only the student and the planted society apply: an LLM teacher answers from "
+                             "its prompt. Remove the offsets block to run the teacher on this scenario.")
         self.cfg, self.backend, self.sc, self.pop, self.graph, self.seed = cfg, backend, scenario, pop, graph, seed
         self.llm_seed = seed if llm_seed is None else llm_seed
         """`seed` drives the scenario's randomness (exposure, which neighbours are shown, in the

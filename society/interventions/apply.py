@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from lsm.config import ConfigError, Problem, join, to_dict
+from lsm.config import ConfigError, Problem, to_dict
 from lsm.society.interventions import tables
 from lsm.society.interventions.edits import (KIND, SCENARIO_KINDS, WORLD_KINDS, Edit, EditMessages, EventRef, Interventions,
                                              MoveEvent, RemoveEvent, ScaleEvent, SetAttributes, SetEvent, SeverTies,
                                              edit_to_dict)
-from lsm.society.scenario import Range, Scenario, scenario_from_dict
+from lsm.society.groups import where_mask
+from lsm.society.scenario import Scenario, scenario_from_dict
 from lsm.society.world.graph import EDGE_TYPES
 from lsm.config import to_yaml
 
@@ -105,28 +106,6 @@ def _apply_scenario(edits: Interventions, scenario: Scenario | dict, source: str
     return sc, data
 
 
-def _where_mask(pop, where: dict, path: str, problems: list[Problem]) -> np.ndarray:
-    mask = np.ones(pop.n, dtype=bool)
-    for attr, rule in where.items():
-        if attr in pop.categorical:
-            if isinstance(rule, Range):
-                problems.append(Problem(join(path, attr), to_dict(rule), f"categories of '{attr}' ({', '.join(pop.categories[attr])})"))
-                continue
-            bad = [c for c in rule if c not in pop.categories[attr]]
-            if bad:
-                problems.append(Problem(join(path, attr), bad[0], f"a category of '{attr}' ({', '.join(pop.categories[attr])})"))
-                continue
-            mask &= np.isin(pop.categorical[attr], [pop.categories[attr].index(c) for c in rule])
-        elif attr in pop.numeric:
-            if not isinstance(rule, Range):
-                problems.append(Problem(join(path, attr), rule, f"a range MIN..MAX ('{attr}' is numeric)"))
-                continue
-            mask &= rule.mask(pop.numeric[attr])
-        else:
-            problems.append(Problem(join(path, attr), attr, f"an attribute of the world's population ({', '.join(pop.attributes)})"))
-    return mask
-
-
 def _apply_world(edits: Interventions, world: "World", source: str) -> "World":
     """The world edits in order (an `agents[...]` filter reads the attributes as the edits before it left them)."""
     pop, graph = world.population, world.graph
@@ -137,7 +116,7 @@ def _apply_world(edits: Interventions, world: "World", source: str) -> "World":
             graph = dataclasses.replace(graph, edge_index=graph.edge_index[:, keep], edge_type=graph.edge_type[keep],
                                         edge_weight=graph.edge_weight[keep])
         elif isinstance(e, SetAttributes):
-            mask = _where_mask(pop, e.where, "agents[where]", problems)
+            mask = where_mask(pop, e.where, "agents[where]", problems)
             a = e.attribute
             if a in pop.categorical:
                 labels = pop.categories[a]

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from lsm.society import seeds
-from lsm.society.scenario import Event, Measure, Range, Scenario
+from lsm.society.groups import where_mask
+from lsm.society.scenario import Event, Measure, Scenario
 
 
 @dataclass
@@ -91,13 +92,7 @@ def _holds(value: float, op: str, threshold: float) -> bool:
 def exposure_mask(event: Event, uid: int, tick: int, pop, graph, seed: int) -> np.ndarray:
     """Bool [N]: who sees `event` (instance `uid`) at `tick`. Filters, then a seeded fraction."""
     rule = event.exposure
-    mask = np.ones(pop.n, dtype=bool)
-    for attr, allowed in rule.where.items():
-        if isinstance(allowed, Range):
-            mask &= allowed.mask(pop.numeric[attr])
-        else:
-            codes = [pop.categories[attr].index(c) for c in allowed]
-            mask &= np.isin(pop.categorical[attr], codes)
+    mask = where_mask(pop, rule.where)  # checked against the world when the loop starts
     if rule.followers_of:
         follows = np.zeros(pop.n, dtype=bool)
         for outlet in rule.followers_of:
