@@ -124,12 +124,15 @@ def run_check(ckpt: str | Path, world: str | Path, scenario: str | Path, fit: st
     floor = float(np.sqrt(np.mean((series[0] - series[1]) ** 2)))
     error = float(np.sqrt(np.mean((cal.drawn - series[0]) ** 2)))
     ci = intervals(space, cal.values, cal.uncertainty)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    assert cal.uncertainty is not None
     for j, p in enumerate(space.params):
         err = float(cal.values[j] - values[j])
-        inside = ci[j] is not None and ci[j][0] <= values[j] <= ci[j][1]  # type: ignore[index]
+        iv = ci[j]
+        inside = iv is not None and iv[0] <= values[j] <= iv[1]
         rows.append({"unknown": p.path, "true": float(values[j]), "fitted": float(cal.values[j]),
-                     "interval95": list(ci[j]) if ci[j] else None, "error": err, "tolerance": TOLERANCE[p.kind],
+                     "interval95": list(iv) if iv is not None else None, "error": err,
+                     "z": err / max(float(cal.uncertainty.sd[j]), 1e-12), "tolerance": TOLERANCE[p.kind],
                      "within_tolerance": abs(err) <= TOLERANCE[p.kind], "truth_in_interval": bool(inside)})
     result = {"truth": truth, "agents": w.n, "true": space.truth_text(values), "rows": rows,
               "series_rmse_vs_truth": error, "truth_floor_rmse": floor, "ratio_to_floor": error / max(floor, 1e-12),
@@ -137,11 +140,12 @@ def run_check(ckpt: str | Path, world: str | Path, scenario: str | Path, fit: st
     write_json(out / "check.json", result)
     lines = [f"known-answer check ({truth} truth, {w.n:,} agents; true values drawn in the middle 70 % of each box"
              + (" as given)" if true is not None else ")"),
-             "| unknown | true | fitted | 95 % interval | error | tolerance | met |", "|---|---|---|---|---|---|---|"]
+             "| unknown | true | fitted | 95 % interval | error | error / sd | tolerance | met |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        iv = f"[{r['interval95'][0]:.3f}, {r['interval95'][1]:.3f}]" if r["interval95"] else "–"
+        shown = f"[{r['interval95'][0]:.3f}, {r['interval95'][1]:.3f}]" if r["interval95"] else "–"
         met = "yes" if r["within_tolerance"] else ("in interval" if r["truth_in_interval"] else "no")
-        lines.append(f"| `{r['unknown']}` | {r['true']:.3f} | {r['fitted']:.3f} | {iv} | {r['error']:+.3f} | ±{r['tolerance']} | {met} |")
+        lines.append(f"| `{r['unknown']}` | {r['true']:.3f} | {r['fitted']:.3f} | {shown} | {r['error']:+.3f} | {r['z']:+.1f} | "
+                     f"±{r['tolerance']} | {met} |")
     lines.append(f"series: fitted run vs the truth's RMSE {error:.4f}; the truth's own seed-to-seed RMSE {floor:.4f}; "
                  f"ratio {error / max(floor, 1e-12):.2f} (goal ≤ {FLOOR_GOAL})")
     lines.append(cal.text)

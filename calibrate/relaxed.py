@@ -23,7 +23,8 @@ Notation: T ticks | N agents | A actions | C channels | M observations | P unkno
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -35,18 +36,17 @@ from lsm.calibrate.params import ParamSpace, scenario_dict
 from lsm.infer.rollout import RolloutConfig, StudentPolicy
 from lsm.model.checkpoint import Student
 from lsm.model.society import TickInputs
-from lsm.model.state import AgentState
 from lsm.model.tick import advance
 from lsm.society.groups import logit_offsets, where_mask
 from lsm.society.loop.runner import Perception, Progress, SocietyLoop, TickOutput
 from lsm.society.scenario import EVENT_FEATURES, Scenario
 from lsm.society.world import World
 
-STATE_FIELDS = tuple(f.name for f in fields(AgentState))
 CHECKPOINT_AGENTS = 50_000
-"""Above this many agents each tick is recomputed in the backward pass (activation checkpointing):
-memory then holds one tick's activations instead of every tick's; below, the 30 % of time it
-costs buys nothing (10^4 agents x 8 ticks keep ~1.5 GiB)."""
+"""Above this many agents each tick is recomputed in the backward pass, a chunk of agents at a time
+(activation checkpointing, `SocietyModel.chunked`; the chunk is the rollout's `agent_chunk`, 16,384
+on a CPU): memory then holds the states between ticks and one chunk's activations. Below, the
+third more time it costs buys nothing (10^4 agents x 8 ticks keep under 4 GiB)."""
 
 
 @dataclass
@@ -60,7 +60,8 @@ class Evaluation:
     drawn: np.ndarray
     """(M,) the same from the drawn decisions (what a rollout file of the fitted scenario holds)."""
     loss: Tensor
-    """½ Σ ((expected − observed) / se)²: the observations' negative log-likelihood (Gaussian), up to a constant."""
+    """½ Σ (expected − observed)² / (se² + the run's own sampling variance) (`Simulator.variance`):
+    the observations' negative log-likelihood (Gaussian), up to a constant."""
     seconds: float
 
 
@@ -101,22 +102,21 @@ class RelaxedPolicy(StudentPolicy):
         state, model = self.state, self.model
         grad = torch.is_grad_enabled()
 
-        def tick(*_: Tensor) -> tuple[Tensor, ...]:  # run again in the backward pass: sets its own switches
+        def switched(run: Callable[[], Any]) -> Any:  # run again in the backward pass: sets its own switches
             model.decode_text, model.agent_chunk, model.straight_through = False, 0, grad
             try:
-                new, out = advance(model, state, inp)
+                return run()
             finally:
                 model.decode_text, model.straight_through = True, False
-            assert out.drawn is not None
-            return (*[getattr(new, f) for f in STATE_FIELDS], out.decision_logits, out.channels, out.drawn)
 
-        if grad and self.use_checkpoint:
-            res = checkpoint(tick, torch.ones(1, requires_grad=True), use_reentrant=False)
+        if grad and self.use_checkpoint:  # one chunk of agents of one tick recomputed at a time in the backward pass
+            new, out = model.chunked(inp, state, self.chunk or CHECKPOINT_AGENTS,
+                                     call=lambda run: checkpoint(switched, run, use_reentrant=False))
         else:
-            res = tick()
-        k = len(STATE_FIELDS)
-        self.state = AgentState(**dict(zip(STATE_FIELDS, res[:k])))
-        logits, channels, drawn = res[k:]
+            new, out = switched(lambda: advance(model, state, inp, chunk=self.chunk))  # chunks without a gradient only
+        self.state = new
+        logits, channels, drawn = out.decision_logits, out.channels, out.drawn
+        assert drawn is not None
         self.kept.append((torch.softmax(logits.float(), -1), channels.float()))
         decision = drawn.cpu().numpy()
         data = {"decision": decision.astype(np.int16), "channels": channels.detach().float().cpu().numpy(),

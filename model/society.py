@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -662,9 +663,17 @@ class SocietyModel(nn.Module):
         the result equals one pass (tested). Activations take memory in proportion to the chunk,
         and their blocks are small enough for malloc to reuse: at 10^6 agents a whole-population
         pass allocates and frees blocks of up to 1 GB, which the kernel maps and zeroes afresh."""
+        return self.chunked(inp, state, chunk)
+
+    def chunked(self, inp: TickInputs, state: AgentState, chunk: int,
+                call: Callable[[Callable[[], Any]], Any] | None = None) -> tuple[AgentState, TickOutputs]:
+        """`forward_in_chunks` without its inference mode: `call(run)` runs each chunk's pass
+        (default: `run()`); `lsm calibrate` passes activation checkpointing, so a backward pass
+        recomputes one chunk of one tick at a time."""
         n = state.n
+        call = call or (lambda run: run())
         if chunk <= 0 or n <= chunk:
-            return self(inp, state)
+            return call(lambda: self(inp, state))
         assert inp.neighbors is not None and inp.neighbor_type is not None, "chunks need the padded neighbour table"
         senders = torch.cat([state.expression, state.stance[:, None]], -1)  # (N, X + 1)
         projected = self.social_sum.message(senders) if self.social_sum is not None else None  # (N, P), once for every chunk
@@ -686,8 +695,9 @@ class SocietyModel(nn.Module):
             part = exposure[:, bounds[c]:bounds[c + 1]].clone()  # (2, V_c)
             part[0] -= s
             sub = inp.rows(slice(s, e), exposure=part)
-            new, out = self(sub, AgentState(**{f.name: getattr(state, f.name)[s:e] for f in fields(state)}),
-                            senders=senders, receivers=torch.arange(s, e, device=senders.device), senders_projected=projected)
+            part_state = AgentState(**{f.name: getattr(state, f.name)[s:e] for f in fields(state)})
+            receivers = torch.arange(s, e, device=senders.device)
+            new, out = call(partial(self, sub, part_state, senders=senders, receivers=receivers, senders_projected=projected))
             for f in fields(new):
                 put(new_parts, f.name, getattr(new, f.name), s, e)
             for f in fields(out):

@@ -112,8 +112,9 @@ SLOW_MODULES = {"test_demo", "test_explore_browser", "test_backend_embedded", "t
                 "test_scoring", "test_gpu_smoke", "test_fuzz", "test_explore_api", "test_report_scale"}
 """Modules whose every test is in the full lane (real LLM, browser, property fuzzing, large populations)."""
 SLOW_TESTS = {"test_world_backstories_from_the_cli", "test_lsm_train_default_root_dir_moves_checkpoints_and_logs",
-              "test_narration_and_interview_with_the_embedded_llm", "test_every_baseline_is_reported"}
-"""Single tests of the full lane (the embedded LLM, two training runs)."""
+              "test_narration_and_interview_with_the_embedded_llm", "test_every_baseline_is_reported",
+              "test_the_real_data_notebook_runs_from_a_clone"}
+"""Single tests of the full lane (the embedded LLM, two training runs, the calibration notebook's training)."""
 
 
 def pytest_collection_modifyitems(config, items):

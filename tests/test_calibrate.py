@@ -311,3 +311,44 @@ def test_scenario_offsets_are_checked_and_applied_by_group(setup):
     data["offsets"] = [{"action": "refuse", "logit": 1, "where": {"planet": ["mars"]}}]
     with pytest.raises(ScenarioError, match="offsets\\[0\\].where.planet"):
         check_against_world(scenario_from_dict(data), world.population, world.graph)
+
+
+def test_the_real_data_notebook_runs_from_a_clone(tmp_path, monkeypatch):
+    """calibrate/real_data.ipynb, executed in its quick mode (one training epoch, 1,000 agents, three
+    Adam steps) into a temporary folder: every cell runs and the fit's plot is shown."""
+    import os
+    import sys
+    from pathlib import Path
+
+    import nbclient
+    import nbformat
+
+    path = Path(__file__).resolve().parents[1] / "calibrate/real_data.ipynb"
+    monkeypatch.setenv("LSM_NOTEBOOK_QUICK", "1")
+    monkeypatch.setenv("LSM_CALIBRATE_OUT", str(tmp_path))
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    nb = nbformat.read(path, as_version=4)
+    nbclient.NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    assert any(o.get("output_type") == "display_data" for c in nb.cells for o in c.get("outputs", []))
+    assert (tmp_path / "fit/fitted_scenario.yaml").is_file()
+
+
+def test_checkpointed_chunks_give_the_same_series_and_gradient(setup):
+    """Above `CHECKPOINT_AGENTS` each tick is recomputed a chunk of agents at a time in the backward
+    pass: forced on here with 256-agent chunks, the series and the gradient equal the plain pass."""
+    student, world, _, sc = setup
+    sc = _short(sc, 3)
+    space = ParamSpace(parse_params("events.0.credibility=0..1,offsets.vaccinate.party=republican=-2..2", sc, world.population))
+    out = []
+    for forced in (False, True):
+        sim = Simulator(student, world, sc, space, _obs(sc, 3), RolloutConfig(seed=2))
+        if forced:
+            sim.policy.use_checkpoint, sim.policy.chunk = True, 256
+        theta = torch.tensor([0.4, 0.5], requires_grad=True)
+        ev = sim.evaluate(theta.detach().numpy(), theta=theta)
+        ev.loss.backward()
+        out.append((ev.expected.detach().numpy(), ev.drawn, theta.grad.numpy()))
+    np.testing.assert_allclose(out[1][0], out[0][0], atol=1e-6)
+    np.testing.assert_array_equal(out[1][1], out[0][1])
+    np.testing.assert_allclose(out[1][2], out[0][2], rtol=1e-4, atol=1e-6)
+    assert np.abs(out[0][2]).max() > 0
