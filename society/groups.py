@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from lsm.config import Problem, join, to_dict
-from lsm.society.scenario import Range, Scenario
+from lsm.society.scenario import Range, Scenario, ScenarioError
 
 
 def where_mask(pop, where: dict, path: str = "where", problems: list[Problem] | None = None) -> np.ndarray:
@@ -50,10 +50,13 @@ def where_mask(pop, where: dict, path: str = "where", problems: list[Problem] | 
 
 def logit_offsets(scenario: Scenario, pop) -> np.ndarray | None:
     """(N, A) float32: what the scenario's `offsets` add to each agent's decision logits (their
-    sum where several apply), or None where it has none."""
+    sum where several apply), or None where it has none. A group the world lacks is a `ScenarioError`."""
     if not scenario.offsets:
         return None
     out = np.zeros((pop.n, scenario.actions.n), dtype=np.float32)
+    problems: list[Problem] = []
     for i, off in enumerate(scenario.offsets):
-        out[where_mask(pop, off.where, f"offsets[{i}].where"), scenario.actions.labels.index(off.action)] += off.logit
+        out[where_mask(pop, off.where, f"offsets[{i}].where", problems), scenario.actions.labels.index(off.action)] += off.logit
+    if problems:
+        raise ScenarioError(scenario.name, problems, "scenario (for this world)")
     return out

@@ -540,7 +540,14 @@ def timeline(scenario: Scenario) -> str:
         lines.append(f"           {describe_event(trig.event)}")
         for k, m in trig.compute.items():
             lines.append(f"           {{{k}}} = {describe_measure(m)}")
+    for off in scenario.offsets:
+        who = "; ".join(f"{a} {', '.join(r) if isinstance(r, list) else describe_range(r)}" for a, r in off.where.items()) or "everyone"
+        lines.append(f"  offset: {off.logit:+.3g} on the logit of {off.action} for {who} (a fitted lean, every tick)")
     return "\n".join(lines)
+
+
+def describe_range(r: Range) -> str:
+    return f"{'' if r.min is None else f'{r.min:g}'}..{'' if r.max is None else f'{r.max:g}'}"
 
 
 __all__ = [

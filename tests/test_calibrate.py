@@ -24,7 +24,7 @@ from lsm.data_gen.teacher.llm import Teacher
 from lsm.infer.rollout import Rollout, RolloutConfig
 from lsm.model.checkpoint import load_checkpoint
 from lsm.society.groups import logit_offsets
-from lsm.society.scenario import ScenarioError, check_against_world, load_scenario, scenario_from_dict
+from lsm.society.scenario import ScenarioError, check_against_world, load_scenario, scenario_from_dict, timeline
 from lsm.society.world import build_world, save_world
 
 SCENARIO = CONFIG_ROOT / "scenarios/vaccine_campaign.yaml"
@@ -297,6 +297,7 @@ def test_scenario_offsets_are_checked_and_applied_by_group(setup):
     k = sc.actions.labels.index("refuse")
     assert (off[rep, k] == 2.0).all() and (off[~rep, k] == 0.5).all() and (np.delete(off, k, 1) == 0).all()
     with_offsets = scenario_from_dict(data)
+    assert "offset: +1.5 on the logit of refuse for party republican" in timeline(with_offsets)  # lsm scenario shows them
     planted = PlantedConfig()
     a = PlantedSociety(planted, sc, world.population, world.graph, 0, 0)
     b = PlantedSociety(planted, with_offsets, world.population, world.graph, 0, 0)
@@ -311,6 +312,8 @@ def test_scenario_offsets_are_checked_and_applied_by_group(setup):
     data["offsets"] = [{"action": "refuse", "logit": 1, "where": {"planet": ["mars"]}}]
     with pytest.raises(ScenarioError, match="offsets\\[0\\].where.planet"):
         check_against_world(scenario_from_dict(data), world.population, world.graph)
+    with pytest.raises(ScenarioError, match="planet"):  # a rollout's policy, built before the loop checks the world
+        logit_offsets(scenario_from_dict(data), world.population)
 
 
 def test_the_real_data_notebook_runs_from_a_clone(tmp_path, monkeypatch):
