@@ -239,6 +239,7 @@ def test_student_rollout_interrupted_and_killed_mid_run_resumes_to_an_identical_
             "--quiet", "true", "--clusters", "2"]
     ref, cut = tmp_path / "ref.h5", tmp_path / "cut.h5"
     subprocess.run(lsm + args + ["--out", str(ref)], check=True, capture_output=True)
+    assert not Path(str(ref) + ".lock").exists()  # a finished run leaves no lock file
     # another process writing the same output: refused at once, nothing changed
     from lsm.cli import main
     from lsm.society.loop.journal import OutputLock
@@ -328,3 +329,28 @@ def test_perception_lists_events_per_agent():
     p = Perception(0, evs, np.array([[True, False], [True, True]]), np.array([[3, -1], [3, 4]]),
                    np.full((2, 1), -1), np.zeros(2, bool))
     assert [e.uid for e in p.events_of(1)] == [3, 4] and [e.uid for e in p.events_of(0)] == [3]
+
+
+def test_a_lock_file_removed_by_its_last_holder_is_not_trusted(tmp_path, monkeypatch):
+    """A writer that opened `<out>.lock` just before the run holding it removed it would lock a
+    file no longer at the path: it notices (the path names another file, or none) and locks the
+    file at the path instead, so a third writer cannot hold the lock beside it."""
+    import lsm.society.loop.journal as journal_mod
+    from lsm.society.loop.journal import OutputLock, OutputLocked
+
+    out = tmp_path / "r.h5"
+    first = OutputLock(out)
+    stale = open(first.path, "a+")  # opened while the first run still held the lock
+    first.release()
+    assert not first.path.exists()  # released: the lock file is gone
+    handles = iter([stale])
+    real_open = open
+    monkeypatch.setattr(journal_mod, "open", lambda *a, **k: next(handles, None) or real_open(*a, **k), raising=False)
+    second = OutputLock(out)  # its first open returns the removed file; it must not settle for it
+    assert stale.closed and second.path.exists()
+    assert second.path.read_text() == str(os.getpid())
+    monkeypatch.undo()
+    with pytest.raises(OutputLocked):
+        OutputLock(out)
+    second.release()
+    assert not second.path.exists()

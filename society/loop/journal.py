@@ -32,31 +32,41 @@ class OutputLocked(StoreError):
 class OutputLock:
     """An exclusive lock on an output for the life of a run: `<out>.lock` (flock; it holds the
     writer's pid). A second `lsm gen` / `lsm rollout` on the same output refuses at once and
-    changes nothing; the OS releases the lock when the process ends, so kill -9 leaves no stale lock.
-    The small `.lock` file stays beside the output (removing it could let two writers race)."""
+    changes nothing; the OS releases the lock when the process ends, so kill -9 leaves no stale
+    lock. A finished run removes the file while it still holds the lock; a process that locked
+    the file just before it was removed finds, on checking, that the path no longer names the
+    file it locked, and tries again on the new one: two writers can never both hold it."""
 
     def __init__(self, out: str | Path):
         out = Path(out)
         self.path = out.with_name(out.name + ".lock")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh: Any = open(self.path, "a+")
-        try:
-            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._fh.seek(0)
-            pid = self._fh.read().strip() or "unknown"
-            self._fh.close()
-            raise OutputLocked(f"{out}: another lsm process (pid {pid}) is writing it; wait for it to finish or stop it "
-                               "(nothing was changed)") from None
+        while True:
+            self._fh: Any = open(self.path, "a+")
+            try:
+                fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self._fh.seek(0)
+                pid = self._fh.read().strip() or "unknown"
+                self._fh.close()
+                raise OutputLocked(f"{out}: another lsm process (pid {pid}) is writing it; wait for it to finish or stop it "
+                                   "(nothing was changed)") from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(self._fh.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            self._fh.close()  # the file was removed by the run that held it: lock the one at the path now
         self._fh.seek(0)
         self._fh.truncate()
         self._fh.write(str(os.getpid()))
         self._fh.flush()
 
     def release(self) -> None:
+        """Remove the lock file and let go of it (in that order: see the class docstring)."""
         if self._fh is not None and not self._fh.closed:
-            self._fh.seek(0)
-            self._fh.truncate()
+            self.path.unlink(missing_ok=True)
             fcntl.flock(self._fh, fcntl.LOCK_UN)
             self._fh.close()
 
