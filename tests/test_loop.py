@@ -354,3 +354,44 @@ def test_a_lock_file_removed_by_its_last_holder_is_not_trusted(tmp_path, monkeyp
         OutputLock(out)
     second.release()
     assert not second.path.exists()
+
+
+def _limited(limit: int):
+    """preexec_fn: the child may write files of at most `limit` bytes (RLIMIT_FSIZE; EFBIG past it)."""
+    import resource
+
+    def set_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    return set_limit
+
+
+def test_a_world_too_big_for_the_room_left_is_refused_in_one_paragraph(tmp_path):
+    """`lsm world` where a file may hold 2 MB (ulimit -f): refused before a byte is written (HDF5
+    crashes on a write that fails half way), one paragraph, exit 2, nothing at the final name."""
+    out = tmp_path / "w.h5"
+    proc = subprocess.run([sys.executable, "-m", "lsm", "world", "--population", "anes96", "--graph", "default", "--agents",
+                           "20000", "--seed", "1", "--out", str(out)], capture_output=True, text=True, preexec_fn=_limited(2_000_000))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "ulimit -f" in err and "Nothing was written" in err, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not out.exists() and not Path(str(out) + ".tmp").exists()
+
+
+def test_a_rollout_without_room_for_its_file_keeps_its_journal_and_resumes(trained, tmp_path):
+    """The ticks fit (each journaled), the assembled file would not: one paragraph saying the
+    journal is kept, exit 2, no file; the same command with room writes the file from the journal."""
+    _, ckpt, world = trained
+    out = tmp_path / "r.h5"
+    args = [sys.executable, "-m", "lsm", "rollout", "--ckpt", str(ckpt), "--world", str(world), "--scenario", "vaccine_campaign",
+            "--ticks", "3", "--seed", "1", "--quiet", "true", "--out", str(out)]
+    proc = subprocess.run(args, capture_output=True, text=True, preexec_fn=_limited(600_000))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip().splitlines()[-1]
+    assert "ulimit -f" in err and "kept in" in err and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    journal = Path(str(out) + ".journal")
+    assert not out.exists() and len(list(journal.glob("state_*.json"))) == 3
+    done = subprocess.run(args, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert out.is_file() and not journal.exists() and not Path(str(out) + ".lock").exists()

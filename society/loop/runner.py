@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import numpy as np
 
 from lsm.config import Interrupted
+from lsm.paths import check_room
 from lsm.society.embed import TEXT_DIM
 from lsm.society.loop.events import EventSchedule, PopulationState, ScheduledEvent
 from lsm.society.loop.journal import Journal, fingerprint
@@ -284,6 +285,9 @@ class SocietyLoop:
     def _assemble(self, out: Path, journal: Journal, world_file, scenario_yaml: str, seeds: dict[str, Any],
                   configs: dict[str, Any], summary: dict[str, Any]) -> None:
         tmp = out.with_name(out.name + ".tmp")
+        need = sum(f.stat().st_size for f in journal.dir.glob("tick_*.npz")) + Path(world_file).stat().st_size + (1 << 20)
+        check_room(tmp, need, f"the {self.n_ticks} ticks of {self.n:,} agents",
+                   kept=f"every tick is kept in {journal.dir}, and the same command writes the file once there is room")
         writer = TraceWriter(tmp, self.policy.kind, world_file, scenario_yaml, self.dims(), self.fields(),
                              configs=configs, seeds=seeds, ticks_planned=self.n_ticks)
         try:

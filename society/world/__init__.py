@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from lsm.config import from_dict, to_dict
+from lsm.paths import array_bytes, check_room
 from lsm.society.store import (
     _write_header,
     check_header,
@@ -115,6 +116,7 @@ def save_world(world: World, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    check_room(tmp, array_bytes(world.population, world.graph) + (1 << 20), f"a world of {world.n:,} agents")
     with open_h5(tmp, "w") as f:
         _write_header(f, "world", {"population": to_dict(world.population_config), "graph": to_dict(world.graph_config)},
                       {"seed": world.seed})
