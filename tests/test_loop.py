@@ -395,3 +395,42 @@ def test_a_rollout_without_room_for_its_file_keeps_its_journal_and_resumes(train
     done = subprocess.run(args, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert out.is_file() and not journal.exists() and not Path(str(out) + ".lock").exists()
+
+
+def test_a_rollout_journals_its_state_every_few_ticks_and_a_resume_replays_the_rest(trained, tmp_path):
+    """The student's agent state is journaled every `journal_every` (4) ticks, each tick's outputs
+    every tick. Stopped after tick 5, the journal holds the state of tick 3 only; resumed, the run
+    replays ticks 4 and 5 from it and ends with the file an uninterrupted run writes."""
+    from lsm.config import Interrupted
+    from lsm.infer.rollout import Rollout, RolloutConfig, StudentPolicy
+    from lsm.model.checkpoint import load_checkpoint
+    from lsm.society.scenario import load_scenario
+    from lsm.society.store import TraceFile
+    from lsm.society.world import load_world
+
+    _, ckpt, world_file = trained
+    student, world = load_checkpoint(ckpt), load_world(world_file)
+    sc = load_scenario("configs/scenarios/vaccine_campaign.yaml")
+    assert StudentPolicy.journal_every == 4 and sc.ticks == 8
+
+    def run(out, on_tick=None):
+        r = Rollout(student, world, sc, RolloutConfig(seed=4))
+        return r.run(out, world_file=world_file, progress=on_tick)
+
+    run(tmp_path / "ref.h5")
+
+    def stop_after_5(t: int) -> None:
+        if t == 5:
+            raise KeyboardInterrupt
+
+    cut = tmp_path / "cut.h5"
+    with pytest.raises(Interrupted):
+        run(cut, stop_after_5)
+    journal = Path(str(cut) + ".journal")
+    assert sorted(p.name for p in journal.glob("arrays_*.npz")) == ["arrays_0003.npz"]
+    assert len(list(journal.glob("tick_*.npz"))) == 6
+    summary = run(cut)
+    assert summary["resumed_from_tick"] == 6
+    with TraceFile(tmp_path / "ref.h5") as a, TraceFile(cut) as b:
+        for name in ("decision", "decision_dist", "channels", "stance"):
+            np.testing.assert_array_equal(a.array(name), b.array(name))

@@ -149,8 +149,18 @@ class Journal:
             atomic_write(arr, lambda fh: np.savez(fh, **arrays))
         text = json.dumps(state).encode()
         atomic_write(st, lambda fh: fh.write(text))  # last: it marks the tick finished
-        if t > 0:
-            self._paths(t - 1)[2].unlink(missing_ok=True)  # only the newest array state is needed
+        if arrays:
+            for old in range(t):  # only the newest array state is needed
+                self._paths(old)[2].unlink(missing_ok=True)
+
+    def newest_full(self, finished: int) -> int:
+        """The newest of the first `finished` ticks whose journaled state holds the policy's whole
+        state (`"full"`; every tick in journals written before the key existed), or -1: a resumed
+        run loads it and replays the ticks after it."""
+        for t in range(finished - 1, -1, -1):
+            if json.loads(self._paths(t)[1].read_text()).get("full", True):
+                return t
+        return -1
 
     def data(self, t: int) -> dict[str, np.ndarray]:
         with np.load(self._paths(t)[0]) as z:

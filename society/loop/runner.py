@@ -135,7 +135,9 @@ class Policy(Protocol):
     def act(self, p: Perception, progress: Progress | None = None, capture: bool = False) -> TickOutput: ...
 
     def state_dict(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """(JSON-able state, array state) after the last tick: what a resumed run needs."""
+        """(JSON-able state, array state) after the last tick: what a resumed run needs. A policy
+        whose ticks are cheap to recompute may set `journal_every = K`: its state is then journaled
+        every K-th tick, and a resumed run replays the ticks since (the student does)."""
         ...
 
     def load_state_dict(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None: ...
@@ -248,10 +250,14 @@ class SocietyLoop:
         resumed = journal.finished(self.n_ticks)
         stats: list[dict[str, Any]] = []
         if resumed:
-            state, arrays = journal.state(resumed - 1)
-            self.load_state_dict(state["loop"])
-            self.policy.load_state_dict(state["policy"], arrays)
-            stats = state["stats"]
+            stats = journal.state(resumed - 1)[0]["stats"]
+            base = journal.newest_full(resumed)
+            if base >= 0:
+                state, arrays = journal.state(base)
+                self.load_state_dict(state["loop"])
+                self.policy.load_state_dict(state["policy"], arrays)
+            for t in range(base + 1, resumed):  # the policy's state is journaled every `journal_every` ticks: replay the rest
+                self.step(t)
         t_run = time.perf_counter()
         bar = tqdm(total=self.n_ticks * self.n, initial=resumed * self.n, unit="agent", disable=quiet, file=sys.stderr,
                    desc=desc, dynamic_ncols=True, unit_scale=True)
@@ -268,9 +274,11 @@ class SocietyLoop:
             if done < self.n:
                 bar.update(self.n - done)
             stats.append(rec.stats)
-            pstate, parrays = self.policy.state_dict()
+            every = max(1, getattr(self.policy, "journal_every", 1))
+            full = every == 1 or ((t + 1) % every == 0 and t + 1 < self.n_ticks)  # a last tick's state is never resumed from
+            pstate, parrays = self.policy.state_dict() if full else ({}, {})
             t0 = time.perf_counter()
-            journal.save(t, rec.data, {"loop": self.state_dict(), "policy": pstate, "stats": stats}, parrays)
+            journal.save(t, rec.data, {"loop": self.state_dict(), "policy": pstate, "stats": stats, "full": full}, parrays)
             stats[-1]["journal_s"] = time.perf_counter() - t0  # (its journaled copy lacks it: written by this save)
             if on_tick is not None:
                 on_tick(rec)
