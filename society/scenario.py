@@ -175,6 +175,17 @@ class Range(Checked):
         return inside
 
 
+def where_problems(where: dict[str, list[str] | Range]) -> Iterable[tuple[str, Any, str]]:
+    """The problems of an attribute filter's names and categories (an event's `exposure.where`, a
+    scenario's `offsets[].where`); whether the world has them is `check_against_world`'s."""
+    for attr, rule in where.items():
+        if bad := name_problem(attr):
+            yield f"where.{attr}", attr, bad
+        for j, cat in enumerate(rule if isinstance(rule, list) else []):
+            if bad := label_problem(cat):
+                yield f"where.{attr}[{j}]", cat, bad
+
+
 @dataclass
 class Exposure(Checked):
     """Who sees an event. All given filters must hold; then a seeded `fraction` of them."""
@@ -189,12 +200,7 @@ class Exposure(Checked):
     def check(self) -> Iterable[tuple[str, Any, str]]:
         if not 0 <= self.fraction <= 1:
             yield "fraction", self.fraction, "a share in [0, 1]"
-        for attr, rule in self.where.items():
-            if bad := name_problem(attr):
-                yield f"where.{attr}", attr, bad
-            for j, cat in enumerate(rule if isinstance(rule, list) else []):
-                if bad := label_problem(cat):
-                    yield f"where.{attr}[{j}]", cat, bad
+        yield from where_problems(self.where)
         for j, outlet in enumerate(self.followers_of):
             if bad := label_problem(outlet):
                 yield f"followers_of[{j}]", outlet, bad
@@ -270,12 +276,7 @@ class LogitOffset(Checked):
     def check(self) -> Iterable[tuple[str, Any, str]]:
         if not -MAX_LOGIT_OFFSET <= self.logit <= MAX_LOGIT_OFFSET:
             yield "logit", self.logit, f"a number from {-MAX_LOGIT_OFFSET:g} to {MAX_LOGIT_OFFSET:g}"
-        for attr, rule in self.where.items():
-            if bad := name_problem(attr):
-                yield f"where.{attr}", attr, bad
-            for j, cat in enumerate(rule if isinstance(rule, list) else []):
-                if bad := label_problem(cat):
-                    yield f"where.{attr}[{j}]", cat, bad
+        yield from where_problems(self.where)
 
 
 MAX_LOGIT_OFFSET = 10.0
