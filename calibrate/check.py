@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from lsm.calibrate.fit import FitConfig
-from lsm.calibrate.observed import Observation, group_masks, share_se, write_observed
+from lsm.calibrate.observed import Observation, group_weights, share_se, write_observed
 from lsm.calibrate.params import ParamSpace, parse_params, parse_values, scenario_dict
 from lsm.calibrate.relaxed import drawn_series
 from lsm.calibrate.report import intervals, write_json
@@ -110,12 +110,9 @@ def run_check(ckpt: str | Path, world: str | Path, scenario: str | Path, fit: st
     ticks = sc.ticks
     runs = truth_runs(truth, student, w, true_sc, pcfg, ticks)
     plan = observation_plan(sc, space, ticks)
-    masks = group_masks(plan, w.population)
-    groups = list(masks)
-    weights = np.stack([masks[g] / masks[g].sum() for g in groups])  # (G, N)
+    groups, weights, sizes = group_weights(plan, w.population)
     series = [drawn_series(plan, weights, groups, d, c, true_sc) for d, c in runs]  # 2 × (M,)
-    sizes = {g: int(masks[g].sum()) for g in groups}
-    obs = [Observation(o.tick, o.metric, o.target, o.group, float(v), share_se(float(v), sizes[o.group]))
+    obs = [Observation(o.tick, o.metric, o.target, o.group, float(v), share_se(float(v), sizes[groups.index(o.group)]))
            for o, v in zip(plan, series[0])]
     write_observed(out / "observed.csv", obs)
     cal = calibrate(student, w, sc, obs, space, cfg, out, seed, device, quiet, restart,

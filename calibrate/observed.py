@@ -175,6 +175,10 @@ def write_observed(path: str | Path, observations: list[Observation]) -> None:
             w.writerow([o.tick, o.metric, o.target, o.group, f"{o.value:.6f}", f"{o.se:.6f}", ""])
 
 
-def group_masks(observations: list[Observation], pop) -> dict[str, np.ndarray]:
-    """group text -> (N,) bool, for every group the observations name ("" is everyone)."""
-    return {g: where_mask(pop, parse_group(g)) for g in dict.fromkeys(o.group for o in observations)}
+def group_weights(observations: list[Observation], pop) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The groups the observations name ("" is everyone), in order of first mention; (G, N) float64
+    weights averaging over each group's agents; (G,) each group's size."""
+    groups = list(dict.fromkeys(o.group for o in observations))
+    masks = np.stack([where_mask(pop, parse_group(g)) for g in groups]).astype(np.float64)  # (G, N)
+    sizes = masks.sum(1)  # (G,)
+    return groups, masks / sizes[:, None], sizes

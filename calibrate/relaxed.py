@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from lsm.calibrate.observed import Observation, group_masks, parse_group
+from lsm.calibrate.observed import Observation, group_weights, parse_group
 from lsm.calibrate.params import ParamSpace, scenario_dict
 from lsm.infer.rollout import RolloutConfig, StudentPolicy
 from lsm.model.checkpoint import Student
@@ -139,11 +139,9 @@ class Simulator:
         self.policy.space = space
         self.policy.offset_masks = {p.group: torch.from_numpy(where_mask(pop, parse_group(p.group)).astype(np.float32))
                                     for p in space.params if p.kind == "offset"}
-        masks = group_masks(observations, pop)
-        self.groups = list(masks)
-        w = np.stack([masks[g] for g in self.groups]).astype(np.float64)  # (G, N)
-        self.weights = torch.from_numpy(w / w.sum(1, keepdims=True)).float()  # (G, N) each group's mean
-        self.sizes = torch.from_numpy(w.sum(1))  # (G,) agents per group
+        self.groups, weights, sizes = group_weights(observations, pop)
+        self.weights = torch.from_numpy(weights).float()  # (G, N) each group's mean
+        self.sizes = torch.from_numpy(sizes)  # (G,) agents per group
         self.use_checkpoint = self.policy.use_checkpoint = world.n > CHECKPOINT_AGENTS
         labels, channels = base.actions.labels, base.channel_names
         self.o_tick = torch.tensor([o.tick for o in observations])  # (M,)
