@@ -135,8 +135,8 @@ def run_check(ckpt: str | Path, world: str | Path, scenario: str | Path, fit: st
               "series_rmse_vs_truth": error, "truth_floor_rmse": floor, "ratio_to_floor": error / max(floor, 1e-12),
               "floor_goal": FLOOR_GOAL, "calibration": cal.summary}
     write_json(out / "check.json", result)
-    lines = [f"known-answer check ({truth} truth, {w.n:,} agents; true values drawn in the middle 70 % of each box"
-             + (" as given)" if true is not None else ")"),
+    lines = [f"known-answer check ({truth} truth, {w.n:,} agents; true values "
+             + ("as given)" if true is not None else f"drawn in the middle 70 % of each box with seed {seed})"),
              "| unknown | true | fitted | 95 % interval | error | error / sd | tolerance | met |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         shown = f"[{r['interval95'][0]:.3f}, {r['interval95'][1]:.3f}]" if r["interval95"] else "–"
