@@ -13,6 +13,7 @@ import math
 import torch
 from einops import rearrange
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch_geometric.utils import softmax
 
 
@@ -133,7 +134,8 @@ class GraphAttention(nn.Module):
         wk, wv = self.k.weight, self.v.weight  # (D, D_in)
         v_bias = None
         if message_proj is not None:
-            wk, wv = wk @ message_proj.weight, wv @ message_proj.weight  # (D, X)
+            wide = F.pad(message_proj.weight, (0, messages.shape[1] - message_proj.weight.shape[1]))  # zero columns for widened broadcasts
+            wk, wv = wk @ wide, wv @ wide  # (D, X)
             v_bias = rearrange(self.v.weight @ message_proj.bias, "(h d) -> h d", h=H) if message_proj.bias is not None else None
         X = wk.shape[1]
         q_raw = torch.einsum("nhd,hdx->nhx", q, wk.view(H, Dh, X))  # (N, H, X): queries in message space

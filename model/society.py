@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch_geometric.utils import add_self_loops, softmax
 
 from lsm.config import from_dict, read_yaml, resolve_config
@@ -129,6 +130,36 @@ class StudentConfig:
         return from_dict(cls, {**(block or {}), **changes}, source=f"{path} (model.student)", kind="student config")
 
 
+ROW_ALIGN = 64
+"""A pass over agents in chunks pads each chunk to a multiple of this many rows (copies of its
+last agent, dropped after): BLAS kernels compute a batch's last rows (M mod their block) another
+way, so without it an agent's outputs would differ in the last bit with how many agents share
+its pass, and a sharded rollout would not equal one process's bit for bit."""
+
+
+WIDTH_ALIGN = 4
+"""The broadcasts neighbours hear (X + 1 floats: 17 or 33 in the shipped presets) are widened with
+zero columns to a multiple of this many floats (16 bytes) on the padded path, and the weights
+that read them likewise: a matmul's result for a row of 17 floats depends on where the row lies
+(its address modulo 16 bytes), so a sender's projection would differ in the last bit between
+the population's table and a shard's. The zeros add exact zeros."""
+
+
+def align_width(t: Tensor) -> Tensor:
+    """`t` (..., W) with zero columns appended up to a multiple of `WIDTH_ALIGN`."""
+    extra = -t.shape[-1] % WIDTH_ALIGN
+    return F.pad(t, (0, extra)) if extra else t
+
+
+def pad_rows(t: Tensor, m: int) -> Tensor:
+    """`t` (N, ...) with `m` copies of its last row appended (a row broadcast to all, stride 0, stays so)."""
+    if m == 0:
+        return t
+    if t.shape[0] > 1 and t.stride(0) == 0:
+        return t[:1].expand(t.shape[0] + m, *t.shape[1:])
+    return torch.cat([t, t[-1:].expand(m, *t.shape[1:])])
+
+
 @dataclass
 class TickInputs:
     """Everything one tick needs besides the state (N agents, possibly of several worlds)."""
@@ -178,6 +209,18 @@ class TickInputs:
                        logit_offset=self.logit_offset[idx] if self.logit_offset is not None else None,
                        draws=self.draws.rows(idx) if self.draws is not None else None)
 
+    def padded(self, m: int) -> "TickInputs":
+        """These inputs with `m` copies of the last agent appended (`ROW_ALIGN`; no exposures,
+        padded neighbour table only)."""
+        if m == 0:
+            return self
+        assert self.neighbors is not None and self.neighbor_type is not None
+        opt = lambda t: None if t is None else pad_rows(t, m)  # noqa: E731
+        return replace(self, identity_cat=pad_rows(self.identity_cat, m), identity_num=pad_rows(self.identity_num, m),
+                       persona_emb=pad_rows(self.persona_emb, m), neighbors=pad_rows(self.neighbors, m),
+                       neighbor_type=pad_rows(self.neighbor_type, m), tick_noise=opt(self.tick_noise),
+                       logit_offset=opt(self.logit_offset), draws=self.draws.padded(m) if self.draws is not None else None)
+
 
 @dataclass
 class Draws:
@@ -201,6 +244,9 @@ class Draws:
 
     def rows(self, idx: Tensor | slice) -> "Draws":
         return Draws(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[idx] for f in fields(self)})
+
+    def padded(self, m: int) -> "Draws":
+        return Draws(**{f.name: None if getattr(self, f.name) is None else pad_rows(getattr(self, f.name), m) for f in fields(self)})
 
     def to(self, device: torch.device | str) -> "Draws":
         return Draws(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device) for f in fields(self)})
@@ -277,10 +323,14 @@ class SocialSum(nn.Module):
         `projected` (N_all, P): `self.message(messages)` when the caller has it (one tick in chunks
         of receivers projects the population's messages once)."""
         n, K = neighbors.shape
-        proj = self.message(messages) if projected is None else projected  # (N_all, P)
+        proj = self.project(messages) if projected is None else projected  # (N_all, P)
         got = proj.index_select(0, neighbors.clamp_min(0).reshape(-1)).view(n, K, -1)  # (N, K, P)
         gain = self.type_gain(neighbor_type.long().clamp_min(0)) * (neighbors >= 0)[..., None]  # (N, K, P)
         return (1 + self.receiver(identity)) * (got * gain).sum(1)
+
+    def project(self, messages: Tensor) -> Tensor:
+        """(N_all, W) broadcasts, possibly widened with zeros (`align_width`) -> (N_all, P)."""
+        return F.linear(messages, F.pad(self.message.weight, (0, messages.shape[1] - self.message.weight.shape[1])))
 
     def forward_edges(self, messages: Tensor, edge_index: Tensor, edge_type: Tensor, identity: Tensor) -> Tensor:
         """The same over an edge list (2, E) sender -> receiver (no self loops) -> (N, P)."""
@@ -512,6 +562,8 @@ class SocietyModel(nn.Module):
             senders = torch.cat([state.expression, state.stance[:, None]], -1)  # (N, X + 1): what neighbours hear
         else:
             assert inp.neighbors is not None, "senders of another population need a padded neighbour table"
+        if inp.neighbors is not None:
+            senders = align_width(senders)  # (N_all, W) (`WIDTH_ALIGN`)
         events = self.ev_text(inp.event_emb) + self.ev_num(inp.event_num)  # (Ev, D)
         for k, emb in enumerate(self.ev_cat):
             events = events + emb(inp.event_cat[:, k])
@@ -656,27 +708,38 @@ class SocietyModel(nn.Module):
 
 
     @torch.inference_mode()
-    def forward_in_chunks(self, inp: TickInputs, state: AgentState, chunk: int) -> tuple[AgentState, TickOutputs]:
+    def forward_in_chunks(self, inp: TickInputs, state: AgentState, chunk: int,
+                          senders: Tensor | None = None) -> tuple[AgentState, TickOutputs]:
         """`forward` for `chunk` receivers at a time (inference on a padded neighbour table; no
         attention weights). Every layer reads the senders' broadcasts of the previous state, never
         another agent's activations of this tick, so agents are independent given the state and
         the result equals one pass (tested). Activations take memory in proportion to the chunk,
         and their blocks are small enough for malloc to reuse: at 10^6 agents a whole-population
-        pass allocates and frees blocks of up to 1 GB, which the kernel maps and zeroes afresh."""
-        return self.chunked(inp, state, chunk)
+        pass allocates and frees blocks of up to 1 GB, which the kernel maps and zeroes afresh.
+
+        `senders` (N_all, X + 1): the broadcasts heard, the receivers' own first (rows 0..N-1),
+        then others' (a shard's halo); default: the receivers' own."""
+        return self.chunked(inp, state, chunk, senders=senders)
 
     def chunked(self, inp: TickInputs, state: AgentState, chunk: int,
-                call: Callable[[Callable[[], Any]], Any] | None = None) -> tuple[AgentState, TickOutputs]:
+                call: Callable[[Callable[[], Any]], Any] | None = None,
+                senders: Tensor | None = None) -> tuple[AgentState, TickOutputs]:
         """`forward_in_chunks` without its inference mode: `call(run)` runs each chunk's pass
         (default: `run()`); `lsm calibrate` passes activation checkpointing, so a backward pass
         recomputes one chunk of one tick at a time."""
         n = state.n
         call = call or (lambda run: run())
-        if chunk <= 0 or n <= chunk:
+        if inp.neighbors is None or n == 0:  # the edge-list path: one pass
+            assert senders is None, "senders of another population need a padded neighbour table"
             return call(lambda: self(inp, state))
-        assert inp.neighbors is not None and inp.neighbor_type is not None, "chunks need the padded neighbour table"
-        senders = torch.cat([state.expression, state.stance[:, None]], -1)  # (N, X + 1)
-        projected = self.social_sum.message(senders) if self.social_sum is not None else None  # (N, P), once for every chunk
+        assert inp.neighbor_type is not None, "chunks need the padded neighbour table"
+        chunk = chunk if chunk > 0 else n
+        if senders is None:
+            senders = torch.cat([state.expression, state.stance[:, None]], -1)  # (N, X + 1)
+        senders = align_width(senders)  # (N_all, W) (`WIDTH_ALIGN`)
+        projected = None  # (N_all, P): the social sum's projection of every sender, once for every chunk (rows aligned)
+        if self.social_sum is not None:
+            projected = self.social_sum.project(pad_rows(senders, -len(senders) % ROW_ALIGN))[:len(senders)]
         exposure = inp.exposure
         if exposure.shape[1] > 1 and not bool((exposure[0, 1:] >= exposure[0, :-1]).all()):
             exposure = exposure[:, torch.argsort(exposure[0], stable=True)]  # by agent, so each chunk is a slice
@@ -692,18 +755,19 @@ class SocietyModel(nn.Module):
 
         for c, s in enumerate(range(0, n, chunk)):
             e = min(s + chunk, n)
+            m = -(e - s) % ROW_ALIGN  # padding rows (`ROW_ALIGN`)
             part = exposure[:, bounds[c]:bounds[c + 1]].clone()  # (2, V_c)
             part[0] -= s
-            sub = inp.rows(slice(s, e), exposure=part)
-            part_state = AgentState(**{f.name: getattr(state, f.name)[s:e] for f in fields(state)})
-            receivers = torch.arange(s, e, device=senders.device)
+            sub = inp.rows(slice(s, e), exposure=part).padded(m)
+            part_state = AgentState(**{f.name: pad_rows(getattr(state, f.name)[s:e], m) for f in fields(state)})
+            receivers = pad_rows(torch.arange(s, e, device=senders.device), m)
             new, out = call(partial(self, sub, part_state, senders=senders, receivers=receivers, senders_projected=projected))
             for f in fields(new):
-                put(new_parts, f.name, getattr(new, f.name), s, e)
+                put(new_parts, f.name, getattr(new, f.name)[:e - s], s, e)
             for f in fields(out):
                 value = getattr(out, f.name)
                 if isinstance(value, Tensor) and value.dim() > 0:
-                    put(out_parts, f.name, value, s, e)
+                    put(out_parts, f.name, value[:e - s], s, e)
         outputs = {f.name: out_parts.get(f.name) for f in fields(TickOutputs)}
         return AgentState(**new_parts), TickOutputs(**outputs)  # type: ignore[arg-type]
 

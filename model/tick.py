@@ -33,8 +33,9 @@ def advance(model: SocietyModel, state: AgentState, inp: TickInputs, senders: Te
     `senders` (N_all, X + 1): the broadcasts the receivers hear (default: their own state's);
     `receivers` (N,): their ids in `senders`. `chunk` > 0: receivers in chunks of that many
     (inference on the padded path; the same result, `SocietyModel.forward_in_chunks`)."""
-    if chunk and senders is None and not return_attention and inp.neighbors is not None and not torch.is_grad_enabled():
-        return model.forward_in_chunks(inp, state, chunk)
+    own_first = senders is None or (receivers is not None and bool((receivers == torch.arange(state.n, device=receivers.device)).all()))
+    if chunk and own_first and not return_attention and inp.neighbors is not None and not torch.is_grad_enabled():
+        return model.forward_in_chunks(inp, state, chunk, senders=senders)
     return model(inp, state, return_attention=return_attention, generator=generator, senders=senders, receivers=receivers)
 
 
