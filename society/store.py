@@ -357,8 +357,9 @@ def write_world_groups(f: h5py.File | h5py.Group, pop, graph) -> None:
     g.create_dataset("leaders", data=graph.leaders, **_COMPRESS)
 
 
-def read_world_groups(f: h5py.File | h5py.Group):
-    """(Population, SocialGraph) from the `population/` and `graph/` groups."""
+def read_world_groups(f: h5py.File | h5py.Group, persona: bool = True):
+    """(Population, SocialGraph) from the `population/` and `graph/` groups; `persona` False:
+    without the persona texts (an empty list), for a reader that never shows or writes them."""
     # here, not at the top: `lsm.society.world` imports this module
     from lsm.society.world.graph import SocialGraph
     from lsm.society.world.population import Population
@@ -380,7 +381,7 @@ def read_world_groups(f: h5py.File | h5py.Group):
         numeric={a: numeric[a] for a in num_order},
         numeric_range={a: numeric_range[a] for a in num_order},
         names=[s.decode() if isinstance(s, bytes) else s for s in _require(p, "names", "agent names")[()]],
-        persona=[s.decode() if isinstance(s, bytes) else s for s in _require(p, "persona", "persona texts")[()]],
+        persona=[s.decode() if isinstance(s, bytes) else s for s in _require(p, "persona", "persona texts")[()]] if persona else [],
         descriptions=descriptions,
         synthetic=json.loads(p.attrs.get("synthetic", "[]")),
         source=str(p.attrs.get("source", "")),

@@ -107,8 +107,11 @@ def fingerprint(files: list[str | Path], texts: list[str]) -> str:
 class Journal:
     """Finished ticks of one run, beside its output file."""
 
-    def __init__(self, out: str | Path, fp: str, meta: dict[str, Any], restart: bool = False):
+    def __init__(self, out: str | Path, fp: str, meta: dict[str, Any], restart: bool = False, keep_states: int = 1):
+        """`keep_states`: how many of the newest array states to keep (a shard keeps 2: a rank one
+        tick ahead of the others may have journaled a newer state than every rank has)."""
         out = Path(out)
+        self.keep_states = keep_states
         self.lock = OutputLock(out)  # first: nothing below may touch another process's run
         self.dir = out.with_name(out.name + ".journal")
         try:
@@ -149,8 +152,9 @@ class Journal:
             atomic_write(arr, lambda fh: np.savez(fh, **arrays))
         text = json.dumps(state).encode()
         atomic_write(st, lambda fh: fh.write(text))  # last: it marks the tick finished
-        if arrays:
-            for old in range(t):  # only the newest array state is needed
+        if arrays:  # only the newest `keep_states` array states are needed
+            kept = [old for old in range(t) if self._paths(old)[2].is_file()]
+            for old in kept[:max(0, len(kept) - (self.keep_states - 1))]:
                 self._paths(old)[2].unlink(missing_ok=True)
 
     def newest_full(self, finished: int) -> int:

@@ -96,13 +96,19 @@ def recorded_rule(attrs: Any, source: str) -> NeighborRule | None:
 
 class EdgeTyper:
     """Type of the tie j -> i in a world's graph (the closest one, i.e. the smallest type code,
-    when several exist; a pair with no tie is typed as a weak tie). Sorted once, O(log E) per query."""
+    when several exist; a pair with no tie is typed as a weak tie). Sorted once, O(log E) per query.
+    With `receivers` (ascending ids): only ties into them are kept (a shard's), and only they may
+    be asked about."""
 
-    def __init__(self, graph):
+    def __init__(self, graph, receivers: np.ndarray | None = None):
         self.n = graph.n
-        keys = graph.edge_index[1].astype(np.int64) * self.n + graph.edge_index[0].astype(np.int64)
-        order = np.lexsort((graph.edge_type, keys))  # by key, then type: the first of a key has the min type
-        self.keys, self.types = keys[order], graph.edge_type[order].astype(np.int64)
+        recv, send, etype = graph.edge_index[1], graph.edge_index[0], graph.edge_type
+        if receivers is not None:
+            keep = np.isin(recv, receivers)
+            recv, send, etype = recv[keep], send[keep], etype[keep]
+        keys = recv.astype(np.int64) * self.n + send.astype(np.int64)
+        order = np.lexsort((etype, keys))  # by key, then type: the first of a key has the min type
+        self.keys, self.types = keys[order], etype[order].astype(np.int64)
 
     def lookup(self, senders: np.ndarray, receivers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(types, found): the closest tie type of each pair, and whether the pair has a tie at all."""
@@ -121,51 +127,89 @@ class EdgeTyper:
         types, found = self.lookup(np.array([j]), np.array([i]))
         return EDGE_TYPES[int(types[0])] if found[0] else None
 
-    def table(self, shown: np.ndarray) -> np.ndarray:
-        """(N, K) edge types of a shown-neighbour table (-1 padding gives an arbitrary type)."""
-        rows = np.broadcast_to(np.arange(shown.shape[0])[:, None], shown.shape)
+    def table(self, shown: np.ndarray, receivers: np.ndarray | None = None) -> np.ndarray:
+        """(N, K) edge types of a shown-neighbour table (-1 padding gives an arbitrary type);
+        `receivers` (N,): the agent of each row (default: row i is agent i)."""
+        ids = np.arange(shown.shape[0]) if receivers is None else receivers
+        rows = np.broadcast_to(ids[:, None], shown.shape)
         return self(np.maximum(shown, 0).ravel(), rows.ravel()).reshape(shown.shape)
+
+
+GUMBEL_BLOCK = 1 << 22
+"""Gumbel keys drawn at a time: the stream is the same drawn whole or in blocks, and a shard
+keeps only its receivers' keys of each block."""
 
 
 @dataclass
 class NeighborIndex:
-    """In-edges of every agent, grouped by receiver (the graph is sorted by receiver)."""
+    """In-edges of every agent, grouped by receiver (the graph is sorted by receiver); with
+    `receivers`, of those agents only (a shard's rows, ascending ids), the rows of what it draws."""
 
-    ptr: np.ndarray  # (N+1,)
-    sender: np.ndarray  # (E,)
-    etype: np.ndarray  # (E,)
-    log_w: np.ndarray  # (E,) log of the per-type weight (-inf: never shown)
+    ptr: np.ndarray  # (N_r + 1,) the receivers' in-edges, as ranges of the arrays below
+    sender: np.ndarray  # (E_r,)
+    etype: np.ndarray  # (E_r,)
+    log_w: np.ndarray  # (E_r,) log of the per-type weight (-inf: never shown)
+    population: int = 0
+    """N: every agent's draws are taken in turn, a shard's rows picked from them (0: `n`)."""
+    receivers: np.ndarray | None = None
+    """(N_r,) the agents whose rows this index draws (None: every agent, in id order)."""
+    edges: np.ndarray | None = None
+    """(E_r,) where the kept edges sit in the whole graph's receiver-sorted list (None: all of it)."""
+    all_edges: int = 0
 
     @classmethod
-    def of(cls, graph, weights: dict[str, float]) -> "NeighborIndex":
+    def of(cls, graph, weights: dict[str, float], receivers: np.ndarray | None = None) -> "NeighborIndex":
         recv = graph.edge_index[1]
-        ptr = np.searchsorted(recv, np.arange(graph.n + 1)).astype(np.int64)
         w = np.array([weights.get(t, 0.0) for t in EDGE_TYPES])
         with np.errstate(divide="ignore"):
-            log_w = np.log(w)[graph.edge_type.astype(np.int64)]
-        return cls(ptr, graph.edge_index[0].astype(np.int64), graph.edge_type.astype(np.int64), log_w)
+            log_w_of_type = np.log(w)
+        ptr_all = np.searchsorted(recv, np.arange(graph.n + 1)).astype(np.int64)  # (N + 1,)
+        if receivers is None:
+            return cls(ptr_all, graph.edge_index[0].astype(np.int64), graph.edge_type.astype(np.int64),
+                       log_w_of_type[graph.edge_type.astype(np.int64)], graph.n, None, None, graph.num_edges)
+        counts = ptr_all[receivers + 1] - ptr_all[receivers]  # (N_r,)
+        ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        edges = np.repeat(ptr_all[receivers] - ptr[:-1], counts) + np.arange(ptr[-1])  # (E_r,) positions in the whole list
+        etype = graph.edge_type[edges].astype(np.int64)
+        return cls(ptr, graph.edge_index[0][edges].astype(np.int64), etype, log_w_of_type[etype], graph.n,
+                   np.asarray(receivers, dtype=np.int64), edges, graph.num_edges)
 
     @property
     def n(self) -> int:
+        """Rows drawn: N_r (N for the whole population)."""
         return len(self.ptr) - 1
 
+    def gumbel(self, rng: np.random.Generator) -> np.ndarray:
+        """(E_r,) the kept edges' Gumbel keys, from the whole graph's stream (drawn in blocks)."""
+        if self.edges is None:
+            return rng.gumbel(size=len(self.sender))
+        out = np.empty(len(self.edges))
+        for lo in range(0, self.all_edges, GUMBEL_BLOCK):
+            hi = min(lo + GUMBEL_BLOCK, self.all_edges)
+            block = rng.gumbel(size=hi - lo)
+            a, b = np.searchsorted(self.edges, [lo, hi])
+            out[a:b] = block[self.edges[a:b] - lo]
+        return out
+
     def sample(self, k: int, has_message: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """(N, k) ids of shown neighbours (-1 padded): Gumbel top-k by type weight, among
+        """(N_r, k) ids of shown neighbours (-1 padded): Gumbel top-k by type weight, among
         neighbours that broadcast a message last tick; no sender twice."""
-        if k == 0 or len(self.sender) == 0:
+        if k == 0 or len(self.sender) == 0:  # (a shard without in-edges: nobody to show, whatever the stream)
             return np.full((self.n, k), -1, dtype=np.int32)
-        keys = self.log_w + rng.gumbel(size=len(self.sender))  # (E,)
+        keys = self.log_w + self.gumbel(rng)  # (E_r,)
         keys[~has_message[self.sender]] = -np.inf
         return self.top_k(keys, k)
 
     def shown(self, rule: NeighborRule, has_message: np.ndarray, seed: int, tick: int) -> np.ndarray:
-        """(N, max(K, 1)) the neighbours shown at `tick` under `rule` (-1 padded): the one
+        """(N_r, max(K, 1)) the neighbours shown at `tick` under `rule` (-1 padded): the one
         definition every policy's perception goes through."""
-        shown = self.sample(rule.k, has_message, seeds.rng(seed, seeds.Stream.NEIGHBORS, tick))  # (N, K)
+        shown = self.sample(rule.k, has_message, seeds.rng(seed, seeds.Stream.NEIGHBORS, tick))  # (N_r, K)
         if rule.k == 0:
             return np.full((self.n, 1), -1, dtype=np.int32)
         if rule.vary:
-            count = seeds.rng(seed, seeds.Stream.NEIGHBOR_COUNT, tick).integers(0, rule.k + 1, size=self.n)  # (N,)
+            count = seeds.rng(seed, seeds.Stream.NEIGHBOR_COUNT, tick).integers(0, rule.k + 1, size=self.population or self.n)  # (N,)
+            if self.receivers is not None:
+                count = count[self.receivers]
             shown[np.arange(rule.k)[None, :] >= count[:, None]] = -1
         return shown
 
@@ -173,8 +217,9 @@ class NeighborIndex:
     def _pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The distinct (receiver, sender) pairs, self loops excluded, computed once: (edge order
         by receiver then sender (E',), start of each pair in it (P,), pair receiver (P,), pair sender (P,))."""
-        recv = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(self.ptr))  # (E,)
-        idx = np.nonzero(self.sender != recv)[0]
+        recv = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(self.ptr))  # (E_r,) the row of each edge's receiver
+        ids = recv if self.receivers is None else self.receivers[recv]  # (E_r,) its agent id
+        idx = np.nonzero(self.sender != ids)[0]
         order = idx[np.lexsort((self.sender[idx], recv[idx]))]
         r, s = recv[order], self.sender[order]
         first = np.ones(len(r), dtype=bool)

@@ -79,9 +79,13 @@ class Perception:
     """(N, K) int32: the neighbours whose last-tick messages each agent is shown, -1 padded."""
     spoke: np.ndarray
     """(N,) bool: who broadcast a message last tick."""
+    rows: np.ndarray | None = None
+    """(N_r,) the agents whose rows `seen`, `event_ids` and `shown` hold (a shard's, ascending
+    ids); None: every agent."""
 
     @property
     def n(self) -> int:
+        """N, the whole population."""
         return len(self.spoke)
 
     def events_of(self, i: int) -> list[ScheduledEvent]:
@@ -154,13 +158,16 @@ class Policy(Protocol):
 class SocietyLoop:
     """One run of `policy` on a world and scenario (module docstring)."""
 
+    receivers: np.ndarray | None = None
+    """(N_r,) the agents the policy answers for, when not every one (a shard's: `sharded.ShardedLoop`)."""
+
     def __init__(self, policy: Policy, scenario: Scenario, pop, graph, seed: int, rule: NeighborRule,
                  ticks: int | None = None, scenario_source: str | Path | None = None):
         check_against_world(scenario, pop, graph, source=scenario_source)
         self.policy, self.sc, self.pop, self.graph, self.seed, self.rule = policy, scenario, pop, graph, seed, rule
         self.n_ticks = scenario.ticks if ticks is None else ticks
         self.schedule = EventSchedule(scenario, pop, graph, seed)
-        self.neighbors = NeighborIndex.of(graph, rule.weights)
+        self.neighbors = NeighborIndex.of(graph, rule.weights, receivers=self.receivers)
         self.spoke = np.zeros(pop.n, dtype=bool)  # tick 0: nobody has spoken yet
         self.numeric = scenario.actions.type == "numeric"
 
@@ -176,21 +183,30 @@ class SocietyLoop:
         return list(dict.fromkeys(self.policy.fields() + ["shown_neighbors", "exposed_events"]))
 
     def perceive(self, t: int) -> Perception:
+        """What the agents perceive at tick t (the `receivers`' rows only, where set)."""
         events = self.schedule.events_at(t)
-        seen, ids = capped_exposure(self.schedule.exposure(t), events)
+        exposed = self.schedule.exposure(t)  # (N, Ev)
+        seen, ids = capped_exposure(exposed if self.receivers is None else exposed[self.receivers], events)
         shown = self.neighbors.shown(self.rule, self.spoke, self.seed, t)
-        return Perception(t, events, seen, ids, shown, self.spoke.copy())
+        return Perception(t, events, seen, ids, shown, self.spoke.copy(), self.receivers)
+
+    def population(self, data: dict[str, np.ndarray], spoke: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """(fields, spoke) of every agent from the policy's rows (here they are every agent's; a
+        shard gathers the other ranks'): what triggers and the tick's statistics read."""
+        return data, spoke
 
     def step(self, t: int, progress: Progress | None = None, capture: bool = False) -> TickRecord:
         p = self.perceive(t)
         out = self.policy.act(p, progress, capture)
         data = {**out.data, "shown_neighbors": p.shown, "exposed_events": p.event_ids}
-        valid = data["valid"].astype(bool)
-        decision = data["decision"].astype(np.int64)
-        value = data.get("decision_value") if self.numeric else None
-        self.schedule.after_tick(t, PopulationState(decision=decision, decision_value=value, channels=data["channels"],
+        whole, spoke = self.population({k: data[k] for k in ("valid", "decision", "channels", "decision_value") if k in data},
+                                       out.spoke)
+        valid = whole["valid"].astype(bool)
+        decision = whole["decision"].astype(np.int64)
+        value = whole.get("decision_value") if self.numeric else None
+        self.schedule.after_tick(t, PopulationState(decision=decision, decision_value=value, channels=whole["channels"],
                                                     valid=valid))
-        self.spoke = out.spoke.astype(bool)
+        self.spoke = spoke.astype(bool)
         d = decision[valid]
         stats = {"tick": t, "agents": self.n, "invalid": int((~valid).sum()),
                  "shares": (np.bincount(d, minlength=self.sc.actions.n) / max(len(d), 1)).round(4).tolist() if len(d) else None,
@@ -233,21 +249,33 @@ class SocietyLoop:
         texts = [scenario_yaml, repr(sorted(seeds.items())), repr(self.n_ticks), repr(self.rule)]
         texts += [f"{k}={v}" for k, v in sorted(configs.items())]
         fp = fingerprint([world_file, *inputs], texts)
-        journal = Journal(out, fp, {"world": str(world_file), "seeds": seeds, "kind": self.policy.kind}, restart)
+        journal = self.journal(out, fp, {"world": str(world_file), "seeds": seeds, "kind": self.policy.kind}, restart)
         try:
             return self._run(out, journal, world_file, scenario_yaml, seeds, configs, quiet, desc, on_tick)
         except KeyboardInterrupt:  # Ctrl-C: every finished tick is journaled; `out` is not written
             done = journal.finished(self.n_ticks)
-            raise Interrupted(f"{out} was not written: {done} of {self.n_ticks} ticks are journaled in {journal.dir}. "
+            raise Interrupted(f"{out} was not written: {done} of {self.n_ticks} ticks are journaled in {self.journal_place(journal)}. "
                               f"Run the same command again to resume from tick {done}, or add --restart true to start over.") from None
         finally:
             journal.release()
+
+    def journal(self, out: Path, fp: str, meta: dict[str, Any], restart: bool) -> Journal:
+        """Where this run journals its ticks: `<out>.journal` (a shard: its own, `ShardedLoop`)."""
+        return Journal(out, fp, meta, restart)
+
+    def journal_place(self, journal: Journal) -> Path:
+        """The folder a user is told holds the run's journaled ticks."""
+        return journal.dir
+
+    def finished(self, journal: Journal) -> int:
+        """How many ticks from 0 on this run can resume past (a shard: those every rank finished)."""
+        return journal.finished(self.n_ticks)
 
     def _run(self, out: Path, journal: Journal, world_file: str | Path, scenario_yaml: str, seeds: dict[str, Any],
              configs: dict[str, Any], quiet: bool, desc: str, on_tick: Callable[[TickRecord], None] | None) -> dict[str, Any]:
         from tqdm import tqdm
 
-        resumed = journal.finished(self.n_ticks)
+        resumed = self.finished(journal)
         stats: list[dict[str, Any]] = []
         if resumed:
             stats = journal.state(resumed - 1)[0]["stats"]
@@ -285,24 +313,31 @@ class SocietyLoop:
         bar.close()
         summary = self.policy.summary(stats, time.perf_counter() - t_run, resumed)
         t0 = time.perf_counter()
-        self._assemble(out, journal, world_file, scenario_yaml, seeds, configs, summary)
+        self.finish(out, journal, world_file, scenario_yaml, seeds, configs, summary)
         summary["write_seconds"] = round(time.perf_counter() - t0, 2)
-        journal.remove()
         return summary
 
-    def _assemble(self, out: Path, journal: Journal, world_file, scenario_yaml: str, seeds: dict[str, Any],
-                  configs: dict[str, Any], summary: dict[str, Any]) -> None:
+    def finish(self, out: Path, journal: Journal, world_file, scenario_yaml: str, seeds: dict[str, Any],
+               configs: dict[str, Any], summary: dict[str, Any]) -> None:
+        """Every tick is journaled: write `out` from the journal and remove the journal."""
+        self._assemble(out, [journal.dir], journal.data, world_file, scenario_yaml, seeds, configs, summary)
+        journal.remove()
+
+    def _assemble(self, out: Path, dirs: list[Path], data_of: Callable[[int], dict[str, np.ndarray]], world_file,
+                  scenario_yaml: str, seeds: dict[str, Any], configs: dict[str, Any], summary: dict[str, Any]) -> None:
+        """Write `out` (through `<out>.tmp`) with every tick's fields, `data_of(t)`, read from the
+        journals in `dirs`."""
         tmp = out.with_name(out.name + ".tmp")
-        need = sum(f.stat().st_size for f in journal.dir.glob("tick_*.npz")) + Path(world_file).stat().st_size + (1 << 20)
+        need = sum(f.stat().st_size for d in dirs for f in d.glob("tick_*.npz")) + Path(world_file).stat().st_size + (1 << 20)
         check_room(tmp, need, f"the {self.n_ticks} ticks of {self.n:,} agents",
-                   kept=f"every tick is kept in {journal.dir}, and the same command writes the file once there is room")
+                   kept=f"every tick is kept in {', '.join(map(str, dirs))}, and the same command writes the file once there is room")
         writer = TraceWriter(tmp, self.policy.kind, world_file, scenario_yaml, self.dims(), self.fields(),
                              configs=configs, seeds=seeds, ticks_planned=self.n_ticks)
         try:
             writer.f.attrs["neighbor_rule"] = json.dumps(asdict(self.rule))  # who could hear whom
             writer.add_events(self.schedule.events)
             for t in range(self.n_ticks):
-                writer.append_tick(journal.data(t))
+                writer.append_tick(data_of(t))
             self.policy.finalize(writer)
             writer.close(complete=True, summary=summary)
         except BaseException:
