@@ -187,6 +187,7 @@ def rollout(
     device: str = "cpu",
     quiet: bool = False,
     restart: bool = False,
+    nproc: int = 1,
 ) -> None:
     """Advance a whole population with the trained student; write the rollout and a report.
 
@@ -226,6 +227,9 @@ def rollout(
         device: `cpu` or `cuda`.
         quiet: no progress bar.
         restart: discard an interrupted run's journal (`<out>.journal/`) instead of resuming it.
+        nproc: ranks the main rollout is sharded over, each holding its share of the agents
+            (torch.distributed, gloo; docs/sharding.md); the file is the same for every value. Under
+            `torchrun` the ranks are torchrun's.
     """
     from lsm.infer.run import run_rollout
 
@@ -236,7 +240,7 @@ def rollout(
         print("lsm rollout: --teacher is deprecated; the rule comes from the checkpoint, --neighbors overrides it",
               file=sys.stderr)
     run_rollout(ckpt, world, scenario, out, ticks, seed, report, by, clusters, counterfactual, sweep, sweep2, sweep_action,
-                neighbors or teacher, agent_chunk, store, device, quiet, restart, echo=print)
+                neighbors or teacher, agent_chunk, store, device, quiet, restart, echo=print, nproc=nproc)
 
 
 def validate(reference: str | None = None, repeat: str | None = None, student: str | None = None,

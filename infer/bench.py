@@ -12,7 +12,6 @@ Notation: N agents | K shown neighbours per agent | E = N·K edges | Ev events |
 from __future__ import annotations
 
 import json
-import resource
 import time
 from dataclasses import asdict, dataclass
 
@@ -28,6 +27,7 @@ from lsm.society import seeds
 from lsm.society.scenario import shorten
 from lsm.society.store import TraceFile
 from lsm.society.world import build_world, save_world
+from lsm.society.world.graph import peak_rss_gb
 from lsm.society.world.population import IdentityVocab
 
 
@@ -67,10 +67,6 @@ def synthetic_inputs(cfg: StudentConfig, n: int, neighbors: int = 20, actions: i
     inp = TickInputs(cat, num, persona, torch.stack([senders, receivers]), edge_type, ev_cat, ev_num, ev_emb,
                      exposure_index, action_emb, *padded, draws=draws)
     return inp.to(device)
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
 
 
 @torch.inference_mode()

@@ -41,6 +41,7 @@ from lsm.society.loop.runner import (
 from lsm.society.scenario import Scenario, event_features
 from lsm.society.store import TraceFile, TraceWriter, read_configs
 from lsm.society.world import World, load_world
+from lsm.society.world.graph import peak_rss_gb
 
 
 @dataclass
@@ -128,7 +129,7 @@ class StudentPolicy:
         self.persona = persona_emb if persona_emb is not None else \
             persona_tensor(pop)  # (N, T)
         self.action_emb = embed_texts(tuple(action_texts(scenario)))  # (A, T)
-        self.typer = EdgeTyper(world.graph)
+        self.typer = EdgeTyper(world.graph, receivers=self.rows)
         self.numeric = scenario.actions.type == "numeric"
         self._text_cache: dict[tuple[str, ...], torch.Tensor] = {}
         self._static = [t.to(cfg.device) for t in (self.cat, self.num, self.persona, self.action_emb)]
@@ -180,34 +181,54 @@ class StudentPolicy:
             self._text_cache[texts] = embed_texts(texts)
         return self._text_cache[texts]
 
+    senders: torch.Tensor | None = None
+    """(N_r + halo, X + 1) what this tick's receivers hear, when not their own broadcasts (a shard's)."""
+
     def forward(self, inp: TickInputs, capture: bool):
         """One tick of the model with this rollout's settings (chunking, text decoding); with
         `capture` (attention weights, readouts of a few agents' runs) in one pass."""
         self.model.decode_text = "text" in self.cfg.store
         try:
             if capture:
+                assert self.senders is None, "readouts are captured on one process"
                 self.model.agent_chunk = auto_chunk(self.world.n)
                 return advance(self.model, self.state, inp, return_attention=True)
             self.model.agent_chunk = 0 if self.chunk else auto_chunk(self.world.n)
-            return advance(self.model, self.state, inp, chunk=self.chunk)
+            own = None if self.senders is None else torch.arange(self.state.n, device=self.senders.device)
+            return advance(self.model, self.state, inp, senders=self.senders, receivers=own, chunk=self.chunk)
         finally:
             self.model.decode_text = True  # the model is shared (training, replays): leave its default
 
+    rows: np.ndarray | None = None
+    """(N_r,) the agents this policy answers for (a shard's, `infer.sharded`); None: every agent."""
+
+    def sender_ids(self, p: Perception, shown: np.ndarray) -> np.ndarray:
+        """(N_r, K) the shown senders as rows of what the receivers hear (here: agent ids, the
+        population's own broadcasts; a shard maps them into its own rows and halo)."""
+        return shown
+
     def inputs(self, p: Perception) -> TickInputs:
-        """The student's inputs for one tick: identities, this tick's events and who sees them,
-        and the shown-neighbour table typed by the graph (the padded fast path)."""
-        dev = self.cfg.device
+        """The student's inputs for one tick, for its `rows`: identities, this tick's events and
+        who sees them, and the shown-neighbour table typed by the graph (the padded fast path).
+        Random numbers are drawn for the whole population and the rows' taken, so an agent's
+        draws do not depend on which rows a process answers for."""
+        dev, rows = self.cfg.device, self.rows
+        assert (rows is None) == (p.rows is None), "a shard's policy perceives its rows (`SocietyLoop.receivers`)"
+        pick = (lambda x: x) if rows is None else (lambda x: x[rows])  # noqa: E731
         ev_cat, ev_num, ev_emb = event_tensors(event_rows(p.events), self._encode)
+        shown = p.shown  # (N_r, K) agent ids
         agent, ev = np.nonzero(p.seen)
         exposure = torch.from_numpy(np.stack([agent, ev]).astype(np.int64)).reshape(2, -1)  # (2, V)
         cat, num, persona, actions = self._static
         none = torch.zeros(2, 0, dtype=torch.long, device=dev)
         g = seeds.torch_generator(self.cfg.seed, seeds.Stream.TICK_NOISE, p.tick)
-        tick_noise = torch.randn(p.n, self.model.cfg.tick_noise, generator=g).to(dev)  # (N, Rt) from the prior
+        tick_noise = pick(torch.randn(p.n, self.model.cfg.tick_noise, generator=g)).to(dev)  # (N_r, Rt) from the prior
+        draws = self.draws(p.tick, p.n)
         return TickInputs(cat, num, persona, none, torch.zeros(0, dtype=torch.long, device=dev), ev_cat.to(dev),
                           ev_num.to(dev), ev_emb.to(dev), exposure.to(dev), actions,
-                          torch.from_numpy(p.shown.astype(np.int64)).to(dev), torch.from_numpy(self.typer.table(p.shown)).to(dev),
-                          self.context, tick_noise, self.draws(p.tick, p.n), self.offsets)
+                          torch.from_numpy(self.sender_ids(p, shown).astype(np.int64)).to(dev),
+                          torch.from_numpy(self.typer.table(shown, rows)).to(dev),
+                          self.context, tick_noise, draws if rows is None else draws.rows(torch.from_numpy(rows)), self.offsets)
 
     def draws(self, tick: int, n: int) -> Draws:
         """This tick's random numbers, per agent and seeded (`society.seeds`): the decision's
@@ -223,7 +244,8 @@ class StudentPolicy:
 
     @torch.inference_mode()
     def act(self, p: Perception, progress: Progress | None = None, capture: bool = False) -> TickOutput:
-        cfg, n = self.cfg, p.n
+        cfg = self.cfg
+        n = p.n if self.rows is None else len(self.rows)
         inp = self.inputs(p)
         t0 = time.perf_counter()
         self.state, out = self.forward(inp, capture)
@@ -260,10 +282,11 @@ class StudentPolicy:
 
     def summary(self, stats: list[dict[str, Any]], wall: float, resumed: int) -> dict[str, Any]:
         seconds = [s["forward_s"] for s in stats]
+        journal = [s["journal_s"] for s in stats if "journal_s" in s]
         return {"agents": self.world.n, "ticks": len(stats), "actions": list(self.sc.actions.labels),
                 "decision_shares": [s["shares"] for s in stats],
                 "forward_seconds_per_tick": float(np.mean(seconds)) if seconds else 0.0, "wall_seconds": wall,
-                "resumed_from_tick": resumed}
+                "journal_seconds_per_tick": float(np.mean(journal)) if journal else 0.0, "resumed_from_tick": resumed}
 
 
 @dataclass
@@ -360,6 +383,7 @@ class Rollout:
 
             summary = self.loop.run(out, world_file, scenario_yaml, {"seed": self.cfg.seed}, inputs=[self.student.path],
                                     restart=restart, quiet=quiet, desc=desc, on_tick=on_tick)
+            summary["peak_rss_gib"] = round(peak_rss_gb(), 3)
         if keep:
             summary["ticks_data"] = kept
         return summary

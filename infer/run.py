@@ -12,7 +12,9 @@ from lsm.data_gen.gen import neighbor_rule_of
 from lsm.infer.bench import bench_sizes, default_student, flops_per_agent_tick, matmul_gflops, time_teacher
 from lsm.infer.counterfactual import SweepAxis, compare_runs, counterfactual_inputs, run_sweep
 from lsm.infer.report import RunView, write_report
+from lsm.infer.launch import run_sharded, torchrun_rank
 from lsm.infer.rollout import Rollout, RolloutConfig, parse_store
+from lsm.infer.sharded import ShardedRun
 from lsm.infer.validate import format_table, validate, write_json
 from lsm.model.checkpoint import load_checkpoint
 from lsm.society.embed import persona_tensor
@@ -40,12 +42,14 @@ def run_rollout(ckpt: str | Path, world: str | Path, scenario: str | Path, out: 
                 counterfactual: str | Path | None = None, sweep: str | None = None, sweep2: str | None = None,
                 sweep_action: str | None = None, neighbors: str | Path | None = None, agent_chunk: int | None = None,
                 store: str | Sequence[str] = (), device: str = "cpu", quiet: bool = False, restart: bool = False,
-                echo: Echo = None) -> RolloutRun:
+                echo: Echo = None, nproc: int = 1) -> RolloutRun:
     """Run a student checkpoint on a world and scenario (paths or shipped names), write the
     rollout to `out` and a report folder (default `<out without .h5>_report`); optionally a
     counterfactual on the same world and seed (another scenario, or interventions: see
     `society.interventions`), and a sweep over one or two edits (`EDIT=VALUES`). The arguments are those of `lsm rollout` (see its `--help`);
-    every option is checked before any work, a bad one raises `UsageError`."""
+    every option is checked before any work, a bad one raises `UsageError`. `nproc` > 1 (or
+    torchrun's ranks): the main rollout is sharded (`infer.launch`); under torchrun only rank 0
+    writes the report and the further runs."""
     import time
 
     t_start = time.perf_counter()
@@ -106,17 +110,33 @@ def run_rollout(ckpt: str | Path, world: str | Path, scenario: str | Path, out: 
             raise
         except ValueError as err:
             raise UsageError(str(err)) from None
+    if nproc < 1:
+        raise UsageError(f"--nproc {nproc}: expected at least 1 rank")
+    sharded = nproc > 1 or torchrun_rank() is not None
+    if sharded and device != "cpu":
+        raise UsageError(f"--nproc {nproc} --device {device}: sharded rollouts run on CPUs (gloo) for now; "
+                         "on a GPU, one process holds 10^7 agents")
     phase("start (imports, checkpoint, world, scenario)")
-    persona = persona_tensor(w.population, desc=None if quiet else "embedding backstories")  # (N, T)
-    phase("persona features")
-    r = Rollout(student, w, sc, cfg, persona_emb=persona, scenario_source=str(sc_path))
-    summary = r.run(out, world, Path(sc_path).read_text(), quiet=quiet, restart=restart)
+    r: Rollout | None = None
+    if sharded:
+        summary, leader = run_sharded(ShardedRun(str(student.path), str(world), str(sc_path), out, cfg, restart, quiet), nproc)
+        if not leader:
+            return RolloutRun(Path(out), report_dir, summary, text="")
+        say(f"sharded over {summary['ranks']} ranks ({', '.join(f'{a:,}' for a in summary['rank_agents'])} agents), "
+            f"edge cut {summary['edge_cut']:.1%}, halo {summary['halo_bytes_per_tick'] / 2**20:,.1f} MiB per tick, "
+            f"peak memory per rank {', '.join(f'{g:.2f}' for g in summary['peak_rss_gib_per_rank'])} GiB")
+    else:
+        persona = persona_tensor(w.population, desc=None if quiet else "embedding backstories")  # (N, T)
+        phase("persona features")
+        r = Rollout(student, w, sc, cfg, persona_emb=persona, scenario_source=str(sc_path))
+        summary = r.run(out, world, Path(sc_path).read_text(), quiet=quiet, restart=restart)
     forward = summary["forward_seconds_per_tick"] * summary["ticks"]
     phase("rollout")
     phases["rollout"] -= summary["write_seconds"]
     phases["writing the file"] = summary["write_seconds"]
-    say(f"rollout: {r.n:,} agents x {r.n_ticks} ticks, {summary['forward_seconds_per_tick']:.3f} s forward per tick "
-        f"({r.n / max(summary['forward_seconds_per_tick'], 1e-9):,.0f} agent-ticks/s), {summary['wall_seconds']:.1f} s wall")
+    say(f"rollout: {w.n:,} agents x {summary['ticks']} ticks, {summary['forward_seconds_per_tick']:.3f} s forward per tick "
+        f"({w.n / max(summary['forward_seconds_per_tick'], 1e-9):,.0f} agent-ticks/s), {summary['wall_seconds']:.1f} s wall"
+        + (f", peak memory {summary['peak_rss_gib']:.2f} GiB" if "peak_rss_gib" in summary else ""))
     if echo is not None and not quiet:
         echo(f"report: reading {out} and writing {report_dir}/ ...")
     say(write_report(out, report_dir, by_attrs, clusters, seed))
@@ -128,7 +148,7 @@ def run_rollout(ckpt: str | Path, world: str | Path, scenario: str | Path, out: 
         if cf.world is not w:  # severed ties or edited attributes: the counterfactual's file copies its own world
             cf_world = f"{stem}_cf_world.h5"
             save_world(cf.world, cf_world)
-        persona_cf = r.persona if cf.world.population is w.population else persona_tensor(cf.world.population)
+        persona_cf = r.persona if r is not None and cf.world.population is w.population else persona_tensor(cf.world.population)
         cf_yaml = Path(cf_path).read_text() if not cf.interventions else cf.scenario_yaml
         Rollout(student, cf.world, cf.scenario, cfg, persona_emb=persona_cf, scenario_source=str(cf_path),
                 interventions=cf.interventions or None).run(cf_out, cf_world, cf_yaml, quiet=quiet, restart=restart)
@@ -142,7 +162,7 @@ def run_rollout(ckpt: str | Path, world: str | Path, scenario: str | Path, out: 
         phase("counterfactual")
     if axes:
         def one(scn, world_p, desc):
-            persona_p = r.persona if world_p.population is w.population else persona_tensor(world_p.population)
+            persona_p = r.persona if r is not None and world_p.population is w.population else persona_tensor(world_p.population)
             return Rollout(student, world_p, scn, cfg, persona_emb=persona_p).run(None, quiet=quiet, desc=desc)
 
         result.sweep = run_sweep(one, sc, w, axes, seed, report_dir / "sweep", sweep_action, source=f"--sweep ({sc_path})")

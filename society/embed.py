@@ -40,7 +40,10 @@ class SentenceEncoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
+        from transformers.utils import logging as hf_logging
+
         path = model_dir()
+        hf_logging.disable_progress_bar()  # its "Loading weights" bar on stderr says nothing a user needs, quiet or not
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).to(device).eval()
         self.batch_size, self.max_length, self.device = batch_size, max_length, device
