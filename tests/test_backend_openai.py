@@ -296,3 +296,124 @@ def test_gen_through_the_server_and_a_server_that_dies_mid_run(tmp_path):
                 continue
             x, y = a.array(name), b.array(name)
             assert (x.tolist() == y.tolist()) if x.dtype == object else np.array_equal(x, y, equal_nan=True), name
+
+
+# -- several servers ----------------------------------------------------------------------
+@pytest.fixture
+def flaky_pair():
+    servers = [_Flaky(), _Flaky()]
+    threads = [threading.Thread(target=s.httpd.serve_forever, daemon=True) for s in servers]
+    for t in threads:
+        t.start()
+    yield servers
+    for s, t in zip(servers, threads):
+        s.httpd.shutdown()
+        s.httpd.server_close()
+        t.join(timeout=10)
+
+
+def test_requests_spread_over_servers_and_a_failing_one_is_passed_over_at_once(flaky_pair):
+    """Two replicas with one request in flight each: 8 requests are shared between them, each
+    answer says which server gave it, and `answered()` counts them. A server answering 503 (or
+    gone) has its request sent to the other at once, without the backoff wait."""
+    a, b = flaky_pair
+    cfg = OpenAIConfig(base_urls=[a.url, b.url], model="m", concurrency=1, max_retries=2, backoff_s=5.0)
+    backend = OpenAIBackend(cfg)
+    gens = backend.generate(HELLO * 8)
+    assert {g.server for g in gens} == {a.url, b.url}
+    assert backend.answered() == {a.url: len(a.hits), b.url: len(b.hits)}  # the start-up check and the 8 requests
+    assert len(a.times(a.CHAT)) + len(b.times(b.CHAT)) == 8
+    assert "via 2 servers" in backend.model_name
+    b.fail[b.CHAT] = [503] * 100
+    t0 = time.monotonic()
+    gens = backend.generate(HELLO * 6)
+    assert time.monotonic() - t0 < cfg.backoff_s  # no backoff: a failed request moved to the other server
+    assert {g.server for g in gens} == {a.url} and all(g.text == '{"ok": 1}' for g in gens)
+    b.httpd.shutdown()
+    b.httpd.server_close()  # gone: connection refused
+    gens = backend.generate(HELLO * 4)
+    assert {g.server for g in gens} == {a.url}
+
+
+def test_every_server_failing_is_one_error_after_the_retries(flaky_pair):
+    a, b = flaky_pair
+    backend = OpenAIBackend(OpenAIConfig(base_urls=[a.url, b.url], model="m", max_retries=1, backoff_s=0.01))
+    a.fail[a.CHAT], b.fail[b.CHAT] = [503] * 10, [503] * 10
+    with pytest.raises(BackendError, match=r"HTTP 503: deliberate 503 \(and on every one of the 2 servers\) after 2 tries"):
+        backend.generate(HELLO)
+    assert len(a.times(a.CHAT)) == len(b.times(b.CHAT)) == 2  # each tried once per round
+
+
+@pytest.mark.parametrize("bad, field", [({"base_urls": ["ftp://x"]}, "base_urls[0]"),
+                                         ({"base_urls": ["http://a/v1", "http://a/v1"]}, "base_urls"),
+                                         ({"base_urls": ["http://a/v1"], "base_url": "http://b/v1"}, "base_url")])
+def test_bad_server_lists_are_refused(bad, field):
+    import re
+
+    from lsm.config import ConfigError, from_dict
+    from lsm.data_gen.teacher.config import TeacherConfig
+
+    with pytest.raises(ConfigError, match=re.escape(f"openai.{field}")):
+        from_dict(TeacherConfig, {"backend": "openai", "openai": {"model": "m", **bad}}, source="t.yaml", kind="teacher config")
+
+
+def test_gen_over_two_servers_equals_one_and_survives_one_killed(tmp_path):
+    """`lsm gen` over two `lsm serve` processes writes the trace one server writes (same seeds),
+    both servers answering; with one of them killed mid-run the run completes on the other and
+    the trace is the same again."""
+    import os
+    import signal
+
+    from lsm.cli import main
+
+    procs = []
+    try:
+        urls = []
+        for _ in range(2):
+            proc, url = _start_server([sys.executable, "-m", "lsm", "serve", "--port", "0"], SERVE_TIMEOUT_S)
+            procs.append(proc)
+            urls.append(url)
+        save_world(build_world(shipped("population", "anes96.yaml"), shipped("graph", "default.yaml"), agents=4, seed=5),
+                   tmp_path / "w.h5")
+        sc = yaml.safe_load(shipped("scenarios", "vaccine_campaign.yaml").read_text())
+        sc["ticks"], sc["events"] = 2, [e for e in sc["events"] if e["tick"] < 2]
+        (tmp_path / "s.yaml").write_text(yaml.safe_dump(sc))
+
+        def teacher(name: str, servers: list[str]) -> str:
+            spec = {"model": "smollm2-135m-instruct", "concurrency": 1, "max_retries": 2, "backoff_s": 0.05,
+                    **({"base_url": servers[0]} if len(servers) == 1 else {"base_urls": servers})}
+            path = tmp_path / f"{name}.yaml"
+            path.write_text(yaml.safe_dump({"backend": "openai", "answer": "full", "max_tokens": 300, "chunk": 4, "openai": spec,
+                                            "limits": {"reasoning": 80, "message": 60, "memory": 40}}))
+            return str(path)
+
+        args = ["gen", "--world", str(tmp_path / "w.h5"), "--scenario", str(tmp_path / "s.yaml"), "--quiet", "true"]
+        assert main([*args, "--teacher", teacher("one", urls[:1]), "--out", str(tmp_path / "one.h5")]) == 0
+        assert main([*args, "--teacher", teacher("two", urls), "--out", str(tmp_path / "two.h5")]) == 0
+        with TraceFile(tmp_path / "two.h5") as tf:
+            per_server = json.loads(tf.f.attrs["summary"])["requests_per_server"]
+        assert set(per_server) == set(urls) and min(per_server.values()) > 0, per_server
+        cut = tmp_path / "cut.h5"
+        gen = subprocess.Popen([sys.executable, "-m", "lsm", *args, "--teacher", teacher("two", urls), "--out", str(cut)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        while not (tmp_path / "cut.h5.journal" / "state_0000.json").exists() and gen.poll() is None:
+            time.sleep(0.02)
+        assert gen.poll() is None, "gen finished before a server could be killed"
+        os.kill(procs[1].pid, signal.SIGKILL)
+        procs[1].wait(timeout=30)
+        _, err = gen.communicate(timeout=600)
+        assert gen.returncode == 0, err[-1500:]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=30)
+    with TraceFile(tmp_path / "cut.h5") as tf:
+        summary = json.loads(tf.f.attrs["summary"])
+    assert summary["requests_per_server"][urls[0]] > 0
+    for other in ("two.h5", "cut.h5"):
+        with TraceFile(tmp_path / "one.h5") as a, TraceFile(tmp_path / other) as b:
+            for name in a.fields:
+                if name == "latency_s":  # wall-clock timings differ run to run
+                    continue
+                x, y = a.array(name), b.array(name)
+                assert (x.tolist() == y.tolist()) if x.dtype == object else np.array_equal(x, y, equal_nan=True), (other, name)

@@ -19,12 +19,16 @@ class OpenAIConfig(Checked):
     """Any OpenAI-compatible server (`vllm serve`, llama.cpp server, `lsm serve`, a hosted API)."""
 
     base_url: str = "http://127.0.0.1:8000/v1"
+    base_urls: list[str] = field(default_factory=list)
+    """Several replicas of one server (`vllm serve` or `lsm serve` on several machines or
+    ports), instead of `base_url`: requests are spread over them, `concurrency` in flight on each,
+    and a request a server fails (down, 429, 5xx) is sent to another at once."""
     model: str = ""
     """Model name as the server knows it (GET /v1/models lists them)."""
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the API key (unset: no key is sent)."""
     concurrency: int = 8
-    """Requests in flight at once."""
+    """Requests in flight at once, on each server."""
     timeout_s: float = 120.0
     max_retries: int = 4
     """Retries on connection errors, 429 and 5xx, with exponential backoff."""
@@ -43,9 +47,20 @@ class OpenAIConfig(Checked):
     `walk`: read the top `top_logprobs` next tokens after the prefix and walk each option's text
     (approximate; every score counted in the run summary). `auto`: exact where the server can."""
 
+    def servers(self) -> list[str]:
+        """The base URLs requests go to: `base_urls`, else `base_url`."""
+        return list(self.base_urls) or [self.base_url]
+
     def check(self) -> Iterable[tuple[str, Any, str]]:
         if not self.model:
             yield "model", self.model, "the model name the server serves"
+        for k, url in enumerate(self.base_urls):
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                yield f"base_urls[{k}]", url, "an http:// or https:// URL such as http://10.0.0.2:8000/v1"
+        if len(set(self.base_urls)) < len(self.base_urls):
+            yield "base_urls", self.base_urls, "distinct URLs (each server once)"
+        if self.base_urls and self.base_url != OpenAIConfig.base_url:
+            yield "base_url", self.base_url, "left out when base_urls lists the servers"
         if not 1 <= self.concurrency <= 1024:
             yield "concurrency", self.concurrency, "1 to 1,024 requests in flight"
         if not 0 < self.timeout_s <= 3600:

@@ -60,6 +60,8 @@ class TickStats:
     llm_s: float = 0.0
     approximate_scores: int = 0
     """Option scores of this tick the backend could only approximate (`LLMBackend.approximate_scores`)."""
+    servers: dict[str, int] = field(default_factory=dict)
+    """Requests of this tick each server answered (the `openai` backend over several servers)."""
     phase_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PROFILE_PHASES, 0.0))
     """Seconds of this tick per phase (every one of `PROFILE_PHASES`, 0 where it did not run, then
     the backend's own, prefixed "llm ")."""
@@ -355,6 +357,7 @@ class Teacher:
         sampled = seeds.rng(self.llm_seed, seeds.Stream.CONTRAST_SAMPLE, tick).random(n) < self.contrast_fraction  # (n,)
         t_tick = time.perf_counter()
         approx0 = self.backend.approximate_scores
+        answered0 = answered(self.backend)
         size = self.cfg.chunk
         for ci, lo in enumerate(range(0, n, size)):
             idx = np.arange(lo, min(n, lo + size))
@@ -400,6 +403,7 @@ class Teacher:
             stats.repaired += int(((out["attempts"][idx] > 1) & out["valid"][idx]).sum())
             stats.tokens += int(out["tokens_prompt"][idx].sum() + out["tokens_completion"][idx].sum())
             stats.approximate_scores = self.backend.approximate_scores - approx0
+            stats.servers = {k: v - answered0.get(k, 0) for k, v in answered(self.backend).items()}
             if progress is not None:
                 el = max(time.perf_counter() - t_tick, 1e-9)
                 progress(len(idx), f"{stats.agents / el:.2f} agents/s, {stats.tokens / el:.0f} tok/s, "
@@ -449,9 +453,20 @@ class Teacher:
             "approximate_scores": sum(s.get("approximate_scores", 0) for s in stats),
             "profile": profile(stats, agents),
         }
+        servers: dict[str, int] = {}
+        for s in stats:
+            for k, v in (s.get("servers") or {}).items():
+                servers[k] = servers.get(k, 0) + v
+        if servers:
+            out["requests_per_server"] = servers
         if self.numeric:
             out["mean_decision_value"] = [s["mean_value"] for s in stats]
         return out
+
+
+def answered(backend) -> dict[str, int]:
+    """Requests each server answered so far (`OpenAIBackend.answered`; none for in-process backends)."""
+    return backend.answered() if hasattr(backend, "answered") else {}
 
 
 def profile(stats: list[dict[str, Any]], agent_ticks: int) -> dict[str, dict[str, float]]:

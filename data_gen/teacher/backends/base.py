@@ -28,6 +28,8 @@ class Generation:
     latency_s: float
     """Wall time of the batch call divided by the batch size."""
     finish_reason: str = "stop"
+    server: str = ""
+    """The server that answered (the `openai` backend's base URL; empty for in-process backends)."""
 
 
 class LLMBackend(ABC):

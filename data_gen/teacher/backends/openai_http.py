@@ -66,6 +66,28 @@ class BackendError(RuntimeError):
     """The server cannot be used: down, wrong model, or it refused a request."""
 
 
+class _Server:
+    """One replica: its base URL, the requests in flight on it, and how many it answered."""
+
+    def __init__(self, base: str):
+        self.base = base.rstrip("/")
+        self.busy = 0
+        self.taken = 0
+        """Requests sent to it: among equally busy servers, the one sent fewest goes next."""
+        self.failed_at = 0.0
+        """When a request to it last failed (0: never): it is tried after the others for a while."""
+        self.answered = 0
+
+    @property
+    def root(self) -> str:
+        """The server's root URL (vLLM serves `/tokenize` beside `/v1`, not under it)."""
+        return self.base[: -len("/v1")] if self.base.endswith("/v1") else self.base
+
+
+FAILED_SERVER_S = 30.0
+"""A server whose request failed is tried after the others for this long (then as any other)."""
+
+
 class OpenAIBackend(LLMBackend):
     name = "openai"
     supports_logprobs = True
@@ -73,7 +95,9 @@ class OpenAIBackend(LLMBackend):
 
     def __init__(self, config):
         self.config = config
-        self.base = config.base_url.rstrip("/")
+        self.servers = [_Server(u) for u in config.servers()]
+        self.base = self.servers[0].base
+        self._route = threading.Condition()
         key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
         self.headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
         self.floor_hits = 0
@@ -85,51 +109,106 @@ class OpenAIBackend(LLMBackend):
         self._ids_cache: dict[str, list[int]] = {}
         self.template_trims: bool | None = None
         """The server's chat template trims an answer prefix it continues (None: not checkable)."""
-        models = self._request("GET", "/models")
-        ids = [m.get("id") for m in models.get("data", [])]
-        if config.model not in ids:
-            raise BackendError(f"{self.base}: the server does not serve model {config.model!r}; it serves {ids}. "
-                               "Set openai.model in the teacher config to one of them")
-        self.model_name = f"{config.model} via {self.base}"
+        for server in self.servers:  # every replica is up and serves the model, or one clear error now
+            models = self._request("GET", "/models", only=server)
+            ids = [m.get("id") for m in models.get("data", [])]
+            if config.model not in ids:
+                raise BackendError(f"{server.base}: the server does not serve model {config.model!r}; it serves {ids}. "
+                                   "Set openai.model in the teacher config to one of them")
+        via = self.base if len(self.servers) == 1 else f"{len(self.servers)} servers ({', '.join(s.base for s in self.servers)})"
+        self.model_name = f"{config.model} via {via}"
 
     # -- HTTP -----------------------------------------------------------------------------
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None, base: str | None = None) -> dict[str, Any]:
-        """`method base+path` (base: `openai.base_url`) with retries; the JSON answer."""
+    def answered(self) -> dict[str, int]:
+        """Requests answered so far, per server base URL."""
+        return {sv.base: sv.answered for sv in self.servers}
+
+    def _take(self, tried: set[int], only: _Server | None) -> _Server | None:
+        """A server for the next try of a request: `only`, or the least busy of those not yet
+        tried this round (one that failed lately after the others), waiting while every candidate
+        has `concurrency` requests in flight; None when every server has been tried this round."""
+        with self._route:
+            while True:
+                now = time.monotonic()
+                free = [k for k, sv in enumerate(self.servers) if k not in tried and (only is None or sv is only)]
+                if not free:
+                    return None
+                k = min(free, key=lambda k: (now - self.servers[k].failed_at < FAILED_SERVER_S, self.servers[k].busy,
+                                             self.servers[k].taken, k))
+                sv = self.servers[k]
+                if sv.busy < self.config.concurrency or only is not None:
+                    sv.busy += 1
+                    sv.taken += 1
+                    tried.add(k)
+                    return sv
+                self._route.wait(0.5)
+
+    def _give_back(self, sv: _Server, outcome: str) -> None:
+        """`outcome`: "answered", "refused" (a 4xx: the server is fine) or "failed"."""
+        with self._route:
+            sv.busy -= 1
+            if outcome == "answered":
+                sv.answered += 1
+            elif outcome == "failed":
+                sv.failed_at = time.monotonic()
+            self._route.notify_all()
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None, root: bool = False,
+                 only: _Server | None = None) -> dict[str, Any]:
+        """`method` on `path` under a server's base URL (`root`: under its root) with failover and
+        retries; the JSON answer."""
+        return self._call(method, path, body, root, only)[0]
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None, root: bool = False,
+              only: _Server | None = None) -> tuple[dict[str, Any], _Server]:
+        """(the JSON answer, the server that gave it). Each round tries every server once (or
+        `only`), least busy first, moving on at once when one cannot be reached or answers 429 /
+        5xx; between rounds, exponential backoff (at least what a `Retry-After` asked). A 4xx is
+        final. After `max_retries` + 1 rounds, one error naming the last failure."""
         cfg = self.config
-        base = base or self.base
         data = json.dumps(body).encode() if body is not None else None
-        last, asked = "", 0.0
+        last, asked, url = "", 0.0, ""
         for attempt in range(cfg.max_retries + 1):
-            req = urllib.request.Request(base + path, data=data, method=method, headers=self.headers)
-            try:
-                with urllib.request.urlopen(req, timeout=cfg.timeout_s) as resp:
-                    return json.loads(resp.read())
-            except urllib.error.HTTPError as err:
-                detail = err.read().decode(errors="replace")
+            tried: set[int] = set()
+            while (sv := self._take(tried, only)) is not None:
+                url = (sv.root if root else sv.base) + path
+                req = urllib.request.Request(url, data=data, method=method, headers=self.headers)
+                outcome = "failed"
                 try:
-                    detail = json.loads(detail)["error"]["message"]
-                except (ValueError, KeyError, TypeError):
-                    pass
-                if err.code == 429 or err.code >= 500:
-                    last, asked = f"HTTP {err.code}: {detail}", retry_after_s(err.headers.get("Retry-After"))
-                else:
-                    raise BackendError(f"{method} {base}{path}: HTTP {err.code}: {detail}") from None
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as err:
-                reason = getattr(err, "reason", err)
-                last = f"cannot reach the server ({reason})"
+                    with urllib.request.urlopen(req, timeout=cfg.timeout_s) as resp:
+                        answer = json.loads(resp.read())
+                    outcome = "answered"
+                    return answer, sv
+                except urllib.error.HTTPError as err:
+                    detail = err.read().decode(errors="replace")
+                    try:
+                        detail = json.loads(detail)["error"]["message"]
+                    except (ValueError, KeyError, TypeError):
+                        pass
+                    if err.code == 429 or err.code >= 500:
+                        last, asked = f"HTTP {err.code}: {detail}", max(asked, retry_after_s(err.headers.get("Retry-After")))
+                    else:
+                        outcome = "refused"
+                        raise BackendError(f"{method} {url}: HTTP {err.code}: {detail}") from None
+                except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as err:
+                    reason = getattr(err, "reason", err)
+                    last = f"cannot reach the server ({reason})"
+                finally:
+                    self._give_back(sv, outcome)
             if attempt < cfg.max_retries:
                 time.sleep(max(cfg.backoff_s * 2**attempt, asked))
                 asked = 0.0
-        raise BackendError(f"{method} {base}{path}: {last} after {cfg.max_retries + 1} tries; "
+        where = "" if len(self.servers) == 1 or only is not None else f" (and on every one of the {len(self.servers)} servers)"
+        raise BackendError(f"{method} {url}: {last}{where} after {cfg.max_retries + 1} tries; "
                            "is the server running (e.g. `lsm serve` or `vllm serve`) and is openai.base_url right?")
 
     @property
     def root(self) -> str:
-        """The server's root URL (vLLM serves `/tokenize` beside `/v1`, not under it)."""
-        return self.base[: -len("/v1")] if self.base.endswith("/v1") else self.base
+        """The first server's root URL (vLLM serves `/tokenize` beside `/v1`, not under it)."""
+        return self.servers[0].root
 
     def _tokenize(self, body: dict[str, Any]) -> list[int]:
-        r = self._request("POST", "/tokenize", {"model": self.config.model, **body}, base=self.root)
+        r = self._request("POST", "/tokenize", {"model": self.config.model, **body}, root=True)
         tokens = r.get("tokens")
         if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
             raise BackendError(f"{self.root}/tokenize answered without a token list")
@@ -192,7 +271,7 @@ class OpenAIBackend(LLMBackend):
         return True
 
     def _map(self, fn, items: Sequence[Any]) -> list[Any]:
-        with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
+        with ThreadPoolExecutor(max_workers=self.config.concurrency * len(self.servers)) as pool:
             return list(pool.map(fn, items))
 
     def _chat(self, conv: Conversation, **extra: Any) -> dict[str, Any]:
@@ -216,19 +295,20 @@ class OpenAIBackend(LLMBackend):
             continued = bool(conv) and conv[-1]["role"] == "assistant"
             t0 = time.perf_counter()
             if continued and by_ids:
-                r = self._request("POST", "/completions", {"model": self.config.model, "prompt": self.prompt_ids(conv), **extra})
+                r, sv = self._call("POST", "/completions", {"model": self.config.model, "prompt": self.prompt_ids(conv), **extra})
                 ch = r["choices"][0]
                 text = ch.get("text") or ""
             else:
                 if continued and self.config.continue_final_message:
                     extra.update(continue_final_message=True, add_generation_prompt=False)
-                r = self._chat(conv, **extra)
+                r, sv = self._call("POST", "/chat/completions", {"model": self.config.model, "messages": conv, **extra})
                 ch = r["choices"][0]
                 text = ch["message"].get("content") or ""
             usage = r.get("usage") or {}
             return Generation(text=text, prompt_tokens=int(usage.get("prompt_tokens", 0)),
                               completion_tokens=int(usage.get("completion_tokens", 0)),
-                              latency_s=time.perf_counter() - t0, finish_reason=ch.get("finish_reason") or "stop")
+                              latency_s=time.perf_counter() - t0, finish_reason=ch.get("finish_reason") or "stop",
+                              server=sv.base)
 
         return self._map(one, list(enumerate(conversations)))  # latency_s: each request's own wall time
 
