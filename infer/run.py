@@ -21,6 +21,7 @@ from lsm.society.embed import persona_tensor
 from lsm.society.interventions import apply
 from lsm.society.scenario import load_scenario
 from lsm.society.world import load_world, save_world
+from lsm.society.world.partition import partition
 from lsm.transcript import Echo, Transcript
 
 
@@ -113,6 +114,9 @@ def run_rollout(ckpt: str | Path, world: str | Path, scenario: str | Path, out: 
     if nproc < 1:
         raise UsageError(f"--nproc {nproc}: expected at least 1 rank")
     sharded = nproc > 1 or torchrun_rank() is not None
+    if nproc > 1 and (partition(w.graph.household, nproc).sizes() == 0).any():
+        raise UsageError(f"--nproc {nproc}: {world} has {len(np.unique(w.graph.household))} households, and a shard holds "
+                         "whole households; use at most that many ranks")
     if sharded and device != "cpu":
         raise UsageError(f"--nproc {nproc} --device {device}: sharded rollouts run on CPUs (gloo) for now; "
                          "on a GPU, one process holds 10^7 agents")

@@ -177,14 +177,17 @@ def test_a_rank_killed_mid_run_stops_the_others_and_the_same_command_resumes_to_
     assert_same_content(ref, cut)
 
 
-@pytest.mark.parametrize("nproc", ["0", "-1"])
-def test_nproc_below_one_is_refused(trained, world_file, tmp_path, capsys, nproc):
+@pytest.mark.parametrize("nproc, says", [("0", "expected at least 1 rank"), ("-1", "expected at least 1 rank"),
+                                         ("5000", "households, and a shard holds whole households")])
+def test_a_rank_count_that_cannot_be_used_is_refused(trained, world_file, tmp_path, capsys, nproc, says):
+    """Fewer than 1 rank, or more ranks than the world has households: one paragraph, exit 2, no process started."""
     from lsm.cli import main
 
     _, ckpt, _ = trained
     assert main(["rollout", "--ckpt", str(ckpt), "--world", str(world_file), "--scenario", "vaccine_campaign",
                  "--out", str(tmp_path / "x.h5"), "--nproc", nproc]) == 2
-    assert f"--nproc {nproc}: expected at least 1 rank" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"--nproc {nproc}: " in err and says in err, err
 
 
 def test_a_shard_is_shown_whom_its_agents_are_shown_in_one_process(anes_world, monkeypatch):
