@@ -106,6 +106,23 @@ def test_lsm_validate_on_the_reference_corpus(tmp_path, capsys):
     assert set(res) == set(METRICS)
     for k in ("decision_jsd_mean", "decision_jsd_final", "channel_w1_mean", "agent_decision_agreement", "channel_mae"):
         assert res[k]["student"] == pytest.approx(res[k]["floor"]) and res[k]["ratio"] == pytest.approx(1.0)
+    # and the figure is the files' own, recomputed from its definition (not by the code under test):
+    # per tick, the Jensen-Shannon divergence (natural log) of the valid agents' decision shares, averaged
+    def shares(path):
+        with h5py.File(path, "r") as f:
+            d, v = f["decision"][()], f["valid"][()].astype(bool)
+            A = f["decision_dist"].shape[-1]  # the action count
+        return np.stack([np.bincount(d[t][v[t]], minlength=A) / max(int(v[t].sum()), 1) for t in range(len(d))])
+
+    def js(p, q):
+        m = (p + q) / 2
+        kl = lambda a, b: float(sum(x * math.log(x / y) for x, y in zip(a, b) if x > 0))  # noqa: E731
+        return 0.5 * kl(p, m) + 0.5 * kl(q, m)
+
+    a, b = shares(CORPUS / "vaccine_campaign_s0.h5"), shares(CORPUS / "vaccine_campaign_s1.h5")
+    by_hand = [js(a[t], b[t]) for t in range(len(a))]
+    assert res["decision_jsd_mean"]["floor"] == pytest.approx(np.mean(by_hand), abs=1e-9) and np.mean(by_hand) > 0
+    assert res["decision_jsd_final"]["floor"] == pytest.approx(by_hand[-1], abs=1e-9)
     assert "| decision_jsd_mean | lower |" in capsys.readouterr().out
     assert main(["validate", "--reference", str(CORPUS / "vaccine_campaign_s0.h5"), "--repeat",
                  str(CORPUS / "vaccine_campaign_s1.h5"), "--student", str(CORPUS / "product_adoption_s0.h5")]) == 2
