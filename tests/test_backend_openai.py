@@ -358,9 +358,9 @@ def test_bad_server_lists_are_refused(bad, field):
 
 
 def test_gen_over_two_servers_equals_one_and_survives_one_killed(tmp_path):
-    """`lsm gen` over two `lsm serve` processes writes the trace one server writes (same seeds),
-    both servers answering; with one of them killed mid-run the run completes on the other and
-    the trace is the same again."""
+    """`lsm gen` over two `lsm serve` processes, one of them killed once tick 0 is journaled:
+    both answered tick 0, the run completes on the other, and the trace is the one a single
+    server writes (same seeds)."""
     import os
     import signal
 
@@ -373,7 +373,7 @@ def test_gen_over_two_servers_equals_one_and_survives_one_killed(tmp_path):
             proc, url = _start_server([sys.executable, "-m", "lsm", "serve", "--port", "0"], SERVE_TIMEOUT_S)
             procs.append(proc)
             urls.append(url)
-        save_world(build_world(shipped("population", "anes96.yaml"), shipped("graph", "default.yaml"), agents=4, seed=5),
+        save_world(build_world(shipped("population", "anes96.yaml"), shipped("graph", "default.yaml"), agents=2, seed=5),
                    tmp_path / "w.h5")
         sc = yaml.safe_load(shipped("scenarios", "vaccine_campaign.yaml").read_text())
         sc["ticks"], sc["events"] = 2, [e for e in sc["events"] if e["tick"] < 2]
@@ -383,16 +383,12 @@ def test_gen_over_two_servers_equals_one_and_survives_one_killed(tmp_path):
             spec = {"model": "smollm2-135m-instruct", "concurrency": 1, "max_retries": 2, "backoff_s": 0.05,
                     **({"base_url": servers[0]} if len(servers) == 1 else {"base_urls": servers})}
             path = tmp_path / f"{name}.yaml"
-            path.write_text(yaml.safe_dump({"backend": "openai", "answer": "full", "max_tokens": 300, "chunk": 4, "openai": spec,
+            path.write_text(yaml.safe_dump({"backend": "openai", "answer": "full", "max_tokens": 300, "chunk": 2, "openai": spec,
                                             "limits": {"reasoning": 80, "message": 60, "memory": 40}}))
             return str(path)
 
         args = ["gen", "--world", str(tmp_path / "w.h5"), "--scenario", str(tmp_path / "s.yaml"), "--quiet", "true"]
         assert main([*args, "--teacher", teacher("one", urls[:1]), "--out", str(tmp_path / "one.h5")]) == 0
-        assert main([*args, "--teacher", teacher("two", urls), "--out", str(tmp_path / "two.h5")]) == 0
-        with TraceFile(tmp_path / "two.h5") as tf:
-            per_server = json.loads(tf.f.attrs["summary"])["requests_per_server"]
-        assert set(per_server) == set(urls) and min(per_server.values()) > 0, per_server
         cut = tmp_path / "cut.h5"
         gen = subprocess.Popen([sys.executable, "-m", "lsm", *args, "--teacher", teacher("two", urls), "--out", str(cut)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -408,12 +404,11 @@ def test_gen_over_two_servers_equals_one_and_survives_one_killed(tmp_path):
             proc.kill()
             proc.wait(timeout=30)
     with TraceFile(tmp_path / "cut.h5") as tf:
-        summary = json.loads(tf.f.attrs["summary"])
-    assert summary["requests_per_server"][urls[0]] > 0
-    for other in ("two.h5", "cut.h5"):
-        with TraceFile(tmp_path / "one.h5") as a, TraceFile(tmp_path / other) as b:
-            for name in a.fields:
-                if name == "latency_s":  # wall-clock timings differ run to run
-                    continue
-                x, y = a.array(name), b.array(name)
-                assert (x.tolist() == y.tolist()) if x.dtype == object else np.array_equal(x, y, equal_nan=True), (other, name)
+        per_server = json.loads(tf.f.attrs["summary"])["requests_per_server"]
+    assert set(per_server) == set(urls) and min(per_server.values()) > 0, per_server  # both answered (tick 0)
+    with TraceFile(tmp_path / "one.h5") as a, TraceFile(tmp_path / "cut.h5") as b:
+        for name in a.fields:
+            if name == "latency_s":  # wall-clock timings differ run to run
+                continue
+            x, y = a.array(name), b.array(name)
+            assert (x.tolist() == y.tolist()) if x.dtype == object else np.array_equal(x, y, equal_nan=True), name
