@@ -113,7 +113,7 @@ class Journal:
         out = Path(out)
         self.keep_states = keep_states
         self.lock = OutputLock(out)  # first: nothing below may touch another process's run
-        self.dir = out.with_name(out.name + ".journal")
+        self.dir = self.folder_of(out)
         try:
             self._open(fp, meta, restart)
         except BaseException:
@@ -134,15 +134,32 @@ class Journal:
         blob = json.dumps({"fingerprint": fp, **meta}).encode()
         atomic_write(self.dir / "run.json", lambda fh: fh.write(blob))
 
+    @staticmethod
+    def folder_of(out: str | Path) -> Path:
+        """The journal folder of output `out`: `<out>.journal`."""
+        out = Path(out)
+        return out.with_name(out.name + ".journal")
+
+    @staticmethod
+    def paths_in(folder: Path, t: int) -> tuple[Path, Path, Path]:
+        """(tick fields, state, array state) of tick t in a journal folder."""
+        return folder / f"tick_{t:04d}.npz", folder / f"state_{t:04d}.json", folder / f"arrays_{t:04d}.npz"
+
+    @classmethod
+    def finished_in(cls, folder: Path, ticks: int | None = None) -> int:
+        """How many ticks from 0 on (at most `ticks`) a journal folder holds completely (the state
+        file is written last); read without taking the run's lock."""
+        t = 0
+        while (ticks is None or t < ticks) and cls.paths_in(folder, t)[1].is_file() and cls.paths_in(folder, t)[0].is_file():
+            t += 1
+        return t
+
     def _paths(self, t: int) -> tuple[Path, Path, Path]:
-        return self.dir / f"tick_{t:04d}.npz", self.dir / f"state_{t:04d}.json", self.dir / f"arrays_{t:04d}.npz"
+        return self.paths_in(self.dir, t)
 
     def finished(self, ticks: int) -> int:
         """How many ticks from 0 on are journaled completely (the state file is written last)."""
-        t = 0
-        while t < ticks and self._paths(t)[1].is_file() and self._paths(t)[0].is_file():
-            t += 1
-        return t
+        return self.finished_in(self.dir, ticks)
 
     def save(self, t: int, data: dict[str, np.ndarray], state: dict[str, Any], arrays: dict[str, Any]) -> None:
         npz, st, arr = self._paths(t)

@@ -41,14 +41,7 @@ def rank_journal(out: str | Path, rank: int, size: int) -> Path:
 
 def journaled_ticks(out: str | Path, size: int) -> int:
     """Ticks from 0 on that every rank of a sharded run of `out` has journaled (0 when none)."""
-    counts = []
-    for r in range(size):
-        d = Path(str(rank_journal(out, r, size)) + ".journal")
-        t = 0
-        while (d / f"state_{t:04d}.json").is_file() and (d / f"tick_{t:04d}.npz").is_file():
-            t += 1
-        counts.append(t)
-    return min(counts) if counts else 0
+    return min((Journal.finished_in(Journal.folder_of(rank_journal(out, r, size))) for r in range(size)), default=0)
 
 
 class ShardedLoop(SocietyLoop):
@@ -86,7 +79,7 @@ class ShardedLoop(SocietyLoop):
         c = self.comm
         c.barrier()  # every rank has journaled every tick
         if c.rank == 0:
-            dirs = [Path(str(rank_journal(out, r, c.size)) + ".journal") for r in range(c.size)]
+            dirs = [Journal.folder_of(rank_journal(out, r, c.size)) for r in range(c.size)]
             self._assemble(out, dirs, lambda t: self.merged(dirs, t), world_file, scenario_yaml, seeds, configs, summary)
         c.barrier()  # `out` is written: the journals may go
         journal.remove()
@@ -107,7 +100,7 @@ class ShardedLoop(SocietyLoop):
 
     def merged(self, dirs: list[Path], t: int) -> dict[str, np.ndarray]:
         """Tick t's fields of every agent, from the ranks' journals (rows put at their agents' ids)."""
-        parts = [np.load(d / f"tick_{t:04d}.npz") for d in dirs]
+        parts = [np.load(Journal.paths_in(d, t)[0]) for d in dirs]
         try:
             out: dict[str, np.ndarray] = {}
             for name in parts[0].files:
