@@ -2,6 +2,7 @@
 identical on CPU, and every file carries a content checksum that `lsm info --verify` checks."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -12,7 +13,8 @@ import pytest
 from lsm.cli import main
 from lsm.config import CONFIG_ROOT, shipped
 from lsm.society import store
-from lsm.society.store import TRACE_FIELDS, TraceWriter, content_checksums
+from lsm.society.store import EVENT_COLUMNS, TRACE_FIELDS, TraceWriter, content_checksums
+from lsm.society.world import build_world, save_world
 
 
 def _datasets(path):
@@ -149,3 +151,73 @@ def test_info_verify_on_files_without_a_checksum(capsys):
     for path in (corpus / "world.h5", corpus / "vaccine_campaign_s0.h5"):
         assert main(["info", str(path), "--verify", "true"]) == 0
         assert "checksum: none stored (the file was written before lsm stored checksums); unverifiable" in capsys.readouterr().out
+
+
+def _recomputed(path):
+    """(content_checksum, dataset_checksums) of a file, recomputed from their definition in
+    docs/formats.md#integrity with hashlib and h5py alone (not lsm's own hashing code)."""
+    per = {}
+    with h5py.File(path) as f:
+        names = []
+        f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        for name in sorted(names):
+            ds = f[name]
+            if h5py.check_string_dtype(ds.dtype) is not None:  # variable-length strings read as bytes
+                values = b"".join(v + b"\0" for v in np.asarray(ds[()], dtype=object).reshape(-1))
+            else:  # the bytes in the dtype's own byte order, C order
+                values = np.ascontiguousarray(ds[()]).tobytes()
+            text = f"/{name}\0{ds.dtype.str}\0{ds.shape}\0{hashlib.sha256(values).hexdigest()}"
+            per[name] = hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+    whole = hashlib.sha256("".join(f"{name}\0{digest}\0" for name, digest in per.items()).encode("utf-8"))
+    return "sha256:" + whole.hexdigest(), per
+
+
+@pytest.fixture
+def tiny_world(tmp_path):
+    """A 12-agent world file: strings, int and float arrays, 2-D arrays and an empty dataset."""
+    path = tmp_path / "w12.h5"
+    save_world(build_world(shipped("population", "generic.yaml"), shipped("graph", "default.yaml"), 12, 3), path)
+    return path
+
+
+def _stored_pair(path):
+    with h5py.File(path) as f:
+        return str(f.attrs["content_checksum"]), json.loads(f.attrs["dataset_checksums"])
+
+
+def test_stored_checksums_equal_their_documented_definition(tiny_world, tmp_path):
+    """A world, and a trace with every field (bool, 3-D, NaN, -0.0, non-ASCII and empty strings),
+    hashed by the writer while writing: both stored checksums are what the documented definition
+    gives, so another program can check a file without lsm."""
+    dims = {"N": 12, "C": 3, "R": 11, "A": 4, "D": 8, "K": 2, "E": 2, "Z": 4, "H": 5, "X": 3}
+    trace = tmp_path / "t.h5"
+    rng = np.random.default_rng(1)
+    with TraceWriter(trace, "teacher_trace", tiny_world, shipped("scenarios", "vaccine_campaign.yaml").read_text(),
+                     dims, list(TRACE_FIELDS)) as w:
+        for t in range(2):
+            w.append_tick(_every_field_tick(rng, dims, t))
+    for path, n_datasets in ((tiny_world, 24), (trace, 24 + len(TRACE_FIELDS) + len(EVENT_COLUMNS))):
+        stored, per = _stored_pair(path)
+        assert (stored, per) == _recomputed(path), path
+        assert len(per) == n_datasets, (path, sorted(per))
+
+
+def test_info_verify_names_a_changed_string_dataset(tiny_world, capsys):
+    """Strings are content too: one name or persona changed (same length, or longer) is a mismatch
+    naming that dataset; an attribute added is metadata and still verifies."""
+    with h5py.File(tiny_world, "a") as f:
+        f.attrs["note"] = "added later"
+        original = {name: f[name][0] for name in ("population/names", "population/persona")}
+    assert main(["info", str(tiny_world), "--verify", "true"]) == 0
+    capsys.readouterr()
+    for name, changed in (("population/names", original["population/names"][:-1] + b"!"),
+                          ("population/persona", original["population/persona"] + b" ")):
+        with h5py.File(tiny_world, "a") as f:
+            f[name][0] = changed
+        assert main(["info", str(tiny_world), "--verify", "true"]) == 2, name
+        err = capsys.readouterr().err
+        assert f"first changed dataset: {name} " in err and "Traceback" not in err, err
+        with h5py.File(tiny_world, "a") as f:
+            f[name][0] = original[name]
+        assert main(["info", str(tiny_world), "--verify", "true"]) == 0, f"{name} restored"
+        capsys.readouterr()
