@@ -14,7 +14,7 @@ import yaml
 from lsm.cli import main
 from lsm.config import shipped
 from lsm.society.store import SCHEMA_VERSION
-from lsm.society.store import TraceFile  # noqa: F401  (import check)
+from lsm.society.store import TraceFile
 from lsm.society.world import load_world
 
 CORPUS = Path(__file__).resolve().parents[1] / "data_gen/corpus/n20"
@@ -263,3 +263,131 @@ def test_lsm_train_default_root_dir_moves_checkpoints_and_logs(tmp_path, monkeyp
     assert sorted(p.name for p in ckpts.iterdir()) == ["config.yaml", "last.ckpt", "student-epoch=0.ckpt"]
     assert sorted(p.name for p in (tmp_path / "X" / "tensorboard").iterdir()) == ["version_0", "version_1"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["X"]
+
+
+# --------------------------------------------------------------------------- claims of the README
+
+def _small_world(tmp_path, capsys, agents: int = 200, seed: int = 1) -> Path:
+    """`lsm world` with the shipped anes96 population: the file (its printed summary is dropped)."""
+    out = tmp_path / f"w{agents}_{seed}.h5"
+    assert main(["world", "--agents", str(agents), "--seed", str(seed), "--out", str(out)]) == 0
+    capsys.readouterr()
+    return out
+
+
+def _installed_versions() -> dict[str, str]:
+    """What the packages this process imported say of themselves (`__version__`, not the
+    importlib.metadata the writer uses), and the interpreter's version."""
+    import platform
+
+    import h5py
+    import lightning
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "h5py": h5py.__version__, "lightning": lightning.__version__}
+
+
+def test_package_versions_written_into_a_file_read_back_as_the_installed_ones(tmp_path, capsys):
+    """formats.md: every HDF5 file records `package_versions` (JSON). Read back from a world that
+    `lsm world` wrote, it parses and equals the installed versions: the interpreter's and each
+    package's own `__version__`, plus importlib.metadata's for lsm and the optional ones; and
+    `lsm info` prints exactly the stored JSON."""
+    import importlib.metadata as md
+
+    import h5py
+
+    world = _small_world(tmp_path, capsys, agents=20)
+    with h5py.File(world) as f:
+        stored = json.loads(f.attrs["package_versions"])
+    expected = {**_installed_versions(), "lsm": md.version("lsm")}
+    for optional in ("datasets", "transformers"):  # recorded where installed
+        try:
+            expected[optional] = md.version(optional)
+        except md.PackageNotFoundError:
+            pass
+    assert stored == expected
+    assert main(["info", str(world)]) == 0
+    assert capsys.readouterr().out.splitlines()[3] == f"  packages: {json.dumps(stored)}"
+
+
+EXPOSURE_LINE = re.compile(r"  tick +(\d+)  event (\d+): ([\d,]+) agents \(([\d.]+)%\)")
+
+
+def _exposure_rows(text: str) -> dict[int, int]:
+    """{event uid: agents reached} from the exposure lines `lsm scenario --world` prints."""
+    return {int(m.group(2)): int(m.group(3).replace(",", "")) for m in EXPOSURE_LINE.finditer(text)}
+
+
+def _reached_by_hand(world: Path, event: dict, uid: int, tick: int, seed: int) -> int:
+    """Agents an event without `followers_of` reaches, from its documented definition: every
+    `where` attribute in its listed categories, and then `default_rng([seed, uid, tick]).random(N)`
+    below `fraction` (docs/formats.md; society/seeds.py, stream EXPOSURE)."""
+    pop = load_world(world).population
+    rule = event.get("exposure", {})
+    mask = np.ones(pop.n, dtype=bool)
+    for attr, allowed in rule.get("where", {}).items():
+        mask &= np.isin(np.asarray(pop.categories[attr])[pop.categorical[attr]], allowed)
+    if rule.get("fraction", 1.0) < 1:
+        mask &= np.random.default_rng([seed, uid, tick]).random(pop.n) < rule["fraction"]
+    return int(mask.sum())
+
+
+def test_scenario_seed_moves_only_the_seeded_exposure_draws(tmp_path, capsys):
+    """`lsm scenario FILE --world W --seed S`: the seed is printed, the timeline does not depend
+    on it, each event's reach equals a count recomputed by hand from the event's rule and the
+    seed, a seeded fraction's count changes with the seed, and the same seed prints the same text."""
+    world = _small_world(tmp_path, capsys)
+    events = yaml.safe_load(shipped("scenarios", "vaccine_campaign.yaml").read_text())["events"]
+
+    def preview(seed: int) -> str:
+        assert main(["scenario", "vaccine_campaign", "--world", str(world), "--seed", str(seed)]) == 0
+        return capsys.readouterr().out
+
+    texts = {seed: preview(seed) for seed in (0, 7)}
+    assert preview(7) == texts[7]
+    for seed, text in texts.items():
+        timeline, _, exposure = text.partition(f"\nExposure on {world} (200 agents, seed {seed}):\n")
+        assert exposure, text
+        assert timeline == texts[0].partition("\nExposure on")[0]
+        rows = _exposure_rows(exposure)
+        assert sorted(rows) == list(range(len(events)))
+        for uid, event in enumerate(events):
+            if "followers_of" not in event.get("exposure", {}):
+                assert rows[uid] == _reached_by_hand(world, event, uid, event["tick"], seed), (seed, uid)
+    a, b = _exposure_rows(texts[0]), _exposure_rows(texts[7])
+    assert [a[uid] != b[uid] for uid in (0, 2, 3)] == [True, True, True], (a, b)  # each draws a fraction
+
+
+def _gen_planted(world: Path, out: Path, capsys, *extra: str) -> str:
+    """`lsm gen` with the planted teacher (no LLM) on the vaccine campaign: what it printed."""
+    assert main(["gen", "--world", str(world), "--scenario", "vaccine_campaign", "--teacher", "planted",
+                 "--out", str(out), "--quiet", "true", *extra]) == 0
+    return capsys.readouterr().out
+
+
+def test_gen_llm_seed_and_profile_from_the_cli_without_an_llm(tmp_path, capsys):
+    """`lsm gen --llm_seed L` reaches the policy's own draws and the file, checked with the planted
+    teacher (no LLM): the seeds recorded are the ones given (L defaults to --seed: that run equals
+    `--llm_seed` = seed bit for bit); another L keeps the scenario's draws (exposures, shown
+    neighbours) and changes the decisions. `--profile true` prints the profile's line (a planted
+    run records none) just before the `Written:` line; without it there is none."""
+    world = _small_world(tmp_path, capsys)
+    plain = _gen_planted(world, tmp_path / "a.h5", capsys, "--seed", "3")
+    _gen_planted(world, tmp_path / "b.h5", capsys, "--seed", "3", "--llm_seed", "3")
+    profiled = _gen_planted(world, tmp_path / "c.h5", capsys, "--seed", "3", "--llm_seed", "9", "--profile", "true")
+    runs = {}
+    for name in ("a", "b", "c"):
+        with TraceFile(tmp_path / f"{name}.h5") as tf:
+            runs[name] = {"seeds": tf.seeds, **{k: tf.array(k) for k in ("decision", "exposed_events", "shown_neighbors")}}
+    assert [runs[n]["seeds"] for n in "abc"] == [{"world_seed": 1, "teacher": 3, "llm": 3}] * 2 + [
+        {"world_seed": 1, "teacher": 3, "llm": 9}]
+    for key in ("decision", "exposed_events", "shown_neighbors"):
+        np.testing.assert_array_equal(runs["a"][key], runs["b"][key], err_msg=key)
+    np.testing.assert_array_equal(runs["a"]["exposed_events"], runs["c"]["exposed_events"])
+    np.testing.assert_array_equal(runs["a"]["shown_neighbors"], runs["c"]["shown_neighbors"])
+    assert (runs["a"]["decision"] != runs["c"]["decision"]).mean() > 0.05
+    profile = "profile: none recorded (a planted run, or a run resumed from an older journal)"
+    assert profile not in plain and profiled.splitlines().count(profile) == 1
+    written = tmp_path / "c.h5"
+    assert profiled.splitlines()[-2:] == [profile, f"Written: {written} ({written.stat().st_size / 2**20:.1f} MiB)"]

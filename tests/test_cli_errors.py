@@ -3,7 +3,12 @@
 file, a file of the wrong kind, an output path that cannot be written."""
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +92,66 @@ def test_a_hostile_config_inside_an_hdf5_file_is_refused(bad, tmp_path, capsys):
     rc = main(["scenario", "vaccine_campaign", "--world", str(world)])
     err = capsys.readouterr().err
     assert rc == 2 and f"{world}:config.population" in err and "after expanding aliases" in err, err
+
+
+NOBODY = 65534
+"""The unprivileged user the read-only check runs as when the tests run as root (root writes
+through a read-only folder's permissions, so chmod alone would prove nothing there)."""
+
+
+def _read_only_folder() -> Path:
+    """A folder with mode 0555 inside a world-traversable one (pytest's tmp_path is 0700, which
+    the unprivileged user could not even enter). The caller removes it."""
+    top = Path(tempfile.mkdtemp(prefix="lsm-ro-"))
+    top.chmod(0o755)
+    (top / "ro").mkdir(mode=0o555)
+    (top / "ro").chmod(0o555)
+    return top / "ro"
+
+
+_AS_NOBODY = f"""
+import os, sys
+from lsm.cli import main
+import jsonargparse, lsm.data_gen.make_world  # the imports of `lsm world`, while the interpreter's files are readable
+if os.geteuid() == 0:
+    os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY})
+sys.exit(main(sys.argv[1:]))
+"""
+"""`python -c` body: `lsm ARGS`, as `NOBODY` if started as root. It drops privileges itself after
+importing: the interpreter may live where `nobody` cannot read (here under /root)."""
+
+
+def _lsm_as_unprivileged_user(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`lsm ARGS` in a fresh process that is not root."""
+    return subprocess.run([sys.executable, "-c", _AS_NOBODY, *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=120, check=False)
+
+
+def test_an_unwritable_output_folder_is_one_paragraph_and_exit_2():
+    """README/limits.md: an output folder that cannot be written is refused before any work in one
+    paragraph naming the path and the folder, exit status 2, no traceback, nothing written. The
+    folder is chmod 0555 and the command runs as an unprivileged user (as root, as `nobody`), so
+    the refusal comes from the real permission, not from a mocked check."""
+    ro = _read_only_folder()
+    try:
+        out = ro / "w.h5"
+        proc = _lsm_as_unprivileged_user("world", "--agents", "20", "--out", str(out), cwd=ro.parent)
+        assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+        assert proc.stderr == f"error: --out {out}: the folder {ro} is not writable\n", proc.stderr[-2000:]
+        assert proc.stdout == "" and os.listdir(ro) == []
+    finally:
+        ro.chmod(0o755)
+        shutil.rmtree(ro.parent)
+
+
+def test_a_file_in_place_of_the_output_folder_is_one_paragraph_and_exit_2(tmp_path):
+    """The same refusal where no permission is involved (so it holds as root too): the folder of
+    `--out` is a regular file; one line, exit 2, and the file is left as it was."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("hello\n")
+    out = blocker / "sub" / "w.h5"
+    proc = subprocess.run([sys.executable, "-m", "lsm", "world", "--agents", "20", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr == f"error: --out {out}: {blocker} is a file, so the folder {out.parent} cannot be created\n"
+    assert blocker.read_text() == "hello\n"

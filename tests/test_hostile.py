@@ -6,6 +6,8 @@ The same files (tests/hostile.py) also run outside pytest (docs/limits.md#how-it
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from lsm.cli import main
@@ -27,9 +29,16 @@ def test_every_hostile_file_is_refused_in_one_paragraph(family, tmp_path, world_
         assert len(err) < 4000, f"{family}/{name}: a {len(err)}-character message"
 
 
+def _nested(value, depth: int):
+    """`value` inside `depth` one-element lists: what `[` * depth + value + `]` * depth parses to."""
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def test_the_loader_bounds_each_at_its_documented_constant():
     at_depth = "x: " + "[" * (MAX_DEPTH - 1) + "1" + "]" * (MAX_DEPTH - 1)
-    assert parse_document(at_depth) is not None
+    assert parse_document(at_depth) == {"x": _nested(1, MAX_DEPTH - 1)}
     with pytest.raises(ConfigError, match=f"nested at most {MAX_DEPTH} deep"):
         parse_document("x: " + "[" * MAX_DEPTH + "1" + "]" * MAX_DEPTH)
     # `a: &r [99 values]` and `b: [*r x m]` expand to 104 + 100 m values: m = 1,998 is the most allowed
@@ -83,3 +92,30 @@ def test_training_presets_go_through_the_same_loader(tmp_path, capsys):
         rc = main(["train", "fit", "--config", str(p)])
         err = capsys.readouterr().err
         assert rc == 2 and "Traceback" not in err and str(p) in err, f"{name}: exit {rc}: {err[:300]}"
+
+
+def _with_bytes_after(family: str, tail: bytes, folder) -> tuple[Path, int]:
+    """The shipped config of `family` with a comment `# café: ` and then `tail` appended: (path,
+    byte offset of `tail`). The é and any non-ASCII text of the file make the byte offset differ
+    from the character offset, so a message counting characters would be caught."""
+    head = shipped(family, SHIPPED[family]).read_bytes() + "\n# café: ".encode()
+    path = folder / f"{family}.yaml"
+    path.write_bytes(head + tail + b"\n")
+    return path, len(head)
+
+
+@pytest.mark.parametrize("family", ["scenarios", "population", "graph"])
+@pytest.mark.parametrize("tail, problem", [
+    (b"\xff", r"""the document = "byte b'\\xff' at offset {}": expected UTF-8 text."""),  # never valid in UTF-8
+    (b"\xe2\x82x", r"""the document = "byte b'\\xe2' at offset {}": expected UTF-8 text."""),  # 3-byte sequence cut at 2
+    (b"ok\x00", "the document = 'a NUL byte at offset {}': expected a UTF-8 text file"),  # the NUL, 2 bytes in
+])
+def test_an_encoding_refusal_names_the_byte_offset(family, tail, problem, tmp_path, capsys):
+    """docs/limits.md: a NUL byte or invalid UTF-8 is refused with its offset: the offset printed
+    is the byte's own, counted in bytes from the start of the file, through the real command."""
+    path, at = _with_bytes_after(family, tail, tmp_path)
+    at += tail.index(0) if 0 in tail else 0
+    assert main(command(family, path, tmp_path, "unused.h5")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(path) in err and err.count("\n") == 1, err
+    assert problem.format(at) in err, err

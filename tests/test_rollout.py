@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from lsm.config import CONFIG_ROOT
@@ -250,19 +251,66 @@ def test_rollout_errors_name_the_problem(trained, tmp_path, capsys):
     assert "must keep the action space" in capsys.readouterr().err
 
 
-def test_bench_runs_at_tiny_sizes(trained, tmp_path, capsys):
+BENCH_NEIGHBORS = 20
+"""In-edges per agent of `lsm bench`'s synthetic populations (`infer.bench.time_student`'s default)."""
+
+
+def _bench(args: list[str], tmp_path, capsys) -> tuple[dict, str, float]:
+    """`lsm bench ARGS --teacher none --json`: (the JSON, the printed text, the command's wall seconds)."""
     import json
+    import time
 
     from lsm.cli import main
 
+    t0 = time.perf_counter()
+    assert main(["bench", *args, "--teacher", "none", "--json", str(tmp_path / "b.json")]) == 0
+    wall = time.perf_counter() - t0
+    return json.loads((tmp_path / "b.json").read_text()), capsys.readouterr().out, wall
+
+
+def _check_bench(res: dict, text: str, wall: float, sizes: list[int], ticks: int, model: torch.nn.Module) -> None:
+    """The bench's figures against each other, the command's own wall time and the model timed:
+    edges = agents x 20; agent-ticks/s = agents / (s per tick); the timed ticks of every size fit
+    in the wall time; peak RSS between what torch alone takes and the machine's memory; the
+    parameter count and FLOPs those of `model` (counted afresh); the best speed under the
+    compute-bound ceiling; the printed table and ceiling line are the JSON's numbers."""
+    import os
+
+    from lsm.infer.bench import flops_per_agent_tick
+
+    rows = res["student"]
+    assert [r["agents"] for r in rows] == sizes and not any("error" in r for r in rows), rows
+    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    for r in rows:
+        assert r["edges"] == r["agents"] * BENCH_NEIGHBORS
+        assert r["agent_ticks_per_s"] == pytest.approx(r["agents"] / r["seconds_per_tick"], rel=1e-12)
+        assert 0.1 < r["peak_rss_gb"] < ram_gb and r["peak_gpu_gb"] is None
+        assert f"| {r['agents']:,} | {r['edges']:,} | {r['seconds_per_tick']:.3f} | {r['agent_ticks_per_s']:,.0f} | " \
+               f"{r['peak_rss_gb']:.2f} | – | – |" in text.splitlines()
+    assert 0 < sum(r["seconds_per_tick"] for r in rows) * ticks < wall
+    assert res["student_params"] == sum(p.numel() for p in model.parameters())
+    fl, gf = res["flops_per_agent_tick"], res["matmul_gflops"]
+    assert fl == flops_per_agent_tick(model)
+    best = max(r["agent_ticks_per_s"] for r in rows)
+    assert best < gf * 1e9 / fl  # below the compute-bound ceiling it prints (measured: under 2 % of it)
+    assert f"student: {res['student_params']:,} parameters, {fl / 1e6:.2f} MFLOP per agent-tick (matmuls); matmul " \
+           f"throughput {gf:.0f} GFLOP/s -> at most {gf * 1e9 / fl:,.0f} agent-ticks/s if compute-bound; measured " \
+           f"best {best:,.0f} ({best * fl / (gf * 1e9):.0%} of it)" in text.splitlines()
+
+
+def test_bench_runs_at_tiny_sizes(trained, tmp_path, capsys):
+    """`lsm bench --ckpt` times the checkpoint's student (its parameters and FLOPs) at each size."""
     _, ckpt, _ = trained
-    assert main(["bench", "--agents", "200,1e3", "--ckpt", str(ckpt), "--teacher", "none", "--ticks", "1",
-                 "--json", str(tmp_path / "b.json")]) == 0
-    res = json.loads((tmp_path / "b.json").read_text())
-    assert [r["agents"] for r in res["student"]] == [200, 1000]
-    assert all(r["agent_ticks_per_s"] > 0 and r["peak_rss_gb"] > 0 for r in res["student"])
-    assert res["flops_per_agent_tick"] > 0 and res["matmul_gflops"] > 0
-    assert "| 1,000 |" in capsys.readouterr().out
+    res, text, wall = _bench(["--agents", "200,1e3", "--ckpt", str(ckpt), "--ticks", "1"], tmp_path, capsys)
+    _check_bench(res, text, wall, [200, 1000], 1, load_checkpoint(ckpt).model)
+
+
+def test_bench_figures_agree_without_a_checkpoint(tmp_path, capsys):
+    """The same checks on the untrained default student (no training needed): two ticks of 300 agents."""
+    from lsm.infer.bench import default_student
+
+    res, text, wall = _bench(["--agents", "300", "--ticks", "2"], tmp_path, capsys)
+    _check_bench(res, text, wall, [300], 2, default_student())
 
 
 def test_persona_features_embed_backstories_only_each_distinct_text_once(tmp_path, monkeypatch):
