@@ -339,15 +339,17 @@ def probe(ckpt: str | None = None, rollout: str | None = None, out: str = "probe
 
 def narrate(rollout: str | None = None, agent: str | None = None, ticks: str | None = None, teacher: str = "embedded",
             ask: str | None = None, ckpt: str | None = None, cluster: int | None = None, report: str | None = None,
-            flipped: str | None = None, limit: int = 3, attempts: int = 3, seed: int = 0, out: str | None = None) -> None:
-    """First-person narratives (or, with --ask, interviews) of chosen agents of a rollout.
+            flipped: str | None = None, limit: int = 3, attempts: int = 3, seed: int = 0, out: str | None = None,
+            battery: int | None = None) -> None:
+    """First-person narratives (or, with --ask, interviews) of chosen agents of a rollout or teacher trace.
 
-    Grounded in their records: every decision, number and tick the text names is checked;
-    failures are regenerated, then flagged. With --ask, the agent answers a question from its
-    record.
+    The facts that answer the question are chosen from the agent's record; the LLM phrases
+    them; the answer is checked (grounded, relevant, attributed, complete), regenerated, and
+    where it still fails, replaced by the facts as plain text, flagged. With --battery N, every
+    kind of question is put to N agents and the rate of answers passing each check is printed.
 
     Args:
-        rollout: a student rollout (`lsm rollout`).
+        rollout: a student rollout (`lsm rollout`) or a teacher trace (`lsm gen`).
         agent: agent id(s), comma-separated.
         ticks: `A:B` (inclusive; default: all ticks).
         teacher: LLM config (a teacher YAML; `embedded` by default, any backend works).
@@ -358,13 +360,17 @@ def narrate(rollout: str | None = None, agent: str | None = None, ticks: str | N
         flipped: a counterfactual rollout (`<out>_cf.h5`): choose agents whose final decision differs.
         limit: at most this many agents when chosen by cluster or flip.
         attempts: generations per narrative before it is flagged.
-        seed: LLM sampling seed.
-        out: also write the markdown to this file.
+        seed: LLM sampling seed (and, with --battery, of the agents and questions drawn).
+        out: also write the markdown (with --battery: every answer as JSON) to this file.
+        battery: put the question battery to this many agents, drawn across final decisions and groups.
     """
-    from lsm.narrate.run import run_narrate
+    from lsm.narrate.run import run_battery_on, run_narrate
 
     if rollout is None:
-        raise UsageError("lsm narrate needs --rollout ROLLOUT.h5 and --agent ID (or --cluster K / --flipped CF.h5)")
+        raise UsageError("lsm narrate needs --rollout ROLLOUT.h5 and --agent ID (or --cluster K / --flipped CF.h5 / --battery N)")
+    if battery is not None:
+        run_battery_on(rollout, battery, teacher, ckpt, ticks, attempts, seed, out, echo=lambda text: print(text, flush=True))
+        return
     run_narrate(rollout, agent, ticks, teacher, ask, ckpt, cluster, report, flipped, limit, attempts, seed, out,
                 echo=lambda text: print(text, flush=True))
 

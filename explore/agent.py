@@ -2,7 +2,7 @@
 the file (one agent's row of each field per tick).
 
 The tie type of each shown neighbour comes from the file's graph, held in memory per file as
-receiver-sorted CSR (`_Ties`), so a 10^6-agent file reads its 2 x 10^7 edges once, not per click.
+receiver-sorted CSR (`probes.readout.file_ties`), so a 10^6-agent file reads its 2 x 10^7 edges once, not per click.
 Attention weights (student rollouts) need the checkpoint and a replay: `attention`.
 
 Legend: N agents | T ticks | K shown neighbours | E events per agent-tick | A actions | C channels.
@@ -10,55 +10,17 @@ Legend: N agents | T ticks | K shown neighbours | E events per agent-tick | A ac
 from __future__ import annotations
 
 import json
-import threading
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from lsm.probes.readout import agent_readout
+from lsm.probes.readout import agent_readout, file_ties, identity_of
 from lsm.society.scenario import EVENT_FEATURES
 from lsm.society.store import TRACE_FIELDS, TraceFile
-from lsm.society.world.graph import EDGE_TYPES
 
 TEXT_FIELDS = ("reasoning", "expression", "salient_memory", "error")
-
-
-class _Ties:
-    """Edge types by (sender, receiver) for one file: edges sorted by receiver, CSR offsets."""
-
-    def __init__(self, path: Path):
-        with h5py.File(path, "r") as f:
-            ei, et = f["graph/edge_index"][()], f["graph/edge_type"][()]  # (2, E), (E,)
-            n = int(f["population"].attrs["n"])
-        order = np.argsort(ei[1], kind="stable")
-        self.src, self.typ = ei[0, order], et[order]
-        self.start = np.searchsorted(ei[1, order], np.arange(n + 1))  # (N + 1,)
-
-    def tie(self, sender: int, receiver: int) -> str:
-        s = slice(self.start[receiver], self.start[receiver + 1])
-        hit = np.nonzero(self.src[s] == sender)[0]
-        return EDGE_TYPES[int(self.typ[s][hit].min())] if len(hit) else "none"
-
-    def degree_by_type(self, receiver: int) -> dict[str, int]:
-        s = slice(self.start[receiver], self.start[receiver + 1])
-        counts = np.bincount(self.typ[s], minlength=len(EDGE_TYPES))
-        return {t: int(c) for t, c in zip(EDGE_TYPES, counts)}
-
-
-_ties_lock = threading.Lock()
-
-
-@lru_cache(maxsize=4)
-def _ties_cached(path: str, key: float) -> _Ties:
-    return _Ties(Path(path))
-
-
-def ties(path: Path) -> _Ties:
-    with _ties_lock:
-        return _ties_cached(str(path), path.stat().st_mtime)
 
 
 def _one(ds: h5py.Dataset, i: int) -> Any:
@@ -69,15 +31,7 @@ def _one(ds: h5py.Dataset, i: int) -> Any:
 def identity(f: h5py.File, i: int) -> dict[str, Any]:
     """Agent i's identity, persona and backstory, read from the population group alone."""
     pop = f["population"]
-    vocab = json.loads(pop.attrs["identity_vocab"])
-    out: dict[str, Any] = {"name": _one(pop["names"], i)}
-    for e in vocab["categorical"]:
-        a = e["attribute"]
-        out[a] = json.loads(pop["categorical"][a].attrs["categories"])[int(pop["categorical"][a][i])]
-    for e in vocab["numeric"]:
-        a = e["attribute"]
-        out[a] = float(pop["numeric"][a][i])
-    return {"identity": out, "persona": _one(pop["persona"], i),
+    return {"identity": identity_of(f, i), "persona": _one(pop["persona"], i),
             "backstory": _one(pop["backstory"], i) if "backstory" in pop else None}
 
 
@@ -92,7 +46,7 @@ def agent_record(path: Path, i: int) -> dict[str, Any]:
         f = tf.f
         events = {e["uid"]: e for e in tf.events()}
         names = f["population/names"]
-        tw = ties(path)
+        tw = file_ties(path)
         out = {"agent": i, "kind": tf.kind, "actions": actions, "channels": channels, **identity(f, i),
                "ties": tw.degree_by_type(i), "ticks": []}
         for t in range(tf.n_ticks):

@@ -9,8 +9,9 @@ Endpoints (every file is named as `/api/files` lists it: `<root>/<relative path>
 - `GET /api/graph?file=&nodes=&seed=`: a laid-out snowball sample of the social graph.
 - `GET /api/agent?file=&id=`: one agent's record; `GET /api/attention?file=&id=`: its
   attention by tie type (student rollouts; replays the rollout with its checkpoint).
-- `POST /api/narrate {file, agent, question?}`: a grounded narrative or interview answer,
-  streamed as JSON lines (queued, running, done) from the one LLM queue.
+- `POST /api/narrate {file, agent, question?}`: a narrative or interview answer of a rollout's or
+  teacher trace's agent (`narrate.narrator`) with its four checks, streamed as JSON lines
+  (queued, running, done) from the one LLM queue.
 - `GET /api/whatif/base?file=`: a rollout's editable events; `POST /api/whatif {base, interventions}`
   and `POST /api/sweep {base, sweep, interventions}` start jobs (`interventions`: the intervention
   language's compact text or YAML list; `sweep`: `EDIT=VALUES`; the older `edits: [{event, field,
@@ -38,7 +39,7 @@ from lsm.explore.files import Catalog, FileInfo, NotServed, describe
 from lsm.explore.jobs import USER_ERRORS, Jobs
 from lsm.model.checkpoint import load_checkpoint
 from lsm.narrate.narrator import narrate as write
-from lsm.probes.readout import agent_readout
+from lsm.probes.readout import readout
 from lsm.society.store import StoreError
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -172,23 +173,20 @@ def create_app(cfg: ExploreConfig):
         question = body.get("question")
         if question is not None and (not isinstance(question, str) or not question.strip() or len(question) > 500):
             raise ValueError("question: a non-empty text of at most 500 characters")
-        if info.kind != "student_rollout":
-            raise Refused(f"{path.name} is a teacher trace: its agents' own reasoning is in the panel; "
-                          "narration and interviews are of student rollouts")
         if not 0 <= i < info.agents:
             raise ValueError(f"agent {i} is not in {path.name} (agents 0..{info.agents - 1})")
-        student = student_for(path)
+        student = student_for(path) if info.kind == "student_rollout" else None  # a teacher trace is read as written
 
         def work(job):
-            job.update(progress=0.1, message="reading the agent's record (replaying the rollout)")
-            record = agent_readout(student, path, i)
+            job.update(progress=0.1, message="reading the agent's record" + (" (replaying the rollout)" if student else ""))
+            record = readout(path, i, None, student)
             job.update(progress=0.3, message="loading the LLM" if not backend_box else "the LLM is writing")
             backend = narration_backend()
             job.update(progress=0.4, message="the LLM is writing")
             nar = write(record, backend, question=question.strip() if question else None)
-            return {"agent": nar.agent, "name": nar.name, "text": nar.text, "grounded": nar.grounded,
-                    "attempts": nar.attempts, "question": nar.question, "seconds": round(nar.seconds, 2),
-                    "issues": [{"kind": x.kind, "detail": x.detail, "sentence": x.sentence} for x in nar.issues]}
+            return {"agent": nar.agent, "name": nar.name, "text": nar.text, "checks": nar.checks, "passed": nar.passed,
+                    "fallback": nar.fallback, "kind": nar.kind, "attempts": nar.attempts, "question": nar.question,
+                    "seconds": round(nar.seconds, 2), "problems": nar.problems, "llm_text": nar.llm_text}
 
         job = jobs.submit("llm", f"{'interview' if question else 'narrate'} agent {i}", work)
 

@@ -10,21 +10,26 @@ Every tick, decision and number the text names must match the record:
   is flagged, and so is denying the decision taken without asserting it elsewhere in the
   sentence ("In tick 2, I did not vaccinate" when the agent vaccinated);
 - **numbers**: every other number must be one the record holds: a tick, a probability as a
-  percentage (±1) or a fraction (±0.01), a channel, stance or salience on the 0–1 (±0.01),
-  0–10 (±0.5) or 0–100 (±1) scale, a count of events or neighbours, a number stated in an
-  event the agent saw, or an identity value.
+  percentage (±1) or a fraction (±0.01), a channel, stance, salience or an event's credibility
+  on the 0–1 (±0.01), 0–10 (±0.5) or 0–100 (±1) scale, an attention weight, a count of events
+  or neighbours, a number stated in an event the agent saw or in its recorded reasoning or
+  memory (teacher traces), or an identity value.
 Numbers written as words are not checked; neither is free prose. What is checked is what a
 reader would take as a fact of the simulation.
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 TICK_RX = re.compile(r"\b(?:tick|round|week)s?\s*#?\s*(\d+)", re.IGNORECASE)
 NUMBER_RX = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(\s*%)?")
 NEGATION_RX = re.compile(r"\b(?:not|never|no longer|instead of|rather than|without)\b|n't\b", re.IGNORECASE)
-CLAUSE_RX = re.compile(r"[,;:]|\b(?:because|but|so|and|while|although|though)\b", re.IGNORECASE)
+CLAUSE_RX = re.compile(r"[,;:()]|\b(?:because|but|so|and|while|although|though|who|whose)\b", re.IGNORECASE)
+QUOTE_RX = re.compile(r'"[^"]*"|“[^”]*”')
+OTHERS_RX = re.compile(r"^\s*(?:he|she|they|it|her|his|their|everyone|others?|people|most|many)\b", re.IGNORECASE)
+CONNECTIVE_RX = re.compile(r"^\s*(?:(?:because|but|so|and|while|although|though|after|since|as)\b\s*)+", re.IGNORECASE)
 SENTENCE_RX = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
@@ -36,7 +41,7 @@ class GroundingIssue:
     detail: str
 
 
-def _action_forms(label: str) -> list[str]:
+def action_forms(label: str) -> list[str]:
     base = label.lower().replace("_", " ")
     stem = base[:-1] if base.endswith("e") else base
     return sorted({base, base + "s", base + "d" if base.endswith("e") else base + "ed", stem + "ing"}, key=len, reverse=True)
@@ -52,8 +57,12 @@ def allowed_numbers(record) -> list[tuple[float, float]]:
         for v in [*t.channels.values(), t.salience, abs(t.stance)]:
             vals += [(v, 0.01), (v * 10, 0.5), (v * 100, 1.0)]
         vals += [(len(t.events), 0), (len([a for a in t.attention if a["tie"] != "self"]), 0)]
-        vals += [(float(x), 0) for e in t.events for x in re.findall(r"\d+(?:\.\d+)?", e)]  # numbers the events state
-        vals += [(a["weight"] * 100, 1.0) for a in t.attention] + [(a["weight"], 0.01) for a in t.attention]
+        for text in [*t.events, t.reasoning, t.memory_text]:  # numbers the events, the recorded reasoning and memory state
+            vals += [(float(x), 0) for x in re.findall(r"\d+(?:\.\d+)?", text)]
+        for _, cred in t.event_sources:
+            vals += [(cred, 0.01), (cred * 10, 0.5), (cred * 100, 1.0)]
+        weights = [a["weight"] for a in t.attention if a["weight"] is not None]  # a teacher trace has none
+        vals += [(w * 100, 1.0) for w in weights] + [(w, 0.01) for w in weights]
     for v in record.identity.values():
         if isinstance(v, (int, float)):
             vals += [(float(v), max(0.5, abs(float(v)) * 0.01))]
@@ -62,11 +71,26 @@ def allowed_numbers(record) -> list[tuple[float, float]]:
     return vals
 
 
-def _mentions(sentence: str, forms: dict[str, list[str]]) -> tuple[list[str], list[str]]:
-    """(asserted, denied) action labels of a sentence: a mention after a negation in its clause is denied."""
+def _clauses(sentence: str) -> list[str]:
+    """The sentence cut at `CLAUSE_RX`, each clause keeping the word that opens it ("who had ...")."""
+    out, start = [], 0
+    for m in CLAUSE_RX.finditer(sentence):
+        out.append(sentence[start:m.start()])
+        start = m.start() if m.group(0)[0].isalpha() else m.end()
+    return out + [sentence[start:]]
+
+
+def _mentions(sentence: str, forms: dict[str, list[str]], others: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """(asserted, denied) action labels the agent states of itself in a sentence: a mention after a
+    negation in its clause is denied; quotations and clauses about someone else (after "who", or
+    opening with a pronoun or a name in `others`) are not the agent's own decision."""
     asserted: list[str] = []
     denied: list[str] = []
-    for clause in CLAUSE_RX.split(sentence):
+    for clause in _clauses(QUOTE_RX.sub(" ", sentence)):
+        subject = CONNECTIVE_RX.sub("", clause)
+        if clause.lstrip().lower().startswith(("who", "whose")) or OTHERS_RX.search(subject) or \
+                any(re.match(rf"\s*{re.escape(o)}\b", subject) for o in others):
+            continue
         negation = NEGATION_RX.search(clause)
         for label, fs in forms.items():
             for f in fs:
@@ -81,7 +105,9 @@ def check_grounding(text: str, record) -> list[GroundingIssue]:
     issues: list[GroundingIssue] = []
     ticks = {t.tick: t for t in record.ticks}
     allowed = allowed_numbers(record)
-    forms = {label: _action_forms(label) for label in record.actions}
+    forms = {label: action_forms(label) for label in record.actions}
+    others = sorted({n for t in record.ticks for a in t.attention if a["tie"] != "self"
+                     for n in (a["name"], a["name"].split()[0])}, key=len, reverse=True)
     for sentence in (s.strip() for s in SENTENCE_RX.split(text) if s.strip()):
         cited = [int(m.group(1)) for m in TICK_RX.finditer(sentence)]
         for t in cited:
@@ -89,7 +115,7 @@ def check_grounding(text: str, record) -> list[GroundingIssue]:
                 issues.append(GroundingIssue("tick", sentence, f"tick {t} is not in the record (ticks {sorted(ticks)})"))
         in_record = [t for t in set(cited) if t in ticks]
         if len(in_record) == 1:
-            asserted, denied = _mentions(sentence, forms)
+            asserted, denied = _mentions(sentence, forms, others)
             t, actual = in_record[0], ticks[in_record[0]].decision
             if asserted and actual not in asserted:
                 issues.append(GroundingIssue("decision", sentence,

@@ -1,11 +1,16 @@
-"""First-person narratives and interviews of simulated agents, grounded in their records.
+"""First-person narratives and interview answers of simulated agents, phrased from their records.
 
-The record is the agent's readout (`lsm.probes.readout`): identity, per tick the decision and
-its probability, channels, the events it saw, the neighbours it attended to most and what they
-had decided, and its memory writes. The LLM (any teacher backend; the embedded SmolLM2 by
-default) gets the record as text and writes in the first person, citing ticks. The text is
-then checked (`grounding.check_grounding`); a text that fails is regenerated with the
-problems listed, up to `attempts` times; what still fails is returned flagged, never silently.
+The record is the agent's readout (`lsm.probes.readout`: a student rollout's replay, or a teacher
+trace as written). A question is turned into a *scaffold* (`narrate.scaffold`): the facts of the
+record that answer it, most relevant first. The LLM (any teacher backend; the embedded SmolLM2 by
+default) phrases those facts in the first person; it does not choose them. The answer opens with
+the lead fact's first words (`opening`: "In tick 2, I decided to wait") and the LLM goes on. It
+is checked (`narrate.checks`: grounded, relevant, attributed, complete); `candidates` answers are
+sampled at once, the first that passes is kept, and a round none passes is repeated with a new
+seed, up to `attempts` rounds; an answer that still fails is replaced by the scaffold as plain
+first-person text, flagged `fallback` (always true of the record, never empty). A narrative is
+told tick by tick the same way: each tick's decision and first reason, phrased and checked on
+its own, each falling back on its own.
 """
 from __future__ import annotations
 
@@ -13,30 +18,21 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from lsm.narrate.grounding import GroundingIssue, check_grounding
+from lsm.narrate.checks import CHECKS, Verdict, check
+from lsm.narrate.scaffold import Scaffold, scaffold
 from lsm.society import seeds
 
-SYSTEM = ("You are {name}, a person in a social simulation. Speak in the first person as {name}. Use only the facts "
-          "in your record below: do not invent events, people or numbers. When you say what you did or saw, name the "
-          "tick, as in 'In tick 2, I decided to ...'.")
-
-
-def record_text(record) -> str:
-    """The record as the prompt gives it (channels on a 0-10 scale, probabilities in %)."""
-    ident = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.identity.items() if k != "name")
-    lines = [f"Who you are: {ident}.", f"Possible decisions: {', '.join(record.actions)}."]
-    for t in record.ticks:
-        feel = ", ".join(f"{c.replace('_', ' ')} {round(v * 10)}/10" for c, v in t.channels.items())
-        lines.append(f"Tick {t.tick}: {_decided(t.decision).replace('I ', 'you ', 1)} ({round(t.decision_probs[t.decision] * 100)}% likely). "
-                     f"Your ratings: {feel}.")
-        if t.events:
-            lines.append(f"  In tick {t.tick} you saw: " + " | ".join(f'"{e}"' for e in t.events))
-        heard = [a for a in t.attention if a["tie"] != "self"][:2]
-        if heard:
-            lines.append(f"  In tick {t.tick} you listened most to: " + "; ".join(
-                f"{a['name']} ({a['tie'].replace('_', ' ')}), who had decided to {a['their_decision']}" if a["their_decision"]
-                else f"{a['name']} ({a['tie'].replace('_', ' ')})" for a in heard))
-    return "\n".join(lines)
+SYSTEM = ("You are {name}, a person in a social simulation. Answer as {name}, in the first person, in two or three "
+          "short sentences. Use only the facts you are given, the first ones first, with their tick numbers and "
+          "numbers. Do not add any other reason, person, event or number.")
+STORY_PROMPT = "Tell in one or two sentences what you decided in tick {tick} and why."
+CANDIDATES = 2
+"""Answers sampled at once per round: on a CPU a batch of two costs far less than two calls, and
+a small model's second sample often passes where its first did not."""
+MAX_FACTS = 5
+"""The scaffold's facts the LLM is given (the first; the rest are seldom used and cost time)."""
+LABEL_RX = re.compile(r"^\s*(?:answer|response|[A-Z][a-z]+ [A-Z]\.)\s*:\s*", re.I)
+CUT_RX = re.compile(r"^(.*[.!?][\"')\]]*)", re.S)
 
 
 @dataclass
@@ -44,79 +40,130 @@ class Narration:
     agent: int
     name: str
     text: str
-    grounded: bool
-    issues: list[GroundingIssue] = field(default_factory=list)
+    checks: dict[str, bool]
+    """grounded, relevant, attributed, complete (`narrate.checks.CHECKS`) of `text`."""
+    fallback: bool
+    """The LLM's answers failed every attempt (for a narrative: for some tick), so the scaffold
+    was told as plain text in their place."""
+    problems: list[str] = field(default_factory=list)
+    """Why the LLM's last answer failed (empty when it passed)."""
     attempts: int = 1
     seconds: float = 0.0
     question: str | None = None
+    kind: str = "story"
+    """The question's kind (`scaffold.QUESTION_KINDS`), or story for a narrative."""
+    llm_text: str = ""
+    """The LLM's last answer where it was replaced (`fallback`)."""
+
+    @property
+    def passed(self) -> bool:
+        return all(self.checks.values())
+
+    @property
+    def grounded(self) -> bool:
+        return self.checks["grounded"]
 
     def markdown(self) -> str:
         head = f"### {self.name} (agent {self.agent})" + (f" — asked: *{self.question}*" if self.question else "")
-        status = (f"*Grounding: passed (attempt {self.attempts}).*" if self.grounded else
-                  f"*Grounding: FAILED after {self.attempts} attempts — flagged:* " +
-                  "; ".join(f"{i.kind}: {i.detail}" for i in self.issues))
+        marks = ", ".join(f"{c} {'✓' if ok else '✗'}" for c, ok in self.checks.items())
+        if self.fallback:
+            status = (f"*Checks: {marks}. The LLM's answer failed after {self.attempts} attempts "
+                      f"({'; '.join(self.problems[:3])}); the record's facts are given as plain text instead.*")
+        else:
+            status = f"*Checks: {marks} (attempt {self.attempts}).*"
         return f"{head}\n\n{self.text.strip()}\n\n{status}\n"
 
 
-def _decided(decision: str) -> str:
-    """'I decided to wait', or for a numeric bin such as '20-30': 'I picked a number between 20 and 30'."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)", decision)
-    return f"I picked a number between {m.group(1)} and {m.group(2)}" if m else f"I decided to {decision}"
+def opening(sc: Scaffold) -> str:
+    """The words the answer starts with: the lead fact up to its first figure, bracket or colon
+    after the tick ("In tick 2, I decided to wait", "In tick 2, my perceived risk was", "My record
+    does not say"), else the whole fact, so that the answer opens on what was asked and the LLM
+    goes on from there."""
+    if not sc.facts:
+        return ""
+    text = sc.facts[0].text
+    after_tick = re.match(r"In tick \d+, ", text)
+    m = re.compile(r"\s*(?:[(:\"]|\d)").search(text, after_tick.end() if after_tick else 0)
+    return (text[: m.start()] if m else text).rstrip(",. ")
 
 
-def _first_sentence(text: str) -> str:
-    m = re.search(r"[.!?\n]", text)
-    return (text[: m.start()] if m else text).strip().rstrip(",;:")
+def _messages(record, sc: Scaffold, prompt: str) -> list[dict[str, str]]:
+    bullets = "\n".join(f"- {f.text}" for f in sc.facts[:MAX_FACTS])
+    conv = [{"role": "system", "content": SYSTEM.format(name=record.name)},
+            {"role": "user", "content": f"Facts from your record:\n{bullets}\n\n{prompt}"}]
+    head = opening(sc)
+    return conv + [{"role": "assistant", "content": head}] if head else conv
+
+
+def tidy(text: str) -> str:
+    """An LLM answer as shown: one paragraph, without a leading label ("Answer:") or surrounding
+    quotes, cut after its last ended sentence (a sentence the token limit cut off is dropped)."""
+    text = LABEL_RX.sub("", re.sub(r"\s+", " ", text).strip()).strip().strip('"').strip()
+    m = CUT_RX.match(text)
+    return m.group(1).strip() if m else text
+
+
+def _phrase(record, parts: list[tuple[Scaffold, str]], backend, attempts: int, candidates: int, seed: int,
+            temperature: float, max_tokens: int, stream: seeds.Stream) -> list["_Told"]:
+    """Each (scaffold, prompt) phrased in batched calls of `candidates` answers per part (the first
+    that passes is kept), rounds repeated for the parts none passed, up to `attempts`; then told plain."""
+    done: list[_Told | None] = [None] * len(parts)
+    last: list[tuple[str, Verdict]] = [("", Verdict(False, False, False, False))] * len(parts)
+    for attempt in range(1, attempts + 1):
+        todo = [k for k, d in enumerate(done) if d is None]
+        if not todo:
+            break
+        convs = [_messages(record, parts[k][0], parts[k][1]) for k in todo for _ in range(candidates)]
+        gens = backend.generate(convs, temperature=temperature, seed=seeds.int_seed(seed, stream, attempt, bits=31),
+                                max_tokens=max_tokens)
+        for j, (conv, g) in enumerate(zip(convs, gens)):
+            k = todo[j // candidates]
+            if done[k] is not None:
+                continue  # an earlier candidate of this round passed
+            head = conv[-1]["content"] if conv[-1]["role"] == "assistant" else ""
+            rest = g.text.lstrip()
+            text = tidy(head + ("" if rest[:1] in tuple(",.;:!?)") else " ") + rest if head else rest)
+            verdict = check(text, record, parts[k][0])
+            last[k] = (text, verdict)
+            if verdict.passed:
+                done[k] = _Told(text, False, attempt)
+    return [d if d is not None else _Told(parts[k][0].plain(), True, attempts, *last[k]) for k, d in enumerate(done)]
+
+
+@dataclass
+class _Told:
+    text: str
+    fallback: bool
+    attempts: int
+    llm_text: str = ""
+    """The LLM's last answer, where it was replaced."""
+    llm_verdict: Verdict | None = None
 
 
 def narrate(record, backend, question: str | None = None, attempts: int = 3, seed: int = 0,
-            temperature: float = 0.7, max_tokens: int = 40) -> Narration:
-    """A grounded first-person narrative (or, with `question`, an interview answer).
-
-    Narratives are *scaffolded*: for each tick the facts are written from the record ("In
-    tick 2, I decided to wait") and the LLM continues with the reason ("because ..."), one
-    sentence per tick, all ticks in one batched call. A small model cannot keep free-form
-    prose faithful (SmolLM2-135M; docs/results.md#narration), but it can explain a given fact; and the
-    reasons are checked like everything else: a sentence that names another tick, decision or
-    an unknown number is regenerated (new seed), up to `attempts`, then flagged.
-    Interview answers are free text (`max_tokens` × 2), checked and regenerated the same way.
-    """
+            temperature: float = 0.5, max_tokens: int = 48, candidates: int = CANDIDATES) -> Narration:
+    """A checked first-person narrative (or, with `question`, an interview answer) of `record`:
+    up to `attempts` rounds of `candidates` answers sampled at once."""
     t0 = time.perf_counter()
-    base = [{"role": "system", "content": SYSTEM.format(name=record.name)},
-            {"role": "user", "content": f"Your record:\n{record_text(record)}\n\n" + (
-                f"Answer this question as yourself, in 2-3 sentences, citing ticks: {question}" if question else
-                "Tell what happened to you over these ticks and why you decided as you did, citing ticks.")}]
-    if question:
-        text, issues = "", []
-        conv = base
-        for attempt in range(1, attempts + 1):
-            call_seed = seeds.int_seed(seed, seeds.Stream.INTERVIEW, attempt, bits=31)
-            text = backend.generate([conv], temperature=temperature, seed=call_seed, max_tokens=2 * max_tokens)[0].text.strip()
-            issues = check_grounding(text, record)
-            if not issues:
-                return Narration(record.agent, record.name, text, True, [], attempt, time.perf_counter() - t0, question)
-            conv = base + [{"role": "assistant", "content": text},
-                           {"role": "user", "content": "That does not match your record: " + "; ".join(i.detail for i in issues)
-                            + ". Answer again using only your record."}]
-        return Narration(record.agent, record.name, text, False, issues, attempts, time.perf_counter() - t0, question)
+    sc = scaffold(record, question)
+    if question is not None:
+        parts = [(sc, f"Question: {question}")]
+        stream = seeds.Stream.INTERVIEW
+    else:  # one part per tick: its decision and first reason
+        by_tick: dict[int | None, list] = {}
+        for f in sc.facts:
+            by_tick.setdefault(f.tick, []).append(f)
+        parts = [(Scaffold(None, sc.kind, t, fs, lead=len(fs), terms=sc.terms), STORY_PROMPT.format(tick=t))
+                 for t, fs in by_tick.items()]
+        stream = seeds.Stream.NARRATION
+    told = _phrase(record, parts, backend, attempts, candidates, seed, temperature, max_tokens, stream)
+    text = " ".join(t.text for t in told)
+    verdict = check(text, record, sc)
+    replaced = [t for t in told if t.fallback]
+    problems = [p for t in replaced if t.llm_verdict for p in t.llm_verdict.problems] + verdict.problems
+    return Narration(record.agent, record.name, text, verdict.as_dict(), bool(replaced), problems,
+                     max(t.attempts for t in told), time.perf_counter() - t0, question, sc.kind,
+                     " ".join(t.llm_text for t in replaced))
 
-    prefixes = [f"In tick {t.tick}, {_decided(t.decision)} because" for t in record.ticks]
-    sentences: list[str | None] = [None] * len(prefixes)
-    used = 0
-    for attempt in range(1, attempts + 1):
-        todo = [k for k, s in enumerate(sentences) if s is None]
-        if not todo:
-            break
-        used = attempt
-        gens = backend.generate([base + [{"role": "assistant", "content": prefixes[k]}] for k in todo], temperature=temperature,
-                                seed=seeds.int_seed(seed, seeds.Stream.NARRATION, attempt, bits=31), max_tokens=max_tokens)
-        for k, g in zip(todo, gens):
-            reason = _first_sentence(g.text)
-            candidate = f"{prefixes[k]} {reason}." if reason else f"{prefixes[k].rsplit(' because', 1)[0]}."
-            problems = check_grounding(candidate, record)
-            if problems and attempt < attempts:
-                continue  # regenerate this tick's reason
-            sentences[k] = candidate
-    text = " ".join(s for s in sentences if s)
-    issues = check_grounding(text, record)
-    return Narration(record.agent, record.name, text, not issues, issues, max(used, 1), time.perf_counter() - t0, None)
+
+__all__ = ["Narration", "narrate", "tidy", "CHECKS"]

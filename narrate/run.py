@@ -1,4 +1,5 @@
-"""`lsm narrate`: choose agents of a rollout, narrate (or interview) each from its record."""
+"""`lsm narrate`: choose agents of a rollout or teacher trace, narrate (or interview) each from its
+record, or put the question battery to many (`--battery N`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,8 +10,9 @@ import numpy as np
 from lsm.config import UsageError, load_config, resolve_config
 from lsm.data_gen.teacher.config import TeacherConfig, make_backend
 from lsm.model.checkpoint import load_checkpoint
+from lsm.narrate.battery import BatteryResult, battery_agents, run_battery
 from lsm.narrate.narrator import Narration, narrate
-from lsm.probes.readout import agent_readout
+from lsm.probes.readout import readout, readouts
 from lsm.society.store import TraceFile, read_configs
 from lsm.transcript import Echo, Transcript
 
@@ -83,21 +85,18 @@ def run_narrate(rollout: str | Path, agent: str | int | None = None, ticks: str 
 
     say = Transcript(echo)
     with TraceFile(rollout) as tf:
-        n_ticks = tf.n_ticks
+        n_ticks, kind = tf.n_ticks, tf.kind
         recorded = read_configs(tf.f).get("student", {})
     ids = choose_agents(rollout, agent, cluster, report, flipped, limit)
     if not ids and agent is None and cluster is None:  # chosen by flip, and none flipped
         say(f"No agent's final decision differs between {rollout} and {flipped}.")
         return NarrateRun([], text=str(say))
     span = parse_span(ticks, n_ticks)
-    ckpt = ckpt or recorded.get("checkpoint")
-    if not ckpt or not Path(ckpt).exists():
-        raise UsageError(f"the rollout's checkpoint {ckpt!r} is not here; pass --ckpt")
-    student = load_checkpoint(ckpt)
-    backend = make_backend(load_config(TeacherConfig, resolve_config(teacher, "teacher"), kind="teacher config"))
+    student = _student(ckpt, recorded, kind)
+    backend = _backend(teacher)
     result = NarrateRun(ids)
     for i in ids:
-        record = agent_readout(student, rollout, i, span)
+        record = readout(rollout, i, span, student)
         nar = narrate(record, backend, question=ask, attempts=attempts, seed=seed)
         result.narrations.append(nar)
         say(nar.markdown() + f"\n*{nar.seconds:.1f} s*\n")
@@ -105,4 +104,45 @@ def run_narrate(rollout: str | Path, agent: str | int | None = None, ticks: str 
         Path(out).write_text("\n".join(say.parts))
         say(f"Written: {out}")
     result.text = str(say)
+    return result
+
+
+def _student(ckpt: str | Path | None, recorded: dict, kind: str):
+    """The student that wrote a rollout (its readouts replay it); None for a teacher trace."""
+    if kind == "teacher_trace":
+        return None
+    ckpt = ckpt or recorded.get("checkpoint")
+    if not ckpt or not Path(ckpt).exists():
+        raise UsageError(f"the rollout's checkpoint {ckpt!r} is not here; pass --ckpt")
+    return load_checkpoint(ckpt)
+
+
+def _backend(teacher: str | Path):
+    return make_backend(load_config(TeacherConfig, resolve_config(teacher, "teacher"), kind="teacher config"))
+
+
+def run_battery_on(rollout: str | Path, n: int, teacher: str | Path = "embedded", ckpt: str | Path | None = None,
+                   ticks: str | None = None, attempts: int = 3, seed: int = 0, out: str | Path | None = None,
+                   echo: Echo = None) -> BatteryResult:
+    """The question battery (`narrate.battery`) over `n` agents of a rollout or teacher trace: each
+    answer as it comes, then the table of check rates and the failures; with `out`, the answers
+    as JSON there."""
+    if n < 1:
+        raise UsageError(f"--battery {n}: the number of agents to question, at least 1")
+    say = Transcript(echo)
+    with TraceFile(rollout) as tf:
+        n_ticks, kind = tf.n_ticks, tf.kind
+        recorded = read_configs(tf.f).get("student", {})
+    span = parse_span(ticks, n_ticks)
+    student = _student(ckpt, recorded, kind)
+    backend = _backend(teacher)
+    ids = battery_agents(rollout, n, seed)
+    result = run_battery(rollout, readouts(rollout, ids, span, student), backend, attempts, seed, echo=say)
+    say("")
+    say(result.table())
+    say("")
+    say(result.failures())
+    if out:
+        Path(out).write_text(result.to_json())
+        say(f"Written: {out}")
     return result

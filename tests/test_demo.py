@@ -82,7 +82,10 @@ def test_demo_runs_end_to_end_and_resumes(demo_dir, tmp_path, capsys):
         flipped = np.nonzero(r.array("decision")[-1] != cf.array("decision")[-1])[0]
     narration = (out / "narration.md").read_text()
     assert f"(agent {int(flipped[0]) if len(flipped) else 0})" in narration
-    assert "Grounding: passed" in narration
+    assert "*Checks: grounded ✓, relevant ✓, attributed ✓, complete ✓" in narration
+    interview = (out / "interview.md").read_text()
+    assert "*Checks: grounded ✓, relevant ✓, attributed ✓, complete ✓" in interview
+    assert "You decided as you did" not in interview
     assert f"lsm explore {out}" in printed  # the demo ends by saying how to explore it
     # a second run keeps every finished step
     assert main(["demo", "--out", str(out), *ARGS]) == 0

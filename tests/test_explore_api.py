@@ -288,7 +288,9 @@ def test_an_out_of_range_edit_is_refused_with_the_scenario_checker_message(clien
 @pytest.mark.slow
 def test_narration_requests_are_queued_one_at_a_time_and_answers_are_checked(client):
     """Two interviews sent at once: the second waits for the first (one LLM, one at a time); each
-    streams its status and ends with a text and a grounding verdict (passed, or flagged issues)."""
+    streams its status and ends with an answer and its four checks, the answer being the LLM's
+    (passing all four) or, flagged as a fallback, the record's facts with why the LLM's failed.
+    A teacher trace's agents answer too, from the trace as written."""
     streams: dict[int, list[dict]] = {}
 
     def ask(agent):
@@ -307,14 +309,18 @@ def test_narration_requests_are_queued_one_at_a_time_and_answers_are_checked(cli
     for agent, events in streams.items():
         assert events[0]["state"] == "queued" and events[-1]["state"] == "done", events
         res = events[-1]["result"]
-        assert res["agent"] == agent and res["text"] and isinstance(res["grounded"], bool)
-        assert res["grounded"] or res["issues"]
+        assert res["agent"] == agent and res["text"] and res["kind"] == "why"
+        assert set(res["checks"]) == {"grounded", "relevant", "attributed", "complete"}
+        assert res["passed"] == all(res["checks"].values()) is True  # the plain facts stand in where the LLM failed
+        assert (res["llm_text"] != "" and len(res["problems"]) > 0) if res["fallback"] else res["problems"] == []
         spans.append((events[-1]["started"], events[-1]["finished"]))
     (s1, e1), (s2, e2) = sorted(spans)
     assert s1 < e1 <= s2 < e2  # never two at once
     assert any("1 ahead" in e["message"] for e in streams[2])
-    r = client.post("/api/narrate", json={"file": "0/teacher/vaccine_campaign_s0.h5", "agent": 1})
-    assert r.status_code == 409 and "student rollouts" in r.json()["error"]
+    with client.stream("POST", "/api/narrate", json={"file": "0/teacher/vaccine_campaign_s0.h5", "agent": 1,
+                                                      "question": "What is your favourite food?"}) as r:
+        res = [json.loads(line) for line in r.iter_lines() if line][-1]["result"]
+    assert res["kind"] == "unknown" and "does not say" in res["text"] and res["passed"]
     r = client.post("/api/narrate", json={"file": "0/rollout.h5", "agent": 1, "question": ""})
     assert r.status_code == 400
 

@@ -1,6 +1,6 @@
 """`lsm explore` end to end in a real browser (Debian's headless Chromium driven by Playwright)
 on the demo's artefacts: every view renders (non-blank canvases, the expected legends), a
-click on a node opens its agent, an interview comes back grounded or flagged, a what-if and a
+click on a node opens its agent, an interview comes back with its four checks, a what-if and a
 sweep run and draw their charts. Screenshots go to $LSM_SCREENSHOTS (docs/explorer.md's come from
 `make screenshots`: this test on `make demo`'s out/demo), else to the test's temporary folder."""
 from __future__ import annotations
@@ -99,9 +99,11 @@ def test_every_view_in_a_browser(demo, tmp_path):
         page.fill("#ag-question", "Why did you decide as you did in the last tick?")
         page.click("#ag-ask")
         _settled(page, "#ag-ask")
-        assert page.locator("#ag-narration .verdict-ok, #ag-narration .verdict-flag").count(), page.locator("#ag-narration").inner_text()
-        verdict = page.locator("#ag-narration").inner_text()
-        assert "Grounding: passed" in verdict or "FLAGGED" in verdict
+        checks = page.locator("#ag-narration .check")
+        assert checks.count() == 4, page.locator("#ag-narration").inner_text()
+        assert [checks.nth(k).get_attribute("data-check") for k in range(4)] == ["grounded", "relevant", "attributed", "complete"]
+        assert page.locator("#ag-narration .check.verdict-ok").count() == 4  # the answer shown passes (the LLM's, or the facts)
+        assert page.locator("#ag-narration .fallback").count() == page.locator("#ag-narration details").count()
         assert page.locator("#ag-narration .answer").inner_text().strip()
         page.screenshot(path=str(shots / "agent.png"), full_page=True)
 

@@ -1,13 +1,20 @@
 """Probes recover planted signals and not noise; the grounding checker; narration with the real LLM."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
+from lsm.cli import main
+from lsm.model.checkpoint import load_checkpoint
+from lsm.narrate.checks import check
 from lsm.narrate.grounding import check_grounding
+from lsm.narrate.scaffold import scaffold
 from lsm.probes.features import label_texts
 from lsm.probes.linear import fit_probe
-from lsm.probes.readout import AgentReadout, TickReadout
+from lsm.probes.readout import AgentReadout, TickReadout, agent_readout
+from lsm.society.store import TraceFile
 
 
 def _planted(seed=0, n_agents=60, ticks=4, dim=12):
@@ -123,7 +130,6 @@ def test_a_negation_reaches_only_its_own_clause():
 
 
 def test_narration_and_interview_with_the_embedded_llm(trained, tmp_path, capsys):
-    from lsm.cli import main
 
     tmp, ckpt, world = trained
     out = tmp_path / "r.h5"
@@ -132,21 +138,47 @@ def test_narration_and_interview_with_the_embedded_llm(trained, tmp_path, capsys
     capsys.readouterr()
     assert main(["narrate", "--rollout", str(out), "--agent", "4", "--teacher", "debug", "--out", str(tmp_path / "n.md")]) == 0
     text = (tmp_path / "n.md").read_text()
-    # the scaffold states the rollout's own decisions, tick by tick
-    from lsm.society.store import TraceFile
-    from lsm.model.checkpoint import load_checkpoint
-    from lsm.probes.readout import agent_readout
 
+    record = agent_readout(load_checkpoint(ckpt), out, 4, range(2))
     with TraceFile(out) as tf:
         labels, decided = tf.scenario.actions.labels, tf.array("decision")[:, 4]
-    for t in (0, 1):
-        assert f"In tick {t}, I decided to {labels[decided[t]]} because" in text
-    # the printed verdict is the checker's verdict on the printed narrative, and the seeded run passes
+    assert [t.decision for t in record.ticks] == [labels[decided[0]], labels[decided[1]]]
+    # the printed verdict is the checks' verdict on the printed narrative, which passes them all
     body = text.split("\n\n")[1]
-    assert check_grounding(body, agent_readout(load_checkpoint(ckpt), out, 4, range(2))) == []
-    assert "*Grounding: passed (attempt " in text
+    verdict = check(body, record, scaffold(record, None))
+    assert verdict.passed, verdict.problems
+    assert "*Checks: grounded ✓, relevant ✓, attributed ✓, complete ✓" in text
     assert main(["narrate", "--rollout", str(out), "--agent", "4", "--teacher", "debug", "--ticks", "1:1",
                  "--ask", "Who did you listen to?"]) == 0
     assert "asked: *Who did you listen to?*" in capsys.readouterr().out
     assert main(["narrate", "--rollout", str(out), "--agent", "99"]) == 2
     assert "agents 0..59" in capsys.readouterr().err
+
+
+def test_the_battery_from_the_cli_prints_rates_that_recount_its_answers(trained, tmp_path, capsys):
+    """`lsm narrate --battery 2`: every answer printed, then the table; the table's counts equal a
+    recount of the printed answers, and each answer's stored checks equal the checks run again on
+    its text against the agent's record."""
+
+
+    tmp, ckpt, world = trained
+    out = tmp_path / "r.h5"
+    assert main(["rollout", "--ckpt", str(ckpt), "--world", str(world), "--scenario", "vaccine_campaign", "--out", str(out),
+                 "--ticks", "2", "--quiet", "true"]) == 0
+    capsys.readouterr()
+    assert main(["narrate", "--rollout", str(out), "--battery", "2", "--teacher", "debug", "--attempts", "1",
+                 "--out", str(tmp_path / "b.json")]) == 0
+    printed = capsys.readouterr().out
+    lines = [ln for ln in printed.splitlines() if ln.startswith("agent ")]
+    saved = json.loads((tmp_path / "b.json").read_text())
+    n = len(saved["answers"])
+    assert n == len(lines) == 2 * 8
+    fallback = sum(" fallback" in ln.split("]")[0] for ln in lines)
+    failed = sum(" FAILED" in ln.split("]")[0] for ln in lines)
+    assert f"| fallback | {fallback / n:.1%} ({fallback}/{n}) |" in printed
+    assert f"| all four | {(n - failed) / n:.1%} ({n - failed}/{n}) |" in printed
+    student = load_checkpoint(ckpt)
+    records = {i: agent_readout(student, out, i) for i in saved["agents"]}
+    for a in saved["answers"]:
+        verdict = check(a["text"], records[a["agent"]], scaffold(records[a["agent"]], a["question"]))
+        assert verdict.as_dict() == a["checks"], (a, verdict.problems)

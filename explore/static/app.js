@@ -286,8 +286,8 @@ async function loadAgent() {
         (hasText ? `<td class="text">${esc(t.reasoning)}</td><td class="text">${esc(t.expression)}</td>` : "") + "</tr>";
     }).join("");
   const student = r.kind === "student_rollout";
-  $("ag-narrate").disabled = $("ag-ask").disabled = !student;
-  $("ag-narration").textContent = student ? "" : "Narration and interviews are of student rollouts; a teacher trace shows the LLM's own reasoning above.";
+  $("ag-narrate").disabled = $("ag-ask").disabled = false;
+  $("ag-narration").textContent = "";
   $("ag-attention").textContent = student ? "replaying the rollout for attention …" : "Attention exists only in student rollouts.";
   if (student) loadAttention(id);
 }
@@ -330,11 +330,14 @@ async function narrate(question) {
 }
 
 function showNarration(n) {
-  const verdict = n.grounded
-    ? `<p class="verdict-ok">Grounding: passed (attempt ${n.attempts})</p>`
-    : `<p class="verdict-flag">Grounding: FLAGGED after ${n.attempts} attempts</p><ul>${n.issues.map((i) => `<li>${esc(i.kind)}: ${esc(i.detail)}</li>`).join("")}</ul>`;
-  $("ag-narration").innerHTML = (n.question ? `<p><b>Asked:</b> ${esc(n.question)}</p>` : "") +
-    `<p class="answer">${esc(n.text)}</p>${verdict}<p class="note">${n.seconds} s</p>`;
+  const checks = Object.entries(n.checks).map(([c, ok]) =>
+    `<span class="check ${ok ? "verdict-ok" : "verdict-flag"}" data-check="${esc(c)}">${esc(c)} ${ok ? "✓" : "✗"}</span>`).join(" ");
+  const how = n.fallback
+    ? `<p class="verdict-flag fallback">The LLM's answer failed its checks after ${n.attempts} attempts; the record's facts are shown as plain text.</p>` +
+      `<details><summary>the LLM's answer and why it failed</summary><p class="note">${esc(n.llm_text)}</p><ul>${n.problems.map((p) => `<li>${esc(p)}</li>`).join("")}</ul></details>`
+    : `<p class="note">phrased by the LLM, attempt ${n.attempts}</p>`;
+  $("ag-narration").innerHTML = (n.question ? `<p><b>Asked</b> (${esc(n.kind)}): ${esc(n.question)}</p>` : "") +
+    `<p class="answer">${esc(n.text)}</p><p class="checks">${checks}</p>${how}<p class="note">${n.seconds} s</p>`;
 }
 
 // ------------------------------------------------------------------ what-if
