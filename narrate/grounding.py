@@ -2,8 +2,9 @@
 
 Every tick, decision and number the text names must match the record:
 - **ticks**: "tick 3", "round 3", "week 3" must be ticks of the record (the narrated range);
-- **decisions**: in a sentence that cites exactly one tick, an action it names (its label or an
-  inflection: vaccinate / vaccinated / vaccinating) is *asserted* unless a negation ("not",
+- **decisions**: a decision applied to a person or a view ("I decided to vaccinate Ann B.",
+  "... to refuse my own view") is flagged; in a sentence that cites exactly one tick, an action
+  it names (its label or an inflection: vaccinate / vaccinated / vaccinating) is *asserted* unless a negation ("not",
   "didn't", "never", "no longer", "instead of", "rather than", "without") comes before it in
   the same clause (clauses end at , ; : and at because / but / so / and / while / although),
   in which case it is *denied*. Asserting another action than the decision taken at that tick
@@ -122,6 +123,13 @@ def check_grounding(text: str, record) -> list[GroundingIssue]:
                                              f"names {', '.join(asserted)} at tick {t}, where the decision was {actual}"))
             elif actual in denied and actual not in asserted:
                 issues.append(GroundingIssue("decision", sentence, f"denies {actual} at tick {t}, where it was the decision"))
+        for label, fs in forms.items():  # "I decided to vaccinate James A." / "... to wait my own view"
+            for f in fs:
+                m = re.search(rf"\b{re.escape(f)}\s+({'|'.join(map(re.escape, others))}{'|' if others else ''}"
+                              rf"my (?:own |earlier )?views?|him|her|myself)\b", QUOTE_RX.sub(" ", sentence), re.IGNORECASE)
+                if m:
+                    issues.append(GroundingIssue("decision", sentence, f"applies {label} to {m.group(1)!r}, which a decision is not"))
+                    break
         tick_spans = [m.span(1) for m in TICK_RX.finditer(sentence)]
         for m in NUMBER_RX.finditer(sentence):
             if any(a <= m.start(1) < b for a, b in tick_spans):

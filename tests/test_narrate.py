@@ -142,6 +142,8 @@ WHY = "Why did you vaccinate in tick 2?"
     ("In tick 2, I decided to vaccinate because Ann B.", ["complete"]),
     # wrong fact
     ("In tick 2, I decided to refuse because Ann Berg had vaccinated.", ["grounded"]),  # Ann's decision is not Maria's
+    ("In tick 2, I decided to vaccinate Ann Berg, my friend, who had vaccinated.", ["grounded"]),  # a decision is not done to a person
+    ("In tick 2, I decided to vaccinate my own view, and Ann Berg had vaccinated.", ["grounded"]),
 ])
 def test_each_check_on_hand_written_answers(answer, failed):
     rec = _student_record()
