@@ -31,8 +31,8 @@ MAX_WORDS = 90
 ATTRIBUTION_SHARE = 0.6
 """The least share of a cause's content words that the record (or `PLAIN_WORDS`) holds."""
 FOREIGN_SHARE = 0.25
-"""The most share of an answer's content words that may be foreign to the record: room for
-phrasing ("I was unsure", "I felt"), none for a story of its own."""
+"""The most share of an answer's words that may be foreign to the record (neither its terms nor
+`PLAIN_WORDS`): room for phrasing ("I was unsure"), none for a story of its own."""
 
 CAUSE_RX = re.compile(r"\b(?:because(?: of)?|due to|thanks to|as a result of|owing to|since(?! tick| week| round| then)|"
                       r"that(?:'s| is| was) why|which (?:is|was) why|which made me|made me|led me to|so that)\b", re.I)
@@ -50,7 +50,7 @@ was way we week were what when which while who why will with would you your roun
 decided decide decision choice chose choose likely sure view earlier worth remembering remember memory
 strength credibility message messages news reached reach someone colleague acquaintance household friend
 follow wanted want believe believed trust reasoning noted record says change changed mind instead due
-because since next choice chose
+next
 """.split())
 """Function words and the scaffold's own words, which any cause may use."""
 
@@ -102,8 +102,7 @@ def attribution(text: str, sc: Scaffold) -> list[str]:
     for cause in causes(text):
         words = [w.lower() for w in WORD_RX.findall(cause)]
         content = [w for w in words if w not in PLAIN_WORDS]
-        named = any(f.stated_in(cause) for f in sc.facts if f.kind != "none") or \
-            any(any(_word(cause, w) for w in g) for f in sc.facts for g in f.cues if f.kind in ("neighbour", "event"))
+        named = any(f.stated_in(cause) for f in sc.facts if f.kind != "none")
         known = sum(_known(w, sc.terms) for w in content)
         if not words:
             problems.append("a cause with nothing after it")
@@ -134,10 +133,6 @@ def foreign_words(text: str, sc: Scaffold) -> list[str]:
     """The answer's content words that neither the record nor plain phrasing holds (the
     question's own words too are foreign: "I love food" answers nothing the record holds)."""
     return [w for w in (w.lower() for w in WORD_RX.findall(text)) if not _known(w, sc.terms)]
-
-
-def _word(text: str, w: str) -> bool:
-    return re.search(rf"(?<!\w){re.escape(w)}(?!\w)", text, re.I) is not None
 
 
 def completeness(text: str, parts: int = 1) -> list[str]:
