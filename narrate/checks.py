@@ -49,8 +49,8 @@ then there these they thing things think this those thought through tick time to
 was way we week were what when which while who why will with would you your round heard hear
 decided decide decision choice chose choose likely sure view earlier worth remembering remember memory
 strength credibility message messages news reached reach someone colleague acquaintance household friend
-follow wanted want believe believed trust reasoning noted record says change changed mind instead due
-next
+follow wanted want believe believed trust reasoning noted record says change changed mind instead due because
+since next
 """.split())
 """Function words and the scaffold's own words, which any cause may use."""
 
