@@ -137,6 +137,9 @@ WHY = "Why did you vaccinate in tick 2?"
     ("In tick 2, I decided to vaccinate because my doctor told me the vaccine prevents organ transplant rejection.",
      ["relevant", "attributed"]),  # and it gives none of the record's reasons
     ("In tick 2, I vaccinated because Ann Berg told me about organ transplant rejection and kidney failures.", ["attributed"]),
+    # invented content with no "because": more than a quarter of its words are not the record's
+    ("In tick 2, I decided to vaccinate, and I paid attention to Ann Berg. Then I listened to a podcast about "
+     "a magical kingdom with holograms, teleportation and dragons.", ["attributed"]),
     # truncated sentence
     ("In tick 2, I decided to vaccinate because Ann Berg", ["complete"]),
     ("In tick 2, I decided to vaccinate because Ann B.", ["complete"]),
