@@ -18,7 +18,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from lsm.narrate.checks import CHECKS, Verdict, check
+from lsm.narrate.checks import Verdict, check
 from lsm.narrate.scaffold import Scaffold, scaffold
 from lsm.society import seeds
 
@@ -58,10 +58,6 @@ class Narration:
     @property
     def passed(self) -> bool:
         return all(self.checks.values())
-
-    @property
-    def grounded(self) -> bool:
-        return self.checks["grounded"]
 
     def markdown(self) -> str:
         head = f"### {self.name} (agent {self.agent})" + (f" — asked: *{self.question}*" if self.question else "")
@@ -164,6 +160,3 @@ def narrate(record, backend, question: str | None = None, attempts: int = 3, see
     return Narration(record.agent, record.name, text, verdict.as_dict(), bool(replaced), problems,
                      max(t.attempts for t in told), time.perf_counter() - t0, question, sc.kind,
                      " ".join(t.llm_text for t in replaced))
-
-
-__all__ = ["Narration", "narrate", "tidy", "CHECKS"]

@@ -12,7 +12,7 @@ from lsm.data_gen.teacher.config import TeacherConfig, make_backend
 from lsm.model.checkpoint import load_checkpoint
 from lsm.narrate.battery import BatteryResult, battery_agents, run_battery
 from lsm.narrate.narrator import Narration, narrate
-from lsm.probes.readout import readout, readouts
+from lsm.probes.readout import readouts
 from lsm.society.store import TraceFile, read_configs
 from lsm.transcript import Echo, Transcript
 
@@ -84,19 +84,14 @@ def run_narrate(rollout: str | Path, agent: str | int | None = None, ticks: str 
     markdown is also written there. `echo` receives each narration as soon as it is written."""
 
     say = Transcript(echo)
-    with TraceFile(rollout) as tf:
-        n_ticks, kind = tf.n_ticks, tf.kind
-        recorded = read_configs(tf.f).get("student", {})
     ids = choose_agents(rollout, agent, cluster, report, flipped, limit)
     if not ids and agent is None and cluster is None:  # chosen by flip, and none flipped
         say(f"No agent's final decision differs between {rollout} and {flipped}.")
         return NarrateRun([], text=str(say))
-    span = parse_span(ticks, n_ticks)
-    student = _student(ckpt, recorded, kind)
+    span, student = _source(rollout, ckpt, ticks)
     backend = _backend(teacher)
     result = NarrateRun(ids)
-    for i in ids:
-        record = readout(rollout, i, span, student)
+    for record in readouts(rollout, ids, span, student):  # one replay of a rollout for all of them
         nar = narrate(record, backend, question=ask, attempts=attempts, seed=seed)
         result.narrations.append(nar)
         say(nar.markdown() + f"\n*{nar.seconds:.1f} s*\n")
@@ -107,14 +102,19 @@ def run_narrate(rollout: str | Path, agent: str | int | None = None, ticks: str 
     return result
 
 
-def _student(ckpt: str | Path | None, recorded: dict, kind: str):
-    """The student that wrote a rollout (its readouts replay it); None for a teacher trace."""
+def _source(rollout: str | Path, ckpt: str | Path | None, ticks: str | None):
+    """(the tick span `ticks` of the file, the student that wrote it: its readouts replay it; None
+    for a teacher trace, read as written)."""
+    with TraceFile(rollout) as tf:
+        n_ticks, kind = tf.n_ticks, tf.kind
+        recorded = read_configs(tf.f).get("student", {})
+    span = parse_span(ticks, n_ticks)
     if kind == "teacher_trace":
-        return None
+        return span, None
     ckpt = ckpt or recorded.get("checkpoint")
     if not ckpt or not Path(ckpt).exists():
         raise UsageError(f"the rollout's checkpoint {ckpt!r} is not here; pass --ckpt")
-    return load_checkpoint(ckpt)
+    return span, load_checkpoint(ckpt)
 
 
 def _backend(teacher: str | Path):
@@ -130,11 +130,7 @@ def run_battery_on(rollout: str | Path, n: int, teacher: str | Path = "embedded"
     if n < 1:
         raise UsageError(f"--battery {n}: the number of agents to question, at least 1")
     say = Transcript(echo)
-    with TraceFile(rollout) as tf:
-        n_ticks, kind = tf.n_ticks, tf.kind
-        recorded = read_configs(tf.f).get("student", {})
-    span = parse_span(ticks, n_ticks)
-    student = _student(ckpt, recorded, kind)
+    span, student = _source(rollout, ckpt, ticks)
     backend = _backend(teacher)
     ids = battery_agents(rollout, n, seed)
     result = run_battery(rollout, readouts(rollout, ids, span, student), backend, attempts, seed, echo=say)

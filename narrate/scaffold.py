@@ -105,14 +105,18 @@ def _tick_cue(t: int) -> tuple[str, ...]:
     return (f"tick {t}", f"week {t}", f"round {t}")
 
 
+BIN_RX = re.compile(r"(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)")
+"""A numeric action's bin label, e.g. '20-30'."""
+
+
 def decided(decision: str) -> str:
     """'decided to wait', or for a numeric bin such as '20-30': 'picked a number between 20 and 30'."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)", decision)
+    m = BIN_RX.fullmatch(decision)
     return f"picked a number between {m.group(1)} and {m.group(2)}" if m else f"decided to {decision.replace('_', ' ')}"
 
 
 def _decision_cue(decision: str) -> tuple[str, ...]:
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)", decision)
+    m = BIN_RX.fullmatch(decision)
     return (m.group(1), m.group(2)) if m else tuple(action_forms(decision))
 
 
