@@ -213,7 +213,7 @@ class _Facts:
                 text = f"In tick {t}, my {readable(c)} was {now}/10, {'up' if now > was else 'down'} from {was}/10 in tick {before.tick}."
             else:
                 text = f"In tick {t}, my {readable(c)} was {now}/10."
-            out += self._ok(Fact("feeling", t, text, (tuple(w for w in readable(c).split() if len(w) > 3) or (readable(c),),)))
+            out += self._ok(Fact("feeling", t, text, ((readable(c),),)))  # the whole name: "social" alone is not "social proof"
         return out
 
     def alternative(self, t: int) -> list[Fact]:

@@ -133,6 +133,7 @@ WHY = "Why did you vaccinate in tick 2?"
     # evasive: restates the question, no fact
     ("You decided as you did in the last tick.", ["relevant"]),
     ("I am not sure what to tell you about that, it was a hard week.", ["relevant"]),
+    ("In tick 2, I decided to vaccinate, as trust is a hard thing.", ["relevant"]),  # "trust" is not "trust in institutions"
     # invented reason: a cause the record does not hold
     ("In tick 2, I decided to vaccinate because my doctor told me the vaccine prevents organ transplant rejection.",
      ["relevant", "attributed"]),  # and it gives none of the record's reasons
