@@ -208,6 +208,15 @@ def train_student(train_files: list[Path], out: Path, cfg: RecoveryConfig, stude
             "seconds": round(seconds, 1), "seconds_per_step": round(seconds / max(trainer.global_step, 1), 4)}
 
 
+def train_step(files: list[Path], out: Path, cfg: RecoveryConfig, student: StudentConfig, val: Path) -> None:
+    """`train_student` as a resumable step: `out` appears (atomically) only once the checkpoint and
+    its `training.json` beside it are complete, so a run killed at any moment retrains or keeps it whole."""
+    partial_ckpt = out.with_name(out.name + ".partial")
+    done = train_student(files, partial_ckpt, cfg, student, [val])
+    out.with_name("training.json").write_text(json.dumps(done))
+    os.replace(partial_ckpt, out)
+
+
 def run_recovery(out_dir: str | Path, cfg: RecoveryConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Every size in `cfg.agents`; returns `{"rows": [per-size results], **the largest size's results}`.
     With `cfg.planted` = `random:K[@SEED]`: `run_random_recovery`, one experiment per drawn configuration."""
@@ -260,9 +269,7 @@ def run_recovery(out_dir: str | Path, cfg: RecoveryConfig, say: Callable[[str], 
             p = out / f"students/{name}_n{n}/last.ckpt"
 
             def fit(p=p, files=files, extra=extra, val=val):
-                student = StudentConfig.from_preset(cfg.preset, **{**cfg.student, **extra})
-                done = train_student(files, p, cfg, student, [val])
-                p.with_name("training.json").write_text(json.dumps(done))
+                train_step(files, p, cfg, StudentConfig.from_preset(cfg.preset, **{**cfg.student, **extra}), val)
 
             budget = f"{cfg.epochs} epochs" if cfg.epochs is not None else f"≤ {cfg.steps} steps"
             ckpt[name] = step(f"train {name} ({budget})", p, fit)
@@ -277,9 +284,8 @@ def run_recovery(out_dir: str | Path, cfg: RecoveryConfig, say: Callable[[str], 
             p = out / f"students/student_without_{off}_n{n}/last.ckpt"
 
             def fit_off(p=p, switches=switches):
-                done = train_student([tr["planted"], *variants], p, cfg, StudentConfig.from_preset(cfg.preset, **{**cfg.student, **switches}),
-                                     [val_tr["planted"]])
-                p.with_name("training.json").write_text(json.dumps(done))
+                train_step([tr["planted"], *variants], p, cfg, StudentConfig.from_preset(cfg.preset, **{**cfg.student, **switches}),
+                           val_tr["planted"])
 
             step(f"train the student without {off}", p, fit_off)
 

@@ -9,6 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # before numpy's and torch's thread pools start: see pytest_configure
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = "1"
+
 import pytest
 
 from lsm.config import CONFIG_ROOT, shipped
@@ -38,6 +41,15 @@ CORPUS = ROOT / "data_gen/corpus/n20"
 
 DEMO_ARGS = ["--agents", "6", "--ticks", "2", "--epochs", "2"]
 """`lsm demo` reduced for the tests: the whole pipeline with the real embedded teacher on 6 agents."""
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """The embedded SmolLM2 as the `debug` teacher preset builds it (float32, batches of 16),
+    loaded once for the session: the tests that generate or score with it share it."""
+    from lsm.data_gen.teacher.backends.embedded import EmbeddedBackend, EmbeddedConfig
+
+    return EmbeddedBackend(EmbeddedConfig(batch_size=16))
 
 
 @pytest.fixture(scope="session")
@@ -71,18 +83,34 @@ def trained(tmp_path_factory):
 def recovered(tmp_path_factory):
     """(folder, printed text): a small known-answer recovery (`lsm recovery`, 1500 training agents,
     400 held out, 2 scenario variants, 240 steps of 256-agent batches, ~3 min): its students
-    respond to the planted influence and events."""
+    respond to the planted influence and events. The run is killed (-9) once the student is
+    trained, and the same command resumes it (`RECOVERY_KILLED`: the student's checkpoint then)."""
     import contextlib
+    import hashlib
     import io
 
     from lsm.cli import main
 
     out = tmp_path_factory.mktemp("recovery")
+    args = ["recovery", "--out", str(out / "rec"), "--agents", "1500", "--held_out_agents", "400", "--steps", "240",
+            "--train_variants", "2", "--json", str(out / "r.json")]
+    proc = subprocess.Popen([sys.executable, "-m", "lsm", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    student = out / "rec/students/student_n1500/last.ckpt"
+    deadline = time.time() + 900
+    while not student.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the recovery finished (or failed) before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (out / RECOVERY_KILLED).write_text(hashlib.sha256(student.read_bytes()).hexdigest())
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert main(["recovery", "--out", str(out / "rec"), "--agents", "1500", "--held_out_agents", "400", "--steps", "240",
-                     "--train_variants", "2", "--json", str(out / "r.json")]) == 0
+        assert main(args) == 0
     return out, printed.getvalue()
+
+
+RECOVERY_KILLED = "killed_student.sha256"
+"""The `recovered` folder's record of the student checkpoint as the killed run left it."""
 
 
 @pytest.fixture
@@ -105,7 +133,7 @@ def kill_after_tick():
     return kill
 
 
-SLOW_FIXTURES = {"recovered", "demo_dir", "backend", "server", "kill_after_tick", "client", "browser"}
+SLOW_FIXTURES = {"recovered", "demo_dir", "embedded", "backend", "server", "kill_after_tick", "client", "browser"}
 """Fixtures that load the embedded LLM, train a recovery student, run the demo, serve the explorer
 or kill and resume a run: a test that uses one is in the full lane (`make test`) only."""
 SLOW_MODULES = {"test_demo", "test_explore_browser", "test_backend_embedded", "test_backend_openai", "test_teacher",
@@ -120,9 +148,26 @@ SLOW_TESTS = {"test_world_backstories_from_the_cli", "test_lsm_train_default_roo
 `lsm bench`'s subprocess and matmul timing: 10-14 s on 2 busy cores)."""
 
 
+SHARED_GROUPS = {"test_demo": "demo", "test_explore_browser": "demo"}
+"""Modules that run on one worker under `pytest -n` (pytest-xdist, `--dist loadgroup`): the browser
+test opens the demo folder that `test_demo` leaves (else it would run the demo again)."""
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, each worker (and each process it starts) uses one CPU thread: two torch
+    processes with a thread per core each would fight over the cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Mark the full lane's tests `slow`: `make check` runs the rest (`-m "not slow"`), `make test` all."""
+    """Mark the full lane's tests `slow`: `make check` runs the rest (`-m "not slow"`), `make test`
+    all. Group each module's tests (one worker each under `--dist loadgroup`: its module fixtures,
+    an LLM or a trained student, are built once), the demo's modules together."""
     for item in items:
         module = Path(str(item.fspath)).stem
         if module in SLOW_MODULES or item.originalname in SLOW_TESTS or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(module, module)))

@@ -240,7 +240,61 @@ def test_generate_with_json_schema_and_score_options(server):
     assert abs(p.sum() - 1) < 1e-9 and p[0] > 0.9
 
 
-def test_gen_through_the_server_and_a_server_that_dies_mid_run(tmp_path):
+@pytest.fixture(scope="module")
+def gen_inputs(tmp_path_factory):
+    """A 2-agent world and a 2-tick vaccine campaign for `lsm gen` through servers."""
+    d = tmp_path_factory.mktemp("gen")
+    save_world(build_world(shipped("population", "anes96.yaml"), shipped("graph", "default.yaml"), agents=2, seed=5), d / "w.h5")
+    sc = yaml.safe_load(shipped("scenarios", "vaccine_campaign.yaml").read_text())
+    sc["ticks"], sc["events"] = 2, [e for e in sc["events"] if e["tick"] < 2]
+    (d / "s.yaml").write_text(yaml.safe_dump(sc))
+    return d
+
+
+def _gen_args(d, teacher: str) -> list[str]:
+    return ["gen", "--world", str(d / "w.h5"), "--scenario", str(d / "s.yaml"), "--teacher", teacher, "--quiet", "true"]
+
+
+def _openai_teacher(path, servers: list[str], max_retries: int = 1) -> str:
+    """A teacher config answering in full through `servers` (one: `base_url`, several: `base_urls`)."""
+    spec = {"model": "smollm2-135m-instruct", "concurrency": 1, "max_retries": max_retries, "backoff_s": 0.05,
+            **({"base_url": servers[0]} if len(servers) == 1 else {"base_urls": servers})}
+    path.write_text(yaml.safe_dump({"backend": "openai", "answer": "full", "max_tokens": 300, "chunk": 2, "openai": spec,
+                                    "limits": {"reasoning": 80, "message": 60, "memory": 40}}))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def one_server_trace(server, gen_inputs):
+    """`lsm gen` through the module's server, uninterrupted: the reference the interrupted runs must equal."""
+    from lsm.cli import main
+
+    out = gen_inputs / "one.h5"
+    assert main([*_gen_args(gen_inputs, _openai_teacher(gen_inputs / "one.yaml", [server])), "--out", str(out)]) == 0
+    return out
+
+
+def _same_trace(a_path, b_path) -> None:
+    with TraceFile(a_path) as a, TraceFile(b_path) as b:
+        assert a.fields == b.fields
+        for name in a.fields:
+            if name == "latency_s":  # wall-clock timings differ run to run (so do the files' checksums)
+                continue
+            x, y = a.array(name), b.array(name)
+            assert (x.tolist() == y.tolist()) if x.dtype == object else np.array_equal(x, y, equal_nan=True), name
+
+
+def _gen_until_tick_0(args: list[str], out) -> subprocess.Popen:
+    """`lsm ARGS --out OUT` started, returned once it has journaled tick 0 (still running)."""
+    gen = subprocess.Popen([sys.executable, "-m", "lsm", *args, "--out", str(out)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    while not (out.parent / f"{out.name}.journal" / "state_0000.json").exists() and gen.poll() is None:
+        time.sleep(0.02)
+    assert gen.poll() is None, "gen finished before the server could be killed"
+    return gen
+
+
+def test_gen_through_the_server_and_a_server_that_dies_mid_run(one_server_trace, gen_inputs, tmp_path):
     """`lsm gen` with the openai backend (answers fully generated under the JSON schema). Then kill
     `lsm serve` while `lsm gen` runs through it: gen ends with one paragraph naming the URL (exit
     2), the journal keeps the finished tick, and after a restart the same command completes a file
@@ -250,38 +304,24 @@ def test_gen_through_the_server_and_a_server_that_dies_mid_run(tmp_path):
 
     from lsm.cli import main
 
+    with TraceFile(one_server_trace) as tf:
+        v = tf.array("valid")
+        assert tf.n_ticks == 2 and v.all() and "channel_dist" not in tf.fields, tf.array("error")[~v]  # constrained: all parse
+        d = tf.array("decision_dist")[v]
+        assert ((d == 0) | (d == 1)).all() and (d.sum(-1) == 1).all()  # one sample per agent-tick
     port = _free_port()
     serve = [sys.executable, "-m", "lsm", "serve", "--port", str(port)]
     proc, url = _start_server(serve, SERVE_TIMEOUT_S)
-    save_world(build_world(shipped("population", "anes96.yaml"), shipped("graph", "default.yaml"), agents=2, seed=5), tmp_path / "w.h5")
-    sc = yaml.safe_load(shipped("scenarios", "vaccine_campaign.yaml").read_text())
-    sc["ticks"], sc["events"] = 2, [e for e in sc["events"] if e["tick"] < 2]
-    (tmp_path / "s.yaml").write_text(yaml.safe_dump(sc))
-    (tmp_path / "t.yaml").write_text(yaml.safe_dump({
-        "backend": "openai", "answer": "full", "max_tokens": 300, "chunk": 2,
-        "openai": {"base_url": url, "model": "smollm2-135m-instruct", "concurrency": 1, "max_retries": 1, "backoff_s": 0.05},
-        "limits": {"reasoning": 80, "message": 60, "memory": 40}}))
-    args = ["gen", "--world", str(tmp_path / "w.h5"), "--scenario", str(tmp_path / "s.yaml"), "--teacher", str(tmp_path / "t.yaml"),
-            "--quiet", "true"]
+    args = _gen_args(gen_inputs, _openai_teacher(tmp_path / "t.yaml", [url]))
+    cut = tmp_path / "cut.h5"
     try:
-        assert main([*args, "--out", str(tmp_path / "ref.h5")]) == 0
-        with TraceFile(tmp_path / "ref.h5") as tf:
-            v = tf.array("valid")
-            assert tf.n_ticks == 2 and v.any() and "channel_dist" not in tf.fields
-            d = tf.array("decision_dist")[v]
-            assert ((d == 0) | (d == 1)).all() and (d.sum(-1) == 1).all()  # one sample per agent-tick
-        cut = tmp_path / "cut.h5"
-        gen = subprocess.Popen([sys.executable, "-m", "lsm", *args, "--out", str(cut)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
-        journal = tmp_path / "cut.h5.journal"
-        while not (journal / "state_0000.json").exists() and gen.poll() is None:
-            time.sleep(0.02)
-        assert gen.poll() is None, "gen finished before the server could be killed"
+        gen = _gen_until_tick_0(args, cut)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         _, err = gen.communicate(timeout=300)
         last = err.strip().splitlines()[-1]  # (before it: the sentence encoder's loading bar)
         assert gen.returncode == 2 and last.startswith("error: ") and url in last and "Traceback" not in err, err[-1500:]
+        journal = tmp_path / "cut.h5.journal"
         assert (journal / "state_0000.json").exists() and not cut.exists()
         proc, url2 = _start_server(serve, SERVE_TIMEOUT_S)
         assert url2 == url
@@ -289,13 +329,9 @@ def test_gen_through_the_server_and_a_server_that_dies_mid_run(tmp_path):
     finally:
         proc.kill()
         proc.wait(timeout=30)
-    with TraceFile(tmp_path / "ref.h5") as a, TraceFile(cut) as b:
+    with TraceFile(cut) as b:
         assert json.loads(b.f.attrs["summary"])["resumed_from_tick"] == 1
-        for name in a.fields:
-            if name == "latency_s":  # wall-clock timings differ run to run (so do the files' checksums)
-                continue
-            x, y = a.array(name), b.array(name)
-            assert (x.tolist() == y.tolist()) if x.dtype == object else np.array_equal(x, y, equal_nan=True), name
+    _same_trace(one_server_trace, cut)
 
 
 # -- several servers ----------------------------------------------------------------------
@@ -357,58 +393,26 @@ def test_bad_server_lists_are_refused(bad, field):
         from_dict(TeacherConfig, {"backend": "openai", "openai": {"model": "m", **bad}}, source="t.yaml", kind="teacher config")
 
 
-def test_gen_over_two_servers_equals_one_and_survives_one_killed(tmp_path):
+def test_gen_over_two_servers_equals_one_and_survives_one_killed(server, one_server_trace, gen_inputs, tmp_path):
     """`lsm gen` over two `lsm serve` processes, one of them killed once tick 0 is journaled:
     both answered tick 0, the run completes on the other, and the trace is the one a single
     server writes (same seeds)."""
     import os
     import signal
 
-    from lsm.cli import main
-
-    procs = []
+    proc, url = _start_server([sys.executable, "-m", "lsm", "serve", "--port", "0"], SERVE_TIMEOUT_S)
+    urls = [server, url]
+    cut = tmp_path / "cut.h5"
     try:
-        urls = []
-        for _ in range(2):
-            proc, url = _start_server([sys.executable, "-m", "lsm", "serve", "--port", "0"], SERVE_TIMEOUT_S)
-            procs.append(proc)
-            urls.append(url)
-        save_world(build_world(shipped("population", "anes96.yaml"), shipped("graph", "default.yaml"), agents=2, seed=5),
-                   tmp_path / "w.h5")
-        sc = yaml.safe_load(shipped("scenarios", "vaccine_campaign.yaml").read_text())
-        sc["ticks"], sc["events"] = 2, [e for e in sc["events"] if e["tick"] < 2]
-        (tmp_path / "s.yaml").write_text(yaml.safe_dump(sc))
-
-        def teacher(name: str, servers: list[str]) -> str:
-            spec = {"model": "smollm2-135m-instruct", "concurrency": 1, "max_retries": 2, "backoff_s": 0.05,
-                    **({"base_url": servers[0]} if len(servers) == 1 else {"base_urls": servers})}
-            path = tmp_path / f"{name}.yaml"
-            path.write_text(yaml.safe_dump({"backend": "openai", "answer": "full", "max_tokens": 300, "chunk": 2, "openai": spec,
-                                            "limits": {"reasoning": 80, "message": 60, "memory": 40}}))
-            return str(path)
-
-        args = ["gen", "--world", str(tmp_path / "w.h5"), "--scenario", str(tmp_path / "s.yaml"), "--quiet", "true"]
-        assert main([*args, "--teacher", teacher("one", urls[:1]), "--out", str(tmp_path / "one.h5")]) == 0
-        cut = tmp_path / "cut.h5"
-        gen = subprocess.Popen([sys.executable, "-m", "lsm", *args, "--teacher", teacher("two", urls), "--out", str(cut)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        while not (tmp_path / "cut.h5.journal" / "state_0000.json").exists() and gen.poll() is None:
-            time.sleep(0.02)
-        assert gen.poll() is None, "gen finished before a server could be killed"
-        os.kill(procs[1].pid, signal.SIGKILL)
-        procs[1].wait(timeout=30)
+        gen = _gen_until_tick_0(_gen_args(gen_inputs, _openai_teacher(tmp_path / "two.yaml", urls, max_retries=2)), cut)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
         _, err = gen.communicate(timeout=600)
         assert gen.returncode == 0, err[-1500:]
     finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait(timeout=30)
-    with TraceFile(tmp_path / "cut.h5") as tf:
+        proc.kill()
+        proc.wait(timeout=30)
+    with TraceFile(cut) as tf:
         per_server = json.loads(tf.f.attrs["summary"])["requests_per_server"]
     assert set(per_server) == set(urls) and min(per_server.values()) > 0, per_server  # both answered (tick 0)
-    with TraceFile(tmp_path / "one.h5") as a, TraceFile(tmp_path / "cut.h5") as b:
-        for name in a.fields:
-            if name == "latency_s":  # wall-clock timings differ run to run
-                continue
-            x, y = a.array(name), b.array(name)
-            assert (x.tolist() == y.tolist()) if x.dtype == object else np.array_equal(x, y, equal_nan=True), name
+    _same_trace(one_server_trace, cut)

@@ -337,13 +337,9 @@ def test_cli_serves_on_loopback_and_refuses_a_missing_folder(folder, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "lsm", "explore", str(root), "--port", "0", "--ckpt", str(ckpt)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        url = None
-        deadline = time.time() + 120
-        while url is None and time.time() < deadline:
-            line = proc.stdout.readline()
-            if "http://" in line:
-                url = line.split()[1]
+        url, said = _served_url(proc)
         assert url and url.startswith("http://127.0.0.1:"), url
+        assert not any("warning" in line for line in said), said  # loopback: nothing to warn about
         with urllib.request.urlopen(url + "api/health", timeout=30) as r:
             assert json.loads(r.read())["status"] == "ok"
         with urllib.request.urlopen(url, timeout=30) as r:
@@ -351,6 +347,112 @@ def test_cli_serves_on_loopback_and_refuses_a_missing_folder(folder, tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def _served_url(proc: subprocess.Popen, timeout: float = 120) -> tuple[str | None, list[str]]:
+    """(URL, lines printed before it) of a starting `lsm explore`."""
+    said: list[str] = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        if "http://" in line:
+            return line.split()[1], said
+        said.append(line)
+    return None, said
+
+
+def test_two_files_are_served_alone_and_another_host_is_warned_about(tmp_path):
+    """`lsm explore A.h5,B.h5 --host 0.0.0.0`: a warning that the files are served to the network,
+    and only those two files are served, not their neighbours in the same folder."""
+    import urllib.error
+    import urllib.request
+
+    for name in ("vaccine_campaign_s0.h5", "vaccine_campaign_s1.h5", "guessing_game_s0.h5"):
+        shutil.copy(CORPUS / name, tmp_path / name)
+    chosen = f"{tmp_path / 'vaccine_campaign_s0.h5'},{tmp_path / 'vaccine_campaign_s1.h5'}"
+    proc = subprocess.Popen([sys.executable, "-m", "lsm", "explore", chosen, "--host", "0.0.0.0", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        url, said = _served_url(proc)
+        assert url and url.startswith("http://0.0.0.0:"), (url, said, proc.stderr.read() if url is None else "")
+        assert "warning: binding 0.0.0.0: anyone who can reach this machine can read the served files" in "".join(said), said
+        local = url.replace("0.0.0.0", "127.0.0.1")
+        with urllib.request.urlopen(local + "api/files", timeout=30) as r:
+            served = json.loads(r.read())["files"]
+        assert sorted(f["name"].split("/", 1)[1] for f in served) == ["vaccine_campaign_s0.h5", "vaccine_campaign_s1.h5"]
+        root = served[0]["name"].split("/", 1)[0]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(local + f"api/overview?file={root}/guessing_game_s0.h5", timeout=30)
+        assert refused.value.code == 404 and "not one of the files" in refused.value.read().decode()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_a_rewritten_file_is_recomputed_and_an_unchanged_one_is_served_from_the_cache(tmp_path):
+    """The overview cache is keyed by the file's size, mtime and content checksum: rewritten with
+    another trace's content (even with its old mtime put back), the file's overview is the new
+    content's, from the memory cache and from the cache file alike."""
+    from lsm.explore import aggregates
+
+    path = tmp_path / "t.h5"
+    shutil.copy(CORPUS / "vaccine_campaign_s0.h5", path)
+    first = aggregates.overview(path)
+    cache = tmp_path / "t.h5.overview.explore.json"
+    assert cache.is_file() and aggregates.overview(path) is first  # unchanged: served from memory
+    stamp = path.stat().st_mtime_ns
+    shutil.copy(CORPUS / "vaccine_campaign_s1.h5", path)
+    os.utime(path, ns=(stamp, stamp))  # the old mtime: the size and the checksum still tell
+    fresh = aggregates.compute_overview(path)
+    assert fresh["decision_shares"] != first["decision_shares"]
+    assert aggregates.overview(path)["decision_shares"] == fresh["decision_shares"]
+    aggregates._memory.clear()  # a new explorer process: the cache file, rewritten, serves the new content
+    assert json.loads(cache.read_text())["value"]["decision_shares"] == fresh["decision_shares"]
+    assert aggregates.overview(path)["decision_shares"] == fresh["decision_shares"]
+
+
+_OVERVIEW_AS_NOBODY = """
+import json, os, sys
+from pathlib import Path
+from lsm.explore import aggregates
+path = Path(sys.argv[1])
+aggregates.compute_overview(path)  # every import it needs, while the interpreter's files are readable
+if os.geteuid() == 0:
+    os.setgroups([]); os.setgid({uid}); os.setuid({uid})
+calls = []
+compute = lambda p: calls.append(p) or aggregates.compute_overview(p)
+a = aggregates.cached(path, "overview", compute)
+b = aggregates.cached(path, "overview", compute)
+print(json.dumps({{"calls": len(calls), "same": a is b, "shares": a["decision_shares"]}}))
+"""
+
+
+def test_a_read_only_folder_is_served_from_memory():
+    """A file in a folder the explorer cannot write (chmod 0555, run as an unprivileged user when
+    root): the overview is computed once, kept in memory, and no cache file is written."""
+    from pathlib import Path as P
+
+    from lsm.explore.aggregates import compute_overview
+    from tests.test_cli_errors import NOBODY, _read_only_folder
+
+    ro = _read_only_folder()
+    try:
+        ro.chmod(0o755)
+        path = ro / "t.h5"
+        shutil.copy(CORPUS / "vaccine_campaign_s0.h5", path)
+        path.chmod(0o644)
+        ro.chmod(0o555)
+        proc = subprocess.run([sys.executable, "-c", _OVERVIEW_AS_NOBODY.format(uid=NOBODY), str(path)], capture_output=True,
+                              text=True, timeout=120, cwd=ro.parent)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        got = json.loads(proc.stdout)
+        assert got == {"calls": 1, "same": True, "shares": compute_overview(P(path))["decision_shares"]}
+        assert sorted(os.listdir(ro)) == ["t.h5"]  # no cache file, no temporary file left
+    finally:
+        ro.chmod(0o755)
+        shutil.rmtree(ro.parent)
 
 
 def test_a_base_rollout_from_a_served_world_and_a_scenario(client, trained, folder):

@@ -79,25 +79,24 @@ def test_varied_neighbour_counts_are_seeded_and_span_0_to_k(anes_world):
     assert not np.array_equal(idx.shown(rule, spoke, seed=6, tick=2), a)
 
 
-def test_teacher_planted_and_student_perceive_the_same_society(tmp_path, trained):
+def test_teacher_planted_and_student_perceive_the_same_society(tmp_path, trained, embedded):
     """One loop, three policies: for the same world, scenario and seed, the LLM teacher, the
     planted society and the student are exposed to the same events and shown the same
     neighbours (wherever the same senders spoke last tick)."""
     import torch
 
     from lsm.society.embed import SentenceEncoder
-    from lsm.data_gen.teacher.backends.embedded import EmbeddedBackend, EmbeddedConfig
     from lsm.data_gen.teacher.config import TeacherConfig
     from lsm.data_gen.teacher.llm import Teacher
     from lsm.infer.rollout import RolloutConfig, StudentPolicy
     from lsm.model.checkpoint import load_checkpoint
 
     _, ckpt, _ = trained
-    world = build_world(shipped("population", "anes96.yaml"), shipped("graph", "default.yaml"), agents=8, seed=3)
+    world = build_world(shipped("population", "anes96.yaml"), shipped("graph", "default.yaml"), agents=5, seed=3)
     sc = scenario_from_dict(_scenario(ticks=2))
     rule, seed = NeighborRule(k=3, vary=True), 11
     tcfg = load_config(TeacherConfig, shipped("teacher", "debug.yaml"))
-    llm = Teacher(tcfg, EmbeddedBackend(EmbeddedConfig(batch_size=8)), sc, world.population, world.graph, seed,
+    llm = Teacher(tcfg, embedded, sc, world.population, world.graph, seed,
                   SentenceEncoder())
     student = StudentPolicy(load_checkpoint(ckpt), world, sc, RolloutConfig(seed=seed),
                             persona_emb=torch.zeros(world.n, 384))

@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import h5py
 import numpy as np
 import pytest
 import torch
 
 from lsm.society import interventions as ab, stats
+from lsm.society.world.graph import WEAK_TIE
 
 # -- ablation arithmetic on hand-made cases ------------------------------------------------------
 
@@ -85,6 +87,26 @@ def test_truth_reproduces_the_trace_and_ablations_of_the_null_are_zero(planted_p
         assert stats.paired_tv(nul.probabilities(t), nul.probabilities(t, ab.no_messages)).max() == 0.0
     forgot = stats.paired_tv(tr.probabilities(2), tr.probabilities(2, forget_draw=True))
     assert forgot.min() > 0  # persistence acts on every agent with a last draw
+    # the influence term by hand, from the file's own tables (h5py) and the process's documented rule
+    # (conformity_i · Σ_k β[tie(k→i)] · stance_{t-1}(k) / K): removing the messages moves the log-odds of
+    # action a against action 0 by exactly scale · influence · (lean_a - lean_0)
+    with h5py.File(planted_pair / "p.h5", "r") as f:
+        shown, stance = f["shown_neighbors"][()].astype(np.int64), f["stance"][()].astype(np.float64)  # (T, N, K), (T, N)
+        src, dst = f["graph/edge_index"][()]
+        tie: dict[tuple[int, int], int] = {}
+        for j, i, ty in zip(src.tolist(), dst.tolist(), f["graph/edge_type"][()].tolist()):
+            tie[(j, i)] = min(ty, tie.get((j, i), ty))  # several ties: the closest (smallest code) counts
+    soc, K = tr.society, tr.society.cfg.neighbors.k
+    checked = 0
+    for t in range(1, tr.ticks):
+        p, q = np.log(tr.probabilities(t)), np.log(tr.probabilities(t, ab.no_messages))
+        for i in range(0, shown.shape[1], 7):
+            js = [int(j) for j in shown[t, i] if j >= 0]
+            term = soc.conformity[i] * sum(soc.beta[tie.get((j, i), WEAK_TIE)] * stance[t - 1, j] for j in js) / K
+            want = soc.cfg.scale * term * (soc.lean - soc.lean[0])
+            np.testing.assert_allclose((p[i] - p[i, 0]) - (q[i] - q[i, 0]), want, atol=1e-9)
+            checked += bool(js) and abs(term) > 1e-3
+    assert checked > 20
 
 
 def test_drawn_decisions_feed_back_seeded_and_deterministic(planted_pair):
@@ -129,16 +151,81 @@ def test_drawn_decisions_feed_back_seeded_and_deterministic(planted_pair):
 
 def test_small_recovery_finds_the_planted_influence_and_not_the_null(recovered):
     out, text = recovered
+    # killed once the student was trained, the same command resumed: that step and those before it were kept whole
+    from tests.conftest import RECOVERY_KILLED
+    import hashlib
+
+    student = out / "rec/students/student_n1500"
+    assert hashlib.sha256((student / "last.ckpt").read_bytes()).hexdigest() == (out / RECOVERY_KILLED).read_text()
+    assert f"[skip] train student (≤ 240 steps): {student / 'last.ckpt'} exists" in text and "[skip] training world" in text
+    assert "    student: " in text and "s/step" in text  # its training figures, kept beside it, are reported
+    assert "train identity_mlp (≤ 240 steps):" in text and not (student.parent / "identity_mlp_n1500/last.ckpt.partial").exists()
     assert "| ablation_tv_ratio |" in text and "| intervention |" in text
     r = json.loads((out / "r.json").read_text())
     removed = r["ablations"]["no_messages"]
     assert removed["student_tv"]["value"] >= 0.5 * removed["truth_tv"]["value"] > 0
     assert r["null_ablation_tv"] < 0.02
-    for key in ("ablation_tv_ratio", "null_ablation_tv", "influence_slope", "influence_rank_ok", "intervention_rel_error_max",
-                "decision_jsd_final_ratio", "channel_w1_ratio", "channel_sd_ratio", "tail_survival_min", "identity_mlp_kl",
+    for key in ("ablation_tv_ratio", "influence_slope", "decision_jsd_final_ratio", "channel_w1_ratio", "identity_mlp_kl",
                 "student_kl", "truth_kl"):
-        assert key in r
+        assert np.isfinite(r[key]), key
     assert r["student_kl"] < r["identity_mlp_kl"]  # the graph pays on a society with planted influence
+    # the headline figures, recomputed from the run's own files with h5py and their documented definitions
+    by_hand = _headline_by_hand(out / "rec", r)
+    assert r["interventions"].keys() == by_hand["rel_error"].keys() == {"remove_event_0", "halve_credibility_event_2",
+                                                                          "sever_household"}
+    for name, rel in by_hand["rel_error"].items():
+        assert r["interventions"][name]["rel_error"] == pytest.approx(rel, rel=1e-9), name
+    assert r["intervention_rel_error_max"] == pytest.approx(max(by_hand["rel_error"].values()), rel=1e-9)
+    assert r["tail_survival_min"] == pytest.approx(by_hand["tail_survival_min"], rel=1e-9)
+    assert r["channel_sd_ratio"] == pytest.approx(by_hand["channel_sd_ratio"], rel=1e-6)
+    assert r["influence_rank_ok"] is by_hand["influence_rank_ok"] and len(r["influence_rank_pairs"]) >= 1
+    types = r["influence_by_type"]
+    s, t = np.array([v["student"] for v in types.values()]), np.array([v["truth"] for v in types.values()])
+    assert r["influence_slope"] == pytest.approx(float((s * t).sum() / (t * t).sum()), rel=1e-9)  # through the origin
+
+
+def _headline_by_hand(rec, r: dict) -> dict:
+    """The recovery's headline figures from its files (h5py, numpy) and their definitions in
+    docs/recovery.md: an intervention's relative error ‖Δs - Δt‖₁ / ‖Δt‖₁ of the changes of the
+    expected shares (the decision distribution averaged over valid agent-ticks), averaged over the
+    common seeds; tail survival min over the reference's actions with overall share in (0, 0.1) of
+    min(1, student share / reference share); the channels' spread ratio, the mean over ticks ≥ 1 and
+    channels of the across-agent SD of the student's channels over the reference's; the rank order
+    of the tie types, every judged pair's student difference of the truth's sign."""
+    runs = next((rec / "rollouts").iterdir())
+    reference = rec / "traces/held_out_planted_s0.h5"
+
+    def read(path, *names):
+        with h5py.File(path, "r") as f:
+            return [f[n][()] for n in names]
+
+    def expected(path):
+        dist, valid = read(path, "decision_dist", "valid")
+        return dist.astype(np.float64)[valid.astype(bool)].mean(0)  # (A,)
+
+    seeds = r["expected_shares"]["seeds"]
+    sfx = [""] + [f"_s{k}" for k in range(1, seeds)]
+    base_s = np.stack([expected(runs / f"student_base{x}.h5") for x in sfx])  # (K, A)
+    base_t = np.stack([expected(reference if not x else runs / f"planted_base{x}.h5") for x in sfx])
+    rel_error = {}
+    for name in r["interventions"]:
+        ds = (np.stack([expected(runs / f"student_{name}{x}.h5") for x in sfx]) - base_s).mean(0)
+        dt = (np.stack([expected(runs / f"planted_{name}{x}.h5") for x in sfx]) - base_t).mean(0)
+        rel_error[name] = float(np.abs(ds - dt).sum() / np.abs(dt).sum())
+    (d_ref, v_ref, c_ref), (d_stu, v_stu, c_stu) = (read(p, "decision", "valid", "channels") for p in (reference, runs / "student_base.h5"))
+    A = base_s.shape[1]
+    share_ref, share_stu = (np.bincount(d[v.astype(bool)], minlength=A) / v.sum() for d, v in ((d_ref, v_ref), (d_stu, v_stu)))
+    rare = (share_ref > 0) & (share_ref < 0.10)
+    assert rare.any(), share_ref  # the planted society keeps a rare action (refuse): the figure is not NaN
+    spread = lambda c: np.nan_to_num(c.astype(np.float32))[1:].std(1)  # noqa: E731  (T-1, C) across agents
+    pairs = []
+    for p in r["influence_rank_pairs"]:
+        a, b = (r["influence_by_type"][k] for k in p["pair"])
+        assert p["truth_difference"][0] == pytest.approx(a["truth"] - b["truth"]) and (p["truth_difference"][1] > 0 or p["truth_difference"][2] < 0)
+        pairs.append(np.sign(a["student"] - b["student"]) == np.sign(a["truth"] - b["truth"]))
+    return {"rel_error": rel_error, "tail_survival_min": float(np.minimum(1, share_stu[rare] / share_ref[rare]).min()),
+            "channel_sd_ratio": float((spread(c_stu) / np.maximum(spread(c_ref), 1e-9)).mean()),
+            "influence_rank_ok": bool(pairs) and all(pairs)}
 
 
 def test_training_variants_draw_valences_and_credibilities_seeded(tmp_path):
@@ -177,3 +264,23 @@ def test_recovery_refuses_an_unknown_pathway_to_ablate(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "'telepathy' is not a pathway" in err and "channel_effects" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()  # refused before anything was built
+
+
+def test_evaluate_with_mlp_adds_the_given_checkpoints_row(recovered, capsys):
+    """`lsm evaluate --mlp DIR` adds the identity-only baseline's row, and it is that checkpoint's:
+    given the student itself, the row equals the student's; given the recovery's identity MLP, it
+    is worse than the student on the planted society (whose influence the MLP cannot see)."""
+    from lsm.cli import main
+
+    rec = recovered[0] / "rec"
+    args = ["evaluate", "--ckpt", str(next(rec.glob("students/student_n*"))), "--held_out", str(rec / "traces/held_out_planted_s0.h5")]
+
+    def rows(*more: str) -> dict[str, list[str]]:
+        assert main([*args, *more]) == 0
+        table = capsys.readouterr().out.split("\n\n")[0].splitlines()[3:]  # after the title and the header
+        return {cells[1].strip(): [c.strip() for c in cells[2:-1]] for cells in (line.split("|") for line in table)}
+
+    itself, mlp = rows("--mlp", args[2]), rows("--mlp", str(next(rec.glob("students/identity_mlp_n*"))))
+    name = "identity MLP (no graph)"
+    assert itself["student"] == mlp["student"] and itself[name] == itself["student"]
+    assert float(mlp[name][0]) > float(mlp["student"][0])  # decision KL: the graph pays

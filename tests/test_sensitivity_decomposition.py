@@ -105,10 +105,9 @@ def test_decomposition_keys_are_finite_and_printed(result):
     assert "Content beyond placebo is" in text and "order noise is" in text
 
 
-def test_order_average_is_the_mean_of_the_per_order_scores(result):
+def test_order_average_is_the_mean_of_the_per_order_scores(result, embedded):
     """Score the orders' prompts by hand: their mean is the reported real distribution, and the
     totals follow from the reported per-agent distributions."""
-    from lsm.data_gen.teacher.backends.embedded import EmbeddedBackend, EmbeddedConfig
     from lsm.data_gen.teacher.sensitivity import TracePrompts, design
     from lsm.society.stats import paired_tv
 
@@ -119,7 +118,7 @@ def test_order_average_is_the_mean_of_the_per_order_scores(result):
         designs = {i: design(rebuilt.parts(i, TICK), TICK, i, 0, ORDERS) for i in pa["agent_ids"]}
         users = {i: [rebuilt.user(i, TICK, p) for p in [*d.real, d.none]] for i, d in designs.items()}
     assert all(len(d.orders) == ORDERS for d in designs.values())
-    backend = EmbeddedBackend(EmbeddedConfig(batch_size=8))
+    backend = embedded
     prefix = [{"role": "assistant", "content": '{"decision": "'}]
     flat = [u for i in pa["agent_ids"] for u in users[i]]
     scores = np.array(backend.score_options([ag.conversation(rebuilt.system, u) + prefix for u in flat],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from dataclasses import replace
 import sys
@@ -13,8 +14,7 @@ import yaml
 
 from lsm.config import load_config, shipped
 from lsm.data_gen.teacher import prompts as ag
-from lsm.data_gen.teacher.backends.base import LLMBackend
-from lsm.data_gen.teacher.backends.embedded import EmbeddedBackend, EmbeddedConfig
+from lsm.data_gen.teacher.backends.base import Generation, LLMBackend
 from lsm.society import seeds
 from lsm.society.scenario import load_scenario
 from lsm.society.store import StoreError, TraceFile
@@ -27,8 +27,8 @@ DEBUG = shipped("teacher", "debug.yaml")
 
 
 @pytest.fixture(scope="module")
-def backend():
-    return EmbeddedBackend(EmbeddedConfig(batch_size=8))
+def backend(embedded):
+    return embedded
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,15 @@ def tiny(tmp_path_factory):
         data["events"] = [e for e in data["events"] if e["tick"] < 2]
         (d / f"{name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     return d
+
+
+@pytest.fixture(scope="module")
+def vaccine_s2(tiny, backend):
+    """The tiny world's 2-tick vaccine campaign by the `debug` teacher, seed 2: what
+    `lsm gen --teacher debug --seed 2` writes (the backend is the one that preset builds)."""
+    out = tiny / "vaccine_s2.h5"
+    generate(tiny / "w.h5", tiny / "vaccine_campaign.yaml", DEBUG, seed=2, out=out, backend=backend, quiet=True)
+    return out
 
 
 def test_constrained_decoding_always_parses(backend):
@@ -94,7 +103,7 @@ def test_gen_guessing_game_end_to_end(tiny, backend):
     with TraceFile(out) as tf:
         assert tf.n_ticks == 2 and tf.n_agents == 5
         valid = tf.array("valid")
-        assert valid.any()
+        assert valid.all(), tf.array("error")[~valid]  # schema-constrained decoding: every answer parses
         values, dist = tf.array("decision_value"), tf.array("decision_dist")
         np.testing.assert_allclose(dist[valid].sum(-1), 1, atol=1e-4)
         assert np.all(np.isin(values[valid], np.arange(0, 101)))
@@ -164,8 +173,17 @@ def test_malformed_answers_are_repaired_or_recorded_invalid(tiny, backend):
         assert s["repaired"] >= 1
 
 
+class Refusing(Corrupting):
+    """A real backend whose every answer is prose, never JSON: the answers are the injected fault,
+    so the model is not asked to write them (it still scores whatever the teacher scores)."""
+
+    def generate(self, conversations, schema=None, temperature=0.7, seed=0, max_tokens=256):
+        self.calls += 1
+        return [Generation("I refuse to answer in JSON.", 10, 8, 0.0) for _ in conversations]
+
+
 def test_unrepairable_answers_are_invalid_with_reason(tiny, backend):
-    wrapped = Corrupting(backend, lambda call, i, text: "I refuse to answer in JSON.")
+    wrapped = Refusing(backend, None)
     out = tiny / "bad.h5"
     s = generate(tiny / "w.h5", tiny / "vaccine_campaign.yaml", DEBUG, seed=0, out=out, backend=wrapped, quiet=True)
     assert s["invalid"] == 10
@@ -175,14 +193,13 @@ def test_unrepairable_answers_are_invalid_with_reason(tiny, backend):
         assert (tf.array("decision") == -1).all()
 
 
-def test_resume_after_kill_9_gives_identical_content(tiny, kill_after_tick):
+def test_resume_after_kill_9_gives_identical_content(tiny, vaccine_s2, kill_after_tick):
     """Kill -9 `lsm gen` once it has journaled a tick; the same command finishes the run, and
-    the file equals an uninterrupted run's."""
+    the file equals an uninterrupted run's (the module's seed-2 trace)."""
     lsm = [sys.executable, "-m", "lsm"]
     args = ["gen", "--world", str(tiny / "w.h5"), "--scenario", str(tiny / "vaccine_campaign.yaml"),
-            "--teacher", str(DEBUG), "--seed", "4", "--quiet", "true"]
-    ref, cut = tiny / "ref.h5", tiny / "cut.h5"
-    subprocess.run(lsm + args + ["--out", str(ref)], check=True, capture_output=True)
+            "--teacher", str(DEBUG), "--seed", "2", "--quiet", "true"]
+    ref, cut = vaccine_s2, tiny / "cut.h5"
     journal = kill_after_tick(args, cut, tick=0)
     assert not cut.exists() and (journal / "tick_0000.npz").exists() and not (journal / "tick_0001.npz").exists()
     with pytest.raises(StoreError):
@@ -285,7 +302,7 @@ def test_stored_contrasts_equal_a_fresh_rescoring(tiny, backend, tmp_path):
     assert "contrast_dist" in load_episode(out).targets and "contrast_dist" not in load_episode(old).targets
 
 
-def test_sensitivity_report_rebuilds_prompts_from_the_trace(tiny, backend, tmp_path, capsys):
+def test_sensitivity_report_rebuilds_prompts_from_the_trace(tiny, vaccine_s2, backend, tmp_path, capsys):
     """The prompt rebuilt from the trace, continued with the recorded reasoning and calibrated by
     the content-free prompt (divide, renormalise), re-scores to the recorded decision distribution;
     `lsm sensitivity --write` stores in the trace what it reports, and its no-messages TV is the
@@ -293,8 +310,8 @@ def test_sensitivity_report_rebuilds_prompts_from_the_trace(tiny, backend, tmp_p
     from lsm.cli import main
     from lsm.data_gen.teacher.sensitivity import VARIANTS, TracePrompts
 
-    out = tiny / "sens.h5"
-    generate(tiny / "w.h5", tiny / "vaccine_campaign.yaml", DEBUG, seed=2, out=out, backend=backend, quiet=True)
+    out = tmp_path / "sens.h5"
+    shutil.copy(vaccine_s2, out)  # `--write` below stores the report in the trace: a copy, the module's stays as written
     with TraceFile(out) as tf:
         rebuilt, sc = TracePrompts(tf), tf.scenario
         valid, reasoning, dist = tf.array("valid"), tf.array("reasoning"), tf.array("decision_dist")
@@ -334,7 +351,7 @@ def test_sensitivity_report_rebuilds_prompts_from_the_trace(tiny, backend, tmp_p
     np.testing.assert_allclose(recorded, np.array(ratings).reshape(recorded.shape), atol=3e-3)
 
     js = tmp_path / "s.json"
-    assert main(["sensitivity", str(out), "--tick", "1", "--agents", "3", "--write", "true", "--json", str(js)]) == 0
+    assert main(["sensitivity", str(out), "--tick", "1", "--agents", "5", "--write", "true", "--json", str(js)]) == 0
     assert "no_messages" in capsys.readouterr().out
     r = json.loads(js.read_text())
     with TraceFile(out) as tf:
@@ -342,23 +359,51 @@ def test_sensitivity_report_rebuilds_prompts_from_the_trace(tiny, backend, tmp_p
         np.testing.assert_array_equal(tf.array("decision_dist"), dist)  # the trace itself is untouched
     assert r["tick"] == 1 and r["agents"] == len(r["agent_ids"]) >= 1 and set(r["variants"]) == set(VARIANTS[1:])
     prefix = [{"role": "assistant", "content": '{"decision": "'}]
-    tv = []
     with TraceFile(out) as tf:
         rebuilt = TracePrompts(tf)
         parts_of = {i: rebuilt.parts(i, 1) for i in r["agent_ids"]}
+        stance0, valid0, said0 = tf.array("stance")[0], tf.array("valid")[0], rebuilt.expression[0]
+        heard = {i for t, i in rows if t == 1 and rebuilt.parts(i, 1).messages}
+    assert set(r["agent_ids"]) == heard  # --agents 5: every agent of tick 1 who heard a message
+
+    def tv_against_shown(i: int, variants: list) -> list[float]:
+        """The TV between agent i's prompt as shown and each of its `variants` (RecordedPrompt edits)."""
+        users = [ag.user_prompt(sc, 1, rebuilt.pop.names[i], v.persona, v.memory, rebuilt.cfg.memories, v.events, v.messages)
+                 for v in [parts_of[i], *variants]]
+        p = np.asarray(backend.score_options([ag.conversation(rebuilt.system, u) + prefix for u in users], [opts] * len(users)))
+        return [0.5 * float(np.abs(q - p[0]).sum()) for q in p[1:]]
+
+    def most_opposite(i: int) -> list:
+        """The documented edit: each shown message replaced by the message of the agent with the most
+        opposite stance last tick (most opposite to the mean stance of those shown), as many as were shown."""
+        shown = parts_of[i].shown
+        mean = float(np.nanmean([stance0[j] for j in shown]))
+        lean = np.sign(mean) if np.isfinite(mean) and mean != 0 else 1.0
+        pool = [j for j in range(len(stance0)) if valid0[j]]
+        chosen = sorted(pool, key=lambda j: stance0[j] * lean)[: len(shown)]  # ties: the lower id first
+        return [(rebuilt.pop.names[j], ag.relation_words(rebuilt.rel.relation(i, j)) if j in shown else "an acquaintance", said0[j])
+                for j in chosen]
+
+    by_hand: dict[str, list[float]] = {"no_messages": [], "reordered_messages": [], "opposite_messages": []}
     for i, parts in parts_of.items():
-        with_msgs = ag.user_prompt(sc, 1, rebuilt.pop.names[i], parts.persona, parts.memory, rebuilt.cfg.memories, parts.events,
-                                   parts.messages)
-        without = ag.user_prompt(sc, 1, rebuilt.pop.names[i], parts.persona, parts.memory, rebuilt.cfg.memories, parts.events, [])
-        p, q = backend.score_options([ag.conversation(rebuilt.system, u) + prefix for u in (with_msgs, without)], [opts] * 2)
-        tv.append(0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum())
-    nm = r["variants"]["no_messages"]
-    assert nm["mean_tv"] == pytest.approx(float(np.mean(tv)), abs=2e-3)
-    np.testing.assert_allclose(nm["tv"], tv, atol=2e-3)  # each agent's own TV, in agent_ids order
-    assert nm["low"] <= nm["mean_tv"] <= nm["high"]  # the bootstrap interval over agents brackets the mean
-    # the order control is measured over the sampled agents shown two or more messages, and only them
+        no, opposite = tv_against_shown(i, [replace(parts, messages=[]), replace(parts, messages=most_opposite(i))])
+        by_hand["no_messages"].append(no)
+        by_hand["opposite_messages"].append(opposite)
+        if len(parts.messages) >= 2:
+            by_hand["reordered_messages"].append(tv_against_shown(i, [replace(parts, messages=parts.messages[::-1])])[0])
+    for name, tv in by_hand.items():
+        got = r["variants"][name]
+        np.testing.assert_allclose(got["tv"], tv, atol=2e-3, err_msg=name)  # each agent's own TV, in agent_ids order
+        assert got["mean_tv"] == pytest.approx(float(np.mean(tv)), abs=2e-3) and got["low"] <= got["mean_tv"] <= got["high"]
+    # the order control is measured over the sampled agents shown two or more messages, and only them: one at least
     ro = r["variants"]["reordered_messages"]
-    assert ro["agent_ids"] == [i for i in r["agent_ids"] if len(parts_of[i].messages) >= 2] and ro["agents"] == len(ro["tv"])
+    assert ro["agent_ids"] == [i for i in r["agent_ids"] if len(parts_of[i].messages) >= 2] and ro["agents"] == len(ro["tv"]) >= 1
+    assert max(by_hand["reordered_messages"]) > 1e-3  # the order moves the teacher: a control that reads 0 is not vacuous
+    # another agent's persona: each agent's TV is the one of some other agent's persona in its prompt
+    n = len(rebuilt.pop.names)
+    for i, got in zip(r["variants"]["other_persona"]["agent_ids"], r["variants"]["other_persona"]["tv"]):
+        others = tv_against_shown(i, [replace(parts_of[i], persona=rebuilt.pop.persona[k]) for k in range(n) if k != i])
+        assert min(abs(got - x) for x in others) < 2e-3, (i, got, others)
 
 
 def test_bench_times_the_teacher_beside_a_baseline(tmp_path):

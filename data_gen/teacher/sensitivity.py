@@ -42,7 +42,8 @@ The earlier variants stay under `variants`, each against the unchanged prompt (t
 
 - `no_messages`: the neighbours' messages removed;
 - `opposite_messages`: each shown message replaced by the message of the agent with the most
-  opposite stance last tick (same count);
+  opposite stance last tick (opposite to the mean stance of those shown, or to + when it is 0 or
+  unknown; ties: the lower id first; same count; a sender not shown is "an acquaintance");
 - `reordered_messages`: the same messages in reverse order, a control: the student is blind to
   the order of its neighbours, so what order alone moves is prompt noise no student should copy
   (measured over the sampled agents shown two or more messages; the others' prompt is unchanged);
@@ -298,7 +299,7 @@ def measure(trace: str, tick: int | None = None, agents: int = 16, seed: int = 0
             stance_i = float(np.nanmean([prev_stance[j] for j in js])) if js else 0.0
             stance_i = stance_i if np.isfinite(stance_i) else 0.0
             pool = np.nonzero(prev_valid)[0]
-            opposite = pool[np.argsort(prev_stance[pool] * np.sign(stance_i or 1.0))][: len(js)]  # most opposite first
+            opposite = pool[np.argsort(prev_stance[pool] * np.sign(stance_i or 1.0), kind="stable")][: len(js)]  # most opposite first
             opp_msgs = [(pop.names[j], ag.relation_words(rebuilt.rel.relation(i, int(j))) if j in js else "an acquaintance",
                          prev_msg[j]) for j in opposite]
             other = int(rng.choice([k for k in range(pop.n) if k != i]))
