@@ -38,13 +38,18 @@ explore: $(STAMP)
 	# The web explorer on the demo's artefacts (loopback; open the printed URL).
 	$(LSM) explore $(OUT)
 
+# Two test processes (pytest-xdist), one CPU thread each; a module's tests stay on one of them
+# (tests/conftest.py). WORKERS=1 runs them in this process, one after the other.
+WORKERS ?= 2
+XDIST   := $(if $(filter 1,$(WORKERS)),,-n $(WORKERS))
+
 test: typecheck $(CHROMIUM)
-	$(PY) -m pytest -q --durations=12
+	$(PY) -m pytest -q $(XDIST) --durations=12
 
 check: typecheck
 	# The inner loop's quick lane: unit tests, the hostile files, the layout and docs checks, type
 	# checking; every test not marked slow (tests/conftest.py says which are). `make test` runs all.
-	$(PY) -m pytest -q -m "not slow" --durations=8
+	$(PY) -m pytest -q $(XDIST) -m "not slow" --durations=8
 
 screenshots: $(STAMP) $(CHROMIUM)
 	# The explorer screenshots of docs/explorer.md, taken by the browser test on the demo's artefacts ($(OUT), made if absent).

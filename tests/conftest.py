@@ -80,6 +80,21 @@ def trained(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def rollout_20k(trained, tmp_path_factory):
+    """(args, reference): the `lsm rollout` arguments of the kill-and-resume tests (the debug
+    student on a 20,000-agent world, seed 3; without `--out`) and the file an uninterrupted
+    one-process run of them writes, which every interrupted run must equal."""
+    _, ckpt, _ = trained
+    tmp = tmp_path_factory.mktemp("rollout_20k")
+    world = tmp / "w20k.h5"
+    save_world(build_world(CONFIG_ROOT / "population/anes96.yaml", CONFIG_ROOT / "graph/default.yaml", 20000, 2), world)
+    args = ["rollout", "--ckpt", str(ckpt), "--world", str(world), "--scenario", "vaccine_campaign", "--seed", "3",
+            "--quiet", "true", "--clusters", "2"]
+    subprocess.run([sys.executable, "-m", "lsm", *args, "--out", str(tmp / "ref.h5")], check=True, capture_output=True)
+    return args, tmp / "ref.h5"
+
+
+@pytest.fixture(scope="session")
 def recovered(tmp_path_factory):
     """(folder, printed text): a small known-answer recovery (`lsm recovery`, 1500 training agents,
     400 held out, 2 scenario variants, 240 steps of 256-agent batches, ~3 min): its students
@@ -149,8 +164,8 @@ SLOW_TESTS = {"test_world_backstories_from_the_cli", "test_lsm_train_default_roo
 
 
 SHARED_GROUPS = {"test_demo": "demo", "test_explore_browser": "demo"}
-"""Modules that run on one worker under `pytest -n` (pytest-xdist, `--dist loadgroup`): the browser
-test opens the demo folder that `test_demo` leaves (else it would run the demo again)."""
+"""Modules run by one worker together under `pytest -n` (see `pytest_xdist_make_scheduler`): the
+browser test opens the demo folder that `test_demo` leaves (elsewhere it would run the demo again)."""
 
 
 def pytest_configure(config):
@@ -162,12 +177,35 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`pytest -n N`: a module's tests run on one worker, one after the other (its module and
+    session fixtures, an LLM, a recovery or the demo, are built once); the workers take whole
+    modules as they come free, the demo's two modules as one."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # the collection's order (LONGEST_FIRST), not the number of tests
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = Path(nodeid.split("::")[0]).stem
+            return SHARED_GROUPS.get(module, module)
+
+    return ModuleScheduling(config, log)
+
+
+LONGEST_FIRST = ["test_teacher", "test_demo", "test_explore_browser", "test_recovery", "test_backend_openai", "test_loop",
+                 "test_sharded", "test_fuzz", "test_probes_narrate", "test_scoring", "test_calibrate", "test_embedded_precision"]
+"""The modules that take longest (a minute or more on 2 cores), run first, longest first, so that
+two workers end together: the rest follow in name order."""
+
+
 def pytest_collection_modifyitems(config, items):
     """Mark the full lane's tests `slow`: `make check` runs the rest (`-m "not slow"`), `make test`
-    all. Group each module's tests (one worker each under `--dist loadgroup`: its module fixtures,
-    an LLM or a trained student, are built once), the demo's modules together."""
+    all; put the longest modules first (`LONGEST_FIRST`; a module's own order is kept)."""
+    rank = {m: k for k, m in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).stem, len(rank)))
     for item in items:
         module = Path(str(item.fspath)).stem
         if module in SLOW_MODULES or item.originalname in SLOW_TESTS or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-        item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(module, module)))

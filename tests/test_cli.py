@@ -34,8 +34,9 @@ def test_world_command_writes_world_and_prints_summary(tmp_path, capsys):
 
 
 def test_world_backstories_from_the_cli(tmp_path, capsys):
-    """`lsm world --backstories true`: the LLM extends every persona it can (a written one starts
-    with the template persona of the same seed), records what it did, and reports the counts."""
+    """`lsm world --backstories true`: the LLM extends every persona (a written one starts with the
+    template persona of the same seed), records what it did, and reports the counts. (A backstory
+    left out: tests/test_teacher.py::test_llm_backstories_extend_personas.)"""
     import h5py
 
     from lsm.society.world import build_world
@@ -49,7 +50,7 @@ def test_world_backstories_from_the_cli(tmp_path, capsys):
     with h5py.File(out) as f:
         failed = json.loads(f["population"].attrs["backstories"])["failed"]
         prompts = f["population/backstory_prompt"][()]
-    assert f"Backstories: {3 - len(failed)} written, {len(failed)} left out" in printed and len(failed) < 3
+    assert "Backstories: 3 written, 0 left out" in printed and failed == []  # a real LLM asked for two sentences writes words
     assert set(prompts.tolist()) <= set(range(len(META_PROMPTS)))
     pop = load_world(out).population
     for i, (p, t) in enumerate(zip(pop.persona, template)):

@@ -227,17 +227,13 @@ def test_planted_society_has_a_rare_action_and_is_deterministic(tmp_path):
         assert set(np.unique(counts).tolist()) == {0, 1, 2, 3, 4}  # varied neighbourhoods
 
 
-def test_student_rollout_interrupted_and_killed_mid_run_resumes_to_an_identical_file(trained, tmp_path, kill_after_tick,
+def test_student_rollout_interrupted_and_killed_mid_run_resumes_to_an_identical_file(rollout_20k, tmp_path, kill_after_tick,
                                                                                     capsys):
     """A second writer of the same output is refused; Ctrl-C, then kill -9, `lsm rollout` once it
     has journaled a tick; the same command finishes the run and the file equals an uninterrupted run's."""
-    _, ckpt, _ = trained
-    world = _world(tmp_path, 20000, 2)  # templated personas: nothing to embed
     lsm = [sys.executable, "-m", "lsm"]
-    args = ["rollout", "--ckpt", str(ckpt), "--world", str(world), "--scenario", "vaccine_campaign", "--seed", "3",
-            "--quiet", "true", "--clusters", "2"]
-    ref, cut = tmp_path / "ref.h5", tmp_path / "cut.h5"
-    subprocess.run(lsm + args + ["--out", str(ref)], check=True, capture_output=True)
+    args, ref = rollout_20k  # a 20,000-agent world with templated personas: nothing to embed
+    cut = tmp_path / "cut.h5"
     assert not Path(str(ref) + ".lock").exists()  # a finished run leaves no lock file
     # another process writing the same output: refused at once, nothing changed
     from lsm.cli import main

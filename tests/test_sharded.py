@@ -14,9 +14,8 @@ import h5py
 import numpy as np
 import pytest
 
-from lsm.config import CONFIG_ROOT
 from lsm.society.store import TraceFile
-from lsm.society.world import build_world, load_world, save_world
+from lsm.society.world import load_world
 from lsm.society.world.partition import partition
 
 
@@ -126,19 +125,14 @@ def test_a_rank_refused_at_the_start_ends_every_rank_with_one_paragraph(trained,
     assert not out.exists()
 
 
-def test_a_rank_killed_mid_run_stops_the_others_and_the_same_command_resumes_to_the_same_file(trained, tmp_path):
+def test_a_rank_killed_mid_run_stops_the_others_and_the_same_command_resumes_to_the_same_file(rollout_20k, tmp_path):
     """Ctrl-C once tick 0 is journaled: exit 130, saying how to resume. Resumed, kill -9 of rank 1
     once it has journaled tick 1: the command ends (exit 2) with one paragraph naming the rank,
     the signal and the tick it resumes from; run again, it finishes from there and the file
     equals an uninterrupted one-process run's."""
-    _, ckpt, _ = trained
-    world = tmp_path / "w20k.h5"
-    save_world(build_world(CONFIG_ROOT / "population/anes96.yaml", CONFIG_ROOT / "graph/default.yaml", 20000, 2), world)
     lsm = [sys.executable, "-m", "lsm"]
-    args = ["rollout", "--ckpt", str(ckpt), "--world", str(world), "--scenario", "vaccine_campaign", "--seed", "3",
-            "--quiet", "true", "--clusters", "2"]
-    ref, cut = tmp_path / "ref.h5", tmp_path / "cut.h5"
-    subprocess.run(lsm + args + ["--out", str(ref)], check=True, capture_output=True)
+    args, ref = rollout_20k
+    cut = tmp_path / "cut.h5"
     shards = Path(str(cut) + ".shards")
 
     def start_and_wait_for(tick: int) -> subprocess.Popen:

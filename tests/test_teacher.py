@@ -251,10 +251,29 @@ def test_llm_backstories_extend_personas(backend):
                 "Cy T., aged 22, male, student, lives in a town."]
     b = write_backstories(personas, backend, seed=1, max_tokens=40)
     assert len(b.texts) == 3 and set(b.prompt_index.tolist()) <= set(range(len(META_PROMPTS)))
-    assert all(t for i, t in enumerate(b.texts) if i not in b.failed)
+    assert b.failed == [] and all(b.texts)
     assert len(set(b.texts)) == len(b.texts)
     again = write_backstories(personas, backend, seed=1, max_tokens=40)
     assert again.texts == b.texts  # seeded
+    # an answer without a word is asked again once, then left out: the persona alone remains
+    mute = Muting(backend, "Cy T.")
+    left = write_backstories(personas, mute, seed=1, max_tokens=40)
+    assert left.failed == [2] and left.texts[2] == "" and left.texts[:2] == b.texts[:2] and mute.asked == 2
+
+
+class Muting(Corrupting):
+    """A real backend whose answers to prompts naming `who` are "..." (no word), every time."""
+
+    def __init__(self, inner, who: str):
+        super().__init__(inner, None)
+        self.who, self.asked = who, 0
+
+    def generate(self, conversations, schema=None, temperature=0.7, seed=0, max_tokens=256):
+        gens = self.inner.generate(conversations, schema, temperature, seed, max_tokens)
+        for conv, g in zip(conversations, gens):
+            if self.who in conv[0]["content"]:
+                g.text, self.asked = "...", self.asked + 1
+        return gens
 
 
 def test_stored_contrasts_equal_a_fresh_rescoring(tiny, backend, tmp_path):
