@@ -147,12 +147,13 @@ def run_sweep(make_rollout: Callable[[Scenario, World, str], dict], scenario: Sc
         rows.append([*[axis.values[k] for axis, k in zip(axes, idx)], grid_exposed[idx], *final])
     assert grid_shares is not None and actions is not None
     _csv(out / "sweep.csv", [a.name for a in axes] + ["exposed_share"] + [f"share_{a}" for a in actions], rows)
-    result = {"axes": [a.to_dict() for a in axes], "base": base.to_list(), "actions": actions,
-              "final_shares": grid_shares.tolist(), "exposed_share": np.where(np.isnan(grid_exposed), None, grid_exposed).tolist()}
-    (out / "sweep.json").write_text(json.dumps(result, indent=1))
     target = action or actions[0]
     if target not in actions:
         raise ValueError(f"--sweep_action {target!r} is not an action ({', '.join(actions)})")
+    result = {"axes": [a.to_dict() for a in axes], "base": base.to_list(), "actions": actions,
+              "final_shares": grid_shares.tolist(), "exposed_share": np.where(np.isnan(grid_exposed), None, grid_exposed).tolist(),
+              "plotted_action": target}
+    (out / "sweep.json").write_text(json.dumps(result, indent=1))
     z = grid_shares[..., actions.index(target)]
     fig, ax = plt.subplots(figsize=(5, 4))
     if len(axes) == 1:

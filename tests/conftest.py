@@ -128,6 +128,13 @@ RECOVERY_KILLED = "killed_student.sha256"
 """The `recovered` folder's record of the student checkpoint as the killed run left it."""
 
 
+def like_a_terminal() -> None:
+    """`preexec_fn` of a process a test will Ctrl-C: SIGINT handled by default and not blocked, as
+    in a shell, whatever the test runner's process (a pytest-xdist worker) set for itself."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def kill_after_tick():
     """`kill(args, out, tick, timeout)`: start `lsm ARGS --out OUT`, kill -9 it as soon as it has

@@ -25,6 +25,7 @@ from lsm.society.scenario import load_scenario, scenario_from_dict
 from lsm.society.store import TraceFile
 from lsm.society.world import build_world, save_world
 from lsm.society.world.graph import EDGE_TYPES
+from tests.conftest import like_a_terminal
 
 PLANTED = shipped("teacher", "planted.yaml")
 PLANTED_NULL = shipped("teacher", "planted_null.yaml")
@@ -247,7 +248,8 @@ def test_student_rollout_interrupted_and_killed_mid_run_resumes_to_an_identical_
     assert f"another lsm process (pid {os.getpid()}) is writing it" in capsys.readouterr().err
     assert not cut.exists() and not Path(str(cut) + ".journal").exists()
     # Ctrl-C once a tick is journaled: exit 130, the output not written, the message says how to resume
-    proc = subprocess.Popen(lsm + args + ["--out", str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(lsm + args + ["--out", str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=like_a_terminal)
     journal = Path(str(cut) + ".journal")
     while not (journal / "state_0000.json").exists() and proc.poll() is None:
         time.sleep(0.02)

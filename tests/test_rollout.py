@@ -138,7 +138,7 @@ def test_report_counterfactual_and_sweep_via_the_cli(trained, tmp_path):
     assert np.asarray(grid["final_shares"]).shape == (3, 2, 3)
     exposed = np.asarray(grid["exposed_share"], dtype=float)
     assert (np.diff(exposed, axis=0) > 0).all() and (exposed[:, 0] == exposed[:, 1]).all()
-    assert (rep / "sweep/sweep.png").is_file()
+    assert (rep / "sweep/sweep.png").is_file() and grid["plotted_action"] == grid["actions"][0]  # no --sweep_action: the first
 
 
 def test_a_counterfactual_intervention_is_recorded_in_its_file(trained, tmp_path, capsys):
@@ -420,3 +420,40 @@ def test_a_forward_in_chunks_equals_one_pass(trained):
         crossing += int(((shown >= 0) & (shown // 7 != np.arange(len(shown))[:, None] // 7)).sum())
     assert crossing > 0  # senders from other chunks were heard
     assert (np.abs(whole[-1].data["decision_dist"] - whole[0].data["decision_dist"]) > 1e-3).any()  # the run moves
+
+
+def test_report_folder_by_attributes_and_the_sweeps_plotted_action_from_the_cli(trained, tmp_path, capsys):
+    """`--report DIR` puts the report there (not beside the output), `--by ATTR` breaks the shares
+    down by that attribute (the file's own bincounts; no table for the default attributes), and
+    `--sweep_action` names the action the sweep plots; a wrong one of either is one paragraph, exit 2."""
+    import csv
+    import json
+
+    from lsm.cli import main
+    from lsm.society.world import load_world
+
+    _, ckpt, world = trained
+    pop = load_world(world).population
+    attr = list(pop.categorical)[-1]  # not one of the default two
+    out, rep = tmp_path / "r.h5", tmp_path / "elsewhere"
+    base = ["rollout", "--ckpt", str(ckpt), "--world", str(world), "--scenario", "vaccine_campaign", "--ticks", "2", "--quiet", "true"]
+    assert main([*base, "--out", str(out), "--report", str(rep), "--by", attr, "--sweep", "events.0.credibility=0.2,0.8",
+                 "--sweep_action", "refuse"]) == 0
+    assert (rep / "summary.md").is_file() and not (tmp_path / "r_report").exists()
+    assert [p.name for p in rep.glob("decision_shares_by_*.csv")] == [f"decision_shares_by_{attr}.csv"]
+    with TraceFile(out) as tf:
+        decision, valid, actions = tf.array("decision"), tf.array("valid"), list(tf.scenario.actions.labels)
+    labels = pop.labels(attr)
+    rows = list(csv.DictReader((rep / f"decision_shares_by_{attr}.csv").open()))
+    assert {(int(r["tick"]), r[attr]) for r in rows} == {(t, g) for t in range(2) for g in set(labels)}
+    for r in rows:
+        t, members = int(r["tick"]), (labels == r[attr]) & valid[int(r["tick"])]
+        want = np.bincount(decision[t][members], minlength=len(actions)) / max(int(members.sum()), 1)
+        np.testing.assert_allclose([float(r[a]) for a in actions], want, atol=5e-5)  # the CSV keeps 4 decimals
+    assert json.loads((rep / "sweep/sweep.json").read_text())["plotted_action"] == "refuse"
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "b.h5"), "--by", "shoe_size"]) == 2
+    assert "--by ['shoe_size']: not categorical attributes" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "c.h5"), "--sweep", "events.0.credibility=0.2,0.8", "--sweep_action", "dance"]) == 2
+    assert "--sweep_action 'dance' is not an action" in capsys.readouterr().err
+    assert not (tmp_path / "b.h5").exists() and not (tmp_path / "c.h5").exists()

@@ -17,6 +17,7 @@ import pytest
 from lsm.society.store import TraceFile
 from lsm.society.world import load_world
 from lsm.society.world.partition import partition
+from tests.conftest import like_a_terminal
 
 
 def _datasets(path: Path) -> dict[str, np.ndarray]:
@@ -137,7 +138,7 @@ def test_a_rank_killed_mid_run_stops_the_others_and_the_same_command_resumes_to_
 
     def start_and_wait_for(tick: int) -> subprocess.Popen:
         proc = subprocess.Popen(lsm + args + ["--out", str(cut), "--nproc", "2"], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True, preexec_fn=like_a_terminal)
         deadline = time.time() + 300
         while not ((shards / "rank1of2.journal" / f"state_{tick:04d}.json").exists() and (shards / "rank1of2.lock").exists()) \
                 and proc.poll() is None and time.time() < deadline:
