@@ -170,9 +170,12 @@ SLOW_TESTS = {"test_world_backstories_from_the_cli", "test_lsm_train_default_roo
 `lsm bench`'s subprocess and matmul timing: 10-14 s on 2 busy cores)."""
 
 
-SHARED_GROUPS = {"test_demo": "demo", "test_explore_browser": "demo"}
-"""Modules run by one worker together under `pytest -n` (see `pytest_xdist_make_scheduler`): the
-browser test opens the demo folder that `test_demo` leaves (elsewhere it would run the demo again)."""
+SHARED_GROUPS = {"test_demo": "demo", "test_explore_browser": "demo", "test_recovery": "recovered", "test_rollout": "recovered",
+                 "test_loop": "rollout_20k", "test_sharded": "rollout_20k"}
+"""Modules run by one worker together under `pytest -n` (see `pytest_xdist_make_scheduler`), named
+by the session fixture they share, which another worker would build again: the browser test
+opens the demo folder that `test_demo` leaves; two modules use the recovery, two the 20,000-agent
+reference rollout."""
 
 
 def pytest_configure(config):
@@ -201,8 +204,8 @@ def pytest_xdist_make_scheduler(config, log):
     return ModuleScheduling(config, log)
 
 
-LONGEST_FIRST = ["test_teacher", "test_demo", "test_explore_browser", "test_recovery", "test_backend_openai", "test_loop",
-                 "test_sharded", "test_fuzz", "test_probes_narrate", "test_scoring", "test_calibrate", "test_embedded_precision"]
+LONGEST_FIRST = ["test_teacher", "test_loop", "test_sharded", "test_recovery", "test_rollout", "test_demo", "test_explore_browser",
+                 "test_backend_openai", "test_fuzz", "test_probes_narrate", "test_scoring", "test_calibrate", "test_embedded_precision"]
 """The modules that take longest (a minute or more on 2 cores), run first, longest first, so that
 two workers end together: the rest follow in name order."""
 
