@@ -191,7 +191,7 @@ def pytest_configure(config):
 def pytest_xdist_make_scheduler(config, log):
     """`pytest -n N`: a module's tests run on one worker, one after the other (its module and
     session fixtures, an LLM, a recovery or the demo, are built once); the workers take whole
-    modules as they come free, the demo's two modules as one."""
+    modules as they come free, the modules of a `SHARED_GROUPS` group as one."""
     from xdist.scheduler import LoadScopeScheduling
 
     config.option.loadscopereorder = False  # the collection's order (LONGEST_FIRST), not the number of tests
@@ -206,8 +206,9 @@ def pytest_xdist_make_scheduler(config, log):
 
 LONGEST_FIRST = ["test_teacher", "test_loop", "test_sharded", "test_recovery", "test_rollout", "test_demo", "test_explore_browser",
                  "test_backend_openai", "test_fuzz", "test_probes_narrate", "test_scoring", "test_calibrate", "test_embedded_precision"]
-"""The modules that take longest (a minute or more on 2 cores), run first, longest first, so that
-two workers end together: the rest follow in name order."""
+"""The modules that take longest (a minute or more on one core), run first, longest first (a
+shared group's modules side by side), so that two workers end together: the rest follow in name
+order (`tests/test_suite_groups.py` checks both lists against the files)."""
 
 
 def pytest_collection_modifyitems(config, items):
