@@ -284,3 +284,30 @@ def test_evaluate_with_mlp_adds_the_given_checkpoints_row(recovered, capsys):
     name = "identity MLP (no graph)"
     assert itself["student"] == mlp["student"] and itself[name] == itself["student"]
     assert float(mlp[name][0]) > float(mlp["student"][0])  # decision KL: the graph pays
+
+
+def test_a_students_checkpoint_appears_only_whole(tmp_path, monkeypatch):
+    """`lsm recovery` skips a step whose output exists, so a student's `last.ckpt` must appear only
+    once it and its `training.json` are complete: a run killed while writing it (here: training
+    that dies after writing half a checkpoint) leaves no `last.ckpt`, and the step runs again."""
+    from lsm.recovery import experiment
+
+    out = tmp_path / "students/student_n10/last.ckpt"
+    out.parent.mkdir(parents=True)
+
+    def killed_while_writing(files, path, cfg, student, val):
+        path.write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "train_student", killed_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.train_step([], out, experiment.RecoveryConfig(), None, tmp_path / "val.h5")
+    assert not out.exists() and not (out.parent / "training.json").exists()
+
+    def trained(files, path, cfg, student, val):
+        path.write_bytes(b"a whole checkpoint")
+        return {"steps": 3}
+
+    monkeypatch.setattr(experiment, "train_student", trained)
+    experiment.train_step([], out, experiment.RecoveryConfig(), None, tmp_path / "val.h5")
+    assert out.read_bytes() == b"a whole checkpoint" and json.loads((out.parent / "training.json").read_text()) == {"steps": 3}
