@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from lsm.config import ConfigError, UsageError, resolve_config
+from lsm.errors import quiet_teardown
 from lsm.paths import check_output_file
 
 
@@ -721,6 +722,7 @@ def main(argv: list[str] | None = None) -> int:
               "(gen and rollout resume from their journal).", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # Ctrl-C: a run that saved its state says how to resume (Interrupted)
+        quiet_teardown()
         print(f"interrupted: {err}" if str(err) else "interrupted", file=sys.stderr)
         return 130
     return 0

@@ -66,3 +66,13 @@ def _show(value: Any, limit: int = 60) -> str:
 
 
 _MISSING = object()
+
+
+def quiet_teardown() -> None:
+    """After Ctrl-C: an object the interrupt caught half-way (a journal tick's `.npz` being
+    written, whose file the atomic write already closed) fails to clean itself up when collected,
+    and Python would print that as a traceback after our one paragraph. The journal is whole either
+    way, so such failures are not reported."""
+    import sys
+
+    sys.unraisablehook = lambda unraisable: None

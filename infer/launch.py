@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lsm.config import ConfigError, Interrupted, UsageError
+from lsm.errors import quiet_teardown
 from lsm.infer.sharded import ShardedRun, run_rank
 from lsm.society.loop.sharded import journaled_ticks, shards_dir
 from lsm.society.store import StoreError
@@ -78,6 +79,8 @@ def _rank_main(rank: int, size: int, port: int, run: ShardedRun, folder: str, th
             Path(folder, "summary.json").write_text(json.dumps(summary))
         dist.destroy_process_group()
     except BaseException as err:  # noqa: BLE001 - said by the launcher, in one paragraph
+        if isinstance(err, KeyboardInterrupt):
+            quiet_teardown()
         said = {"kind": type(err).__name__, "message": str(err), "user": isinstance(err, USER_ERRORS),
                 "interrupted": isinstance(err, KeyboardInterrupt)}
         Path(folder, f"error{rank}.json").write_text(json.dumps(said))
