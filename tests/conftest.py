@@ -135,22 +135,29 @@ def like_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def start_until_journaled(args: list[str], out: Path, tick: int, timeout: float = 600) -> subprocess.Popen:
+    """`lsm ARGS --out OUT` started and returned, still running, once it has journaled `tick`
+    (stderr piped, as text)."""
+    proc = subprocess.Popen([sys.executable, "-m", "lsm", *args, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    journal = Path(str(out) + ".journal")
+    deadline = time.time() + timeout
+    while not (journal / f"state_{tick:04d}.json").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    return proc
+
+
 @pytest.fixture
 def kill_after_tick():
     """`kill(args, out, tick, timeout)`: start `lsm ARGS --out OUT`, kill -9 it as soon as it has
     journaled `tick`, and return the journal folder (the run must still have been going)."""
 
     def kill(args: list[str], out: Path, tick: int, timeout: float = 600) -> Path:
-        proc = subprocess.Popen([sys.executable, "-m", "lsm", *args, "--out", str(out)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        journal = Path(str(out) + ".journal")
-        deadline = time.time() + timeout
-        while not (journal / f"state_{tick:04d}.json").exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run finished before it could be killed"
+        proc = start_until_journaled(args, out, tick, timeout)
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return journal
+        proc.communicate()
+        return Path(str(out) + ".journal")
 
     return kill
 

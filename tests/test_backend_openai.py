@@ -22,6 +22,7 @@ from lsm.data_gen.teacher.backends.openai_http import BackendError, OpenAIBacken
 from lsm.society.store import TraceFile
 from lsm.data_gen.teacher.config import OpenAIConfig
 from lsm.society.world import build_world, save_world
+from tests.conftest import start_until_journaled
 
 
 SERVE_TIMEOUT_S = 300
@@ -284,16 +285,6 @@ def _same_trace(a_path, b_path) -> None:
             assert (x.tolist() == y.tolist()) if x.dtype == object else np.array_equal(x, y, equal_nan=True), name
 
 
-def _gen_until_tick_0(args: list[str], out) -> subprocess.Popen:
-    """`lsm ARGS --out OUT` started, returned once it has journaled tick 0 (still running)."""
-    gen = subprocess.Popen([sys.executable, "-m", "lsm", *args, "--out", str(out)], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
-    while not (out.parent / f"{out.name}.journal" / "state_0000.json").exists() and gen.poll() is None:
-        time.sleep(0.02)
-    assert gen.poll() is None, "gen finished before the server could be killed"
-    return gen
-
-
 def test_gen_through_the_server_and_a_server_that_dies_mid_run(one_server_trace, gen_inputs, tmp_path):
     """`lsm gen` with the openai backend (answers fully generated under the JSON schema). Then kill
     `lsm serve` while `lsm gen` runs through it: gen ends with one paragraph naming the URL (exit
@@ -315,7 +306,7 @@ def test_gen_through_the_server_and_a_server_that_dies_mid_run(one_server_trace,
     args = _gen_args(gen_inputs, _openai_teacher(tmp_path / "t.yaml", [url]))
     cut = tmp_path / "cut.h5"
     try:
-        gen = _gen_until_tick_0(args, cut)
+        gen = start_until_journaled(args, cut, tick=0)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         _, err = gen.communicate(timeout=300)
@@ -404,7 +395,7 @@ def test_gen_over_two_servers_equals_one_and_survives_one_killed(server, one_ser
     urls = [server, url]
     cut = tmp_path / "cut.h5"
     try:
-        gen = _gen_until_tick_0(_gen_args(gen_inputs, _openai_teacher(tmp_path / "two.yaml", urls, max_retries=2)), cut)
+        gen = start_until_journaled(_gen_args(gen_inputs, _openai_teacher(tmp_path / "two.yaml", urls, max_retries=2)), cut, tick=0)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         _, err = gen.communicate(timeout=600)
